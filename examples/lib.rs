@@ -1,0 +1,1 @@
+//! Examples that embed image2model (see the `[[example]]` entries).

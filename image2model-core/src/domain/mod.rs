@@ -1,0 +1,17 @@
+//! Domain types: identifiers, storage keys, options, jobs and items.
+//!
+//! Every type here can only be built valid ("parse, don't validate"): ids are
+//! server-generated or strictly parsed, [`BlobKey`]s are built from ids, client
+//! file names become [`DisplayName`]s that never reach a path.
+
+mod blob_key;
+mod display_name;
+mod ids;
+mod job;
+mod options;
+
+pub use blob_key::{BlobKey, BlobKeyError, BlobPrefix, area};
+pub use display_name::{DisplayName, MAX_DISPLAY_NAME_CHARS};
+pub use ids::{ApiKeyId, IdError, ItemId, JobId};
+pub use job::{Item, ItemError, ItemStatus, Job, JobStatus, Progress, mean_progress};
+pub use options::{FaceLimit, GenerateOptions, ImageKind, ModelName, OptionError, Texture};

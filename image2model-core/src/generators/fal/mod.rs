@@ -1,0 +1,1 @@
+//! The FAL.AI generator (see issue 3).

@@ -1,0 +1,1 @@
+//! Binary glTF: writing, reading and converting.

@@ -1,0 +1,54 @@
+//! # image2model-core
+//!
+//! The heart of image2model: turns uploaded photos into 3D models (binary glTF),
+//! independent of any HTTP framework, database or storage backend.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use image2model_core::{Pipeline, PipelineConfig, Generators};
+//! use image2model_core::domain::ApiKeyId;
+//! use image2model_core::generators::relief::ReliefGenerator;
+//! use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
+//!
+//! let pipeline = Pipeline::new(
+//!     Arc::new(MemoryJobStore::default()),
+//!     Arc::new(MemoryBlobStore::default()),
+//!     Generators::new(vec![Arc::new(ReliefGenerator::default())])?,
+//!     PipelineConfig::default(),
+//! );
+//! let job = pipeline
+//!     .submit(&ApiKeyId::bootstrap_user(), vec![("chair.png".into(), std::fs::read("chair.png")?.into())], Default::default())
+//!     .await?;
+//! println!("queued job {}", job.job_id);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`domain`]: newtypes that can only be built valid (ids, blob keys, options,
+//!   display names) and the job/item state machine.
+//! - [`ports`]: the traits the pipeline talks through: [`ports::JobStore`],
+//!   [`ports::BlobStore`], [`ports::ModelGenerator`], [`ports::AuthPolicy`].
+//! - [`validate`]: upload validation: type from magic bytes, size bounded while
+//!   streaming, dimensions from the header before any decode.
+//! - [`pipeline`]: [`Pipeline`] (submit, job, subscribe, cancel, model) and the
+//!   [`pipeline::Worker`] that claims items and runs generators.
+//! - [`generators`]: the offline relief generator and the FAL.AI client.
+//! - [`gltf`]: writing, reading and converting binary glTF.
+//! - [`memory`]: in-memory job and blob stores.
+//! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
+//! - `testing` (feature `testing`): conformance suites for the ports and the
+//!   fake FAL server.
+
+pub mod auth;
+pub mod domain;
+pub mod generators;
+pub mod gltf;
+pub mod memory;
+pub mod pipeline;
+pub mod ports;
+pub mod validate;
+
+#[cfg(feature = "testing")]
+pub mod testing;

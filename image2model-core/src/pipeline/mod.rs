@@ -1,0 +1,1 @@
+//! The job pipeline (in progress).

@@ -1,0 +1,22 @@
+//! The ports: the traits through which the pipeline reaches the outside world.
+//!
+//! All are async and object-safe (`Arc<dyn JobStore>` and so on). Each has an
+//! in-memory implementation in [`crate::memory`] (or [`crate::auth`]) and, for
+//! the stores, a conformance suite in `crate::testing` that every implementation
+//! must pass.
+
+mod auth;
+mod blob_store;
+mod generator;
+mod job_store;
+
+pub use auth::{AuthError, AuthPolicy, Principal, Role};
+pub use blob_store::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Usage, bytes_stream};
+pub use generator::{
+    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GeneratedPreview,
+    GenerationObserver, GeneratorHealth, ModelGenerator, ModelInfo,
+};
+pub use job_store::{
+    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    NewItem, NewJob, QueueStats, StoreError,
+};

@@ -1,0 +1,4 @@
+//! Test support, behind the `testing` feature: sample images, conformance
+//! suites for the ports and the fake FAL server.
+
+pub mod images;
