@@ -1,1 +1,458 @@
-//! In-memory stores (in progress).
+//! In-memory [`JobStore`] and [`BlobStore`]: for tests, examples and
+//! embedding without persistence. They honour the same contracts as the real
+//! stores (checked by the same conformance suites).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+
+use crate::domain::{
+    ApiKeyId, BlobKey, BlobPrefix, Item, ItemError, ItemId, ItemStatus, Job, JobId, JobStatus,
+    Progress,
+};
+use crate::ports::{
+    BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim, ClaimOptions, CreateOutcome,
+    ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery, NewJob, QueueStats, StoreError,
+    bytes_stream,
+};
+
+#[derive(Debug, Clone)]
+struct Lease {
+    token: LeaseToken,
+    expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct JobsState {
+    jobs: BTreeMap<JobId, Job>,
+    leases: BTreeMap<ItemId, Lease>,
+    item_jobs: BTreeMap<ItemId, JobId>,
+}
+
+/// A [`JobStore`] kept in memory, lost when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryJobStore {
+    state: Mutex<JobsState>,
+}
+
+fn lease_until(lease: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+}
+
+impl JobsState {
+    /// The running item's job and index when `token` still holds it.
+    fn held(&mut self, item: ItemId, token: &LeaseToken) -> Option<(&mut Job, usize)> {
+        let lease = self.leases.get(&item)?;
+        if lease.token != *token {
+            return None;
+        }
+        let job_id = *self.item_jobs.get(&item)?;
+        let job = self.jobs.get_mut(&job_id)?;
+        let idx = job.items.iter().position(|i| i.item_id == item)?;
+        (job.items[idx].status == ItemStatus::Running).then_some((job, idx))
+    }
+}
+
+fn touch(job: &mut Job, idx: Option<usize>) {
+    let now = Utc::now();
+    if let Some(i) = idx {
+        job.items[i].updated_at = now;
+    }
+    job.updated_at = now;
+    job.refresh();
+}
+
+#[async_trait]
+impl JobStore for MemoryJobStore {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = st
+                .jobs
+                .values()
+                .find(|j| j.owner == new.owner && j.idempotency_key.as_deref() == Some(key))
+        {
+            return Ok(CreateOutcome::Existing(existing.clone()));
+        }
+        let now = Utc::now();
+        let items = new
+            .items
+            .into_iter()
+            .map(|i| Item {
+                item_id: i.item_id,
+                filename: i.filename,
+                content_type: i.content_type,
+                size_bytes: i.size_bytes,
+                width: i.width,
+                height: i.height,
+                upload_key: i.upload_key,
+                status: ItemStatus::Queued,
+                progress: Progress::ZERO,
+                error: None,
+                model_key: None,
+                preview_key: None,
+                remote_request_id: None,
+                attempts: 0,
+                updated_at: now,
+            })
+            .collect::<Vec<_>>();
+        let job = Job {
+            job_id: new.job_id,
+            owner: new.owner,
+            status: JobStatus::Queued,
+            progress: Progress::ZERO,
+            options: new.options,
+            idempotency_key: new.idempotency_key,
+            cancel_requested: false,
+            created_at: now,
+            updated_at: now,
+            items,
+        };
+        for i in &job.items {
+            st.item_jobs.insert(i.item_id, job.job_id);
+        }
+        st.jobs.insert(job.job_id, job.clone());
+        Ok(CreateOutcome::Created(job))
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .expect("memory store lock")
+            .jobs
+            .get(&id)
+            .cloned())
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        owner: &ApiKeyId,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        Ok(st
+            .jobs
+            .values()
+            .find(|j| &j.owner == owner && j.idempotency_key.as_deref() == Some(key))
+            .cloned())
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
+        let limit = query.limit.clamp(1, 100) as usize;
+        let st = self.state.lock().expect("memory store lock");
+        let mut jobs: Vec<Job> = st
+            .jobs
+            .values()
+            .rev()
+            .filter(|j| query.owner.as_ref().is_none_or(|o| &j.owner == o))
+            .filter(|j| query.cursor.is_none_or(|c| j.job_id < c))
+            .take(limit + 1)
+            .cloned()
+            .collect();
+        let next_cursor = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| j.job_id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        let mut guard = self.state.lock().expect("memory store lock");
+        let st = &mut *guard;
+        let now = Utc::now();
+        let mut chosen = None;
+        'jobs: for job in st.jobs.values_mut() {
+            if job.cancel_requested || job.status.is_terminal() {
+                continue;
+            }
+            for idx in 0..job.items.len() {
+                let item = &job.items[idx];
+                let expired = item.status == ItemStatus::Running
+                    && st
+                        .leases
+                        .get(&item.item_id)
+                        .is_none_or(|l| l.expires_at <= now);
+                if item.status == ItemStatus::Queued {
+                    chosen = Some((job.job_id, idx));
+                    break 'jobs;
+                }
+                if expired {
+                    if item.attempts >= options.max_attempts {
+                        let id = item.item_id;
+                        let it = &mut job.items[idx];
+                        it.status = ItemStatus::Failed;
+                        it.error = Some(ItemError {
+                            code: "worker_lost".into(),
+                            message: format!(
+                                "the worker stopped during each of {} attempts",
+                                it.attempts
+                            ),
+                        });
+                        st.leases.remove(&id);
+                        touch(job, Some(idx));
+                        continue;
+                    }
+                    chosen = Some((job.job_id, idx));
+                    break 'jobs;
+                }
+            }
+        }
+        let Some((job_id, idx)) = chosen else {
+            return Ok(None);
+        };
+        let job = st.jobs.get_mut(&job_id).expect("chosen above");
+        let token = LeaseToken::generate();
+        let expires_at = lease_until(options.lease);
+        let item = &mut job.items[idx];
+        item.status = ItemStatus::Running;
+        item.attempts += 1;
+        let item_id = item.item_id;
+        st.leases.insert(
+            item_id,
+            Lease {
+                token: token.clone(),
+                expires_at,
+            },
+        );
+        touch(job, Some(idx));
+        Ok(Some(Claim {
+            job: job.clone(),
+            item: job.items[idx].clone(),
+            token,
+            lease_expires_at: expires_at,
+        }))
+    }
+
+    async fn renew_lease(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        if st.held(item, token).is_none() {
+            return Ok(false);
+        }
+        st.leases.insert(
+            item,
+            Lease {
+                token: token.clone(),
+                expires_at: lease_until(lease),
+            },
+        );
+        Ok(true)
+    }
+
+    async fn record_progress(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        progress: Progress,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let Some((job, idx)) = st.held(item, token) else {
+            return Ok(false);
+        };
+        let it = &mut job.items[idx];
+        it.progress = it.progress.advance(progress.min(Progress::clamped(99)));
+        touch(job, Some(idx));
+        Ok(true)
+    }
+
+    async fn record_remote_request(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let Some((job, idx)) = st.held(item, token) else {
+            return Ok(false);
+        };
+        job.items[idx].remote_request_id = Some(request_id.to_owned());
+        touch(job, Some(idx));
+        Ok(true)
+    }
+
+    async fn finish_item(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        outcome: ItemOutcome,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let Some((job, idx)) = st.held(item, token) else {
+            return Ok(false);
+        };
+        let it = &mut job.items[idx];
+        match outcome {
+            ItemOutcome::Succeeded {
+                model_key,
+                preview_key,
+            } => {
+                it.status = ItemStatus::Succeeded;
+                it.progress = Progress::DONE;
+                it.model_key = Some(model_key);
+                it.preview_key = preview_key;
+            }
+            ItemOutcome::Failed(error) => {
+                it.status = ItemStatus::Failed;
+                it.error = Some(error);
+            }
+            ItemOutcome::Release => it.status = ItemStatus::Queued,
+        }
+        touch(job, Some(idx));
+        st.leases.remove(&item);
+        Ok(true)
+    }
+
+    async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut guard = self.state.lock().expect("memory store lock");
+        let st = &mut *guard;
+        let Some(job) = st.jobs.get_mut(&id) else {
+            return Ok(None);
+        };
+        job.cancel_requested = true;
+        for item in &mut job.items {
+            if !item.status.is_terminal() {
+                item.status = ItemStatus::Cancelled;
+                item.updated_at = Utc::now();
+                st.leases.remove(&item.item_id);
+            }
+        }
+        touch(job, None);
+        Ok(Some(job.clone()))
+    }
+
+    async fn delete_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let Some(job) = st.jobs.remove(&id) else {
+            return Ok(None);
+        };
+        for item in &job.items {
+            st.item_jobs.remove(&item.item_id);
+            st.leases.remove(&item.item_id);
+        }
+        Ok(Some(job))
+    }
+
+    async fn ended_jobs_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        let mut jobs: Vec<Job> = st
+            .jobs
+            .values()
+            .filter(|j| j.status.is_terminal() && j.updated_at < before)
+            .cloned()
+            .collect();
+        jobs.sort_by_key(|j| j.updated_at);
+        jobs.truncate(limit as usize);
+        Ok(jobs)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        let mut stats = QueueStats {
+            jobs: st.jobs.len() as u64,
+            ..QueueStats::default()
+        };
+        for item in st.jobs.values().flat_map(|j| &j.items) {
+            match item.status {
+                ItemStatus::Queued => stats.queued += 1,
+                ItemStatus::Running => stats.running += 1,
+                _ => {}
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// A [`BlobStore`] kept in memory, lost when dropped.
+#[derive(Debug, Default)]
+pub struct MemoryBlobStore {
+    objects: Mutex<BTreeMap<BlobKey, (Bytes, DateTime<Utc>)>>,
+}
+
+#[async_trait]
+impl BlobStore for MemoryBlobStore {
+    async fn put(&self, key: &BlobKey, mut body: ByteStream) -> Result<u64, BlobError> {
+        // Collect first, publish after: a failing body leaves nothing behind.
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(BlobError::Body)?);
+        }
+        let len = buf.len() as u64;
+        self.objects
+            .lock()
+            .expect("memory blob lock")
+            .insert(key.clone(), (buf.freeze(), Utc::now()));
+        Ok(len)
+    }
+
+    async fn get(&self, key: &BlobKey) -> Result<BlobObject, BlobError> {
+        let bytes = self
+            .objects
+            .lock()
+            .expect("memory blob lock")
+            .get(key)
+            .map(|(b, _)| b.clone());
+        let bytes = bytes.ok_or_else(|| BlobError::NotFound(key.clone()))?;
+        Ok(BlobObject {
+            size: bytes.len() as u64,
+            stream: bytes_stream(bytes),
+        })
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<BlobMeta, BlobError> {
+        let objects = self.objects.lock().expect("memory blob lock");
+        let (bytes, at) = objects
+            .get(key)
+            .ok_or_else(|| BlobError::NotFound(key.clone()))?;
+        Ok(BlobMeta {
+            key: key.clone(),
+            size: bytes.len() as u64,
+            last_modified: *at,
+        })
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
+        self.objects.lock().expect("memory blob lock").remove(key);
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &BlobPrefix) -> Result<Vec<BlobMeta>, BlobError> {
+        let objects = self.objects.lock().expect("memory blob lock");
+        Ok(objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, (b, at))| BlobMeta {
+                key: k.clone(),
+                size: b.len() as u64,
+                last_modified: *at,
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory://".to_owned()
+    }
+}
