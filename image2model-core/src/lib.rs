@@ -52,3 +52,4 @@ pub mod validate;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+pub use pipeline::{Generators, Pipeline, PipelineConfig, PipelineError, Scope, SubmitOptions, Worker, WorkerConfig};

@@ -1,0 +1,260 @@
+//! Streamed uploads: each file is validated while it is stored; the job is
+//! created only when every file passed, and a failed upload leaves nothing.
+
+use crate::domain::{
+    ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ItemId, Job, JobId, ModelName,
+    Texture,
+};
+use crate::ports::{ByteStream, CreateOutcome, NewItem, NewJob};
+use crate::validate::{FileInspector, ValidationError, inspect_stream, sniff};
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+
+/// Bytes needed to sniff every accepted type.
+const SNIFF_BYTES: usize = 12;
+
+/// Reads at least `n` bytes (fewer if the body is shorter) and returns them with
+/// the rest of the body.
+async fn read_prefix(mut body: ByteStream, n: usize) -> std::io::Result<(Bytes, ByteStream)> {
+    let mut prefix = BytesMut::new();
+    while prefix.len() < n {
+        match body.next().await {
+            Some(chunk) => prefix.extend_from_slice(&chunk?),
+            None => break,
+        }
+    }
+    Ok((prefix.freeze(), body))
+}
+
+use super::{Pipeline, PipelineError};
+
+/// What the client chose for a job.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// The model; the pipeline's default when `None`.
+    pub model: Option<ModelName>,
+    /// The face limit, when any.
+    pub face_limit: Option<FaceLimit>,
+    /// Texture quality; `standard` when `None`.
+    pub texture: Option<Texture>,
+    /// Makes retried submissions return the first job instead of a new one.
+    pub idempotency_key: Option<String>,
+}
+
+/// How [`Pipeline::begin_upload`] started.
+#[derive(Debug)]
+pub enum UploadStart {
+    /// The owner already submitted with this idempotency key: its job.
+    Existing(Job),
+    /// A new upload, ready for files.
+    New(Upload),
+}
+
+pub(super) fn check_idempotency_key(key: &str) -> Result<(), PipelineError> {
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(PipelineError::InvalidIdempotencyKey);
+    }
+    Ok(())
+}
+
+/// An upload in progress: add files one by one as they stream in, then
+/// [`commit`](Upload::commit). Every error, and dropping it uncommitted,
+/// removes the files already stored.
+#[derive(Debug)]
+pub struct Upload {
+    pipeline: Pipeline,
+    owner: ApiKeyId,
+    idempotency_key: Option<String>,
+    job_id: JobId,
+    items: Vec<NewItem>,
+    bytes: u64,
+    finished: bool,
+}
+
+impl Upload {
+    pub(super) fn new(
+        pipeline: Pipeline,
+        owner: ApiKeyId,
+        idempotency_key: Option<String>,
+    ) -> Self {
+        Self {
+            pipeline,
+            owner,
+            idempotency_key,
+            job_id: JobId::new(),
+            items: Vec::new(),
+            bytes: 0,
+            finished: false,
+        }
+    }
+
+    /// The id the job will have.
+    #[must_use]
+    pub fn job_id(&self) -> JobId {
+        self.job_id
+    }
+
+    /// How many files were accepted so far.
+    #[must_use]
+    pub fn file_count(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Validates `body` while storing it. On error the whole upload is
+    /// aborted: every file stored so far is removed.
+    ///
+    /// # Errors
+    /// A [`ValidationError`] (as [`PipelineError::Validation`]), an interrupted
+    /// body, or a blob store error.
+    pub async fn add_file(
+        &mut self,
+        filename: &str,
+        body: ByteStream,
+    ) -> Result<(), PipelineError> {
+        let result = self.store_file(filename, body).await;
+        if result.is_err() {
+            self.discard().await;
+        }
+        result
+    }
+
+    async fn store_file(&mut self, filename: &str, body: ByteStream) -> Result<(), PipelineError> {
+        let limits = *self.pipeline.limits();
+        if self.items.len() >= limits.max_files {
+            return Err(ValidationError::TooManyFiles {
+                max: limits.max_files,
+            }
+            .into());
+        }
+        let item_id = ItemId::new();
+        // The key's extension comes from the type, so read just enough of the
+        // body to sniff it; the inspector re-checks everything while storing.
+        let (prefix, rest) = read_prefix(body, SNIFF_BYTES)
+            .await
+            .map_err(|e| PipelineError::from(crate::ports::BlobError::Body(e)))?;
+        let kind = match sniff(&prefix) {
+            Some(kind) => kind,
+            None if prefix.is_empty() => return Err(ValidationError::EmptyFile.into()),
+            None => return Err(ValidationError::UnsupportedType.into()),
+        };
+        let key = BlobKey::upload(self.job_id, item_id, kind);
+        let body = futures::stream::once(async move { Ok(prefix) })
+            .chain(rest)
+            .boxed();
+        let (stream, verdict) = inspect_stream(body, FileInspector::new(limits, self.bytes));
+        let blobs = self.pipeline.blob_store().clone();
+        blobs.put(&key, stream).await?;
+        let file = match verdict.verdict() {
+            Some(Ok(file)) => file,
+            other => {
+                let _ = blobs.delete(&key).await;
+                return Err(match other {
+                    Some(Err(e)) => e.into(),
+                    _ => PipelineError::Interrupted("the file ended early".into()),
+                });
+            }
+        };
+        self.bytes += file.size;
+        self.items.push(NewItem {
+            item_id,
+            filename: DisplayName::sanitize(filename),
+            content_type: file.kind,
+            size_bytes: file.size,
+            width: file.width,
+            height: file.height,
+            upload_key: key,
+        });
+        Ok(())
+    }
+
+    /// Creates the job from the files added.
+    ///
+    /// # Errors
+    /// [`ValidationError::NoFiles`], [`PipelineError::UnknownModel`], store errors;
+    /// on any error the stored files are removed.
+    pub async fn commit(mut self, options: SubmitOptions) -> Result<Job, PipelineError> {
+        let result = self.create(options).await;
+        if result.is_err() {
+            self.discard().await;
+        }
+        self.finished = true;
+        result
+    }
+
+    async fn create(&mut self, options: SubmitOptions) -> Result<Job, PipelineError> {
+        if self.items.is_empty() {
+            return Err(ValidationError::NoFiles.into());
+        }
+        let generators = self.pipeline.generators();
+        let model = options
+            .model
+            .unwrap_or_else(|| generators.default_model().clone());
+        if generators.resolve(&model).is_none() {
+            return Err(PipelineError::UnknownModel(model));
+        }
+        let new = NewJob {
+            job_id: self.job_id,
+            owner: self.owner.clone(),
+            options: GenerateOptions {
+                model,
+                face_limit: options.face_limit,
+                texture: options.texture.unwrap_or_default(),
+            },
+            idempotency_key: self.idempotency_key.clone(),
+            items: std::mem::take(&mut self.items),
+        };
+        let items = new.items.clone();
+        match self.pipeline.job_store().create_job(new).await {
+            Ok(CreateOutcome::Created(job)) => {
+                tracing::info!(job_id = %job.job_id, owner = %job.owner, items = job.items.len(), model = %job.options.model, "job created");
+                self.pipeline.notify(job.job_id);
+                self.pipeline.inner.work.notify_waiters();
+                Ok(job)
+            }
+            Ok(CreateOutcome::Existing(job)) => {
+                // A concurrent submission with the same key won: ours is surplus.
+                self.items = items;
+                self.discard().await;
+                Ok(job)
+            }
+            Err(e) => {
+                self.items = items;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Abandons the upload, removing the files stored so far.
+    pub async fn abort(mut self) {
+        self.discard().await;
+        self.finished = true;
+    }
+
+    async fn discard(&mut self) {
+        let blobs = self.pipeline.blob_store();
+        for item in self.items.drain(..) {
+            if let Err(e) = blobs.delete(&item.upload_key).await {
+                tracing::warn!(key = %item.upload_key, error = %e, "could not remove a rejected upload's file");
+            }
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.finished || self.items.is_empty() {
+            return;
+        }
+        // Dropped mid-upload (e.g. the client went away): remove its files.
+        let keys: Vec<BlobKey> = self.items.drain(..).map(|i| i.upload_key).collect();
+        let blobs = self.pipeline.blob_store().clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                for key in keys {
+                    let _ = blobs.delete(&key).await;
+                }
+            });
+        }
+    }
+}
