@@ -52,4 +52,6 @@ pub mod validate;
 
 #[cfg(feature = "testing")]
 pub mod testing;
-pub use pipeline::{Generators, Pipeline, PipelineConfig, PipelineError, Scope, SubmitOptions, Worker, WorkerConfig};
+pub use pipeline::{
+    Generators, Pipeline, PipelineConfig, PipelineError, Scope, SubmitOptions, Worker, WorkerConfig,
+};

@@ -22,6 +22,18 @@ pub struct IdError {
     pub reason: &'static str,
 }
 
+/// A ULID strictly greater than every one made before by this process (ULIDs
+/// made in the same millisecond are otherwise random, and ids must sort by
+/// creation for listing and cursors).
+fn next_ulid() -> Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    generator.generate().unwrap_or_else(|_| Ulid::new())
+}
+
 macro_rules! ulid_id {
     ($(#[$meta:meta])* $name:ident, $kind:literal) => {
         $(#[$meta])*
@@ -33,7 +45,7 @@ macro_rules! ulid_id {
             #[must_use]
             #[allow(clippy::new_without_default)]
             pub fn new() -> Self {
-                Self(Ulid::new())
+                Self(next_ulid())
             }
 
             /// Parses the canonical 26-character upper-case form, and nothing else.

@@ -295,11 +295,7 @@ pub fn mean_progress(values: impl IntoIterator<Item = Progress>) -> Progress {
     let (sum, n) = values
         .into_iter()
         .fold((0u64, 0u64), |(s, n), p| (s + u64::from(p.get()), n + 1));
-    if n == 0 {
-        Progress::ZERO
-    } else {
-        Progress::clamped((sum / n) as i64)
-    }
+    Progress::clamped(sum.checked_div(n).map_or(0, |m| m as i64))
 }
 
 #[cfg(test)]

@@ -191,7 +191,7 @@ mod tests {
         let mut v = b"glTF".to_vec();
         v.extend_from_slice(&2u32.to_le_bytes());
         v.extend_from_slice(&total.to_le_bytes());
-        v.extend_from_slice(&((total - 20) as u32).to_le_bytes());
+        v.extend_from_slice(&(total - 20).to_le_bytes());
         v.extend_from_slice(&json_kind.to_le_bytes());
         v.resize(total as usize, b' ');
         v

@@ -258,3 +258,78 @@ impl Drop for Upload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::domain::BlobPrefix;
+    use crate::memory::MemoryBlobStore;
+    use crate::ports::{BlobStore, MockJobStore, StoreError};
+    use crate::testing::generators::{Script, ScriptedGenerator, minimal_glb};
+    use crate::testing::images;
+    use crate::{Generators, PipelineConfig};
+
+    fn pipeline(jobs: MockJobStore, blobs: Arc<MemoryBlobStore>) -> Pipeline {
+        let generator = Arc::new(ScriptedGenerator::new(
+            "scripted",
+            Script::Succeed(minimal_glb()),
+        ));
+        Pipeline::new(
+            Arc::new(jobs),
+            blobs,
+            Generators::new(vec![generator]).unwrap(),
+            PipelineConfig::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_at_commit_removes_the_stored_images() {
+        let mut jobs = MockJobStore::new();
+        jobs.expect_create_job()
+            .times(1)
+            .returning(|_| Err(StoreError::Unavailable("db down".into())));
+        let blobs = Arc::new(MemoryBlobStore::default());
+        let p = pipeline(jobs, blobs.clone());
+        let files = vec![("a.png".to_owned(), Bytes::from(images::png(8, 8)))];
+        let err = p
+            .submit(&ApiKeyId::bootstrap_user(), files, SubmitOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), "store_unavailable");
+        assert!(blobs.list(&BlobPrefix::root()).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_upload_removes_its_files() {
+        let jobs = MockJobStore::new();
+        let blobs = Arc::new(MemoryBlobStore::default());
+        let p = pipeline(jobs, blobs.clone());
+        let UploadStart::New(mut upload) = p
+            .begin_upload(ApiKeyId::bootstrap_user(), None)
+            .await
+            .unwrap()
+        else {
+            panic!("no idempotency key, so a new upload");
+        };
+        upload
+            .add_file(
+                "a.png",
+                crate::ports::bytes_stream(images::png(8, 8).into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(blobs.list(&BlobPrefix::root()).await.unwrap().len(), 1);
+        drop(upload);
+        for _ in 0..100 {
+            if blobs.list(&BlobPrefix::root()).await.unwrap().is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the dropped upload's file was not removed");
+    }
+}

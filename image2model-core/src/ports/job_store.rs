@@ -201,6 +201,7 @@ impl StoreError {
 /// - `cancel_job` sets `cancel_requested`, turns queued and running items
 ///   `cancelled` (revoking their leases) and leaves ended items alone.
 /// - `delete_job` removes the job and its items and returns them as they were.
+#[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug {
     /// Creates a queued job with its items.

@@ -16,6 +16,8 @@ pub use generator::{
     GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GeneratedPreview,
     GenerationObserver, GeneratorHealth, ModelGenerator, ModelInfo,
 };
+#[cfg(test)]
+pub(crate) use job_store::MockJobStore;
 pub use job_store::{
     Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
     NewItem, NewJob, QueueStats, StoreError,

@@ -1,4 +1,5 @@
 //! Test support, behind the `testing` feature: sample images, conformance
 //! suites for the ports and the fake FAL server.
 
+pub mod generators;
 pub mod images;

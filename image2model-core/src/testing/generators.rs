@@ -1,0 +1,148 @@
+//! A scriptable [`ModelGenerator`] for pipeline and server tests.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::domain::{ModelName, Progress};
+use crate::ports::{
+    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, ModelGenerator, ModelInfo,
+    bytes_stream,
+};
+
+/// The smallest valid GLB: a JSON chunk with an empty asset, no buffers.
+#[must_use]
+pub fn minimal_glb() -> Bytes {
+    let mut json = br#"{"asset":{"version":"2.0","generator":"image2model-tests"}}"#.to_vec();
+    while !json.len().is_multiple_of(4) {
+        json.push(b' ');
+    }
+    let total = 12 + 8 + json.len();
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(b"glTF");
+    out.extend_from_slice(&2u32.to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(b"JSON");
+    out.extend_from_slice(&json);
+    Bytes::from(out)
+}
+
+/// What a [`ScriptedGenerator`] does on each call.
+#[derive(Debug, Clone)]
+pub enum Script {
+    /// Reports progress 10, 50, 90 then returns these bytes as the model.
+    Succeed(Bytes),
+    /// Fails with this error.
+    Fail(GenerateError),
+    /// Reports a remote request id, then waits until cancelled (returns
+    /// `Cancelled`) or for ever.
+    Hang {
+        /// Reported through `GenerationObserver::remote_request` first.
+        remote_request: Option<String>,
+    },
+    /// Sleeps this long, then succeeds with [`minimal_glb`].
+    Delay(Duration),
+    /// Panics.
+    Panic,
+}
+
+/// A [`ModelGenerator`] that follows a [`Script`], and records what it saw.
+#[derive(Debug)]
+pub struct ScriptedGenerator {
+    model: ModelName,
+    script: Mutex<Script>,
+    calls: AtomicUsize,
+    seen: Mutex<Vec<GenerateRequest>>,
+}
+
+impl ScriptedGenerator {
+    /// A generator offering `model` that follows `script`.
+    #[must_use]
+    pub fn new(model: &str, script: Script) -> Self {
+        Self {
+            model: ModelName::parse(model).expect("valid model name"),
+            script: Mutex::new(script),
+            calls: AtomicUsize::new(0),
+            seen: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Changes what later calls do.
+    pub fn set_script(&self, script: Script) {
+        *self.script.lock().expect("script lock") = script;
+    }
+
+    /// How many times `generate` was called.
+    #[must_use]
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// The requests received, in order.
+    #[must_use]
+    pub fn requests(&self) -> Vec<GenerateRequest> {
+        self.seen.lock().expect("seen lock").clone()
+    }
+}
+
+#[async_trait]
+impl ModelGenerator for ScriptedGenerator {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        vec![ModelInfo {
+            name: self.model.clone(),
+            generator: "scripted".into(),
+            description: "test generator".into(),
+        }]
+    }
+
+    async fn generate(
+        &self,
+        request: GenerateRequest,
+        ctx: GenerateContext<'_>,
+    ) -> Result<GeneratedModel, GenerateError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().expect("seen lock").push(request);
+        let script = self.script.lock().expect("script lock").clone();
+        match script {
+            Script::Succeed(glb) => {
+                for p in [10, 50, 90] {
+                    ctx.observer.progress(Progress::clamped(p)).await;
+                }
+                Ok(GeneratedModel {
+                    size_hint: Some(glb.len() as u64),
+                    glb: bytes_stream(glb),
+                    preview: None,
+                })
+            }
+            Script::Fail(e) => Err(e),
+            Script::Hang { remote_request } => {
+                if let Some(id) = remote_request {
+                    ctx.observer.remote_request(&id).await?;
+                }
+                ctx.cancel.cancelled().await;
+                Err(GenerateError::Cancelled)
+            }
+            Script::Delay(d) => {
+                tokio::select! {
+                    () = tokio::time::sleep(d) => {}
+                    () = ctx.cancel.cancelled() => return Err(GenerateError::Cancelled),
+                }
+                let glb = minimal_glb();
+                Ok(GeneratedModel {
+                    size_hint: Some(glb.len() as u64),
+                    glb: bytes_stream(glb),
+                    preview: None,
+                })
+            }
+            Script::Panic => panic!("scripted generator panic"),
+        }
+    }
+}
