@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::domain::ApiKeyId;
-use crate::ports::{AuthError, AuthPolicy, Principal, Role};
+use chrono::Utc;
+
+use crate::ports::{AuthError, AuthPolicy, KeyStore, Principal, Role, StoreError, StoredKey};
 
 /// An [`AuthPolicy`] over a fixed set of keys, compared in constant time.
 ///
@@ -92,5 +94,210 @@ impl AuthPolicy for StaticKeys {
             }
         }
         Ok(found)
+    }
+}
+
+/// The prefix of every key made by [`KeyRegistry::create`].
+pub const KEY_PREFIX: &str = "i2m_";
+
+/// Bootstrap keys plus keys created at run time and stored (hashed) in a
+/// [`KeyStore`]: the server's [`AuthPolicy`].
+///
+/// Stored keys are kept as HMAC-SHA256 digests under the server's secret (a
+/// pepper: a stolen database alone cannot be used to check guesses), looked up
+/// by digest, and revocation takes effect on the next request (no cache).
+#[derive(Clone)]
+pub struct KeyRegistry {
+    bootstrap: StaticKeys,
+    store: std::sync::Arc<dyn KeyStore>,
+    pepper: SecretString,
+}
+
+impl std::fmt::Debug for KeyRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRegistry")
+            .field("bootstrap", &self.bootstrap)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a key could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The name is empty, longer than 64 characters or has control characters.
+    #[error("a key name must be 1 to 64 printable characters")]
+    InvalidName,
+    /// The key store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl KeyRegistry {
+    /// A registry over `store`, hashing with `pepper` (the server's `SECRET_KEY`).
+    #[must_use]
+    pub fn new(
+        bootstrap: StaticKeys,
+        store: std::sync::Arc<dyn KeyStore>,
+        pepper: SecretString,
+    ) -> Self {
+        Self {
+            bootstrap,
+            store,
+            pepper,
+        }
+    }
+
+    /// The stored digest of a secret.
+    #[must_use]
+    pub fn hash(&self, secret: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(self.pepper.expose_secret().as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(secret.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Creates a key; its secret is returned this once and never stored.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidName`], store errors.
+    pub async fn create(
+        &self,
+        name: &str,
+        role: Role,
+    ) -> Result<(StoredKey, SecretString), KeyError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+            return Err(KeyError::InvalidName);
+        }
+        use rand::Rng;
+        let random: [u8; 24] = rand::rng().random();
+        let secret = format!("{KEY_PREFIX}{}", hex::encode(random));
+        let key = StoredKey {
+            key_id: ApiKeyId::generate(),
+            name: name.to_owned(),
+            role,
+            prefix: secret[..KEY_PREFIX.len() + 8].to_owned(),
+            hash: self.hash(&secret),
+            created_at: Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.store.create_key(key.clone()).await?;
+        Ok((key, SecretString::from(secret)))
+    }
+
+    /// Every stored key (not the bootstrap ones), oldest first.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn list(&self) -> Result<Vec<StoredKey>, StoreError> {
+        self.store.list_keys().await
+    }
+
+    /// Revokes a stored key; `false` when there is none with this id.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn revoke(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+        self.store.revoke_key(key_id).await
+    }
+}
+
+#[async_trait]
+impl AuthPolicy for KeyRegistry {
+    async fn authenticate(&self, secret: &SecretString) -> Result<Option<Principal>, AuthError> {
+        if let Some(principal) = self.bootstrap.authenticate(secret).await? {
+            return Ok(Some(principal));
+        }
+        let presented = secret.expose_secret();
+        if !presented.starts_with(KEY_PREFIX) || presented.len() > 128 {
+            return Ok(None);
+        }
+        let found = self
+            .store
+            .find_key_by_hash(&self.hash(presented))
+            .await
+            .map_err(|e| AuthError::Unavailable(e.code().to_owned()))?;
+        let Some(key) = found else { return Ok(None) };
+        let now = Utc::now();
+        // Record use at most once a minute per key, to keep writes off the hot path.
+        if key
+            .last_used_at
+            .is_none_or(|t| now - t > chrono::Duration::seconds(60))
+            && let Err(e) = self.store.touch_key(&key.key_id, now).await
+        {
+            tracing::warn!(key_id = %key.key_id, error = %e, "could not record key use");
+        }
+        Ok(Some(Principal {
+            key_id: key.key_id,
+            role: key.role,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::MemoryKeyStore;
+    use std::sync::Arc;
+
+    fn registry() -> KeyRegistry {
+        KeyRegistry::new(
+            StaticKeys::bootstrap(Some("user-key".into()), Some("admin-key".into())),
+            Arc::new(MemoryKeyStore::default()),
+            SecretString::from("pepper-for-tests"),
+        )
+    }
+
+    #[tokio::test]
+    async fn created_keys_authenticate_until_revoked() {
+        let reg = registry();
+        let (key, secret) = reg.create("ci runner", Role::User).await.unwrap();
+        assert!(secret.expose_secret().starts_with(&key.prefix));
+        assert_ne!(key.hash, secret.expose_secret());
+        let who = reg.authenticate(&secret).await.unwrap().unwrap();
+        assert_eq!(
+            (who.key_id.clone(), who.role),
+            (key.key_id.clone(), Role::User)
+        );
+        assert!(reg.list().await.unwrap()[0].last_used_at.is_some());
+        assert!(reg.revoke(&key.key_id).await.unwrap());
+        assert!(reg.authenticate(&secret).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn bootstrap_keys_and_unknown_keys() {
+        let reg = registry();
+        assert_eq!(
+            reg.authenticate(&"admin-key".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .role,
+            Role::Admin
+        );
+        for bad in ["", "user-key ", "user-ke", "i2m_0000", "Bearer user-key"] {
+            assert!(
+                reg.authenticate(&bad.into()).await.unwrap().is_none(),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            reg.create(" ", Role::User).await,
+            Err(KeyError::InvalidName)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_digest_depends_on_the_pepper() {
+        let other = KeyRegistry::new(
+            StaticKeys::default(),
+            Arc::new(MemoryKeyStore::default()),
+            "another".into(),
+        );
+        assert_ne!(registry().hash("i2m_x"), other.hash("i2m_x"));
     }
 }

@@ -16,9 +16,9 @@ use crate::domain::{
     Progress,
 };
 use crate::ports::{
-    BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim, ClaimOptions, CreateOutcome,
-    ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery, NewJob, QueueStats, StoreError,
-    bytes_stream,
+    AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim,
+    ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, KeyStore, LeaseToken, ListQuery,
+    NewJob, QueueStats, StoreError, StoredKey, bytes_stream,
 };
 
 #[derive(Debug, Clone)]
@@ -454,5 +454,88 @@ impl BlobStore for MemoryBlobStore {
 
     fn describe(&self) -> String {
         "memory://".to_owned()
+    }
+}
+
+/// A [`KeyStore`] kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    keys: Mutex<Vec<StoredKey>>,
+}
+
+#[async_trait]
+impl KeyStore for MemoryKeyStore {
+    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().expect("memory key lock");
+        if keys
+            .iter()
+            .any(|k| k.key_id == key.key_id || k.hash == key.hash)
+        {
+            return Err(StoreError::Conflict(
+                "a key with this id or secret exists".into(),
+            ));
+        }
+        keys.push(key);
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        Ok(self.keys.lock().expect("memory key lock").clone())
+    }
+
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
+        let keys = self.keys.lock().expect("memory key lock");
+        Ok(keys
+            .iter()
+            .find(|k| k.hash == hash && k.revoked_at.is_none())
+            .cloned())
+    }
+
+    async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+        let mut keys = self.keys.lock().expect("memory key lock");
+        match keys.iter_mut().find(|k| &k.key_id == key_id) {
+            Some(k) => {
+                k.revoked_at.get_or_insert_with(Utc::now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut keys = self.keys.lock().expect("memory key lock");
+        if let Some(k) = keys.iter_mut().find(|k| &k.key_id == key_id) {
+            k.last_used_at = Some(at);
+        }
+        Ok(())
+    }
+}
+
+/// An [`AuditLog`] kept in memory.
+#[derive(Debug, Default)]
+pub struct MemoryAuditLog {
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+#[async_trait]
+impl AuditLog for MemoryAuditLog {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.events.lock().expect("memory audit lock").push(event);
+        Ok(())
+    }
+
+    async fn recent(
+        &self,
+        limit: u32,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let events = self.events.lock().expect("memory audit lock");
+        Ok(events
+            .iter()
+            .rev()
+            .filter(|e| before.is_none_or(|b| e.at < b))
+            .take(limit.min(1000) as usize)
+            .cloned()
+            .collect())
     }
 }

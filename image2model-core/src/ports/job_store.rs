@@ -164,6 +164,9 @@ pub enum StoreError {
     /// The database could not be reached.
     #[error("job store unavailable: {0}")]
     Unavailable(String),
+    /// A unique value (id, hash, idempotency key) is already taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Stored data did not parse (a bug or tampering).
     #[error("corrupt job store row: {0}")]
     Corrupt(String),
@@ -178,6 +181,7 @@ impl StoreError {
     pub fn code(&self) -> &'static str {
         match self {
             StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Conflict(_) => "conflict",
             StoreError::Corrupt(_) | StoreError::Backend(_) => "internal_error",
         }
     }

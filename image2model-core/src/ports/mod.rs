@@ -9,6 +9,7 @@ mod auth;
 mod blob_store;
 mod generator;
 mod job_store;
+mod keys;
 
 pub use auth::{AuthError, AuthPolicy, Principal, Role};
 pub use blob_store::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Usage, bytes_stream};
@@ -22,3 +23,4 @@ pub use job_store::{
     Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
     NewItem, NewJob, QueueStats, StoreError,
 };
+pub use keys::{AuditEvent, AuditLog, KeyStore, StoredKey};
