@@ -55,7 +55,7 @@ impl Mesh {
     /// [`GltfError::InvalidMesh`] naming the first problem.
     pub fn check(&self) -> Result<(), GltfError> {
         let n = self.positions.len();
-        if self.indices.len() % 3 != 0 {
+        if !self.indices.len().is_multiple_of(3) {
             return Err(GltfError::InvalidMesh(format!(
                 "{} indices is not a multiple of 3",
                 self.indices.len()

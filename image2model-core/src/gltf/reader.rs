@@ -797,17 +797,17 @@ pub(crate) mod tests {
 
     #[test]
     fn inconsistent_references_are_malformed() {
-        let edits: Vec<Box<dyn FnOnce(&mut Value)>> = vec![
-            Box::new(|d| d["bufferViews"][0]["byteLength"] = json!(400)),
-            Box::new(|d| d["accessors"][0]["count"] = json!(4)),
-            Box::new(|d| d["accessors"][3]["count"] = json!(2)),
-            Box::new(|d| d["accessors"][1]["byteOffset"] = json!(2)),
-            Box::new(|d| d["buffers"][0]["byteLength"] = json!(1000)),
-            Box::new(|d| d["nodes"][1]["children"] = json!([0])),
-            Box::new(|d| d["accessors"][1]["componentType"] = json!(5126)),
-            Box::new(|d| d["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = json!(9)),
-            Box::new(|d| d["accessors"][0]["type"] = json!("MAT4")),
-            Box::new(|d| d["meshes"][0]["primitives"][0]["attributes"] = json!({ "NORMAL": 3 })),
+        let edits: Vec<fn(&mut Value)> = vec![
+            |d| d["bufferViews"][0]["byteLength"] = json!(400),
+            |d| d["accessors"][0]["count"] = json!(4),
+            |d| d["accessors"][3]["count"] = json!(2),
+            |d| d["accessors"][1]["byteOffset"] = json!(2),
+            |d| d["buffers"][0]["byteLength"] = json!(1000),
+            |d| d["nodes"][1]["children"] = json!([0]),
+            |d| d["accessors"][1]["componentType"] = json!(5126),
+            |d| d["meshes"][0]["primitives"][0]["attributes"]["POSITION"] = json!(9),
+            |d| d["accessors"][0]["type"] = json!("MAT4"),
+            |d| d["meshes"][0]["primitives"][0]["attributes"] = json!({ "NORMAL": 3 }),
         ];
         for (i, edit) in edits.into_iter().enumerate() {
             let result = read_glb(&glb_with(edit));

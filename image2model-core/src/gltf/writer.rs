@@ -169,7 +169,7 @@ pub(crate) fn assemble(mut json: Vec<u8>, mut bin: Vec<u8>) -> Result<Vec<u8>, G
 }
 
 fn pad(bytes: &mut Vec<u8>, with: u8) {
-    while bytes.len() % 4 != 0 {
+    while !bytes.len().is_multiple_of(4) {
         bytes.push(with);
     }
 }
