@@ -538,3 +538,43 @@ fn the_closed_solid_check_catches_open_and_inverted_meshes() {
         assert!(std::panic::catch_unwind(|| assert_closed_solid(&bad)).is_err());
     }
 }
+
+/// A timing, not a check: `cargo test --release -p image2model-core --test
+/// relief -- --ignored --nocapture sixteen_megapixels`.
+#[test]
+#[ignore = "a timing for release builds"]
+fn sixteen_megapixels_timing() {
+    // The test picture plus noise, so that it compresses like a photo.
+    let mut picture = images::picture(4_096, 4_096);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for p in picture.pixels_mut() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for (k, c) in p.0[..3].iter_mut().enumerate() {
+            *c = c.saturating_add((state >> (8 * k)) as u8 % 48);
+        }
+    }
+    let mut jpeg = Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgba8(picture.clone())
+        .to_rgb8()
+        .write_to(&mut jpeg, ImageFormat::Jpeg)
+        .unwrap();
+    let png = encode_png(&picture);
+    let generator = ReliefGenerator::default();
+    for (name, bytes, kind) in [
+        ("jpeg", jpeg.into_inner(), ImageKind::Jpeg),
+        ("png", png, ImageKind::Png),
+    ] {
+        let started = std::time::Instant::now();
+        let glb = generator
+            .render(&bytes, kind, None, Texture::Standard)
+            .unwrap();
+        println!(
+            "16 MP {name} ({} bytes): {:?}, GLB {} bytes",
+            bytes.len(),
+            started.elapsed(),
+            glb.len()
+        );
+    }
+}
