@@ -473,6 +473,22 @@ async fn other_models_are_unknown() {
     assert!(matches!(err, GenerateError::UnknownModel(_)));
 }
 
+#[tokio::test]
+async fn output_passes_the_pipelines_streaming_glb_check() {
+    let glb = run(
+        images::png_with_alpha(64, 64),
+        ImageKind::Png,
+        options(None, Texture::Standard),
+    )
+    .await;
+    let stream = image2model_core::ports::bytes_stream(glb.clone().into());
+
+    let (checked, verdict) = image2model_core::gltf::inspect_glb_stream(stream, 10 << 20);
+    let _: Vec<_> = checked.try_collect().await.unwrap();
+
+    assert_eq!(verdict.get(), Some(Ok(glb.len() as u64)));
+}
+
 #[test]
 fn it_offers_one_model_named_relief() {
     let generator = ReliefGenerator::default();
