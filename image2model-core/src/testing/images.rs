@@ -95,3 +95,32 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// [`picture`] with deterministic noise added, so that it compresses like a
+/// photograph (for benchmarks: a flat picture compresses unrealistically well).
+#[must_use]
+pub fn photo_like(width: u32, height: u32) -> RgbaImage {
+    let mut img = picture(width, height);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for p in img.pixels_mut() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        for (k, c) in p.0[..3].iter_mut().enumerate() {
+            *c = c.saturating_add((state >> (8 * k)) as u8 % 48);
+        }
+    }
+    img
+}
+
+/// Encodes an image as JPEG (quality 75).
+#[must_use]
+pub fn encode_jpeg(img: &RgbaImage) -> Vec<u8> {
+    encode(img, ImageFormat::Jpeg)
+}
+
+/// Encodes an image as PNG.
+#[must_use]
+pub fn encode_png(img: &RgbaImage) -> Vec<u8> {
+    encode(img, ImageFormat::Png)
+}
