@@ -1,1 +1,525 @@
-//! The FAL.AI generator (see issue 3).
+//! The FAL.AI generator: image-to-3D models run on fal's queue.
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use image2model_core::generators::fal::{FalConfig, FalGenerator};
+//!
+//! // `Ok(None)` when no FAL key is set: run without the FAL models.
+//! if let Some(config) = FalConfig::from_lookup(|name| std::env::var(name).ok())? {
+//!     let generator = FalGenerator::new(config)?;
+//!     # let _ = generator;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! One generation follows fal's queue lifecycle: the image goes inline as a
+//! `data:` URI (small) or through fal storage (big); the request is submitted
+//! to the model's whole endpoint id; its id is handed to
+//! [`GenerationObserver::remote_request`] (which persists it) before the first
+//! poll; the status is polled (owner/app URLs only) with a growing interval
+//! while progress is reported; on `COMPLETED` the result endpoint decides the
+//! outcome; the model file is downloaded at once, streamed and size-capped.
+//! A request id from an earlier attempt is resumed instead of resubmitted.
+//! On deadline or cancellation fal's cancel is sent, best effort.
+//!
+//! ## Layout
+//!
+//! - `config`: [`FalConfig`] and reading it from the environment.
+//! - `models`: the model table ([`MODELS`]) and [`EndpointId`].
+//! - `protocol`: fal's wire types.
+//! - `retry`: [`RetryPolicy`] and [`PollPolicy`].
+//! - `client`: HTTP calls with retries and fal's errors mapped.
+//! - `output`: downloading the model and the preview.
+
+mod client;
+mod config;
+mod models;
+mod output;
+pub mod protocol;
+mod retry;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use serde_json::Value;
+use tracing::Instrument;
+
+pub use config::{
+    DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL, FalConfig, FalConfigError, parse_base_url,
+};
+pub use models::{DEFAULT_MODEL, EndpointId, EndpointIdError, FalModel, MODELS, find_model};
+pub use retry::{PollPolicy, RetryPolicy};
+
+use self::client::{FalClient, StatusAnswer, error_for, is_valid_request_id};
+use self::output::{download_model, download_preview, file_ref};
+use self::protocol::{QueueStatus, StatusResponse};
+use self::retry::CallKind;
+use crate::domain::{ModelName, Progress};
+use crate::ports::{
+    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GenerationObserver,
+    GeneratorHealth, ModelGenerator, ModelInfo,
+};
+
+/// The generator's name, as in [`ModelInfo::generator`].
+pub const GENERATOR_NAME: &str = "fal";
+
+/// Generates models through FAL.AI. Cheap to share (`Arc`); one instance serves
+/// every worker.
+#[derive(Debug)]
+pub struct FalGenerator {
+    client: FalClient,
+    /// The last account verdict: set to `Unhealthy` by a 401/403, back to
+    /// `Healthy` by the next success. Read by the admin health view.
+    health: Mutex<GeneratorHealth>,
+}
+
+/// What the generator knows of the remote request, shared with the code that
+/// cancels it when the deadline passes or the item is cancelled.
+#[derive(Debug, Default)]
+struct Remote {
+    request_id: Option<String>,
+    /// The result has been fetched: nothing left to cancel.
+    finished: bool,
+}
+
+impl FalGenerator {
+    /// A generator with this configuration.
+    ///
+    /// # Errors
+    /// `Internal` when the HTTP client cannot be built (e.g. no TLS roots).
+    pub fn new(config: FalConfig) -> Result<Self, GenerateError> {
+        Ok(Self {
+            client: FalClient::new(Arc::new(config))?,
+            health: Mutex::new(GeneratorHealth::Healthy),
+        })
+    }
+
+    /// The model clients get when they name none.
+    #[must_use]
+    pub fn default_model(&self) -> ModelName {
+        self.client.config().default_model.clone()
+    }
+
+    /// The configuration in use (its `Debug` redacts the key).
+    #[must_use]
+    pub fn config(&self) -> &FalConfig {
+        self.client.config()
+    }
+
+    fn set_health(&self, outcome: &Result<GeneratedModel, GenerateError>) {
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        match outcome {
+            Ok(_) => *health = GeneratorHealth::Healthy,
+            Err(GenerateError::Account(message)) => {
+                *health = GeneratorHealth::Unhealthy {
+                    code: "generator_account_error".into(),
+                    message: message.clone(),
+                };
+            }
+            Err(GenerateError::Unavailable(message)) if *health == GeneratorHealth::Healthy => {
+                *health = GeneratorHealth::Degraded {
+                    message: message.clone(),
+                };
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The image as fal gets it: a data URI when small, else a storage URL.
+    async fn image_url(&self, request: &GenerateRequest) -> Result<String, GenerateError> {
+        if request.image.len() <= self.client.config().data_uri_max_bytes {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&request.image);
+            Ok(format!("data:{};base64,{b64}", request.image_kind.mime()))
+        } else {
+            self.client
+                .upload(request.image.clone(), request.image_kind)
+                .await
+        }
+    }
+
+    /// The queue timeout to send: the configured one, never past the deadline.
+    fn queue_timeout(&self, deadline: Duration) -> Option<Duration> {
+        self.client
+            .config()
+            .queue_timeout
+            .map(|t| t.min(deadline).max(Duration::from_secs(1)))
+    }
+
+    /// Submits the image and persists the request id through the observer.
+    async fn submit(
+        &self,
+        model: &FalModel,
+        request: &GenerateRequest,
+        ctx: &GenerateContext<'_>,
+        remote: &Mutex<Remote>,
+    ) -> Result<String, GenerateError> {
+        let endpoint = model.endpoint();
+        let image_url = self.image_url(request).await?;
+        let input = model.input(&image_url, &request.options);
+        let submitted = self
+            .client
+            .submit(&endpoint, &input, self.queue_timeout(ctx.deadline))
+            .await?;
+        let id = submitted.request_id;
+        if !is_valid_request_id(&id) {
+            return Err(GenerateError::Upstream(format!(
+                "fal returned an unusable request id {id:?}"
+            )));
+        }
+        lock(remote).request_id = Some(id.clone());
+        tracing::info!(request_id = %id, endpoint = %endpoint, "fal request submitted");
+        if let Err(e) = ctx.observer.remote_request(&id).await {
+            // Nobody will ever collect this request: stop paying for it.
+            tracing::warn!(request_id = %id, error = %e, "could not persist the request id; cancelling it");
+            self.client.cancel(&endpoint, &id).await;
+            lock(remote).finished = true;
+            return Err(e);
+        }
+        report(ctx.observer, 5).await;
+        Ok(id)
+    }
+
+    /// Polls until the request is `COMPLETED`. `Ok(None)` when fal does not
+    /// know the id on the first poll (an expired or foreign resume id).
+    async fn wait(
+        &self,
+        model: &FalModel,
+        request_id: &str,
+        observer: &dyn GenerationObserver,
+    ) -> Result<Option<StatusResponse>, GenerateError> {
+        let endpoint = model.endpoint();
+        let poll = &self.client.config().poll;
+        let mut interval = poll.initial;
+        let mut tracker = ProgressTracker::default();
+        let mut first = true;
+        loop {
+            match self.client.status(&endpoint, request_id).await? {
+                StatusAnswer::Unknown if first => return Ok(None),
+                StatusAnswer::Unknown => {
+                    return Err(GenerateError::Upstream(format!(
+                        "fal no longer knows request {request_id}"
+                    )));
+                }
+                StatusAnswer::Status(status) => {
+                    if status.status == QueueStatus::Completed {
+                        return Ok(Some(status));
+                    }
+                    report(observer, tracker.update(&status)).await;
+                }
+            }
+            first = false;
+            tokio::time::sleep(interval).await;
+            interval = poll.next(interval);
+        }
+    }
+
+    /// The whole lifecycle, without the deadline and cancellation (see
+    /// [`ModelGenerator::generate`]).
+    async fn run(
+        &self,
+        model: &FalModel,
+        request: &GenerateRequest,
+        ctx: &GenerateContext<'_>,
+        remote: &Mutex<Remote>,
+    ) -> Result<GeneratedModel, GenerateError> {
+        let endpoint = model.endpoint();
+        let resumed = request
+            .resume_remote_request
+            .as_deref()
+            .filter(|id| is_valid_request_id(id));
+        let mut completed = None;
+        let mut request_id = String::new();
+        if let Some(id) = resumed {
+            tracing::info!(request_id = %id, "resuming fal request");
+            lock(remote).request_id = Some(id.to_owned());
+            request_id = id.to_owned();
+            completed = self.wait(model, id, ctx.observer).await?;
+            if completed.is_none() {
+                tracing::info!(request_id = %id, "fal does not know the resumed request; submitting anew");
+                lock(remote).request_id = None;
+            }
+        } else if let Some(id) = &request.resume_remote_request {
+            tracing::warn!(request_id = %id, "ignoring a malformed resume request id; submitting anew");
+        }
+        let status = match completed {
+            Some(status) => status,
+            None => {
+                request_id = self.submit(model, request, ctx, remote).await?;
+                self.wait(model, &request_id, ctx.observer)
+                    .await?
+                    .ok_or_else(|| {
+                        GenerateError::Upstream(format!(
+                            "fal does not know request {request_id} it just accepted"
+                        ))
+                    })?
+            }
+        };
+        report(ctx.observer, 90).await;
+
+        let answer = self.client.result(&endpoint, &request_id).await?;
+        lock(remote).finished = true;
+        if !answer.status.is_success() {
+            return Err(error_for("result", &answer, CallKind::Call));
+        }
+        let output: Value = serde_json::from_str(&answer.body)
+            .map_err(|e| GenerateError::InvalidOutput(format!("the result is not JSON: {e}")))?;
+        let Some(file) = file_ref(&output, model.output_field) else {
+            // A failure behind COMPLETED: say what fal said, if anything.
+            let said = status
+                .error
+                .clone()
+                .or_else(|| {
+                    output
+                        .get("detail")
+                        .map(|d| protocol::error_message(&d.to_string()))
+                })
+                .or_else(|| {
+                    output
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                });
+            return Err(match said {
+                Some(message) => GenerateError::Upstream(format!("fal reported: {message}")),
+                None => GenerateError::InvalidOutput(format!(
+                    "the result has no {} file",
+                    model.output_field
+                )),
+            });
+        };
+        report(ctx.observer, 92).await;
+        let config = self.client.config();
+        let preview =
+            download_preview(&self.client, model, &output, config.max_preview_bytes).await;
+        let download = download_model(&self.client, &file, config.max_model_bytes).await?;
+        report(ctx.observer, 95).await;
+        tracing::info!(request_id = %request_id, bytes = download.length, "fal model ready");
+        Ok(GeneratedModel {
+            glb: download.stream,
+            size_hint: Some(download.length),
+            preview,
+        })
+    }
+}
+
+fn lock(remote: &Mutex<Remote>) -> std::sync::MutexGuard<'_, Remote> {
+    remote.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn report(observer: &dyn GenerationObserver, percent: i64) {
+    observer.progress(Progress::clamped(percent)).await;
+}
+
+/// Turns status polls into rising percentages: 5–15 % while queued (higher as
+/// the queue position falls), 20–89 % while running (a percentage found in the
+/// logs, else creeping up with each poll and log line).
+#[derive(Debug, Default)]
+struct ProgressTracker {
+    steps: u32,
+    percent: i64,
+}
+
+impl ProgressTracker {
+    fn update(&mut self, status: &StatusResponse) -> i64 {
+        let next = match status.status {
+            QueueStatus::InQueue => {
+                let position = status.queue_position.unwrap_or(0).min(10) as i64;
+                15 - position
+            }
+            QueueStatus::InProgress => {
+                let logs = status.logs.as_deref().unwrap_or_default();
+                self.steps = self.steps.saturating_add(1);
+                let from_logs = logs
+                    .iter()
+                    .rev()
+                    .find_map(|l| percent_in(&l.message))
+                    .map(|p| 20 + p * 69 / 100);
+                let creeping =
+                    20.0 + 69.0 * (1.0 - 0.85f64.powi(self.steps as i32 + logs.len() as i32));
+                from_logs.unwrap_or(creeping as i64)
+            }
+            QueueStatus::Completed => 90,
+        };
+        self.percent = self.percent.max(next);
+        self.percent
+    }
+}
+
+/// The last `NN%` in a log line, if any.
+fn percent_in(message: &str) -> Option<i64> {
+    let bytes = message.as_bytes();
+    let mut found = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'%' {
+            let digits: String = message[..i]
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if let Ok(p) = digits.parse::<i64>()
+                && p <= 100
+            {
+                found = Some(p);
+            }
+        }
+    }
+    found
+}
+
+#[async_trait]
+impl ModelGenerator for FalGenerator {
+    fn name(&self) -> &str {
+        GENERATOR_NAME
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        MODELS
+            .iter()
+            .map(|m| ModelInfo {
+                name: m.model_name(),
+                generator: GENERATOR_NAME.to_owned(),
+                description: m.description.to_owned(),
+            })
+            .collect()
+    }
+
+    /// Runs one generation, bounded by `ctx.deadline` (`Timeout`) and
+    /// `ctx.cancel` (`Cancelled`); either sends fal's cancel (best effort,
+    /// `cancel_timeout`) for a request that has not finished.
+    async fn generate(
+        &self,
+        request: GenerateRequest,
+        ctx: GenerateContext<'_>,
+    ) -> Result<GeneratedModel, GenerateError> {
+        let model = find_model(request.options.model.as_str())
+            .ok_or_else(|| GenerateError::UnknownModel(request.options.model.clone()))?;
+        let span = tracing::info_span!(
+            "fal.generate",
+            job_id = %request.job_id,
+            item_id = %request.item_id,
+            model = model.name,
+        );
+        let remote = Mutex::new(Remote::default());
+        let interrupted = async {
+            tokio::select! {
+                biased;
+                () = ctx.cancel.cancelled() => Err(GenerateError::Cancelled),
+                () = tokio::time::sleep(ctx.deadline) => Err(GenerateError::Timeout(format!(
+                    "no model within {:?}", ctx.deadline
+                ))),
+                outcome = self.run(model, &request, &ctx, &remote) => Ok(outcome),
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let outcome = match interrupted {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let pending = {
+                    let r = lock(&remote);
+                    r.request_id.clone().filter(|_| !r.finished)
+                };
+                if let Some(id) = pending {
+                    self.client
+                        .cancel(&model.endpoint(), &id)
+                        .instrument(span.clone())
+                        .await;
+                }
+                Err(e)
+            }
+        };
+        if let Err(e) = &outcome {
+            span.in_scope(|| tracing::warn!(code = e.code(), error = %e, "fal generation failed"));
+        }
+        self.set_health(&outcome);
+        outcome
+    }
+
+    fn health(&self) -> GeneratorHealth {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{FaceLimit, GenerateOptions, Texture};
+    use protocol::LogLine;
+
+    fn status(s: QueueStatus, position: Option<u64>, logs: &[&str]) -> StatusResponse {
+        StatusResponse {
+            status: s,
+            queue_position: position,
+            logs: Some(
+                logs.iter()
+                    .map(|m| LogLine {
+                        message: (*m).to_owned(),
+                        level: None,
+                        source: None,
+                        timestamp: None,
+                    })
+                    .collect(),
+            ),
+            metrics: None,
+            error: None,
+            error_type: None,
+            response_url: None,
+        }
+    }
+
+    #[test]
+    fn progress_rises_through_queue_and_run() {
+        let mut t = ProgressTracker::default();
+        let a = t.update(&status(QueueStatus::InQueue, Some(3), &[]));
+        let b = t.update(&status(QueueStatus::InQueue, Some(0), &[]));
+        let c = t.update(&status(QueueStatus::InProgress, None, &["loading"]));
+        let d = t.update(&status(
+            QueueStatus::InProgress,
+            None,
+            &["loading", "meshing"],
+        ));
+        let e = t.update(&status(QueueStatus::InProgress, None, &["step 80%"]));
+        assert!(a < b && b < c && c < d && d < e, "{a} {b} {c} {d} {e}");
+        assert!(e < 90);
+        // Never goes down.
+        assert_eq!(t.update(&status(QueueStatus::InQueue, Some(9), &[])), e);
+    }
+
+    #[test]
+    fn percentages_are_read_from_logs() {
+        assert_eq!(percent_in("Generating: 45% done, 12/20"), Some(45));
+        assert_eq!(percent_in("a 10% b 30%"), Some(30));
+        assert_eq!(percent_in("no percent"), None);
+        assert_eq!(percent_in("999%"), None);
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let g =
+            FalGenerator::new(FalConfig::new("sekrit-id:sekrit-secret".to_owned().into())).unwrap();
+        let shown = format!("{g:?}");
+        assert!(!shown.contains("sekrit"), "{shown}");
+    }
+
+    #[test]
+    fn models_are_listed_as_fal() {
+        let g = FalGenerator::new(FalConfig::new("k:s".to_owned().into())).unwrap();
+        let models = g.models();
+        assert_eq!(models.len(), MODELS.len());
+        assert!(models.iter().all(|m| m.generator == "fal"));
+        assert!(models.iter().any(|m| m.name.as_str() == "hunyuan3d-v3"));
+        let _ = GenerateOptions {
+            model: g.default_model(),
+            face_limit: Some(FaceLimit::new(1000).unwrap()),
+            texture: Texture::No,
+        };
+    }
+}

@@ -1,0 +1,457 @@
+//! The HTTP side of the FAL generator: one call at a time, retried per the
+//! [`RetryPolicy`](super::RetryPolicy), with fal's status codes mapped onto
+//! [`GenerateError`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use reqwest::{RequestBuilder, Response, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+
+use super::config::{FalConfig, join};
+use super::models::EndpointId;
+use super::protocol::{
+    CONTENT_POLICY_VIOLATION, StatusResponse, SubmitResponse, UploadInitiate, UploadTarget,
+    error_message, headers, validation_details,
+};
+use super::retry::{CallKind, is_retryable, retry_after};
+use crate::domain::ImageKind;
+use crate::ports::GenerateError;
+
+/// A finished HTTP exchange whose body has been read (for errors and small
+/// JSON answers).
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+/// The answer to a status poll.
+#[derive(Debug)]
+pub(crate) enum StatusAnswer {
+    /// A parsed status (202 queued/running or 200 completed).
+    Status(StatusResponse),
+    /// fal does not know the request (404).
+    Unknown,
+}
+
+/// Talks to fal's queue and storage hosts.
+#[derive(Debug, Clone)]
+pub(crate) struct FalClient {
+    http: reqwest::Client,
+    config: Arc<FalConfig>,
+}
+
+impl FalClient {
+    /// A client with the configured connect and read timeouts.
+    pub(crate) fn new(config: Arc<FalConfig>) -> Result<Self, GenerateError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .user_agent(concat!("image2model/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GenerateError::Internal(format!("building the HTTP client: {e}")))?;
+        Ok(Self { http, config })
+    }
+
+    pub(crate) fn config(&self) -> &FalConfig {
+        &self.config
+    }
+
+    /// `Authorization: Key …`, marked sensitive so it never shows in logs.
+    fn auth(&self) -> Result<HeaderValue, GenerateError> {
+        let mut value =
+            HeaderValue::from_str(&format!("Key {}", self.config.credentials.expose_secret()))
+                .map_err(|_| {
+                    GenerateError::Account("the FAL key is not a valid header value".into())
+                })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+
+    fn queue_url(&self, path: &str) -> String {
+        join(&self.config.queue_base_url, path)
+    }
+
+    /// `…/[namespace/]owner/app/requests/{id}`: never the sub path. The id has
+    /// passed [`is_valid_request_id`].
+    fn request_url(&self, endpoint: &EndpointId, request_id: &str, suffix: &str) -> String {
+        self.queue_url(&format!(
+            "{}/requests/{request_id}{suffix}",
+            endpoint.requests_prefix(),
+        ))
+    }
+
+    /// Sends the request built by `build`, retrying connection errors and
+    /// retryable statuses. Returns the first non-retryable response, or the
+    /// last one when retries run out; `Unavailable` when the service could not
+    /// be reached at all.
+    async fn send(
+        &self,
+        what: &str,
+        kind: CallKind,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<Response, GenerateError> {
+        let policy = &self.config.retry;
+        let max = match kind {
+            CallKind::Call => policy.max_retries,
+            CallKind::StatusPoll => policy.status_max_retries,
+        };
+        let mut attempt = 0u32;
+        loop {
+            let (wait, failure) = match build().send().await {
+                Ok(response) => {
+                    let status = response.status();
+                    let hinted_final = response
+                        .headers()
+                        .get(headers::RETRYABLE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+                    if !is_retryable(status, kind)
+                        || hinted_final
+                        || is_user_timeout(status, response.headers())
+                        || attempt >= max
+                    {
+                        return Ok(response);
+                    }
+                    let after = (status == StatusCode::TOO_MANY_REQUESTS)
+                        .then(|| retry_after(response.headers()))
+                        .flatten();
+                    (policy.wait(attempt, after), format!("HTTP {status}"))
+                }
+                Err(e) => {
+                    if attempt >= max {
+                        return Err(GenerateError::Unavailable(format!(
+                            "{what}: {} after {attempt} retries",
+                            describe(&e)
+                        )));
+                    }
+                    (policy.backoff(attempt), describe(&e))
+                }
+            };
+            tracing::debug!(what, attempt, ?wait, failure, "fal call failed; retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    /// Reads a response whole (bounded: error and JSON bodies are small).
+    async fn read(what: &str, response: Response) -> Result<Answer, GenerateError> {
+        const MAX_BODY: usize = 4 * 1024 * 1024;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| {
+                GenerateError::Unavailable(format!("{what}: reading the answer: {}", describe(&e)))
+            })?;
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(GenerateError::Upstream(format!(
+                    "{what}: answer larger than {MAX_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// Uploads an image to fal storage and returns its `file_url`.
+    pub(crate) async fn upload(
+        &self,
+        image: Bytes,
+        kind: ImageKind,
+    ) -> Result<String, GenerateError> {
+        let auth = self.auth()?;
+        let url = join(
+            &self.config.storage_base_url,
+            "storage/upload/initiate?storage_type=fal-cdn-v3",
+        );
+        let body = UploadInitiate {
+            content_type: kind.mime().to_owned(),
+            file_name: format!("image.{}", kind.extension()),
+        };
+        let response = self
+            .send("upload initiate", CallKind::Call, || {
+                self.http
+                    .post(&url)
+                    .header(AUTHORIZATION, auth.clone())
+                    .json(&body)
+            })
+            .await?;
+        let answer = Self::read("upload initiate", response).await?;
+        if !answer.status.is_success() {
+            return Err(error_for("upload initiate", &answer, CallKind::Call));
+        }
+        let target: UploadTarget = serde_json::from_str(&answer.body).map_err(|e| {
+            GenerateError::Upstream(format!("upload initiate: unexpected answer: {e}"))
+        })?;
+        // The upload URL is presigned: the key is not sent there.
+        let response = self
+            .send("upload", CallKind::Call, || {
+                self.http
+                    .put(&target.upload_url)
+                    .header(CONTENT_TYPE, kind.mime())
+                    .body(image.clone())
+            })
+            .await?;
+        let answer = Self::read("upload", response).await?;
+        if !answer.status.is_success() {
+            return Err(error_for("upload", &answer, CallKind::Call));
+        }
+        Ok(target.file_url)
+    }
+
+    /// Submits `input` to the endpoint (the whole id).
+    pub(crate) async fn submit(
+        &self,
+        endpoint: &EndpointId,
+        input: &Value,
+        queue_timeout: Option<Duration>,
+    ) -> Result<SubmitResponse, GenerateError> {
+        let auth = self.auth()?;
+        let url = self.queue_url(endpoint.as_str());
+        let response = self
+            .send("submit", CallKind::Call, || {
+                let mut rb = self
+                    .http
+                    .post(&url)
+                    .header(AUTHORIZATION, auth.clone())
+                    .json(input);
+                if let Some(t) = queue_timeout {
+                    rb = rb.header(headers::REQUEST_TIMEOUT, t.as_secs().max(1).to_string());
+                }
+                rb
+            })
+            .await?;
+        let answer = Self::read("submit", response).await?;
+        if !answer.status.is_success() {
+            return Err(error_for("submit", &answer, CallKind::Call));
+        }
+        serde_json::from_str(&answer.body)
+            .map_err(|e| GenerateError::Upstream(format!("submit: unexpected answer: {e}")))
+    }
+
+    /// Polls a request's status once (with retries).
+    pub(crate) async fn status(
+        &self,
+        endpoint: &EndpointId,
+        request_id: &str,
+    ) -> Result<StatusAnswer, GenerateError> {
+        let auth = self.auth()?;
+        let url = self.request_url(endpoint, request_id, "/status?logs=1");
+        let response = self
+            .send("status", CallKind::StatusPoll, || {
+                self.http.get(&url).header(AUTHORIZATION, auth.clone())
+            })
+            .await?;
+        let answer = Self::read("status", response).await?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(StatusAnswer::Unknown);
+        }
+        if !answer.status.is_success() {
+            return Err(error_for("status", &answer, CallKind::StatusPoll));
+        }
+        serde_json::from_str(&answer.body)
+            .map(StatusAnswer::Status)
+            .map_err(|e| GenerateError::Upstream(format!("status: unexpected answer: {e}")))
+    }
+
+    /// Fetches a completed request's result: status code and body as fal sent
+    /// them (retryable statuses retried first).
+    pub(crate) async fn result(
+        &self,
+        endpoint: &EndpointId,
+        request_id: &str,
+    ) -> Result<Answer, GenerateError> {
+        let auth = self.auth()?;
+        let url = self.request_url(endpoint, request_id, "");
+        let response = self
+            .send("result", CallKind::Call, || {
+                self.http.get(&url).header(AUTHORIZATION, auth.clone())
+            })
+            .await?;
+        Self::read("result", response).await
+    }
+
+    /// Asks fal to cancel a request: best effort, one try, short timeout.
+    pub(crate) async fn cancel(&self, endpoint: &EndpointId, request_id: &str) {
+        let Ok(auth) = self.auth() else { return };
+        let url = self.request_url(endpoint, request_id, "/cancel");
+        let sent = self
+            .http
+            .put(&url)
+            .header(AUTHORIZATION, auth)
+            .timeout(self.config.cancel_timeout)
+            .send()
+            .await;
+        match sent {
+            Ok(r) => tracing::info!(request_id, status = %r.status(), "fal cancel sent"),
+            Err(e) => tracing::warn!(request_id, error = %describe(&e), "fal cancel failed"),
+        }
+    }
+
+    /// Starts downloading a file (public URL: no credentials), retrying
+    /// connection errors and retryable statuses.
+    pub(crate) async fn download(&self, what: &str, url: &str) -> Result<Response, GenerateError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| GenerateError::InvalidOutput(format!("{what}: bad URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(GenerateError::InvalidOutput(format!(
+                "{what}: URL scheme {} is not http(s)",
+                parsed.scheme()
+            )));
+        }
+        let response = self
+            .send(what, CallKind::Call, || self.http.get(parsed.clone()))
+            .await?;
+        if !response.status().is_success() {
+            let answer = Self::read(what, response).await?;
+            return Err(error_for(what, &answer, CallKind::Call));
+        }
+        Ok(response)
+    }
+}
+
+/// Whether a 504 is our own queue timeout (`X-Fal-Request-Timeout-Type: user`).
+fn is_user_timeout(status: StatusCode, headers: &HeaderMap) -> bool {
+    status == StatusCode::GATEWAY_TIMEOUT
+        && headers
+            .get(headers::REQUEST_TIMEOUT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("user"))
+}
+
+/// Maps a failed answer onto a [`GenerateError`].
+pub(crate) fn error_for(what: &str, answer: &Answer, kind: CallKind) -> GenerateError {
+    let message = error_message(&answer.body);
+    let status = answer.status;
+    match status.as_u16() {
+        401 | 403 => GenerateError::Account(format!("{what}: HTTP {status}: {message}")),
+        422 | 400 => {
+            let details = validation_details(&answer.body);
+            if details.iter().any(|d| d.kind == CONTENT_POLICY_VIOLATION)
+                || answer
+                    .headers
+                    .get(headers::ERROR_TYPE)
+                    .is_some_and(|v| v.as_bytes() == CONTENT_POLICY_VIOLATION.as_bytes())
+            {
+                GenerateError::ContentPolicy(message)
+            } else {
+                GenerateError::InvalidInput(message)
+            }
+        }
+        504 if is_user_timeout(status, &answer.headers) => GenerateError::Timeout(format!(
+            "the request waited longer than its queue timeout ({message})"
+        )),
+        _ if is_retryable(status, kind) => {
+            GenerateError::Unavailable(format!("{what}: HTTP {status}: {message}"))
+        }
+        _ => GenerateError::Upstream(format!("{what}: HTTP {status}: {message}")),
+    }
+}
+
+/// A reqwest error without its URL (URLs may carry signed tokens).
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "body failed"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Whether a request id is safe to put in a path segment: fal's ids are
+/// UUIDs; anything else (e.g. a corrupted id from a store) is refused rather
+/// than escaped.
+pub(crate) fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: &str, hdrs: &[(&'static str, &'static str)]) -> Answer {
+        let mut headers = HeaderMap::new();
+        for (k, v) in hdrs {
+            headers.insert(*k, HeaderValue::from_static(v));
+        }
+        Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_error_codes() {
+        let code = |a: Answer| error_for("x", &a, CallKind::Call).code();
+        assert_eq!(
+            code(answer(401, r#"{"detail":"No user found"}"#, &[])),
+            "generator_account_error"
+        );
+        assert_eq!(
+            code(answer(403, r#"{"detail":"User is locked"}"#, &[])),
+            "generator_account_error"
+        );
+        assert_eq!(
+            code(answer(
+                422,
+                r#"{"detail":[{"msg":"m","type":"value_error"}]}"#,
+                &[]
+            )),
+            "generation_rejected"
+        );
+        assert_eq!(
+            code(answer(
+                422,
+                r#"{"detail":[{"msg":"m","type":"content_policy_violation"}]}"#,
+                &[]
+            )),
+            "content_policy_violation"
+        );
+        assert_eq!(code(answer(503, "{}", &[])), "generator_unavailable");
+        assert_eq!(
+            code(answer(504, "{}", &[("x-fal-request-timeout-type", "user")])),
+            "generation_timeout"
+        );
+        assert_eq!(code(answer(500, "{}", &[])), "upstream_error");
+        assert_eq!(code(answer(404, "{}", &[])), "upstream_error");
+    }
+
+    #[test]
+    fn request_ids_cannot_escape_their_segment() {
+        assert!(is_valid_request_id("764cabcf-b745-4b3e-ae38-1200304cf45b"));
+        for bad in ["", "..", "../x", "a?b", "a/b", "a%2Fb"] {
+            assert!(!is_valid_request_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,670 @@
+//! A fake FAL.AI that speaks fal's real queue and storage protocol on
+//! `127.0.0.1`, for tests, examples and benches.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, Scenario};
+//!
+//! let fake = FakeFal::start(FakeFalConfig::default()).await;
+//! println!("queue at {}, storage at {}", fake.queue_base_url(), fake.storage_base_url());
+//! fake.set_scenario(Scenario::SubmitFails { status: 503, times: 2, retry_after: None });
+//! // … point a FalGenerator at it, with key `fake.key()` …
+//! assert_eq!(fake.submits(), 0);
+//! # }
+//! ```
+//!
+//! What it does, as fal does:
+//! - checks `Authorization: Key <key>` on the queue and on upload initiation
+//!   (401 with fal's body otherwise);
+//! - submit (`POST /{endpoint_id}`) for the endpoints it knows (see
+//!   [`ENDPOINTS`]), checking the model's image field; status
+//!   (`GET /{owner}/{app}/requests/{id}/status`, 202 `IN_QUEUE` → 202
+//!   `IN_PROGRESS` with logs → 200 `COMPLETED`), its SSE stream, result,
+//!   cancel; request URLs built with the sub path get a 404;
+//! - storage upload (initiate + `PUT`), and the files themselves: a real GLB
+//!   cube and a PNG preview;
+//! - keeps each request's state keyed by its id, so a client that "restarts"
+//!   can resume polling it.
+//!
+//! Behaviour is scripted with a [`Scenario`], set at start or changed at
+//! runtime; a request keeps the scenario in force when it was submitted.
+//! Counters and an event log let tests assert what the client did.
+
+mod glb;
+mod server;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use glb::{GLB_MAGIC, cube_glb, cube_glb_padded};
+pub use server::{ENDPOINTS, FakeEndpoint};
+
+/// The key the fake accepts unless configured otherwise.
+pub const DEFAULT_FAKE_KEY: &str = "fake-key-id:fake-key-secret";
+
+/// What the fake does; one failure at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scenario {
+    /// Everything works.
+    Success,
+    /// The first `times` submits answer `status` (429, 500, 502, 503, 504, …),
+    /// then submits work. `u32::MAX` fails forever. A 429 carries
+    /// `Retry-After: retry_after` seconds when set.
+    SubmitFails {
+        /// The HTTP status.
+        status: u16,
+        /// How many submits fail.
+        times: u32,
+        /// `Retry-After` seconds on a 429.
+        retry_after: Option<u32>,
+    },
+    /// The first `times` status polls answer `status`, then polls work.
+    StatusFails {
+        /// The HTTP status.
+        status: u16,
+        /// How many polls fail.
+        times: u32,
+    },
+    /// The result is a 422 validation error.
+    ResultInvalidInput,
+    /// The result is a 422 whose detail type is `content_policy_violation`.
+    ContentPolicy,
+    /// The status is `COMPLETED` with an `error`; the result is a 500.
+    CompletedWithError,
+    /// The request stays `IN_PROGRESS` forever.
+    NeverCompletes,
+    /// The status answers are not JSON.
+    MalformedStatus,
+    /// The result is a 200 whose body is not JSON.
+    MalformedResult,
+    /// The result is a 200 JSON without the model's output field.
+    ResultWithoutModel,
+    /// The model file ends halfway (no `Content-Length`; the GLB header
+    /// declares the whole length).
+    TruncatedModel,
+    /// The model file is a valid GLB of at least `bytes` bytes; sent with a
+    /// `Content-Length` (and `file_size` in the result) when
+    /// `content_length`, else chunked.
+    OversizedModel {
+        /// The file's size.
+        bytes: usize,
+        /// Whether its size is announced.
+        content_length: bool,
+    },
+    /// The model file is not a GLB (what `quad` makes Tripo return: FBX).
+    NotGlb,
+    /// Every queue call answers 401 `No user found for Key ID and Secret`.
+    Unauthorized,
+    /// Every queue call answers 403 `User is locked … Exhausted balance`.
+    AccountLocked,
+    /// The result is a 504 with `X-Fal-Request-Timeout-Type: user`.
+    UserTimeout,
+}
+
+impl Scenario {
+    /// The names [`Scenario::from_str`](std::str::FromStr) accepts, for help
+    /// texts.
+    pub const NAMES: &'static [&'static str] = &[
+        "success",
+        "submit-429",
+        "submit-503",
+        "status-503",
+        "invalid-input",
+        "content-policy",
+        "completed-with-error",
+        "never-completes",
+        "malformed-status",
+        "malformed-result",
+        "no-model",
+        "truncated",
+        "oversized",
+        "not-glb",
+        "unauthorized",
+        "locked",
+        "user-timeout",
+    ];
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    /// Parses one of [`Scenario::NAMES`]; the transient failures fail twice
+    /// then succeed, `oversized` serves 200 MB.
+    fn from_str(name: &str) -> Result<Self, String> {
+        Ok(match name {
+            "success" => Scenario::Success,
+            "submit-429" => Scenario::SubmitFails {
+                status: 429,
+                times: 2,
+                retry_after: Some(1),
+            },
+            "submit-503" => Scenario::SubmitFails {
+                status: 503,
+                times: 2,
+                retry_after: None,
+            },
+            "status-503" => Scenario::StatusFails {
+                status: 503,
+                times: 2,
+            },
+            "invalid-input" => Scenario::ResultInvalidInput,
+            "content-policy" => Scenario::ContentPolicy,
+            "completed-with-error" => Scenario::CompletedWithError,
+            "never-completes" => Scenario::NeverCompletes,
+            "malformed-status" => Scenario::MalformedStatus,
+            "malformed-result" => Scenario::MalformedResult,
+            "no-model" => Scenario::ResultWithoutModel,
+            "truncated" => Scenario::TruncatedModel,
+            "oversized" => Scenario::OversizedModel {
+                bytes: 200 * 1024 * 1024,
+                content_length: true,
+            },
+            "not-glb" => Scenario::NotGlb,
+            "unauthorized" => Scenario::Unauthorized,
+            "locked" => Scenario::AccountLocked,
+            "user-timeout" => Scenario::UserTimeout,
+            other => {
+                return Err(format!(
+                    "unknown scenario {other:?}; one of: {}",
+                    Scenario::NAMES.join(", ")
+                ));
+            }
+        })
+    }
+}
+
+/// How the fake starts.
+#[derive(Debug, Clone)]
+pub struct FakeFalConfig {
+    /// The key it accepts (`Authorization: Key <key>`).
+    pub key: String,
+    /// How long a request stays `IN_QUEUE`.
+    pub queue_time: Duration,
+    /// How long it then stays `IN_PROGRESS`.
+    pub progress_time: Duration,
+    /// The initial scenario.
+    pub scenario: Scenario,
+}
+
+impl Default for FakeFalConfig {
+    fn default() -> Self {
+        Self {
+            key: DEFAULT_FAKE_KEY.to_owned(),
+            queue_time: Duration::from_millis(30),
+            progress_time: Duration::from_millis(60),
+            scenario: Scenario::Success,
+        }
+    }
+}
+
+/// What kind of call the fake received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FakeEventKind {
+    /// `POST /{endpoint_id}`.
+    Submit,
+    /// `GET …/status`.
+    Status,
+    /// `GET …/status/stream`.
+    StatusStream,
+    /// `GET …/requests/{id}`.
+    Result,
+    /// `PUT …/cancel`.
+    Cancel,
+    /// `POST /storage/upload/initiate`.
+    UploadInitiate,
+    /// `PUT /uploads/{token}`.
+    Upload,
+    /// `GET /files/…`.
+    Download,
+    /// Anything answered 404 for its path.
+    NotFound,
+    /// Anything answered 401 for a missing or wrong key.
+    Unauthorized,
+}
+
+/// One call, in arrival order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeEvent {
+    /// Its kind.
+    pub kind: FakeEventKind,
+    /// Method and path, e.g. `GET /tripo3d/tripo/requests/…/status`.
+    pub target: String,
+}
+
+/// How the image reached the fake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Inline, as a `data:` URI.
+    DataUri {
+        /// Its media type.
+        mime: String,
+        /// Decoded size.
+        bytes: usize,
+    },
+    /// A file uploaded to the fake's storage.
+    Uploaded {
+        /// Its size.
+        bytes: usize,
+    },
+}
+
+/// The last accepted submit, for assertions on the input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedSubmit {
+    /// The endpoint id (the whole path).
+    pub endpoint_id: String,
+    /// The JSON body.
+    pub body: Value,
+    /// The `X-Fal-Request-Timeout` header, when sent.
+    pub request_timeout: Option<String>,
+    /// Where the image came from.
+    pub image: ImageSource,
+    /// The request id given.
+    pub request_id: String,
+}
+
+/// A running fake. Shuts down when dropped (or through [`FakeFal::shutdown`]).
+#[derive(Debug)]
+pub struct FakeFal {
+    shared: Arc<Shared>,
+    /// The same state, as the handle [`FakeFal`] derefs to.
+    probe: FakeFalProbe,
+    queue_addr: SocketAddr,
+    storage_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub submits: AtomicU64,
+    pub status_polls: AtomicU64,
+    pub status_streams: AtomicU64,
+    pub results: AtomicU64,
+    pub cancels: AtomicU64,
+    pub upload_initiates: AtomicU64,
+    pub uploads: AtomicU64,
+    pub downloads: AtomicU64,
+    pub not_found: AtomicU64,
+    pub unauthorized: AtomicU64,
+    /// Requests to presigned upload or public file URLs that carried an
+    /// `Authorization` header: the key must never go there.
+    pub credential_leaks: AtomicU64,
+}
+
+/// One request the fake knows.
+#[derive(Debug, Clone)]
+pub(crate) struct FakeRequest {
+    pub endpoint: &'static FakeEndpoint,
+    pub created: Instant,
+    pub queue_time: Duration,
+    pub progress_time: Duration,
+    pub scenario: Scenario,
+    pub cancelled: bool,
+    /// `quad: true` makes Tripo answer with FBX.
+    pub quad: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub scenario: Scenario,
+    pub queue_time: Duration,
+    pub progress_time: Duration,
+    /// Failures injected under the current scenario (reset when it changes).
+    pub injected: u32,
+    pub requests: HashMap<String, FakeRequest>,
+    /// Uploads by token: name, bytes once `PUT`.
+    pub uploads: HashMap<String, (String, Option<bytes::Bytes>)>,
+    pub last_submit: Option<RecordedSubmit>,
+    pub submits_by_endpoint: HashMap<String, u64>,
+    pub polls_by_request: HashMap<String, u64>,
+    pub events: Vec<FakeEvent>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub key: String,
+    pub queue_base: String,
+    pub storage_base: String,
+    pub counters: Counters,
+    pub state: Mutex<State>,
+}
+
+impl Shared {
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn event(&self, kind: FakeEventKind, target: String) {
+        self.state().events.push(FakeEvent { kind, target });
+    }
+}
+
+impl FakeFal {
+    /// Starts the fake on two ephemeral ports of `127.0.0.1` (queue and
+    /// storage).
+    ///
+    /// # Panics
+    /// When it cannot bind (tests want to know at once).
+    pub async fn start(config: FakeFalConfig) -> FakeFal {
+        Self::try_start(config)
+            .await
+            .expect("binding the fake FAL to 127.0.0.1")
+    }
+
+    /// Starts the fake on two ephemeral ports of `127.0.0.1`.
+    ///
+    /// # Errors
+    /// When it cannot bind.
+    pub async fn try_start(config: FakeFalConfig) -> io::Result<FakeFal> {
+        let queue = TcpListener::bind("127.0.0.1:0").await?;
+        let storage = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(queue, storage, config)
+    }
+
+    /// Starts the fake on listeners the caller bound (e.g. fixed ports).
+    ///
+    /// # Errors
+    /// When a listener's address cannot be read.
+    pub fn start_on(
+        queue: TcpListener,
+        storage: TcpListener,
+        config: FakeFalConfig,
+    ) -> io::Result<FakeFal> {
+        let queue_addr = queue.local_addr()?;
+        let storage_addr = storage.local_addr()?;
+        let shared = Arc::new(Shared {
+            key: config.key,
+            queue_base: format!("http://{queue_addr}"),
+            storage_base: format!("http://{storage_addr}"),
+            counters: Counters::default(),
+            state: Mutex::new(State {
+                scenario: config.scenario,
+                queue_time: config.queue_time,
+                progress_time: config.progress_time,
+                injected: 0,
+                requests: HashMap::new(),
+                uploads: HashMap::new(),
+                last_submit: None,
+                submits_by_endpoint: HashMap::new(),
+                polls_by_request: HashMap::new(),
+                events: Vec::new(),
+            }),
+        });
+        let shutdown = CancellationToken::new();
+        let tasks = vec![
+            serve(
+                queue,
+                server::queue_router(shared.clone()),
+                shutdown.clone(),
+            ),
+            serve(
+                storage,
+                server::storage_router(shared.clone()),
+                shutdown.clone(),
+            ),
+        ];
+        Ok(FakeFal {
+            probe: FakeFalProbe {
+                shared: shared.clone(),
+            },
+            shared,
+            queue_addr,
+            storage_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops serving and waits (briefly) for the servers to end.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        for task in self.tasks.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+        }
+    }
+
+    /// The queue base URL, e.g. `http://127.0.0.1:40123`.
+    #[must_use]
+    pub fn queue_base_url(&self) -> String {
+        self.shared.queue_base.clone()
+    }
+
+    /// The storage (REST) base URL.
+    #[must_use]
+    pub fn storage_base_url(&self) -> String {
+        self.shared.storage_base.clone()
+    }
+
+    /// The queue address.
+    #[must_use]
+    pub fn queue_addr(&self) -> SocketAddr {
+        self.queue_addr
+    }
+
+    /// The storage address.
+    #[must_use]
+    pub fn storage_addr(&self) -> SocketAddr {
+        self.storage_addr
+    }
+
+    /// The key it accepts.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.shared.key
+    }
+
+    /// A cheap handle to the counters and records, e.g. for an observer that
+    /// checks what the fake saw when it is called.
+    #[must_use]
+    pub fn probe(&self) -> FakeFalProbe {
+        self.probe.clone()
+    }
+
+    /// Changes the scenario for the calls and submits that follow (requests
+    /// already submitted keep theirs) and resets the injected-failure count.
+    pub fn set_scenario(&self, scenario: Scenario) {
+        let mut state = self.shared.state();
+        state.scenario = scenario;
+        state.injected = 0;
+    }
+
+    /// Changes the time requests submitted from now on spend queued and
+    /// running.
+    pub fn set_latency(&self, queue_time: Duration, progress_time: Duration) {
+        let mut state = self.shared.state();
+        state.queue_time = queue_time;
+        state.progress_time = progress_time;
+    }
+
+    /// Creates a request as if it had been submitted earlier (not counted as
+    /// a submit), under the current scenario; returns its id.
+    ///
+    /// # Panics
+    /// When the fake does not know the endpoint.
+    #[must_use]
+    pub fn seed_request(&self, endpoint_id: &str) -> String {
+        let endpoint = ENDPOINTS
+            .iter()
+            .find(|e| e.endpoint_id == endpoint_id)
+            .unwrap_or_else(|| panic!("the fake knows no endpoint {endpoint_id}"));
+        let id = server::new_request_id();
+        let mut state = self.shared.state();
+        let request = FakeRequest {
+            endpoint,
+            created: Instant::now(),
+            queue_time: state.queue_time,
+            progress_time: state.progress_time,
+            scenario: state.scenario.clone(),
+            cancelled: false,
+            quad: false,
+        };
+        state.requests.insert(id.clone(), request);
+        id
+    }
+}
+
+impl std::ops::Deref for FakeFal {
+    type Target = FakeFalProbe;
+
+    fn deref(&self) -> &FakeFalProbe {
+        &self.probe
+    }
+}
+
+impl Drop for FakeFal {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+    })
+}
+
+/// The fake's counters and records; cloneable, usable after the fake moved
+/// (e.g. inside an observer). [`FakeFal`] derefs to it.
+#[derive(Debug, Clone)]
+pub struct FakeFalProbe {
+    shared: Arc<Shared>,
+}
+
+impl FakeFalProbe {
+    fn count(&self, c: impl Fn(&Counters) -> &AtomicU64) -> u64 {
+        c(&self.shared.counters).load(Ordering::SeqCst)
+    }
+
+    /// Submit calls received (failed ones included).
+    #[must_use]
+    pub fn submits(&self) -> u64 {
+        self.count(|c| &c.submits)
+    }
+
+    /// Submit calls received for one endpoint id (failed ones included).
+    #[must_use]
+    pub fn submits_to(&self, endpoint_id: &str) -> u64 {
+        self.shared
+            .state()
+            .submits_by_endpoint
+            .get(endpoint_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Status polls received (failed ones included; streams not).
+    #[must_use]
+    pub fn status_polls(&self) -> u64 {
+        self.count(|c| &c.status_polls)
+    }
+
+    /// Status polls received for one request id.
+    #[must_use]
+    pub fn status_polls_for(&self, request_id: &str) -> u64 {
+        self.shared
+            .state()
+            .polls_by_request
+            .get(request_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Status streams opened.
+    #[must_use]
+    pub fn status_streams(&self) -> u64 {
+        self.count(|c| &c.status_streams)
+    }
+
+    /// Result fetches.
+    #[must_use]
+    pub fn results(&self) -> u64 {
+        self.count(|c| &c.results)
+    }
+
+    /// Cancel calls.
+    #[must_use]
+    pub fn cancels(&self) -> u64 {
+        self.count(|c| &c.cancels)
+    }
+
+    /// Upload initiations.
+    #[must_use]
+    pub fn upload_initiates(&self) -> u64 {
+        self.count(|c| &c.upload_initiates)
+    }
+
+    /// Uploaded files (`PUT`s).
+    #[must_use]
+    pub fn uploads(&self) -> u64 {
+        self.count(|c| &c.uploads)
+    }
+
+    /// File downloads (models and previews).
+    #[must_use]
+    pub fn downloads(&self) -> u64 {
+        self.count(|c| &c.downloads)
+    }
+
+    /// Calls answered 404 because of their path (e.g. status URLs built with
+    /// the sub path).
+    #[must_use]
+    pub fn not_found(&self) -> u64 {
+        self.count(|c| &c.not_found)
+    }
+
+    /// Calls answered 401 for a missing or wrong key.
+    #[must_use]
+    pub fn unauthorized(&self) -> u64 {
+        self.count(|c| &c.unauthorized)
+    }
+
+    /// Calls to upload or file URLs that carried an `Authorization` header.
+    #[must_use]
+    pub fn credential_leaks(&self) -> u64 {
+        self.count(|c| &c.credential_leaks)
+    }
+
+    /// The last accepted submit.
+    #[must_use]
+    pub fn last_submit(&self) -> Option<RecordedSubmit> {
+        self.shared.state().last_submit.clone()
+    }
+
+    /// Every call so far, in arrival order.
+    #[must_use]
+    pub fn events(&self) -> Vec<FakeEvent> {
+        self.shared.state().events.clone()
+    }
+
+    /// Whether a cancel reached this request before it completed.
+    #[must_use]
+    pub fn is_cancelled(&self, request_id: &str) -> bool {
+        self.shared
+            .state()
+            .requests
+            .get(request_id)
+            .is_some_and(|r| r.cancelled)
+    }
+
+    /// The ids of every request the fake knows.
+    #[must_use]
+    pub fn request_ids(&self) -> Vec<String> {
+        self.shared.state().requests.keys().cloned().collect()
+    }
+}
