@@ -206,7 +206,7 @@ impl FalClient {
             .await?;
         let answer = Self::read("upload", response).await?;
         if !answer.status.is_success() {
-            return Err(error_for("upload", &answer, CallKind::Call));
+            return Err(unauthenticated_error("upload", &answer));
         }
         Ok(target.file_url)
     }
@@ -316,7 +316,7 @@ impl FalClient {
             .await?;
         if !response.status().is_success() {
             let answer = Self::read(what, response).await?;
-            return Err(error_for(what, &answer, CallKind::Call));
+            return Err(unauthenticated_error(what, &answer));
         }
         Ok(response)
     }
@@ -357,6 +357,16 @@ pub(crate) fn error_for(what: &str, answer: &Answer, kind: CallKind) -> Generate
             GenerateError::Unavailable(format!("{what}: HTTP {status}: {message}"))
         }
         _ => GenerateError::Upstream(format!("{what}: HTTP {status}: {message}")),
+    }
+}
+
+/// Maps a failed answer from a URL we send no key to (a presigned upload or a
+/// CDN file): a 401/403 there is an expired link, not an account problem, and
+/// must not mark the generator unhealthy.
+fn unauthenticated_error(what: &str, answer: &Answer) -> GenerateError {
+    match error_for(what, answer, CallKind::Call) {
+        GenerateError::Account(message) => GenerateError::Upstream(message),
+        other => other,
     }
 }
 
@@ -445,6 +455,20 @@ mod tests {
         );
         assert_eq!(code(answer(500, "{}", &[])), "upstream_error");
         assert_eq!(code(answer(404, "{}", &[])), "upstream_error");
+    }
+
+    #[test]
+    fn a_403_from_a_file_url_is_not_an_account_error() {
+        let a = answer(403, "<Error>AccessDenied</Error>", &[]);
+        assert_eq!(
+            unauthenticated_error("model download", &a).code(),
+            "upstream_error"
+        );
+        let a = answer(503, "{}", &[]);
+        assert_eq!(
+            unauthenticated_error("model download", &a).code(),
+            "generator_unavailable"
+        );
     }
 
     #[test]
