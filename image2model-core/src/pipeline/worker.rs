@@ -20,8 +20,8 @@ use tracing::Instrument;
 use crate::domain::{BlobKey, ItemError, Progress};
 use crate::gltf::inspect_glb_stream;
 use crate::ports::{
-    Claim, ClaimOptions, GenerateContext, GenerateError, GenerateRequest, GeneratedModel,
-    GenerationObserver, ItemOutcome,
+    BlobError, Claim, ClaimOptions, GenerateContext, GenerateError, GenerateRequest,
+    GeneratedModel, GenerationObserver, ItemOutcome,
 };
 
 use super::Pipeline;
@@ -361,6 +361,17 @@ async fn store_model(pipeline: &Pipeline, claim: &Claim, generated: GeneratedMod
         (_, Some(Err(e))) => {
             let _ = blobs.delete(&model_key).await;
             return failed(&e);
+        }
+        (Err(BlobError::Body(e)), _) => {
+            let _ = blobs.delete(&model_key).await;
+            // The generator's stream failed: keep its own reason when it gave one.
+            let reason = e
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<GenerateError>())
+                .cloned();
+            return failed(&reason.unwrap_or_else(|| {
+                GenerateError::Upstream(format!("the model download failed: {e}"))
+            }));
         }
         (Err(e), _) => {
             let _ = blobs.delete(&model_key).await;
