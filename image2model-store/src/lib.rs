@@ -1,1 +1,6 @@
 //! image2model-store
+
+mod rows;
+pub mod sqlite;
+
+pub use sqlite::SqliteJobStore;
