@@ -176,7 +176,12 @@ pub async fn open_blob_store(url: &str) -> Result<Arc<dyn BlobStore>, OpenError>
             .host_str()
             .filter(|b| !b.is_empty())
             .ok_or_else(|| invalid("s3:// needs a bucket: s3://bucket/prefix"))?;
-        let prefix = parsed.path().trim_matches('/');
+        // Check the prefix as written: URL parsing would quietly resolve `..`.
+        let raw = &url["s3://".len()..];
+        let prefix = raw
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+            .trim_end_matches('/');
         let prefix = if prefix.is_empty() {
             None
         } else {
