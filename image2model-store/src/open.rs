@@ -162,7 +162,7 @@ pub async fn open_blob_store(url: &str) -> Result<Arc<dyn BlobStore>, OpenError>
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(ObjectBlobStore::memory()));
     }
-    if url.starts_with("s3://") {
+    if let Some(raw) = url.strip_prefix("s3://") {
         let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
         if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err(invalid(
@@ -177,7 +177,6 @@ pub async fn open_blob_store(url: &str) -> Result<Arc<dyn BlobStore>, OpenError>
             .filter(|b| !b.is_empty())
             .ok_or_else(|| invalid("s3:// needs a bucket: s3://bucket/prefix"))?;
         // Check the prefix as written: URL parsing would quietly resolve `..`.
-        let raw = &url["s3://".len()..];
         let prefix = raw
             .split_once('/')
             .map_or("", |(_, p)| p)
