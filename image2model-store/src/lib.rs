@@ -1,1 +1,46 @@
-//! image2model-store
+//! # image2model-store
+//!
+//! The core's storage ports on real engines: job stores in SQLite and
+//! PostgreSQL, blob stores on the local file system, in memory and in S3.
+//! Every store here passes the core's conformance suites
+//! (`image2model_core::testing::conformance`).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), image2model_store::OpenError> {
+//! let jobs = image2model_store::open_job_store("sqlite://./data/image2model.db").await?;
+//! let blobs = image2model_store::open_blob_store("file://./data/blobs").await?;
+//! jobs.ping().await?;
+//! blobs.ping().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Layout
+//!
+//! - [`open`]: `DATABASE_URL` / `STORAGE_URL` → the right store
+//!   ([`open_job_store`], [`open_blob_store`]), with passwords redacted from
+//!   every error.
+//! - [`sqlite`]: [`SqliteJobStore`]: one file, WAL mode, claims under
+//!   `BEGIN IMMEDIATE`; migrations in `migrations/sqlite/`.
+//! - [`postgres`]: [`PostgresJobStore`]: claims with
+//!   `FOR UPDATE SKIP LOCKED`; migrations in `migrations/postgres/`.
+//! - `rows` (private): what both SQL stores share: row shapes, strict
+//!   parsing of stored text back into domain types (a bad row is
+//!   `StoreError::Corrupt`), and the item state changes, so the state machine
+//!   lives in one place.
+//! - [`blob::local`]: [`LocalBlobStore`]: staged writes renamed into place,
+//!   keys re-checked before they touch a path, symbolic links refused.
+//! - [`blob::object`]: [`ObjectBlobStore`] over `object_store`: S3 (multipart
+//!   for large bodies) and memory.
+//!
+//! Migrations are embedded in the binary and run when a store opens.
+
+pub mod blob;
+pub mod open;
+pub mod postgres;
+mod rows;
+pub mod sqlite;
+
+pub use blob::{LocalBlobStore, ObjectBlobStore, S3Config};
+pub use open::{OpenError, open_blob_store, open_job_store, redact_url};
+pub use postgres::PostgresJobStore;
+pub use sqlite::SqliteJobStore;

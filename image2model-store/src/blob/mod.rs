@@ -1,0 +1,8 @@
+//! Blob stores: [`LocalBlobStore`] (files under a root directory) and
+//! [`ObjectBlobStore`] (`object_store`: S3 and memory).
+
+pub mod local;
+pub mod object;
+
+pub use local::LocalBlobStore;
+pub use object::{ObjectBlobStore, S3Config};

@@ -1,0 +1,215 @@
+//! From configuration URLs (`DATABASE_URL`, `STORAGE_URL`) to stores.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `sqlite://./data/image2model.db`, `sqlite:///srv/i2m.db` | [`SqliteJobStore`] (file and parent directory created on first run) |
+//! | `sqlite::memory:` | [`SqliteJobStore::in_memory`] |
+//! | `postgres://…`, `postgresql://…` | [`PostgresJobStore`] |
+//! | `file://./data/blobs`, `file:///srv/blobs` | [`LocalBlobStore`] |
+//! | `memory://` | [`ObjectBlobStore::memory`] |
+//! | `s3://bucket/prefix` | [`ObjectBlobStore::s3`] with [`S3Config::from_env`] |
+//!
+//! Errors never contain a URL's password: it is replaced by `REDACTED`.
+
+use std::sync::Arc;
+
+use image2model_core::domain::BlobPrefix;
+use image2model_core::ports::{BlobError, BlobStore, JobStore, StoreError};
+
+use crate::blob::{LocalBlobStore, ObjectBlobStore, S3Config};
+use crate::postgres::PostgresJobStore;
+use crate::sqlite::SqliteJobStore;
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The URL's scheme names no backend.
+    #[error("unsupported {what} URL scheme in {url}; expected {expected}")]
+    UnknownScheme {
+        /// `DATABASE_URL` or `STORAGE_URL`.
+        what: &'static str,
+        /// The URL, password redacted.
+        url: String,
+        /// The schemes that work.
+        expected: &'static str,
+    },
+    /// The URL has a known scheme but is malformed.
+    #[error("invalid {what} URL {url}: {reason}")]
+    InvalidUrl {
+        /// `DATABASE_URL` or `STORAGE_URL`.
+        what: &'static str,
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The job store failed to open.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The blob store failed to open.
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl OpenError {
+    /// The stable error code.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpenError::UnknownScheme { .. } | OpenError::InvalidUrl { .. } => "invalid_config",
+            OpenError::Store(e) => e.code(),
+            OpenError::Blob(e) => e.code(),
+        }
+    }
+}
+
+/// The URL with any password replaced by `REDACTED`, for messages and logs.
+///
+/// ```
+/// use image2model_store::open::redact_url;
+/// assert_eq!(
+///     redact_url("postgres://app:s3cret@db:5432/i2m"),
+///     "postgres://app:REDACTED@db:5432/i2m"
+/// );
+/// ```
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let authority_end = url[authority_start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| authority_start + i);
+    let authority = &url[authority_start..authority_end];
+    // The last '@' ends the user info (a password may itself contain '@').
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!(
+        "{}{}:REDACTED{}",
+        &url[..authority_start],
+        &userinfo[..colon],
+        &url[authority_start + at..]
+    )
+}
+
+/// Opens the job store a `DATABASE_URL` names, running its migrations.
+///
+/// # Errors
+/// [`OpenError::UnknownScheme`] for anything but `sqlite:` and
+/// `postgres(ql)://`, [`OpenError::Store`] when the database fails to open.
+pub async fn open_job_store(url: &str) -> Result<Arc<dyn JobStore>, OpenError> {
+    const WHAT: &str = "DATABASE_URL";
+    let url = url.trim();
+    if url.starts_with("sqlite:") {
+        return Ok(match SqliteJobStore::path_from_url(url) {
+            None => Arc::new(SqliteJobStore::in_memory().await?),
+            Some(path) => Arc::new(SqliteJobStore::open(path).await?),
+        });
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresJobStore::connect(url).await.map_err(
+            |e| match e {
+                StoreError::Backend(m) if m.contains("invalid Postgres URL") => {
+                    OpenError::InvalidUrl {
+                        what: WHAT,
+                        url: redact_url(url),
+                        reason: "not a valid Postgres connection URL".into(),
+                    }
+                }
+                other => OpenError::Store(other),
+            },
+        )?));
+    }
+    Err(OpenError::UnknownScheme {
+        what: WHAT,
+        url: redact_url(url),
+        expected: "sqlite://PATH, sqlite::memory: or postgres://…",
+    })
+}
+
+/// Opens the blob store a `STORAGE_URL` names. An `s3://` store reads its
+/// credentials, region and endpoint from the `AWS_*` variables
+/// ([`S3Config::from_env`]) and is not contacted until first used (call
+/// `ping` to check it).
+///
+/// # Errors
+/// [`OpenError::UnknownScheme`] for anything but `file://`, `memory://` and
+/// `s3://`, [`OpenError::InvalidUrl`] for a malformed one, and
+/// [`OpenError::Blob`] when the store fails to open.
+pub async fn open_blob_store(url: &str) -> Result<Arc<dyn BlobStore>, OpenError> {
+    const WHAT: &str = "STORAGE_URL";
+    let url = url.trim();
+    let invalid = |reason: &str| OpenError::InvalidUrl {
+        what: WHAT,
+        url: redact_url(url),
+        reason: reason.to_owned(),
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        if path.is_empty() {
+            return Err(invalid(
+                "file:// needs a directory, e.g. file://./data/blobs",
+            ));
+        }
+        return Ok(Arc::new(LocalBlobStore::open(path).await?));
+    }
+    if url == "memory://" || url == "memory:" {
+        return Ok(Arc::new(ObjectBlobStore::memory()));
+    }
+    if let Some(raw) = url.strip_prefix("s3://") {
+        let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(invalid(
+                "credentials belong in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, not the URL",
+            ));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(invalid("s3:// takes no query or fragment"));
+        }
+        let bucket = parsed
+            .host_str()
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| invalid("s3:// needs a bucket: s3://bucket/prefix"))?;
+        // Check the prefix as written: URL parsing would quietly resolve `..`.
+        let prefix = raw
+            .split_once('/')
+            .map_or("", |(_, p)| p)
+            .trim_end_matches('/');
+        let prefix = if prefix.is_empty() {
+            None
+        } else {
+            BlobPrefix::parse(prefix).map_err(|e| invalid(&format!("prefix: {e}")))?;
+            Some(prefix)
+        };
+        let config = S3Config::from_env(bucket, prefix);
+        return Ok(Arc::new(ObjectBlobStore::s3(&config)?));
+    }
+    Err(OpenError::UnknownScheme {
+        what: WHAT,
+        url: redact_url(url),
+        expected: "file://DIR, memory:// or s3://bucket/prefix",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(
+            redact_url("postgresql://u:p@ss@h/db?sslmode=require"),
+            "postgresql://u:REDACTED@h/db?sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("s3://bucket/p"), "s3://bucket/p");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(redact_url("ftp://a:b@h"), "ftp://a:REDACTED@h");
+    }
+}

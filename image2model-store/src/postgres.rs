@@ -1,0 +1,563 @@
+//! [`PostgresJobStore`]: the job store in PostgreSQL, shared by any number of
+//! API and worker processes.
+//!
+//! Workers claim with `SELECT … FOR UPDATE OF items SKIP LOCKED`: an item row
+//! locked by one claimer is skipped by the others, so two workers never take
+//! the same item and never wait on each other. Every write locks rows in one
+//! order, items before their job (a job's items in position order), so that
+//! concurrent writers cannot deadlock; the job row lock serialises the
+//! recomputation of a job's status and progress, and the last writer always
+//! recomputes from every item's committed state.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId, Progress};
+use image2model_core::ports::{
+    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    NewJob, QueueStats, StoreError,
+};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
+
+use crate::rows::{
+    self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
+    db_error, to_ms,
+};
+
+/// The migrations, embedded at build time from `migrations/postgres`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long to wait for a connection before reporting the store unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`JobStore`] in PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresJobStore {
+    pool: PgPool,
+}
+
+impl PostgresJobStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`, with the
+    /// usual query parameters) and brings the schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the server cannot be reached,
+    /// [`StoreError::Backend`] for a malformed URL or a failed migration.
+    /// Messages never contain the password.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|_| StoreError::Backend("invalid Postgres URL".into()))?;
+        Self::connect_with(options, 10).await
+    }
+
+    /// Connects with explicit options (e.g. a `search_path` for a schema of
+    /// its own) and at most `max_connections` connections, then migrates.
+    ///
+    /// # Errors
+    /// As for [`PostgresJobStore::connect`].
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(_) => db_error("connecting to Postgres")(e),
+                other => StoreError::Unavailable(format!("connecting to Postgres: {other}")),
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migrating the Postgres database: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for tests and maintenance.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        self.pool
+            .begin()
+            .await
+            .map_err(db_error("starting a transaction"))
+    }
+
+    /// A read-only transaction with one snapshot for all its statements.
+    async fn read(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        self.pool
+            .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(db_error("starting a read"))
+    }
+}
+
+/// Loads a job; with `lock`, locks its items (in position order) and then
+/// its row for the rest of the transaction.
+async fn load(
+    conn: &mut PgConnection,
+    job_id: &str,
+    lock: bool,
+) -> Result<Option<LoadedJob>, StoreError> {
+    if lock {
+        sqlx::query("SELECT item_id FROM items WHERE job_id = $1 ORDER BY position FOR UPDATE")
+            .bind(job_id)
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("locking a job's items"))?;
+    }
+    let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1{}",
+        if lock { " FOR UPDATE" } else { "" }
+    )))
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("reading a job"))?;
+    let Some(row) = row else { return Ok(None) };
+    let items: Vec<ItemRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE job_id = $1 ORDER BY position"
+    )))
+    .bind(job_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("reading a job's items"))?;
+    rows::load_job(row, items).map(Some)
+}
+
+/// Locks the job row only (its item was locked already), then loads the job.
+async fn load_after_item_lock(
+    conn: &mut PgConnection,
+    job_id: &str,
+) -> Result<Option<LoadedJob>, StoreError> {
+    sqlx::query("SELECT job_id FROM jobs WHERE job_id = $1 FOR UPDATE")
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("locking a job"))?;
+    load(conn, job_id, false).await
+}
+
+async fn with_items(conn: &mut PgConnection, jobs: Vec<JobRow>) -> Result<Vec<Job>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = jobs.iter().map(|j| j.job_id.clone()).collect();
+    let items: Vec<ItemRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE job_id = ANY($1) ORDER BY job_id, position"
+    )))
+    .bind(ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("reading items"))?;
+    rows::load_jobs(jobs, items)
+}
+
+async fn save(conn: &mut PgConnection, loaded: &LoadedJob) -> Result<(), StoreError> {
+    for row in loaded.dirty_rows() {
+        sqlx::query(
+            "UPDATE items SET status = $1, progress = $2, error_code = $3, error_message = $4, \
+             model_key = $5, preview_key = $6, remote_request_id = $7, attempts = $8, \
+             lease_token = $9, lease_expires_at_ms = $10, updated_at_ms = $11 WHERE item_id = $12",
+        )
+        .bind(row.status)
+        .bind(row.progress)
+        .bind(row.error_code)
+        .bind(row.error_message)
+        .bind(row.model_key)
+        .bind(row.preview_key)
+        .bind(row.remote_request_id)
+        .bind(row.attempts)
+        .bind(row.lease_token)
+        .bind(row.lease_expires_at_ms)
+        .bind(row.updated_at_ms)
+        .bind(row.item_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("updating an item"))?;
+    }
+    let job = JobRow::from_job(&loaded.job);
+    sqlx::query(
+        "UPDATE jobs SET status = $1, progress = $2, cancel_requested = $3, updated_at_ms = $4 \
+         WHERE job_id = $5",
+    )
+    .bind(job.status)
+    .bind(job.progress)
+    .bind(job.cancel_requested)
+    .bind(job.updated_at_ms)
+    .bind(job.job_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("updating a job"))?;
+    Ok(())
+}
+
+/// Inserts a job and its items; `false` when the owner's idempotency key is
+/// taken (then nothing was inserted).
+async fn insert(conn: &mut PgConnection, job: &Job) -> Result<bool, StoreError> {
+    let row = JobRow::from_job(job);
+    let inserted: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING job_id"
+    )))
+    .bind(row.job_id)
+    .bind(row.owner)
+    .bind(row.status)
+    .bind(row.progress)
+    .bind(row.model)
+    .bind(row.face_limit)
+    .bind(row.texture)
+    .bind(row.idempotency_key)
+    .bind(row.cancel_requested)
+    .bind(row.created_at_ms)
+    .bind(row.updated_at_ms)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("inserting a job"))?;
+    if inserted.is_none() {
+        return Ok(false);
+    }
+    for (position, item) in job.items.iter().enumerate() {
+        let r = ItemRow::from_item(job.job_id, position, item, None);
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO items ({ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        )))
+        .bind(r.item_id)
+        .bind(r.job_id)
+        .bind(r.position)
+        .bind(r.filename)
+        .bind(r.content_type)
+        .bind(r.size_bytes)
+        .bind(r.width)
+        .bind(r.height)
+        .bind(r.upload_key)
+        .bind(r.status)
+        .bind(r.progress)
+        .bind(r.error_code)
+        .bind(r.error_message)
+        .bind(r.model_key)
+        .bind(r.preview_key)
+        .bind(r.remote_request_id)
+        .bind(r.attempts)
+        .bind(r.lease_token)
+        .bind(r.lease_expires_at_ms)
+        .bind(r.updated_at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("inserting an item"))?;
+    }
+    Ok(true)
+}
+
+async fn find_key(
+    conn: &mut PgConnection,
+    owner: &ApiKeyId,
+    key: &str,
+) -> Result<Option<LoadedJob>, StoreError> {
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT job_id FROM jobs WHERE owner = $1 AND idempotency_key = $2")
+            .bind(owner.as_str())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("finding an idempotency key"))?;
+    match id {
+        Some(id) => load(conn, &id, false).await,
+        None => Ok(None),
+    }
+}
+
+impl PostgresJobStore {
+    /// Runs `change` on the item's job when `token` holds the item, with the
+    /// item and then its job locked; `Ok(false)` (nothing written) otherwise.
+    async fn with_held(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        change: impl FnOnce(&mut LoadedJob, usize, DateTime<Utc>) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let job_id: Option<String> = sqlx::query_scalar(
+            "SELECT job_id FROM items WHERE item_id = $1 AND status = 'running' \
+             AND lease_token = $2 FOR UPDATE",
+        )
+        .bind(item.to_string())
+        .bind(token.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error("checking a lease"))?;
+        let Some(job_id) = job_id else {
+            return Ok(false);
+        };
+        let Some(mut loaded) = load_after_item_lock(&mut tx, &job_id).await? else {
+            return Ok(false);
+        };
+        let Some(idx) = loaded.held(item, token) else {
+            return Ok(false);
+        };
+        change(&mut loaded, idx, rows::now())?;
+        save(&mut tx, &loaded).await?;
+        tx.commit().await.map_err(db_error("committing"))?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresJobStore {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        let owner = new.owner.clone();
+        let key = new.idempotency_key.clone();
+        let job = rows::new_job(new, rows::now())?;
+        let mut tx = self.write().await?;
+        if !insert(&mut tx, &job).await? {
+            // The owner's key is taken (perhaps by a racing create whose
+            // commit the insert waited for): nothing was written here, so
+            // end this transaction and return the job that holds the key.
+            tx.rollback().await.map_err(db_error("rolling back"))?;
+            let key = key.expect("only a keyed insert can conflict");
+            let mut conn = self.pool.acquire().await.map_err(db_error("connecting"))?;
+            let existing = find_key(&mut conn, &owner, &key).await?.ok_or_else(|| {
+                StoreError::Backend("an idempotency key conflicted with no job".into())
+            })?;
+            return Ok(CreateOutcome::Existing(existing.job));
+        }
+        let stored = load(&mut tx, &job.job_id.to_string(), false)
+            .await?
+            .ok_or_else(|| StoreError::Backend("a created job vanished".into()))?;
+        tx.commit()
+            .await
+            .map_err(db_error("committing a new job"))?;
+        Ok(CreateOutcome::Created(stored.job))
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.read().await?;
+        let job = load(&mut tx, &id.to_string(), false).await?.map(|l| l.job);
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        Ok(job)
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        owner: &ApiKeyId,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.read().await?;
+        let job = find_key(&mut tx, owner, key).await?.map(|l| l.job);
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        Ok(job)
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut tx = self.read().await?;
+        let mut q =
+            QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE TRUE"));
+        if let Some(owner) = &query.owner {
+            q.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+        }
+        if let Some(cursor) = query.cursor {
+            q.push(" AND job_id < ").push_bind(cursor.to_string());
+        }
+        q.push(" ORDER BY job_id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let mut job_rows: Vec<JobRow> = q
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error("listing jobs"))?;
+        let more = job_rows.len() > limit as usize;
+        job_rows.truncate(limit as usize);
+        let jobs = with_items(&mut tx, job_rows).await?;
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        let next_cursor = if more {
+            jobs.last().map(|j| j.job_id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        let mut tx = self.write().await?;
+        let now = rows::now();
+        loop {
+            let candidate: Option<(String, String)> = sqlx::query_as(
+                "SELECT i.item_id, i.job_id FROM items i JOIN jobs j ON j.job_id = i.job_id \
+                 WHERE NOT j.cancel_requested AND (i.status = 'queued' OR (i.status = 'running' \
+                 AND (i.lease_expires_at_ms IS NULL OR i.lease_expires_at_ms <= $1))) \
+                 ORDER BY i.job_id, i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED",
+            )
+            .bind(to_ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error("finding a claimable item"))?;
+            let Some((item_id, job_id)) = candidate else {
+                // Commit any worker_lost failures made on the way.
+                tx.commit().await.map_err(db_error("committing"))?;
+                return Ok(None);
+            };
+            let mut loaded = load_after_item_lock(&mut tx, &job_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
+            let idx = loaded
+                .job
+                .items
+                .iter()
+                .position(|i| i.item_id.to_string() == item_id)
+                .ok_or_else(|| StoreError::Corrupt("a claimable item not in its job".into()))?;
+            // The job may have been cancelled while we waited for its lock.
+            if loaded.job.cancel_requested || loaded.job.items[idx].status.is_terminal() {
+                continue;
+            }
+            let item = &loaded.job.items[idx];
+            if item.status == ItemStatus::Running && item.attempts >= options.max_attempts {
+                loaded.fail_worker_lost(idx, now)?;
+                save(&mut tx, &loaded).await?;
+                continue;
+            }
+            let lease = loaded.claim(idx, options.lease, now)?;
+            save(&mut tx, &loaded).await?;
+            tx.commit().await.map_err(db_error("committing a claim"))?;
+            let item = loaded.job.items[idx].clone();
+            return Ok(Some(Claim {
+                job: loaded.job,
+                item,
+                token: lease.token,
+                lease_expires_at: lease.expires_at,
+            }));
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| {
+            l.renew(idx, lease, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_progress(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        progress: Progress,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| {
+            l.progress(idx, progress, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_remote_request(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| {
+            l.remote_request(idx, request_id, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_item(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        outcome: ItemOutcome,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| l.finish(idx, outcome, now))
+            .await
+    }
+
+    async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let Some(mut loaded) = load(&mut tx, &id.to_string(), true).await? else {
+            return Ok(None);
+        };
+        loaded.cancel(rows::now())?;
+        save(&mut tx, &loaded).await?;
+        tx.commit().await.map_err(db_error("committing a cancel"))?;
+        Ok(Some(loaded.job))
+    }
+
+    async fn delete_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let Some(loaded) = load(&mut tx, &id.to_string(), true).await? else {
+            return Ok(None);
+        };
+        // Items go with their job (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM jobs WHERE job_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error("deleting a job"))?;
+        tx.commit().await.map_err(db_error("committing a delete"))?;
+        Ok(Some(loaded.job))
+    }
+
+    async fn ended_jobs_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self.read().await?;
+        let statuses: Vec<String> = ENDED_STATUSES.iter().map(|s| (*s).to_owned()).collect();
+        let job_rows: Vec<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = ANY($1) AND updated_at_ms < $2 \
+             ORDER BY updated_at_ms, job_id LIMIT $3"
+        )))
+        .bind(statuses)
+        .bind(to_ms(before))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db_error("listing ended jobs"))?;
+        let jobs = with_items(&mut tx, job_rows).await?;
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        Ok(jobs)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let (queued, running, jobs): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM items WHERE status = 'queued'), \
+                    (SELECT COUNT(*) FROM items WHERE status = 'running'), \
+                    (SELECT COUNT(*) FROM jobs)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error("counting the queue"))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(QueueStats {
+            queued: count(queued),
+            running: count(running),
+            jobs: count(jobs),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("ping"))?;
+        Ok(())
+    }
+}

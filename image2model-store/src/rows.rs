@@ -1,0 +1,561 @@
+//! What the SQL job stores share: the row shapes, their strict conversion to
+//! and from domain types, and the item state changes.
+//!
+//! Both SQL backends load a whole job (with its items and leases) inside a
+//! transaction, change it here in Rust, and write the changed rows back. So the
+//! state machine ([`ItemStatus::can_become`], [`Job::refresh`]) lives in one
+//! place and the SQL stays plain.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use image2model_core::domain::{
+    ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ImageKind, Item, ItemError, ItemId,
+    ItemStatus, Job, JobId, JobStatus, ModelName, Progress, Texture,
+};
+use image2model_core::ports::{ItemOutcome, LeaseToken, NewJob, StoreError};
+
+/// Every job status, to parse stored text strictly.
+const JOB_STATUSES: [JobStatus; 6] = [
+    JobStatus::Queued,
+    JobStatus::Running,
+    JobStatus::Succeeded,
+    JobStatus::Partial,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
+
+/// The job statuses that mean a job has ended, as stored text.
+pub(crate) const ENDED_STATUSES: [&str; 4] = ["succeeded", "partial", "failed", "cancelled"];
+
+/// The most jobs a page of `list_jobs` holds.
+pub(crate) const MAX_PAGE: u32 = 100;
+
+/// A row of `jobs`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct JobRow {
+    pub job_id: String,
+    pub owner: String,
+    pub status: String,
+    pub progress: i64,
+    pub model: String,
+    pub face_limit: Option<i64>,
+    pub texture: String,
+    pub idempotency_key: Option<String>,
+    pub cancel_requested: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A row of `items`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct ItemRow {
+    pub item_id: String,
+    pub job_id: String,
+    pub position: i64,
+    pub filename: String,
+    pub content_type: String,
+    pub size_bytes: i64,
+    pub width: i64,
+    pub height: i64,
+    pub upload_key: String,
+    pub status: String,
+    pub progress: i64,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub model_key: Option<String>,
+    pub preview_key: Option<String>,
+    pub remote_request_id: Option<String>,
+    pub attempts: i64,
+    pub lease_token: Option<String>,
+    pub lease_expires_at_ms: Option<i64>,
+    pub updated_at_ms: i64,
+}
+
+/// The columns of `jobs`, in [`JobRow`] order.
+pub(crate) const JOB_COLUMNS: &str = "job_id, owner, status, progress, model, face_limit, texture, \
+     idempotency_key, cancel_requested, created_at_ms, updated_at_ms";
+
+/// The columns of `items`, in [`ItemRow`] order.
+pub(crate) const ITEM_COLUMNS: &str = "item_id, job_id, position, filename, content_type, \
+     size_bytes, width, height, upload_key, status, progress, error_code, error_message, \
+     model_key, preview_key, remote_request_id, attempts, lease_token, lease_expires_at_ms, \
+     updated_at_ms";
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {detail}"))
+}
+
+/// Milliseconds since the epoch, as stored.
+pub(crate) fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64, what: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(what, "time out of range"))
+}
+
+/// Now, at the precision the stores keep (milliseconds), so that what a call
+/// returns equals what a later read returns.
+pub(crate) fn now() -> DateTime<Utc> {
+    from_ms(to_ms(Utc::now()), "now").unwrap_or_else(|_| Utc::now())
+}
+
+/// `now + lease` (a lease is capped at ten years).
+pub(crate) fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    let cap = chrono::Duration::days(3650);
+    let lease = chrono::Duration::from_std(lease).unwrap_or(cap).min(cap);
+    now + lease
+}
+
+/// Maps a database error to a [`StoreError`] without SQL text: connection
+/// trouble is `Unavailable`, undecodable data `Corrupt`, the rest `Backend`.
+pub(crate) fn db_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::Unavailable(format!("{context}: {e}")),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(format!("{context}: {e}")),
+        sqlx::Error::Database(d) if is_busy(d.as_ref()) => {
+            StoreError::Unavailable(format!("{context}: the database is busy"))
+        }
+        sqlx::Error::Database(d) if is_connection_failure(d.as_ref()) => {
+            StoreError::Unavailable(format!("{context}: {}", d.message()))
+        }
+        sqlx::Error::Database(d) => StoreError::Backend(format!("{context}: {}", d.message())),
+        _ => StoreError::Backend(format!("{context}: {e}")),
+    }
+}
+
+/// SQLite's `SQLITE_BUSY` / `SQLITE_LOCKED` after the busy timeout.
+fn is_busy(e: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(e.code().as_deref(), Some("5" | "6" | "517" | "261"))
+}
+
+/// Postgres classes 08 (connection exception) and 57P (operator intervention:
+/// shutdown, cannot connect now).
+fn is_connection_failure(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code()
+        .is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
+}
+
+fn progress_of(v: i64, what: &str) -> Result<Progress, StoreError> {
+    u8::try_from(v)
+        .ok()
+        .and_then(|p| Progress::try_from(p).ok())
+        .ok_or_else(|| corrupt(what, "progress outside 0..=100"))
+}
+
+fn key_of(text: &str, what: &str) -> Result<BlobKey, StoreError> {
+    BlobKey::parse(text).map_err(|e| corrupt(what, e))
+}
+
+fn int_of<T: TryFrom<i64>>(v: i64, what: &str) -> Result<T, StoreError> {
+    T::try_from(v).map_err(|_| corrupt(what, "number out of range"))
+}
+
+/// The lease of a running item, as stored.
+#[derive(Debug, Clone)]
+pub(crate) struct Lease {
+    pub token: LeaseToken,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A job with its items' leases: what a transaction loads and changes.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadedJob {
+    pub job: Job,
+    pub leases: HashMap<ItemId, Lease>,
+    /// Item indices changed since loading, to write back.
+    pub dirty: Vec<usize>,
+}
+
+impl JobRow {
+    /// The row for a new job.
+    pub(crate) fn from_job(job: &Job) -> Self {
+        JobRow {
+            job_id: job.job_id.to_string(),
+            owner: job.owner.as_str().to_owned(),
+            status: job.status.as_str().to_owned(),
+            progress: i64::from(job.progress.get()),
+            model: job.options.model.as_str().to_owned(),
+            face_limit: job.options.face_limit.map(|f| i64::from(f.get())),
+            texture: job.options.texture.as_str().to_owned(),
+            idempotency_key: job.idempotency_key.clone(),
+            cancel_requested: job.cancel_requested,
+            created_at_ms: to_ms(job.created_at),
+            updated_at_ms: to_ms(job.updated_at),
+        }
+    }
+}
+
+impl ItemRow {
+    /// The row for an item at `position` of `job`, with its lease.
+    pub(crate) fn from_item(
+        job: JobId,
+        position: usize,
+        item: &Item,
+        lease: Option<&Lease>,
+    ) -> Self {
+        ItemRow {
+            item_id: item.item_id.to_string(),
+            job_id: job.to_string(),
+            position: position as i64,
+            filename: item.filename.as_str().to_owned(),
+            content_type: item.content_type.mime().to_owned(),
+            size_bytes: i64::try_from(item.size_bytes).unwrap_or(i64::MAX),
+            width: i64::from(item.width),
+            height: i64::from(item.height),
+            upload_key: item.upload_key.as_str().to_owned(),
+            status: item.status.as_str().to_owned(),
+            progress: i64::from(item.progress.get()),
+            error_code: item.error.as_ref().map(|e| e.code.clone()),
+            error_message: item.error.as_ref().map(|e| e.message.clone()),
+            model_key: item.model_key.as_ref().map(|k| k.as_str().to_owned()),
+            preview_key: item.preview_key.as_ref().map(|k| k.as_str().to_owned()),
+            remote_request_id: item.remote_request_id.clone(),
+            attempts: i64::from(item.attempts),
+            lease_token: lease.map(|l| l.token.as_str().to_owned()),
+            lease_expires_at_ms: lease.map(|l| to_ms(l.expires_at)),
+            updated_at_ms: to_ms(item.updated_at),
+        }
+    }
+
+    fn into_item(self) -> Result<(Item, Option<Lease>), StoreError> {
+        let item_id = ItemId::parse(&self.item_id).map_err(|e| corrupt("item id", e))?;
+        let filename = DisplayName::sanitize(&self.filename);
+        if filename.as_str() != self.filename {
+            return Err(corrupt("item filename", "not a sanitised display name"));
+        }
+        let content_type = ImageKind::from_mime(&self.content_type)
+            .filter(|k| k.mime() == self.content_type)
+            .ok_or_else(|| corrupt("item content type", "unknown image kind"))?;
+        let status = ItemStatus::parse(&self.status)
+            .ok_or_else(|| corrupt("item status", "unknown status"))?;
+        let error = match (self.error_code, self.error_message) {
+            (Some(code), Some(message)) => Some(ItemError { code, message }),
+            (None, None) => None,
+            _ => return Err(corrupt("item error", "code and message must come together")),
+        };
+        let lease = match (self.lease_token, self.lease_expires_at_ms) {
+            (Some(token), Some(ms)) => Some(Lease {
+                token: LeaseToken::from_stored(token),
+                expires_at: from_ms(ms, "lease expiry")?,
+            }),
+            (None, None) => None,
+            _ => return Err(corrupt("item lease", "token and expiry must come together")),
+        };
+        let item = Item {
+            item_id,
+            filename,
+            content_type,
+            size_bytes: int_of(self.size_bytes, "item size")?,
+            width: int_of(self.width, "item width")?,
+            height: int_of(self.height, "item height")?,
+            upload_key: key_of(&self.upload_key, "item upload key")?,
+            status,
+            progress: progress_of(self.progress, "item progress")?,
+            error,
+            model_key: self
+                .model_key
+                .as_deref()
+                .map(|k| key_of(k, "item model key"))
+                .transpose()?,
+            preview_key: self
+                .preview_key
+                .as_deref()
+                .map(|k| key_of(k, "item preview key"))
+                .transpose()?,
+            remote_request_id: self.remote_request_id,
+            attempts: int_of(self.attempts, "item attempts")?,
+            updated_at: from_ms(self.updated_at_ms, "item updated_at")?,
+        };
+        Ok((item, lease))
+    }
+}
+
+/// Parses a stored job and its items (in position order) strictly.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] when any stored value fails its domain parser.
+pub(crate) fn load_job(row: JobRow, items: Vec<ItemRow>) -> Result<LoadedJob, StoreError> {
+    let job_id = JobId::parse(&row.job_id).map_err(|e| corrupt("job id", e))?;
+    let status = JOB_STATUSES
+        .into_iter()
+        .find(|s| s.as_str() == row.status)
+        .ok_or_else(|| corrupt("job status", "unknown status"))?;
+    let texture = Texture::parse(&row.texture)
+        .ok()
+        .filter(|t| t.as_str() == row.texture)
+        .ok_or_else(|| corrupt("job texture", "unknown texture"))?;
+    let face_limit = row
+        .face_limit
+        .map(|f| {
+            int_of::<u32>(f, "job face limit")
+                .and_then(|f| FaceLimit::new(f).map_err(|e| corrupt("job face limit", e)))
+        })
+        .transpose()?;
+    let mut leases = HashMap::new();
+    let mut parsed = Vec::with_capacity(items.len());
+    for (expected, item) in items.into_iter().enumerate() {
+        if item.job_id != row.job_id || item.position != expected as i64 {
+            return Err(corrupt("item position", "items out of order"));
+        }
+        let (item, lease) = item.into_item()?;
+        if let Some(lease) = lease {
+            leases.insert(item.item_id, lease);
+        }
+        parsed.push(item);
+    }
+    if parsed.is_empty() {
+        return Err(corrupt("job", "has no items"));
+    }
+    let job = Job {
+        job_id,
+        owner: ApiKeyId::parse(&row.owner).map_err(|e| corrupt("job owner", e))?,
+        status,
+        progress: progress_of(row.progress, "job progress")?,
+        options: GenerateOptions {
+            model: ModelName::parse(&row.model).map_err(|e| corrupt("job model", e))?,
+            face_limit,
+            texture,
+        },
+        idempotency_key: row.idempotency_key,
+        cancel_requested: row.cancel_requested,
+        created_at: from_ms(row.created_at_ms, "job created_at")?,
+        updated_at: from_ms(row.updated_at_ms, "job updated_at")?,
+        items: parsed,
+    };
+    Ok(LoadedJob {
+        job,
+        leases,
+        dirty: Vec::new(),
+    })
+}
+
+/// Groups item rows (ordered by job, then position) under their job rows.
+pub(crate) fn load_jobs(rows: Vec<JobRow>, items: Vec<ItemRow>) -> Result<Vec<Job>, StoreError> {
+    let mut by_job: HashMap<String, Vec<ItemRow>> = HashMap::new();
+    for item in items {
+        by_job.entry(item.job_id.clone()).or_default().push(item);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let items = by_job.remove(&row.job_id).unwrap_or_default();
+            load_job(row, items).map(|l| l.job)
+        })
+        .collect()
+}
+
+/// The job a [`NewJob`] becomes: queued, progress 0, times `now`.
+pub(crate) fn new_job(new: NewJob, now: DateTime<Utc>) -> Result<Job, StoreError> {
+    if new.items.is_empty() {
+        return Err(StoreError::Backend("a job needs at least one item".into()));
+    }
+    let items = new
+        .items
+        .into_iter()
+        .map(|i| Item {
+            item_id: i.item_id,
+            filename: i.filename,
+            content_type: i.content_type,
+            size_bytes: i.size_bytes,
+            width: i.width,
+            height: i.height,
+            upload_key: i.upload_key,
+            status: ItemStatus::Queued,
+            progress: Progress::ZERO,
+            error: None,
+            model_key: None,
+            preview_key: None,
+            remote_request_id: None,
+            attempts: 0,
+            updated_at: now,
+        })
+        .collect();
+    Ok(Job {
+        job_id: new.job_id,
+        owner: new.owner,
+        status: JobStatus::Queued,
+        progress: Progress::ZERO,
+        options: new.options,
+        idempotency_key: new.idempotency_key,
+        cancel_requested: false,
+        created_at: now,
+        updated_at: now,
+        items,
+    })
+}
+
+impl LoadedJob {
+    /// The index of `item` when `token` holds it: the item is running and its
+    /// lease carries this token.
+    pub(crate) fn held(&self, item: ItemId, token: &LeaseToken) -> Option<usize> {
+        let idx = self.job.items.iter().position(|i| i.item_id == item)?;
+        let running = self.job.items[idx].status == ItemStatus::Running;
+        let ours = self.leases.get(&item).is_some_and(|l| l.token == *token);
+        (running && ours).then_some(idx)
+    }
+
+    /// Marks item `idx` changed at `now` and recomputes the job.
+    fn touch(&mut self, idx: usize, now: DateTime<Utc>) {
+        self.job.items[idx].updated_at = now;
+        if !self.dirty.contains(&idx) {
+            self.dirty.push(idx);
+        }
+        self.job.updated_at = now;
+        self.job.refresh();
+    }
+
+    /// Moves item `idx` to `to`, checking the state machine.
+    fn set_status(&mut self, idx: usize, to: ItemStatus) -> Result<(), StoreError> {
+        let item = &mut self.job.items[idx];
+        if !item.status.can_become(to) {
+            return Err(StoreError::Backend(format!(
+                "item {} cannot go from {} to {}",
+                item.item_id,
+                item.status.as_str(),
+                to.as_str()
+            )));
+        }
+        item.status = to;
+        Ok(())
+    }
+
+    /// The lease of item `idx`, if any.
+    pub(crate) fn lease_of(&self, idx: usize) -> Option<&Lease> {
+        self.leases.get(&self.job.items[idx].item_id)
+    }
+
+    /// Claims item `idx` (queued, or running with an expired lease).
+    pub(crate) fn claim(
+        &mut self,
+        idx: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Lease, StoreError> {
+        self.set_status(idx, ItemStatus::Running)?;
+        let item = &mut self.job.items[idx];
+        item.attempts = item.attempts.saturating_add(1);
+        let granted = Lease {
+            token: LeaseToken::generate(),
+            expires_at: lease_until(now, lease),
+        };
+        self.leases.insert(item.item_id, granted.clone());
+        self.touch(idx, now);
+        Ok(granted)
+    }
+
+    /// Fails item `idx`, whose worker lost its lease too often.
+    pub(crate) fn fail_worker_lost(
+        &mut self,
+        idx: usize,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.set_status(idx, ItemStatus::Failed)?;
+        let item = &mut self.job.items[idx];
+        item.error = Some(ItemError {
+            code: "worker_lost".into(),
+            message: format!(
+                "the worker stopped during each of {} attempts",
+                item.attempts
+            ),
+        });
+        self.leases.remove(&item.item_id);
+        self.touch(idx, now);
+        Ok(())
+    }
+
+    /// Extends the lease of held item `idx`.
+    pub(crate) fn renew(&mut self, idx: usize, lease: Duration, now: DateTime<Utc>) {
+        let id = self.job.items[idx].item_id;
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.expires_at = lease_until(now, lease);
+        }
+        if !self.dirty.contains(&idx) {
+            self.dirty.push(idx);
+        }
+    }
+
+    /// Raises held item `idx`'s progress (a running item stays below 100:
+    /// 100 means succeeded).
+    pub(crate) fn progress(&mut self, idx: usize, to: Progress, now: DateTime<Utc>) {
+        let item = &mut self.job.items[idx];
+        item.progress = item.progress.advance(to.min(Progress::clamped(99)));
+        self.touch(idx, now);
+    }
+
+    /// Records held item `idx`'s remote request id.
+    pub(crate) fn remote_request(&mut self, idx: usize, request_id: &str, now: DateTime<Utc>) {
+        self.job.items[idx].remote_request_id = Some(request_id.to_owned());
+        self.touch(idx, now);
+    }
+
+    /// Ends or releases held item `idx`, revoking its lease.
+    pub(crate) fn finish(
+        &mut self,
+        idx: usize,
+        outcome: ItemOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            ItemOutcome::Succeeded {
+                model_key,
+                preview_key,
+            } => {
+                self.set_status(idx, ItemStatus::Succeeded)?;
+                let item = &mut self.job.items[idx];
+                item.progress = Progress::DONE;
+                item.model_key = Some(model_key);
+                item.preview_key = preview_key;
+            }
+            ItemOutcome::Failed(error) => {
+                self.set_status(idx, ItemStatus::Failed)?;
+                self.job.items[idx].error = Some(error);
+            }
+            ItemOutcome::Release => self.set_status(idx, ItemStatus::Queued)?,
+        }
+        let id = self.job.items[idx].item_id;
+        self.leases.remove(&id);
+        self.touch(idx, now);
+        Ok(())
+    }
+
+    /// Requests cancellation: queued and running items become cancelled.
+    pub(crate) fn cancel(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.job.cancel_requested = true;
+        for idx in 0..self.job.items.len() {
+            if !self.job.items[idx].status.is_terminal() {
+                self.set_status(idx, ItemStatus::Cancelled)?;
+                let id = self.job.items[idx].item_id;
+                self.leases.remove(&id);
+                self.touch(idx, now);
+            }
+        }
+        self.job.updated_at = now;
+        self.job.refresh();
+        Ok(())
+    }
+
+    /// The rows of the changed items.
+    pub(crate) fn dirty_rows(&self) -> Vec<ItemRow> {
+        self.dirty
+            .iter()
+            .map(|&idx| {
+                ItemRow::from_item(
+                    self.job.job_id,
+                    idx,
+                    &self.job.items[idx],
+                    self.lease_of(idx),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,584 @@
+//! [`SqliteJobStore`]: the job store in one SQLite file.
+//!
+//! Every write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's
+//! single write lock up front: two connections (or two processes) can never
+//! claim the same item, and no transaction has to be retried half-way because
+//! another upgraded its lock first. Reads see a consistent snapshot (WAL mode).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId, Progress};
+use image2model_core::ports::{
+    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    NewJob, QueueStats, StoreError,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
+
+use crate::rows::{
+    self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
+    db_error, to_ms,
+};
+
+/// How long a connection waits for SQLite's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The migrations, embedded at build time from `migrations/sqlite`.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// A [`JobStore`] in a SQLite database (WAL mode, foreign keys on).
+#[derive(Debug, Clone)]
+pub struct SqliteJobStore {
+    pool: SqlitePool,
+    /// What [`SqliteJobStore::describe`] shows: the file, or `:memory:`.
+    location: String,
+}
+
+impl SqliteJobStore {
+    /// Opens (creating it and its parent directory on first run) the database
+    /// file at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when the directory or file cannot be made
+    /// or opened, [`StoreError::Backend`] when a migration fails.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                StoreError::Unavailable(format!("creating the database directory: {e}"))
+            })?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(db_error("opening the SQLite database"))?;
+        Self::migrated(pool, path.display().to_string()).await
+    }
+
+    /// A private in-memory database, lost when the store is dropped.
+    ///
+    /// It lives in one connection that the pool never closes, because every
+    /// new connection to `:memory:` would be a new, empty database.
+    ///
+    /// # Errors
+    /// As for [`SqliteJobStore::open`].
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(db_error("in-memory SQLite options"))?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(db_error("opening the in-memory SQLite database"))?;
+        Self::migrated(pool, ":memory:".to_owned()).await
+    }
+
+    async fn migrated(pool: SqlitePool, location: String) -> Result<Self, StoreError> {
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("migrating the SQLite database: {e}")))?;
+        Ok(Self { pool, location })
+    }
+
+    /// The file (or `:memory:`) this store uses.
+    #[must_use]
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The connection pool, for tests and maintenance.
+    #[must_use]
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The path a `sqlite://…` URL names (`sqlite://./data/x.db`,
+    /// `sqlite:///abs/x.db`, `sqlite:x.db`), or `None` for `sqlite::memory:`.
+    #[must_use]
+    pub fn path_from_url(url: &str) -> Option<PathBuf> {
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let rest = rest.split_once('?').map_or(rest, |(path, _)| path);
+        if rest.is_empty() || rest == ":memory:" {
+            None
+        } else {
+            Some(PathBuf::from(rest))
+        }
+    }
+
+    /// A write transaction holding SQLite's write lock from its start.
+    async fn write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db_error("starting a write transaction"))
+    }
+}
+
+async fn load(conn: &mut SqliteConnection, job_id: &str) -> Result<Option<LoadedJob>, StoreError> {
+    let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"
+    )))
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_error("reading a job"))?;
+    let Some(row) = row else { return Ok(None) };
+    let items: Vec<ItemRow> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE job_id = ? ORDER BY position"
+    )))
+    .bind(job_id)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(db_error("reading a job's items"))?;
+    rows::load_job(row, items).map(Some)
+}
+
+/// Loads the jobs of these rows with their items.
+async fn with_items(
+    conn: &mut SqliteConnection,
+    jobs: Vec<JobRow>,
+) -> Result<Vec<Job>, StoreError> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut q = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {ITEM_COLUMNS} FROM items WHERE job_id IN ("
+    ));
+    let mut ids = q.separated(", ");
+    for j in &jobs {
+        ids.push_bind(j.job_id.clone());
+    }
+    q.push(") ORDER BY job_id, position");
+    let items: Vec<ItemRow> = q
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("reading items"))?;
+    rows::load_jobs(jobs, items)
+}
+
+/// Writes back a loaded job's changed items and its status, progress and times.
+async fn save(conn: &mut SqliteConnection, loaded: &LoadedJob) -> Result<(), StoreError> {
+    for row in loaded.dirty_rows() {
+        sqlx::query(
+            "UPDATE items SET status = ?, progress = ?, error_code = ?, error_message = ?, \
+             model_key = ?, preview_key = ?, remote_request_id = ?, attempts = ?, \
+             lease_token = ?, lease_expires_at_ms = ?, updated_at_ms = ? WHERE item_id = ?",
+        )
+        .bind(row.status)
+        .bind(row.progress)
+        .bind(row.error_code)
+        .bind(row.error_message)
+        .bind(row.model_key)
+        .bind(row.preview_key)
+        .bind(row.remote_request_id)
+        .bind(row.attempts)
+        .bind(row.lease_token)
+        .bind(row.lease_expires_at_ms)
+        .bind(row.updated_at_ms)
+        .bind(row.item_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("updating an item"))?;
+    }
+    let job = JobRow::from_job(&loaded.job);
+    sqlx::query(
+        "UPDATE jobs SET status = ?, progress = ?, cancel_requested = ?, updated_at_ms = ? \
+         WHERE job_id = ?",
+    )
+    .bind(job.status)
+    .bind(job.progress)
+    .bind(job.cancel_requested)
+    .bind(job.updated_at_ms)
+    .bind(job.job_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("updating a job"))?;
+    Ok(())
+}
+
+async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+    let row = JobRow::from_job(job);
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    )))
+    .bind(row.job_id)
+    .bind(row.owner)
+    .bind(row.status)
+    .bind(row.progress)
+    .bind(row.model)
+    .bind(row.face_limit)
+    .bind(row.texture)
+    .bind(row.idempotency_key)
+    .bind(row.cancel_requested)
+    .bind(row.created_at_ms)
+    .bind(row.updated_at_ms)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_error("inserting a job"))?;
+    for (position, item) in job.items.iter().enumerate() {
+        let r = ItemRow::from_item(job.job_id, position, item, None);
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO items ({ITEM_COLUMNS}) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(r.item_id)
+        .bind(r.job_id)
+        .bind(r.position)
+        .bind(r.filename)
+        .bind(r.content_type)
+        .bind(r.size_bytes)
+        .bind(r.width)
+        .bind(r.height)
+        .bind(r.upload_key)
+        .bind(r.status)
+        .bind(r.progress)
+        .bind(r.error_code)
+        .bind(r.error_message)
+        .bind(r.model_key)
+        .bind(r.preview_key)
+        .bind(r.remote_request_id)
+        .bind(r.attempts)
+        .bind(r.lease_token)
+        .bind(r.lease_expires_at_ms)
+        .bind(r.updated_at_ms)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("inserting an item"))?;
+    }
+    Ok(())
+}
+
+async fn find_key(
+    conn: &mut SqliteConnection,
+    owner: &ApiKeyId,
+    key: &str,
+) -> Result<Option<LoadedJob>, StoreError> {
+    let id: Option<String> =
+        sqlx::query_scalar("SELECT job_id FROM jobs WHERE owner = ? AND idempotency_key = ?")
+            .bind(owner.as_str())
+            .bind(key)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db_error("finding an idempotency key"))?;
+    match id {
+        Some(id) => load(conn, &id).await,
+        None => Ok(None),
+    }
+}
+
+impl SqliteJobStore {
+    /// Runs `change` on the item's job when `token` holds the item, in one
+    /// write transaction; `Ok(false)` (and nothing written) when it does not.
+    async fn with_held(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        change: impl FnOnce(&mut LoadedJob, usize, DateTime<Utc>) -> Result<(), StoreError>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write().await?;
+        let job_id: Option<String> = sqlx::query_scalar(
+            "SELECT job_id FROM items WHERE item_id = ? AND status = 'running' AND lease_token = ?",
+        )
+        .bind(item.to_string())
+        .bind(token.as_str())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error("checking a lease"))?;
+        let Some(job_id) = job_id else {
+            return Ok(false);
+        };
+        let Some(mut loaded) = load(&mut tx, &job_id).await? else {
+            return Ok(false);
+        };
+        let Some(idx) = loaded.held(item, token) else {
+            return Ok(false);
+        };
+        change(&mut loaded, idx, rows::now())?;
+        save(&mut tx, &loaded).await?;
+        tx.commit().await.map_err(db_error("committing"))?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        let mut tx = self.write().await?;
+        if let Some(key) = &new.idempotency_key
+            && let Some(existing) = find_key(&mut tx, &new.owner, key).await?
+        {
+            return Ok(CreateOutcome::Existing(existing.job));
+        }
+        let job = rows::new_job(new, rows::now())?;
+        insert(&mut tx, &job).await?;
+        let stored = load(&mut tx, &job.job_id.to_string())
+            .await?
+            .ok_or_else(|| StoreError::Backend("a created job vanished".into()))?;
+        tx.commit()
+            .await
+            .map_err(db_error("committing a new job"))?;
+        Ok(CreateOutcome::Created(stored.job))
+    }
+
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_error("starting a read"))?;
+        let job = load(&mut tx, &id.to_string()).await?.map(|l| l.job);
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        Ok(job)
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        owner: &ApiKeyId,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_error("starting a read"))?;
+        let job = find_key(&mut tx, owner, key).await?.map(|l| l.job);
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        Ok(job)
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_error("starting a read"))?;
+        let mut q =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+        if let Some(owner) = &query.owner {
+            q.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+        }
+        if let Some(cursor) = query.cursor {
+            q.push(" AND job_id < ").push_bind(cursor.to_string());
+        }
+        q.push(" ORDER BY job_id DESC LIMIT ")
+            .push_bind(i64::from(limit) + 1);
+        let mut job_rows: Vec<JobRow> = q
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error("listing jobs"))?;
+        let more = job_rows.len() > limit as usize;
+        job_rows.truncate(limit as usize);
+        let jobs = with_items(&mut tx, job_rows).await?;
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        let next_cursor = if more {
+            jobs.last().map(|j| j.job_id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next_cursor })
+    }
+
+    async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        let mut tx = self.write().await?;
+        let now = rows::now();
+        loop {
+            let candidate: Option<(String, String)> = sqlx::query_as(
+                "SELECT i.item_id, i.job_id FROM items i JOIN jobs j ON j.job_id = i.job_id \
+                 WHERE j.cancel_requested = 0 AND (i.status = 'queued' OR (i.status = 'running' \
+                 AND (i.lease_expires_at_ms IS NULL OR i.lease_expires_at_ms <= ?))) \
+                 ORDER BY i.job_id, i.position LIMIT 1",
+            )
+            .bind(to_ms(now))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_error("finding a claimable item"))?;
+            let Some((item_id, job_id)) = candidate else {
+                // Commit any worker_lost failures made on the way.
+                tx.commit().await.map_err(db_error("committing"))?;
+                return Ok(None);
+            };
+            let mut loaded = load(&mut tx, &job_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
+            let idx = loaded
+                .job
+                .items
+                .iter()
+                .position(|i| i.item_id.to_string() == item_id)
+                .ok_or_else(|| StoreError::Corrupt("a claimable item not in its job".into()))?;
+            let item = &loaded.job.items[idx];
+            if item.status == ItemStatus::Running && item.attempts >= options.max_attempts {
+                loaded.fail_worker_lost(idx, now)?;
+                save(&mut tx, &loaded).await?;
+                continue;
+            }
+            let lease = loaded.claim(idx, options.lease, now)?;
+            save(&mut tx, &loaded).await?;
+            tx.commit().await.map_err(db_error("committing a claim"))?;
+            let item = loaded.job.items[idx].clone();
+            return Ok(Some(Claim {
+                job: loaded.job,
+                item,
+                token: lease.token,
+                lease_expires_at: lease.expires_at,
+            }));
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| {
+            l.renew(idx, lease, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_progress(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        progress: Progress,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| {
+            l.progress(idx, progress, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn record_remote_request(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| {
+            l.remote_request(idx, request_id, now);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn finish_item(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        outcome: ItemOutcome,
+    ) -> Result<bool, StoreError> {
+        self.with_held(item, token, |l, idx, now| l.finish(idx, outcome, now))
+            .await
+    }
+
+    async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let Some(mut loaded) = load(&mut tx, &id.to_string()).await? else {
+            return Ok(None);
+        };
+        loaded.cancel(rows::now())?;
+        save(&mut tx, &loaded).await?;
+        tx.commit().await.map_err(db_error("committing a cancel"))?;
+        Ok(Some(loaded.job))
+    }
+
+    async fn delete_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let mut tx = self.write().await?;
+        let Some(loaded) = load(&mut tx, &id.to_string()).await? else {
+            return Ok(None);
+        };
+        // Items go with their job (ON DELETE CASCADE; foreign keys are on).
+        sqlx::query("DELETE FROM jobs WHERE job_id = ?")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error("deleting a job"))?;
+        tx.commit().await.map_err(db_error("committing a delete"))?;
+        Ok(Some(loaded.job))
+    }
+
+    async fn ended_jobs_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db_error("starting a read"))?;
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ("
+        ));
+        let mut statuses = q.separated(", ");
+        for s in ENDED_STATUSES {
+            statuses.push_bind(s);
+        }
+        q.push(") AND updated_at_ms < ")
+            .push_bind(to_ms(before))
+            .push(" ORDER BY updated_at_ms, job_id LIMIT ")
+            .push_bind(i64::from(limit));
+        let job_rows: Vec<JobRow> = q
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db_error("listing ended jobs"))?;
+        let jobs = with_items(&mut tx, job_rows).await?;
+        tx.commit().await.map_err(db_error("ending a read"))?;
+        Ok(jobs)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let (queued, running, jobs): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM items WHERE status = 'queued'), \
+                    (SELECT COUNT(*) FROM items WHERE status = 'running'), \
+                    (SELECT COUNT(*) FROM jobs)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error("counting the queue"))?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        Ok(QueueStats {
+            queued: count(queued),
+            running: count(running),
+            jobs: count(jobs),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("ping"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! The local file blob store passes the conformance suite; plus the threats it
+//! exists to stop: traversal, symbolic links out of the root, partial files.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use image2model_core::domain::{BlobKey, BlobPrefix};
+use image2model_core::ports::{BlobError, BlobStore};
+use image2model_core::testing::conformance::blob_store::{chunked, failing, pattern};
+use image2model_store::LocalBlobStore;
+
+mod conformance {
+    use super::*;
+
+    image2model_core::blob_store_conformance_tests!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let store = LocalBlobStore::open(dir.join("blobs")).await.expect("open");
+        Some(Arc::new(store) as Arc<dyn BlobStore>)
+    });
+}
+
+fn key(text: &str) -> BlobKey {
+    BlobKey::parse(text).unwrap()
+}
+
+/// Every file (not directory) under `dir`, recursively, hidden ones included.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
+}
+
+async fn store_in(dir: &Path) -> LocalBlobStore {
+    LocalBlobStore::open(dir.join("blobs")).await.unwrap()
+}
+
+#[tokio::test]
+async fn open_creates_and_canonicalises_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let winding = dir.path().join("a/../b/./blobs");
+
+    let store = LocalBlobStore::open(&winding).await.expect("open");
+
+    assert_eq!(
+        store.root(),
+        dir.path().canonicalize().unwrap().join("b/blobs")
+    );
+    assert!(store.root().is_dir());
+    assert!(store.describe().starts_with("file:///"));
+}
+
+#[tokio::test]
+async fn objects_are_plain_files_at_their_key_under_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+
+    store
+        .put_bytes(&key("models/j1/i1.glb"), Bytes::from_static(b"glTF"))
+        .await
+        .unwrap();
+
+    let file = store.root().join("models/j1/i1.glb");
+    assert_eq!(std::fs::read(file).unwrap(), b"glTF");
+    assert_eq!(files_under(store.root()).len(), 1, "no stray files");
+}
+
+#[tokio::test]
+async fn traversal_keys_cannot_be_made() {
+    // The only way to name a file is a BlobKey, and these never parse.
+    for bad in [
+        "../x",
+        "a/../../x",
+        "/etc/passwd",
+        "a/./b",
+        "a\\..\\b",
+        ".staged",
+    ] {
+        assert!(BlobKey::parse(bad).is_err(), "{bad:?} must not be a key");
+        assert!(
+            BlobPrefix::parse(bad).is_err(),
+            "{bad:?} must not be a prefix"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_directory_link_out_of_the_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("j1")).unwrap();
+    std::fs::write(outside.join("j1/secret.png"), b"secret").unwrap();
+    let store = store_in(dir.path()).await;
+    std::os::unix::fs::symlink(&outside, store.root().join("uploads")).unwrap();
+
+    let put = store
+        .put_bytes(&key("uploads/j2/new.png"), Bytes::from_static(b"x"))
+        .await;
+    let get = store.get(&key("uploads/j1/secret.png")).await;
+    let head = store.head(&key("uploads/j1/secret.png")).await;
+    let listed = store.list(&BlobPrefix::parse("uploads").unwrap()).await;
+    let all = store.list(&BlobPrefix::root()).await.unwrap();
+
+    assert!(
+        matches!(put, Err(BlobError::Backend(_))),
+        "put through the link: {put:?}"
+    );
+    assert!(
+        !outside.join("j2").exists(),
+        "nothing was created outside the root"
+    );
+    assert!(
+        matches!(get, Err(BlobError::Backend(_))),
+        "get through the link must be refused"
+    );
+    assert!(
+        matches!(head, Err(BlobError::Backend(_))),
+        "head through the link: {head:?}"
+    );
+    assert!(listed.is_err(), "listing through the link must be refused");
+    assert!(all.is_empty(), "listing the root skips the link: {all:?}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_file_link_out_of_the_root_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, b"secret").unwrap();
+    let store = store_in(dir.path()).await;
+    std::fs::create_dir_all(store.root().join("models/j1")).unwrap();
+    let link = store.root().join("models/j1/i1.glb");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+
+    let get = store.get(&key("models/j1/i1.glb")).await;
+    let head = store.head(&key("models/j1/i1.glb")).await;
+    let put = store
+        .put_bytes(&key("models/j1/i1.glb"), Bytes::from_static(b"new"))
+        .await;
+
+    assert!(
+        matches!(get, Err(BlobError::Backend(_))),
+        "get through a file link must be refused"
+    );
+    assert!(matches!(head, Err(BlobError::Backend(_))), "head: {head:?}");
+    put.expect("a put replaces the link itself");
+    assert_eq!(
+        std::fs::read(&secret).unwrap(),
+        b"secret",
+        "the target was not written"
+    );
+    assert!(
+        !std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[tokio::test]
+async fn a_failed_body_leaves_no_file_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+
+    let got = store
+        .put(
+            &key("uploads/j1/i1.png"),
+            failing(vec![pattern(100_000, 1); 3]),
+        )
+        .await;
+
+    assert!(matches!(got, Err(BlobError::Body(_))), "got {got:?}");
+    assert!(
+        files_under(store.root()).is_empty(),
+        "no staged or partial file remains"
+    );
+}
+
+#[tokio::test]
+async fn an_abandoned_put_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    // One chunk, then a body that never ends (a stalled client).
+    let body = chunked(vec![pattern(10_000, 1)])
+        .chain(futures::stream::pending())
+        .boxed();
+
+    let got = tokio::time::timeout(
+        Duration::from_millis(200),
+        store.put(&key("uploads/j1/i1.png"), body),
+    )
+    .await;
+
+    assert!(got.is_err(), "the put was still waiting for its body");
+    assert!(
+        files_under(store.root()).is_empty(),
+        "dropping the put removes its staged file"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_puts_leave_one_whole_object_and_no_staged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store_in(dir.path()).await);
+    let k = key("models/j1/race.glb");
+    let bodies: Vec<Vec<u8>> = (0u8..6).map(|n| pattern(200_000, n)).collect();
+
+    let tasks: Vec<_> = bodies
+        .iter()
+        .cloned()
+        .map(|b| {
+            let (store, k) = (store.clone(), k.clone());
+            tokio::spawn(async move {
+                let chunks = b.chunks(8192).map(<[u8]>::to_vec).collect();
+                store.put(&k, chunked(chunks)).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+
+    let back = std::fs::read(store.root().join("models/j1/race.glb")).unwrap();
+    assert!(
+        bodies.contains(&back),
+        "the file is exactly one of the bodies"
+    );
+    assert_eq!(files_under(store.root()).len(), 1, "no staged file remains");
+}
+
+#[tokio::test]
+async fn list_skips_hidden_staging_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store
+        .put_bytes(&key("uploads/j1/a.png"), Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+    let folder = store.root().join("uploads/j1");
+    std::fs::write(folder.join(".a.png.0123.tmp"), b"staged").unwrap();
+    std::fs::write(folder.join("has space.png"), b"odd").unwrap();
+    std::fs::write(store.root().join(".DS_Store"), b"junk").unwrap();
+
+    let listed = store.list(&BlobPrefix::root()).await.unwrap();
+
+    let keys: Vec<&str> = listed.iter().map(|m| m.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        vec!["uploads/j1/a.png"],
+        "only valid keys are objects"
+    );
+}
+
+#[tokio::test]
+async fn delete_prunes_empty_directories_but_keeps_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store
+        .put_bytes(&key("uploads/j1/a.png"), Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+    store
+        .put_bytes(&key("uploads/j2/b.png"), Bytes::from_static(b"b"))
+        .await
+        .unwrap();
+
+    store.delete(&key("uploads/j1/a.png")).await.unwrap();
+
+    assert!(
+        !store.root().join("uploads/j1").exists(),
+        "the empty job folder is gone"
+    );
+    assert!(
+        store.root().join("uploads/j2/b.png").exists(),
+        "others stay"
+    );
+    store.delete(&key("uploads/j2/b.png")).await.unwrap();
+    assert!(store.root().is_dir(), "the root stays");
+    assert!(!store.root().join("uploads").exists());
+}
+
+#[tokio::test]
+async fn a_key_whose_folder_is_a_file_is_refused_without_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store
+        .put_bytes(&key("models/j1"), Bytes::from_static(b"a file"))
+        .await
+        .unwrap();
+
+    let got = store
+        .put_bytes(&key("models/j1/i1.glb"), Bytes::from_static(b"x"))
+        .await;
+
+    assert!(matches!(got, Err(BlobError::Backend(_))), "got {got:?}");
+    assert_eq!(
+        store.get_bytes(&key("models/j1")).await.unwrap(),
+        Bytes::from_static(b"a file")
+    );
+    assert_not_found(store.get(&key("models/j1/i1.glb")).await);
+}
+
+fn assert_not_found<T>(got: Result<T, BlobError>) {
+    assert!(matches!(got, Err(BlobError::NotFound(_))));
+}

@@ -1,0 +1,211 @@
+//! The SQLite job store passes the conformance suite; plus what only SQLite has:
+//! files, several connections and processes, strict parsing of stored rows.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use image2model_core::domain::{ApiKeyId, JobId};
+use image2model_core::ports::{ClaimOptions, CreateOutcome, JobStore, StoreError};
+use image2model_core::testing::conformance::job_store::new_job;
+use image2model_store::SqliteJobStore;
+
+mod conformance_file {
+    use super::*;
+
+    // Each test gets its own database file in its own temporary directory
+    // (kept, so that it outlives the store; the OS cleans its temp dir).
+    image2model_core::job_store_conformance_tests!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let store = SqliteJobStore::open(dir.join("jobs.db"))
+            .await
+            .expect("open");
+        Some(Arc::new(store) as Arc<dyn JobStore>)
+    });
+}
+
+mod conformance_memory {
+    use super::*;
+
+    image2model_core::job_store_conformance_tests!(|| async {
+        let store = SqliteJobStore::in_memory().await.expect("open");
+        Some(Arc::new(store) as Arc<dyn JobStore>)
+    });
+}
+
+const LONG: ClaimOptions = ClaimOptions {
+    lease: Duration::from_secs(60),
+    max_attempts: 3,
+};
+
+fn alice() -> ApiKeyId {
+    ApiKeyId::parse("alice").unwrap()
+}
+
+#[tokio::test]
+async fn open_creates_the_file_and_its_parent_directories_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/deeper/jobs.db");
+
+    let store = SqliteJobStore::open(&path).await.expect("open");
+
+    assert!(path.is_file(), "the database file is created");
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fks: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(fks, 1, "foreign keys are on");
+    let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(timeout >= 1000, "a busy timeout is set, got {timeout} ms");
+}
+
+#[tokio::test]
+async fn jobs_survive_closing_and_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let job_id = JobId::new();
+    {
+        let store = SqliteJobStore::open(&path).await.unwrap();
+        store
+            .create_job(new_job(job_id, &alice(), 2))
+            .await
+            .unwrap();
+        store.pool().close().await;
+    }
+
+    let reopened = SqliteJobStore::open(&path)
+        .await
+        .expect("reopen runs migrations again");
+
+    let job = reopened
+        .get_job(job_id)
+        .await
+        .unwrap()
+        .expect("the job persisted");
+    assert_eq!(job.items.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_never_claim_an_item_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let a = Arc::new(SqliteJobStore::open(&path).await.unwrap());
+    let b = Arc::new(SqliteJobStore::open(&path).await.unwrap());
+    for _ in 0..5 {
+        a.create_job(new_job(JobId::new(), &alice(), 4))
+            .await
+            .unwrap();
+    }
+
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store: Arc<dyn JobStore> = if n % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            while let Some(c) = store.claim_next(LONG).await.expect("claim_next") {
+                mine.push(c.item.item_id);
+            }
+            mine
+        }));
+    }
+    let mut claimed = Vec::new();
+    for t in tasks {
+        claimed.extend(t.await.unwrap());
+    }
+
+    let unique: HashSet<_> = claimed.iter().collect();
+    assert_eq!(claimed.len(), 20, "every item is claimed");
+    assert_eq!(unique.len(), 20, "no item is claimed twice across stores");
+}
+
+#[tokio::test]
+async fn rows_that_fail_domain_parsing_are_corrupt() {
+    let store = SqliteJobStore::in_memory().await.unwrap();
+    let cases = [
+        "UPDATE items SET upload_key = '../../etc/passwd'",
+        "UPDATE items SET status = 'exploded'",
+        "UPDATE jobs SET owner = 'Not A Key'",
+        "UPDATE items SET filename = 'a/b.png'",
+        "UPDATE items SET content_type = 'image/gif'",
+        "UPDATE jobs SET texture = 'true'",
+    ];
+    for sql in cases {
+        let job_id = JobId::new();
+        store
+            .create_job(new_job(job_id, &alice(), 1))
+            .await
+            .unwrap();
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+
+        let got = store.get_job(job_id).await;
+
+        match got {
+            Err(e @ StoreError::Corrupt(_)) => {
+                assert_eq!(e.code(), "internal_error");
+                assert!(!e.to_string().contains("UPDATE"), "no SQL in messages");
+            }
+            other => panic!("after {sql:?}: expected Corrupt, got {other:?}"),
+        }
+        store.delete_job(job_id).await.ok();
+        sqlx::query("DELETE FROM jobs")
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_job_without_items_is_refused() {
+    let store = SqliteJobStore::in_memory().await.unwrap();
+    let mut new = new_job(JobId::new(), &alice(), 1);
+    new.items.clear();
+
+    let got = store.create_job(new).await;
+
+    assert!(matches!(got, Err(StoreError::Backend(_))), "got {got:?}");
+    assert_eq!(store.stats().await.unwrap().jobs, 0);
+}
+
+#[tokio::test]
+async fn an_unwritable_location_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+
+    // The parent "directory" is a regular file.
+    let got = SqliteJobStore::open(file.join("jobs.db")).await;
+
+    match got {
+        Err(e) => assert_eq!(e.code(), "store_unavailable", "{e}"),
+        Ok(_) => panic!("opening under a file must fail"),
+    }
+}
+
+#[tokio::test]
+async fn idempotent_create_is_atomic_across_two_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let a = SqliteJobStore::open(&path).await.unwrap();
+    let b = SqliteJobStore::open(&path).await.unwrap();
+    let mut first = new_job(JobId::new(), &alice(), 1);
+    first.idempotency_key = Some("k".into());
+    let mut second = new_job(JobId::new(), &alice(), 1);
+    second.idempotency_key = Some("k".into());
+
+    let (x, y) = tokio::join!(a.create_job(first), b.create_job(second));
+
+    let created = [x.unwrap(), y.unwrap()]
+        .iter()
+        .filter(|o| matches!(o, CreateOutcome::Created(_)))
+        .count();
+    assert_eq!(created, 1);
+    assert_eq!(a.stats().await.unwrap().jobs, 1);
+}
