@@ -70,6 +70,9 @@ fn touch(job: &mut Job, idx: Option<usize>) {
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        if new.items.is_empty() {
+            return Err(StoreError::Backend("a job needs at least one item".into()));
+        }
         let mut st = self.state.lock().expect("memory store lock");
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = st
@@ -320,6 +323,10 @@ impl JobStore for MemoryJobStore {
         let Some(job) = st.jobs.get_mut(&id) else {
             return Ok(None);
         };
+        if job.status.is_terminal() {
+            // Nothing to cancel; leave `updated_at` alone so cleanup ages it.
+            return Ok(Some(job.clone()));
+        }
         job.cancel_requested = true;
         for item in &mut job.items {
             if !item.status.is_terminal() {

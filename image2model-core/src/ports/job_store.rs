@@ -189,7 +189,7 @@ impl StoreError {
 
 /// Persists jobs and items and hands queued items to workers under leases.
 ///
-/// Contract (checked by `testing::job_store_conformance`):
+/// Contract (checked by `testing::conformance::job_store`):
 /// - `create_job` is atomic; with an idempotency key already used by the same
 ///   owner it creates nothing and returns [`CreateOutcome::Existing`].
 /// - Every change to an item recomputes its job's `status` and `progress`
