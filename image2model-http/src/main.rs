@@ -1,1 +1,2 @@
+//! The `image2model` binary.
 fn main() {}

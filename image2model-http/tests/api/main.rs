@@ -1,0 +1,14 @@
+//! The HTTP API, end to end: the real server on a free port, driven with
+//! reqwest. One binary; one module per feature.
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod errors;
+mod headers;
+mod jobs;
+mod openapi;
+mod rate_limit;
+mod upload;
+mod web;
