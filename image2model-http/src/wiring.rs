@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use image2model_core::auth::StaticKeys;
+use image2model_core::generators::relief::ReliefGenerator;
 use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
 use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
 use secrecy::ExposeSecret;
@@ -70,11 +71,12 @@ pub fn disk_path(config: &Config) -> PathBuf {
 /// # Errors
 /// [`BuildError::Generators`] when the chosen generator is not available.
 pub fn generators(config: &Config) -> Result<Vec<Arc<dyn ModelGenerator>>, BuildError> {
+    let relief: Arc<dyn ModelGenerator> = Arc::new(ReliefGenerator::default());
     match config.generator {
-        GeneratorChoice::Relief | GeneratorChoice::Fal => Err(BuildError::Generators(format!(
-            "the {} generator is not available in this build",
-            config.generator.as_str()
-        ))),
+        GeneratorChoice::Relief => Ok(vec![relief]),
+        GeneratorChoice::Fal => Err(BuildError::Generators(
+            "the fal generator is not available in this build".to_owned(),
+        )),
     }
 }
 

@@ -19,7 +19,8 @@ use poem_openapi::{ApiResponse, Enum, OpenApi, param::Path, param::Query};
 use super::ApiTags;
 use super::dto::{JobDto, JobListDto};
 use super::error::{ApiError, ErrorBody};
-use super::model::{ModelFile, ModelFormat, ModelResponse, PreviewResponse};
+use super::model::{ModelFile, ModelResponse, PreviewResponse};
+use image2model_core::gltf::ModelFormat;
 use crate::AppState;
 use crate::security::auth::UserKey;
 
@@ -275,7 +276,10 @@ impl JobsApi {
             )
             .await?;
         let format = format.0.map_or(ModelFormat::Glb, Into::into);
-        Ok(ModelResponse::Ok(ModelFile::new(&item, object, format).await?))
+        let max = self.state.pipeline.config().max_model_bytes;
+        Ok(ModelResponse::Ok(
+            ModelFile::new(&item, object, format, max).await?,
+        ))
     }
 
     /// Download a preview image

@@ -11,40 +11,9 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
 use poem_openapi::types::Type;
 
+use image2model_core::gltf::ModelFormat;
+
 use super::error::{ApiError, ErrorBody};
-
-/// A model file format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelFormat {
-    /// Binary glTF, as stored.
-    Glb,
-    /// Wavefront OBJ.
-    Obj,
-    /// Binary STL.
-    Stl,
-}
-
-impl ModelFormat {
-    /// The media type.
-    #[must_use]
-    pub fn mime(self) -> &'static str {
-        match self {
-            ModelFormat::Glb => "model/gltf-binary",
-            ModelFormat::Obj => "model/obj",
-            ModelFormat::Stl => "model/stl",
-        }
-    }
-
-    /// The file extension.
-    #[must_use]
-    pub fn extension(self) -> &'static str {
-        match self {
-            ModelFormat::Glb => "glb",
-            ModelFormat::Obj => "obj",
-            ModelFormat::Stl => "stl",
-        }
-    }
-}
 
 /// A model ready to stream.
 pub struct ModelFile {
@@ -69,7 +38,12 @@ impl ModelFile {
     ///
     /// # Errors
     /// A conversion failure.
-    pub async fn new(item: &Item, object: BlobObject, format: ModelFormat) -> Result<Self, ApiError> {
+    pub async fn new(
+        item: &Item,
+        object: BlobObject,
+        format: ModelFormat,
+        max_model_bytes: u64,
+    ) -> Result<Self, ApiError> {
         let disposition = content_disposition(item.filename.as_str(), format.extension());
         match format {
             ModelFormat::Glb => Ok(Self {
@@ -79,7 +53,7 @@ impl ModelFile {
                 body: Body::from_bytes_stream(object.stream),
             }),
             ModelFormat::Obj | ModelFormat::Stl => {
-                let bytes = super::convert::convert(object, format).await?;
+                let bytes = super::convert::convert(object, format, max_model_bytes).await?;
                 Ok(Self {
                     format,
                     disposition,

@@ -16,7 +16,7 @@ async fn system_health_reports_status_disk_queue_stores_and_generators() {
     assert_eq!(h["queue"]["queued"], 0);
     assert_eq!(h["job_store"]["ok"], true);
     assert_eq!(h["blob_store"]["ok"], true);
-    assert_eq!(h["generators"][0]["name"], "test");
+    assert_eq!(h["generators"][0]["name"], "relief");
     assert_eq!(h["generators"][0]["state"], "healthy");
     let text = h.to_string();
     assert!(!text.contains('/'), "no paths in the report: {text}");

@@ -11,8 +11,9 @@ use image2model_core::auth::StaticKeys;
 use image2model_core::domain::{ApiKeyId, BlobPrefix, ModelName};
 use image2model_core::ports::{
     GenerateContext, GenerateError, GenerateRequest, GeneratedModel, ModelGenerator, ModelInfo,
-    Principal, Role, bytes_stream,
+    Principal, Role,
 };
+use image2model_core::generators::relief::ReliefGenerator;
 use image2model_http::config::Config;
 use image2model_http::{App, SpawnedApp};
 use reqwest::multipart::{Form, Part};
@@ -30,104 +31,33 @@ pub struct TestApp {
     pub dir: tempfile::TempDir,
 }
 
-/// A generator for tests: a flat quad with the image's aspect ratio (model
-/// `test-quad`), or one that waits until cancelled (model `test-hold`).
+/// A generator for tests whose one model, `test-hold`, runs until cancelled
+/// (for cancellation and not-ready tests). The default model is `relief`.
 #[derive(Debug, Default)]
-pub struct TestGenerator;
+pub struct HoldGenerator;
 
 #[async_trait]
-impl ModelGenerator for TestGenerator {
+impl ModelGenerator for HoldGenerator {
     fn name(&self) -> &str {
         "test"
     }
 
     fn models(&self) -> Vec<ModelInfo> {
-        ["test-quad", "test-hold"]
-            .into_iter()
-            .map(|m| ModelInfo {
-                name: ModelName::parse(m).unwrap(),
-                generator: "test".into(),
-                description: format!("{m} (tests)"),
-            })
-            .collect()
+        vec![ModelInfo {
+            name: ModelName::parse("test-hold").unwrap(),
+            generator: "test".into(),
+            description: "runs until cancelled (tests)".into(),
+        }]
     }
 
     async fn generate(
         &self,
-        request: GenerateRequest,
+        _request: GenerateRequest,
         ctx: GenerateContext<'_>,
     ) -> Result<GeneratedModel, GenerateError> {
-        if request.options.model.as_str() == "test-hold" {
-            ctx.cancel.cancelled().await;
-            return Err(GenerateError::Cancelled);
-        }
-        ctx.observer
-            .progress(image2model_core::domain::Progress::clamped(50))
-            .await;
-        let (w, h) = image2model_core::validate::dimensions(&request.image, request.image_kind)
-            .ok()
-            .flatten()
-            .ok_or_else(|| GenerateError::InvalidInput("no dimensions".into()))?;
-        let glb = quad_glb(w as f32, h as f32);
-        Ok(GeneratedModel {
-            size_hint: Some(glb.len() as u64),
-            glb: bytes_stream(glb.into()),
-            preview: None,
-        })
+        ctx.cancel.cancelled().await;
+        Err(GenerateError::Cancelled)
     }
-}
-
-/// A GLB holding one quad of `w × h` (scaled so the longer side is 1).
-pub fn quad_glb(w: f32, h: f32) -> Vec<u8> {
-    let s = w.max(h);
-    let (x, y) = (w / s / 2.0, h / s / 2.0);
-    let positions = [[-x, -y, 0.0], [x, -y, 0.0], [x, y, 0.0], [-x, y, 0.0f32]];
-    let indices: [u16; 6] = [0, 1, 2, 0, 2, 3];
-    let mut bin = Vec::new();
-    for p in positions {
-        for c in p {
-            bin.extend_from_slice(&c.to_le_bytes());
-        }
-    }
-    for i in indices {
-        bin.extend_from_slice(&i.to_le_bytes());
-    }
-    let json = serde_json::json!({
-        "asset": {"version": "2.0"},
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"mesh": 0}],
-        "meshes": [{"primitives": [{"attributes": {"POSITION": 0}, "indices": 1}]}],
-        "buffers": [{"byteLength": bin.len()}],
-        "bufferViews": [
-            {"buffer": 0, "byteOffset": 0, "byteLength": 48, "target": 34962},
-            {"buffer": 0, "byteOffset": 48, "byteLength": 12, "target": 34963}
-        ],
-        "accessors": [
-            {"bufferView": 0, "componentType": 5126, "count": 4, "type": "VEC3",
-             "min": [-x, -y, 0.0], "max": [x, y, 0.0]},
-            {"bufferView": 1, "componentType": 5123, "count": 6, "type": "SCALAR"}
-        ]
-    });
-    let mut json = json.to_string().into_bytes();
-    while json.len() % 4 != 0 {
-        json.push(b' ');
-    }
-    while bin.len() % 4 != 0 {
-        bin.push(0);
-    }
-    let total = 12 + 8 + json.len() + 8 + bin.len();
-    let mut out = Vec::with_capacity(total);
-    out.extend_from_slice(b"glTF");
-    out.extend_from_slice(&2u32.to_le_bytes());
-    out.extend_from_slice(&(total as u32).to_le_bytes());
-    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0x4E4F_534Au32.to_le_bytes());
-    out.extend_from_slice(&json);
-    out.extend_from_slice(&(bin.len() as u32).to_le_bytes());
-    out.extend_from_slice(&0x004E_4942u32.to_le_bytes());
-    out.extend_from_slice(&bin);
-    out
 }
 
 /// The base variables of every test server.
@@ -173,7 +103,10 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) ->
         },
     );
     let app = App::builder(config)
-        .generators(vec![Arc::new(TestGenerator)])
+        .generators(vec![
+            Arc::new(ReliefGenerator::default()),
+            Arc::new(HoldGenerator),
+        ])
         .auth(Arc::new(keys))
         .event_poll_interval(Duration::from_millis(100))
         .build()
@@ -249,9 +182,9 @@ impl TestApp {
         req.send().await.expect("request")
     }
 
-    /// Uploads files as the user with model `test-quad`.
+    /// Uploads files as the user (default model).
     pub async fn upload(&self, files: Vec<(&str, Vec<u8>)>) -> reqwest::Response {
-        let mut form = Form::new().text("model", "test-quad");
+        let mut form = Form::new();
         for (name, bytes) in files {
             form = form.part("files", file_part(name, bytes));
         }

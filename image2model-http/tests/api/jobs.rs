@@ -3,7 +3,7 @@ use serde_json::Value;
 
 use crate::helpers::{OTHER_KEY, USER_KEY, error_code, file_part, png, spawn_app};
 
-/// The extent of a GLB's positions along x and y.
+/// The extent of a GLB's positions along x and z (the relief's footprint).
 fn glb_extent(bytes: &[u8]) -> (f32, f32) {
     let gltf = gltf::Gltf::from_slice(bytes).expect("a valid GLB");
     let blob = gltf.blob.clone().expect("a BIN chunk");
@@ -19,7 +19,7 @@ fn glb_extent(bytes: &[u8]) -> (f32, f32) {
             }
         }
     }
-    (max[0] - min[0], max[1] - min[1])
+    (max[0] - min[0], max[2] - min[2])
 }
 
 #[tokio::test]
@@ -52,8 +52,8 @@ async fn upload_then_events_then_download_gives_a_glb_of_the_image_aspect() {
         "attachment; filename=\"wide photo.glb\"; filename*=UTF-8''wide%20photo.glb"
     );
     let bytes = resp.bytes().await.unwrap();
-    let (w, h) = glb_extent(&bytes);
-    assert!((w / h - 2.0).abs() < 0.05, "aspect {w}/{h} is not 2");
+    let (w, d) = glb_extent(&bytes);
+    assert!((w / d - 2.0).abs() < 0.05, "footprint {w} × {d} is not 2:1 like the image");
 }
 
 #[tokio::test]
@@ -192,6 +192,28 @@ async fn a_model_that_is_not_ready_is_409() {
     assert_eq!(resp.status(), 409);
     assert_eq!(error_code(resp).await, "model_not_ready");
     app.delete_job(job_id, USER_KEY).await;
+}
+
+#[tokio::test]
+async fn obj_and_stl_downloads_are_converted_with_their_types() {
+    let app = spawn_app().await;
+    let job = app.upload_ok(vec![("a.png", png(16, 8))]).await;
+    let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
+    let model_url = done["items"][0]["model_url"].as_str().unwrap();
+
+    let obj = app.download(model_url, Some("obj"), USER_KEY).await;
+    let stl = app.download(model_url, Some("stl"), USER_KEY).await;
+
+    assert_eq!(obj.status(), 200);
+    assert_eq!(obj.headers()["content-type"], "model/obj");
+    assert!(obj.headers()["content-disposition"].to_str().unwrap().contains("filename=\"a.obj\""));
+    let text = obj.text().await.unwrap();
+    assert!(text.lines().any(|l| l.starts_with("v ")) && text.lines().any(|l| l.starts_with("f ")));
+    assert_eq!(stl.status(), 200);
+    assert_eq!(stl.headers()["content-type"], "model/stl");
+    let bytes = stl.bytes().await.unwrap();
+    let triangles = u32::from_le_bytes(bytes[80..84].try_into().unwrap()) as usize;
+    assert_eq!(bytes.len(), 84 + 50 * triangles, "binary STL layout");
 }
 
 #[tokio::test]

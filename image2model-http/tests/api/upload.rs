@@ -17,7 +17,7 @@ async fn an_upload_is_accepted_with_the_job_and_its_items() {
     let job: Value = resp.json().await.unwrap();
     assert_eq!(location, format!("/api/v1/jobs/{}", job["job_id"].as_str().unwrap()));
     assert_eq!(job["status"], "queued");
-    assert_eq!(job["model"], "test-quad");
+    assert_eq!(job["model"], "relief");
     let items = job["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["filename"], "chair.png");
@@ -41,8 +41,9 @@ async fn the_upload_policy_lists_bounds_types_and_models() {
         policy["accepted_types"],
         serde_json::json!(["image/png", "image/jpeg", "image/webp"])
     );
-    assert_eq!(policy["models"][0]["name"], "test-quad");
-    assert_eq!(policy["default_model"], "test-quad");
+    assert_eq!(policy["models"][0]["name"], "relief");
+    assert_eq!(policy["models"][1]["name"], "test-hold");
+    assert_eq!(policy["default_model"], "relief");
 }
 
 /// Uploads `form` and asserts the status, the code, and that nothing stayed.
@@ -104,7 +105,7 @@ async fn an_empty_file_is_400() {
 
 #[tokio::test]
 async fn a_form_without_files_is_400() {
-    let form = Form::new().text("model", "test-quad");
+    let form = Form::new().text("model", "relief");
     assert_rejected(form, 400, "no_files").await;
 }
 
