@@ -157,7 +157,15 @@ pub const MIN_SECRET_LEN: usize = 32;
 
 /// Values that are obviously copied from an example file.
 const PLACEHOLDER_MARKERS: &[&str] = &[
-    "change", "your", "placeholder", "example", "replace", "xxxx", "todo", "secret-key", "dev-key",
+    "change",
+    "your",
+    "placeholder",
+    "example",
+    "replace",
+    "xxxx",
+    "todo",
+    "secret-key",
+    "dev-key",
 ];
 
 struct Reader<F> {
@@ -242,9 +250,7 @@ impl Config {
         };
         let environment = match r.text("ENVIRONMENT").map(|e| e.to_ascii_lowercase()) {
             None => Environment::Development,
-            Some(e) if e == "development" || e == "dev" || e == "local" => {
-                Environment::Development
-            }
+            Some(e) if e == "development" || e == "dev" || e == "local" => Environment::Development,
             Some(e) if e == "production" || e == "prod" => Environment::Production,
             Some(e) => {
                 r.errors.push(format!(
@@ -261,12 +267,13 @@ impl Config {
         let storage_url = r
             .text("STORAGE_URL")
             .unwrap_or_else(|| "file://./data/blobs".to_owned());
-        let fal_key = r.secret("FAL_API_KEY").or_else(|| r.secret("FAL_KEY")).or_else(|| {
-            match (r.text("FAL_KEY_ID"), r.text("FAL_KEY_SECRET")) {
+        let fal_key = r
+            .secret("FAL_API_KEY")
+            .or_else(|| r.secret("FAL_KEY"))
+            .or_else(|| match (r.text("FAL_KEY_ID"), r.text("FAL_KEY_SECRET")) {
                 (Some(id), Some(secret)) => Some(SecretString::from(format!("{id}:{secret}"))),
                 _ => None,
-            }
-        });
+            });
         let generator = match r.text("GENERATOR").map(|g| g.to_ascii_lowercase()) {
             None if fal_key.is_some() => GeneratorChoice::Fal,
             None => GeneratorChoice::Relief,
@@ -282,9 +289,9 @@ impl Config {
         for net in r.list("TRUSTED_PROXIES") {
             match parse_net(&net) {
                 Some(n) => trusted_proxies.push(n),
-                None => r
-                    .errors
-                    .push(format!("TRUSTED_PROXIES: {net:?} is not an IP address or CIDR")),
+                None => r.errors.push(format!(
+                    "TRUSTED_PROXIES: {net:?} is not an IP address or CIDR"
+                )),
             }
         }
         let metrics_addr = match r.text("METRICS_ADDR") {
@@ -564,7 +571,10 @@ mod tests {
         let c = config(&[
             ("ENVIRONMENT", "production"),
             ("API_KEY", "short"),
-            ("ADMIN_API_KEY", "your-admin-api-key-goes-here-please-change"),
+            (
+                "ADMIN_API_KEY",
+                "your-admin-api-key-goes-here-please-change",
+            ),
             ("BACKEND_CORS_ORIGINS", "*"),
         ])
         .unwrap();
@@ -579,11 +589,7 @@ mod tests {
     #[test]
     fn equal_user_and_admin_keys_are_refused_everywhere() {
         let c = config(&[("API_KEY", "same"), ("ADMIN_API_KEY", "same")]).unwrap();
-        assert!(
-            c.fatal_problems()
-                .iter()
-                .any(|p| p.contains("must differ"))
-        );
+        assert!(c.fatal_problems().iter().any(|p| p.contains("must differ")));
     }
 
     #[test]

@@ -116,7 +116,11 @@ pub async fn run(
         }
         let target = unique_target(&out, &s.source, &mut used);
         match write_model(&pipeline, &scope, s.job_id, item.item_id, &target).await {
-            Ok(bytes) => println!("{} -> {} ({bytes} bytes)", s.source.display(), target.display()),
+            Ok(bytes) => println!(
+                "{} -> {} ({bytes} bytes)",
+                s.source.display(),
+                target.display()
+            ),
             Err(e) => {
                 eprintln!("{}: {e}", s.source.display());
                 failures += 1;
@@ -145,7 +149,9 @@ async fn submit(
     model: Option<ModelName>,
     face_limit: Option<FaceLimit>,
 ) -> Result<JobId, String> {
-    let file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| e.to_string())?;
     let upload = match pipeline
         .begin_upload(owner.clone(), None)
         .await
@@ -155,10 +161,7 @@ async fn submit(
         image2model_core::pipeline::UploadStart::Existing(job) => return Ok(job.job_id),
     };
     let mut upload = upload;
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("image");
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("image");
     upload
         .add_file(name, ReaderStream::new(file).boxed())
         .await

@@ -36,6 +36,7 @@ pub enum HealthStatus {
 
 /// The disk holding the blobs (or the working directory for remote stores).
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Disk")]
 pub struct DiskDto {
     /// Total bytes.
     pub total_bytes: u64,
@@ -47,6 +48,7 @@ pub struct DiskDto {
 
 /// A dependency's health.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Dependency")]
 pub struct DependencyDto {
     /// Whether it answered.
     pub ok: bool,
@@ -58,6 +60,7 @@ pub struct DependencyDto {
 
 /// Queue figures.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Queue")]
 pub struct QueueDto {
     /// Items waiting.
     pub queued: u64,
@@ -69,6 +72,7 @@ pub struct QueueDto {
 
 /// A generator's state.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "GeneratorState")]
 pub struct GeneratorDto {
     /// Its name.
     pub name: String,
@@ -80,6 +84,7 @@ pub struct GeneratorDto {
 
 /// `GET /api/v1/admin/system-health`.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "SystemHealth")]
 pub struct SystemHealthDto {
     /// Overall status.
     pub status: HealthStatus,
@@ -103,10 +108,7 @@ pub enum SystemHealthResponse {
     Ok(Json<SystemHealthDto>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `forbidden`: not an admin key.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -126,10 +128,7 @@ pub enum AdminListResponse {
     BadRequest(Json<ErrorBody>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `forbidden`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -147,10 +146,7 @@ pub enum AdminDeleteResponse {
     Ok(Json<JobDto>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `forbidden`.
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
@@ -166,10 +162,10 @@ pub enum AdminDeleteResponse {
 #[must_use]
 pub fn disk(path: &FsPath) -> Option<DiskDto> {
     let st = nix::sys::statvfs::statvfs(path).ok()?;
-    let frag = u64::from(st.fragment_size());
-    let total = u64::from(st.blocks()) * frag;
-    let free = u64::from(st.blocks_available()) * frag;
-    let used = total.saturating_sub(u64::from(st.blocks_free()) * frag);
+    let frag = st.fragment_size();
+    let total = st.blocks() * frag;
+    let free = st.blocks_available() * frag;
+    let used = total.saturating_sub(st.blocks_free() * frag);
     let denominator = used + free;
     let used_percent = if denominator == 0 {
         0.0
@@ -208,7 +204,11 @@ impl AdminApi {
     ///
     /// `healthy`, `warning` (disk over 80 % or a generator in trouble) or
     /// `critical` (disk over 90 % or a store down), with the figures.
-    #[oai(path = "/system-health", method = "get", operation_id = "admin_system_health")]
+    #[oai(
+        path = "/system-health",
+        method = "get",
+        operation_id = "admin_system_health"
+    )]
     async fn system_health(&self, _auth: AdminKey) -> Result<SystemHealthResponse, ApiError> {
         let report = self.state.pipeline.health().await;
         let path = self.state.disk_path.clone();
@@ -269,12 +269,13 @@ impl AdminApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<AdminListResponse, ApiError> {
-        let cursor = match cursor.0 {
-            None => None,
-            Some(c) => Some(image2model_core::domain::JobId::parse(&c).map_err(|_| {
-                ApiError::bad_request("invalid_request", "cursor is not a job id")
-            })?),
-        };
+        let cursor =
+            match cursor.0 {
+                None => None,
+                Some(c) => Some(image2model_core::domain::JobId::parse(&c).map_err(|_| {
+                    ApiError::bad_request("invalid_request", "cursor is not a job id")
+                })?),
+            };
         let page = self
             .state
             .pipeline
@@ -289,8 +290,16 @@ impl AdminApi {
     /// Remove a job
     ///
     /// Removes any owner's job and its files, cancelling it first if it runs.
-    #[oai(path = "/jobs/:job_id", method = "delete", operation_id = "admin_delete_job")]
-    async fn delete(&self, auth: AdminKey, job_id: Path<String>) -> Result<AdminDeleteResponse, ApiError> {
+    #[oai(
+        path = "/jobs/:job_id",
+        method = "delete",
+        operation_id = "admin_delete_job"
+    )]
+    async fn delete(
+        &self,
+        auth: AdminKey,
+        job_id: Path<String>,
+    ) -> Result<AdminDeleteResponse, ApiError> {
         let job = self
             .state
             .pipeline
@@ -315,10 +324,22 @@ mod tests {
 
     #[test]
     fn status_follows_disk_thresholds_and_stores() {
-        assert_eq!(overall(Some(&disk_at(50.0)), true, true), HealthStatus::Healthy);
-        assert_eq!(overall(Some(&disk_at(80.5)), true, true), HealthStatus::Warning);
-        assert_eq!(overall(Some(&disk_at(90.5)), true, true), HealthStatus::Critical);
-        assert_eq!(overall(Some(&disk_at(10.0)), false, true), HealthStatus::Critical);
+        assert_eq!(
+            overall(Some(&disk_at(50.0)), true, true),
+            HealthStatus::Healthy
+        );
+        assert_eq!(
+            overall(Some(&disk_at(80.5)), true, true),
+            HealthStatus::Warning
+        );
+        assert_eq!(
+            overall(Some(&disk_at(90.5)), true, true),
+            HealthStatus::Critical
+        );
+        assert_eq!(
+            overall(Some(&disk_at(10.0)), false, true),
+            HealthStatus::Critical
+        );
         assert_eq!(overall(None, true, false), HealthStatus::Warning);
     }
 

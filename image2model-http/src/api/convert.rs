@@ -32,13 +32,16 @@ pub async fn convert(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(ApiError::internal)?;
         if (glb.len() + chunk.len()) as u64 > max_bytes {
-            return Err(ApiError::internal("stored model grew past its cap while read"));
+            return Err(ApiError::internal(
+                "stored model grew past its cap while read",
+            ));
         }
         glb.extend_from_slice(&chunk);
     }
-    let converted = tokio::task::spawn_blocking(move || image2model_core::gltf::convert(&glb, format))
-        .await
-        .map_err(ApiError::internal)?;
+    let converted =
+        tokio::task::spawn_blocking(move || image2model_core::gltf::convert(&glb, format))
+            .await
+            .map_err(ApiError::internal)?;
     match converted {
         Ok(bytes) => Ok(Bytes::from(bytes)),
         Err(e) => {

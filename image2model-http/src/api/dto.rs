@@ -7,7 +7,7 @@ use poem_openapi::{Enum, Object};
 
 /// A job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
+#[oai(rename = "JobStatus", rename_all = "snake_case")]
 pub enum JobStatusDto {
     /// No item has started.
     Queued,
@@ -38,7 +38,7 @@ impl From<JobStatus> for JobStatusDto {
 
 /// An item's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
-#[oai(rename_all = "snake_case")]
+#[oai(rename = "ItemStatus", rename_all = "snake_case")]
 pub enum ItemStatusDto {
     /// Waiting for a worker.
     Queued,
@@ -66,6 +66,7 @@ impl From<ItemStatus> for ItemStatusDto {
 
 /// Why an item failed.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "ItemError")]
 pub struct ItemErrorDto {
     /// Stable code.
     pub code: String,
@@ -75,6 +76,7 @@ pub struct ItemErrorDto {
 
 /// One image of a job and the model made from it.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Item")]
 pub struct ItemDto {
     /// The item's id.
     pub item_id: String,
@@ -98,6 +100,7 @@ pub struct ItemDto {
 
 /// A job: one upload of one or more images.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Job")]
 pub struct JobDto {
     /// The job's id (server-generated, opaque).
     pub job_id: String,
@@ -165,6 +168,7 @@ fn item_dto(job: &Job, item: &Item) -> ItemDto {
 
 /// A page of jobs, newest first.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "JobList")]
 pub struct JobListDto {
     /// The jobs.
     pub jobs: Vec<JobDto>,
@@ -174,6 +178,7 @@ pub struct JobListDto {
 
 /// A model clients may choose.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "Model")]
 pub struct ModelDto {
     /// The name to pass as `model`.
     pub name: String,
@@ -195,6 +200,7 @@ impl From<ModelInfo> for ModelDto {
 
 /// What an upload may contain.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "UploadPolicy")]
 pub struct UploadPolicyDto {
     /// Files per upload.
     pub max_files: u64,

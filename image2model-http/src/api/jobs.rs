@@ -20,9 +20,9 @@ use super::ApiTags;
 use super::dto::{JobDto, JobListDto};
 use super::error::{ApiError, ErrorBody};
 use super::model::{ModelFile, ModelResponse, PreviewResponse};
-use image2model_core::gltf::ModelFormat;
 use crate::AppState;
 use crate::security::auth::UserKey;
+use image2model_core::gltf::ModelFormat;
 
 /// How often an idle event stream sends a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -47,10 +47,7 @@ pub enum ListJobsResponse {
     BadRequest(Json<ErrorBody>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `rate_limited`.
     #[oai(status = 429)]
     RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
@@ -64,10 +61,7 @@ pub enum GetJobResponse {
     Ok(Json<JobDto>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `not_found`: no such job, or not the caller's.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -86,10 +80,7 @@ pub enum EventsResponse {
     Ok(EventStream<BoxStream<'static, JobDto>>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `not_found`.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -117,10 +108,7 @@ pub enum DeleteJobResponse {
     Deleted,
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `not_found`.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -172,12 +160,13 @@ impl JobsApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<ListJobsResponse, ApiError> {
-        let cursor = match cursor.0 {
-            None => None,
-            Some(c) => Some(JobId::parse(&c).map_err(|_| {
-                ApiError::bad_request("invalid_request", "cursor is not a job id")
-            })?),
-        };
+        let cursor =
+            match cursor.0 {
+                None => None,
+                Some(c) => Some(JobId::parse(&c).map_err(|_| {
+                    ApiError::bad_request("invalid_request", "cursor is not a job id")
+                })?),
+            };
         let page = self
             .state
             .pipeline
@@ -207,8 +196,16 @@ impl JobsApi {
     /// Server-Sent Events with the job's progress until it ends. Browsers'
     /// `EventSource` cannot send `Authorization`: read the stream with
     /// `fetch` instead (the web page does).
-    #[oai(path = "/jobs/:job_id/events", method = "get", operation_id = "job_events")]
-    async fn events(&self, auth: UserKey, job_id: Path<String>) -> Result<EventsResponse, ApiError> {
+    #[oai(
+        path = "/jobs/:job_id/events",
+        method = "get",
+        operation_id = "job_events"
+    )]
+    async fn events(
+        &self,
+        auth: UserKey,
+        job_id: Path<String>,
+    ) -> Result<EventsResponse, ApiError> {
         let stream = self
             .state
             .pipeline
@@ -227,7 +224,11 @@ impl JobsApi {
                     let data = dto.to_json_string();
                     poem::web::sse::Event::message(data)
                         .event_type("job")
-                        .id(format!("{}-{}", dto.updated_at.timestamp_millis(), dto.progress))
+                        .id(format!(
+                            "{}-{}",
+                            dto.updated_at.timestamp_millis(),
+                            dto.progress
+                        ))
                 }),
         ))
     }
@@ -237,7 +238,11 @@ impl JobsApi {
     /// A running job is cancelled (200 with the job); an ended job is
     /// deleted with its files (204).
     #[oai(path = "/jobs/:job_id", method = "delete", operation_id = "delete_job")]
-    async fn delete(&self, auth: UserKey, job_id: Path<String>) -> Result<DeleteJobResponse, ApiError> {
+    async fn delete(
+        &self,
+        auth: UserKey,
+        job_id: Path<String>,
+    ) -> Result<DeleteJobResponse, ApiError> {
         let removal = self
             .state
             .pipeline

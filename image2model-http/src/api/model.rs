@@ -161,10 +161,16 @@ impl ApiResponse for ModelResponse {
                 },
                 error_meta(400, "`invalid_request`: unknown `format`."),
                 error_meta(401, "`unauthorized`."),
-                error_meta(404, "`not_found`: no such job or item, or not the caller's."),
+                error_meta(
+                    404,
+                    "`not_found`: no such job or item, or not the caller's.",
+                ),
                 error_meta(409, "`model_not_ready`: the item has not succeeded."),
                 error_meta(429, "`rate_limited`."),
-                error_meta(500, "`conversion_failed`: the stored model could not be converted."),
+                error_meta(
+                    500,
+                    "`conversion_failed`: the stored model could not be converted.",
+                ),
             ],
         }
     }
@@ -217,7 +223,10 @@ impl ApiResponse for PreviewResponse {
                     headers: vec![],
                 },
                 error_meta(401, "`unauthorized`."),
-                error_meta(404, "`not_found`: no such job or item, not the caller's, or no preview."),
+                error_meta(
+                    404,
+                    "`not_found`: no such job or item, not the caller's, or no preview.",
+                ),
                 error_meta(409, "`model_not_ready`: the item has not succeeded."),
                 error_meta(429, "`rate_limited`."),
             ],

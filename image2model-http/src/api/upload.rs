@@ -22,9 +22,11 @@ use poem::http::{StatusCode, header};
 use poem::web::{Field, Multipart};
 use poem::{Body, FromRequest, Request, RequestBody};
 use poem_openapi::payload::Json;
-use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::payload::Payload;
-use poem_openapi::{ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, param::Header};
+use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, param::Header,
+};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
@@ -112,9 +114,9 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Bounded<S> {
 }
 
 fn too_large(max: u64) -> ApiError {
-    ApiError::from(PipelineError::Validation(ValidationError::RequestTooLarge {
-        max,
-    }))
+    ApiError::from(PipelineError::Validation(
+        ValidationError::RequestTooLarge { max },
+    ))
 }
 
 impl<'a> ApiExtractor<'a> for UploadBody {
@@ -189,10 +191,7 @@ pub enum PolicyResponse {
     Ok(Json<UploadPolicyDto>),
     /// `unauthorized`: missing, malformed or unknown key.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `rate_limited`: the upload bucket is empty.
     #[oai(status = 429)]
     RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
@@ -213,10 +212,7 @@ pub enum UploadResponse {
     BadRequest(Json<ErrorBody>),
     /// `unauthorized`.
     #[oai(status = 401)]
-    Unauthorized(
-        Json<ErrorBody>,
-        #[oai(header = "WWW-Authenticate")] String,
-    ),
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `too_many_files`, `file_too_large`, `request_too_large`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
@@ -335,7 +331,10 @@ fn accepted(job: &image2model_core::domain::Job) -> UploadResponse {
 }
 
 /// Reads every part: files into the upload, options into the result.
-async fn read_parts(upload: &mut Upload, multipart: &mut Multipart) -> Result<SubmitOptions, ApiError> {
+async fn read_parts(
+    upload: &mut Upload,
+    multipart: &mut Multipart,
+) -> Result<SubmitOptions, ApiError> {
     let mut options = SubmitOptions::default();
     loop {
         let field = match multipart.next_field().await {

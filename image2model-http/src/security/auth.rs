@@ -26,7 +26,8 @@ const MAX_KEY_LEN: usize = 256;
 
 async fn principal(req: &Request, bearer: Bearer) -> Result<Principal, ApiError> {
     let token = bearer.token;
-    if token.is_empty() || token.len() > MAX_KEY_LEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if token.is_empty() || token.len() > MAX_KEY_LEN || !token.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(ApiError::unauthorized());
     }
     let Some(auth) = req.data::<Authenticator>() else {

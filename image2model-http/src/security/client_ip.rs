@@ -34,16 +34,18 @@ impl ClientIpResolver {
     #[must_use]
     pub fn resolve(&self, req: &Request) -> Option<IpAddr> {
         let peer = peer_ip(req.remote_addr())?;
-        Some(self.resolve_from(
-            peer,
-            req.headers()
-                .get("cf-connecting-ip")
-                .and_then(|v| v.to_str().ok()),
-            req.headers()
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-        ))
+        Some(
+            self.resolve_from(
+                peer,
+                req.headers()
+                    .get("cf-connecting-ip")
+                    .and_then(|v| v.to_str().ok()),
+                req.headers()
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            ),
+        )
     }
 
     /// The decision itself, from plain values (see the module docs).
@@ -99,7 +101,8 @@ mod tests {
 
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_claims() {
-        let got = resolver().resolve_from(ip("203.0.113.9"), Some("1.2.3.4"), ["5.6.7.8"].into_iter());
+        let got =
+            resolver().resolve_from(ip("203.0.113.9"), Some("1.2.3.4"), ["5.6.7.8"].into_iter());
         assert_eq!(got, ip("203.0.113.9"));
     }
 
@@ -121,7 +124,11 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_peers_match_ipv4_networks() {
-        let got = resolver().resolve_from(ip("::ffff:10.0.0.2"), Some("198.51.100.7"), std::iter::empty());
+        let got = resolver().resolve_from(
+            ip("::ffff:10.0.0.2"),
+            Some("198.51.100.7"),
+            std::iter::empty(),
+        );
         assert_eq!(got, ip("198.51.100.7"));
     }
 }

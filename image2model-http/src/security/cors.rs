@@ -23,7 +23,12 @@ pub fn cors(origins: &[String]) -> Option<Cors> {
         Cors::new()
             .allow_origins(exact)
             .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
-            .allow_headers(["authorization", "content-type", "idempotency-key", "x-request-id"])
+            .allow_headers([
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "x-request-id",
+            ])
             .expose_headers([
                 "x-request-id",
                 "retry-after",

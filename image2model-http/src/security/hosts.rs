@@ -17,7 +17,10 @@ impl HostCheck {
     #[must_use]
     pub fn new(allowed: Vec<String>) -> Self {
         Self {
-            allowed: allowed.into_iter().map(|h| h.to_ascii_lowercase()).collect(),
+            allowed: allowed
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         }
     }
 
@@ -29,7 +32,7 @@ impl HostCheck {
         }
         let Some(host) = host else { return false };
         let name = strip_port(host.trim()).to_ascii_lowercase();
-        self.allowed.iter().any(|a| *a == name)
+        self.allowed.contains(&name)
     }
 }
 
@@ -72,7 +75,9 @@ impl<E: Endpoint> Endpoint for HostCheckEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .or_else(|| req.uri().host());
         if !self.check.allows(host) {
-            return Err(ApiError::bad_request("invalid_host", "this host is not served here").into());
+            return Err(
+                ApiError::bad_request("invalid_host", "this host is not served here").into(),
+            );
         }
         self.inner.call(req).await.map(IntoResponse::into_response)
     }

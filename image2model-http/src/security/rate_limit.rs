@@ -204,7 +204,9 @@ mod tests {
     fn the_bucket_refuses_after_its_size_and_says_when_to_retry() {
         let limits = RateLimits::new(3, 100, ClientIpResolver::default());
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let decisions: Vec<Decision> = (0..4).map(|_| RateLimits::check(&limits.upload, ip)).collect();
+        let decisions: Vec<Decision> = (0..4)
+            .map(|_| RateLimits::check(&limits.upload, ip))
+            .collect();
         assert!(decisions[..3].iter().all(|d| d.allowed));
         assert_eq!(decisions[2].remaining, 0);
         assert!(!decisions[3].allowed);

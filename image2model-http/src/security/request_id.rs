@@ -85,7 +85,11 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
         let mut resp = match result {
             Ok(resp) => resp.into_response(),
             // Inner layers render errors; this is a last resort.
-            Err(err) => REQUEST_ID.scope(id.clone(), async { crate::api::error::envelope(err) }).await,
+            Err(err) => {
+                REQUEST_ID
+                    .scope(id.clone(), async { crate::api::error::envelope(err) })
+                    .await
+            }
         };
         span.in_scope(|| {
             tracing::info!(

@@ -18,7 +18,10 @@ async fn malformed_and_unknown_keys_are_401_with_www_authenticate() {
         ("Authorization", "Basic dXNlcjpwYXNz".to_owned()),
         ("Authorization", "Bearer".to_owned()),
         ("Authorization", "Bearer not-a-key".to_owned()),
-        ("Authorization", format!("Bearer {}", &USER_KEY[..USER_KEY.len() - 1])),
+        (
+            "Authorization",
+            format!("Bearer {}", &USER_KEY[..USER_KEY.len() - 1]),
+        ),
     ];
     for (name, value) in attempts {
         let resp = app
@@ -58,7 +61,8 @@ async fn a_user_key_on_admin_routes_is_403() {
     for resp in [
         app.system_health(Some(USER_KEY)).await,
         app.admin_jobs(USER_KEY).await,
-        app.admin_delete_job("01ARZ3NDEKTSV4RRFFQ69G5FAV", USER_KEY).await,
+        app.admin_delete_job("01ARZ3NDEKTSV4RRFFQ69G5FAV", USER_KEY)
+            .await,
     ] {
         assert_eq!(resp.status(), 403);
         assert_eq!(error_code(resp).await, "forbidden");

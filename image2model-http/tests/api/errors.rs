@@ -3,7 +3,13 @@ use crate::helpers::{USER_KEY, error_code, spawn_app};
 #[tokio::test]
 async fn unknown_routes_are_an_enveloped_404() {
     let app = spawn_app().await;
-    for path in ["/nope", "/api/v1/nope", "/api/v2/jobs", "/static/../../Cargo.toml", "/static/secret.txt"] {
+    for path in [
+        "/nope",
+        "/api/v1/nope",
+        "/api/v2/jobs",
+        "/static/../../Cargo.toml",
+        "/static/secret.txt",
+    ] {
         let resp = app.get(path, Some(USER_KEY)).await;
         assert_eq!(resp.status(), 404, "{path}");
         assert_eq!(error_code(resp).await, "not_found", "{path}");

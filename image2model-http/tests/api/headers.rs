@@ -20,7 +20,9 @@ async fn every_response_has_a_request_id_and_the_security_headers() {
         for key in [None, Some(USER_KEY)] {
             let resp = app.get(path, key).await;
             let h = resp.headers();
-            let id = h.get("x-request-id").unwrap_or_else(|| panic!("{path}: no x-request-id"));
+            let id = h
+                .get("x-request-id")
+                .unwrap_or_else(|| panic!("{path}: no x-request-id"));
             assert!(!id.is_empty());
             assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
             assert_eq!(h["x-frame-options"], "DENY", "{path}");
@@ -31,7 +33,10 @@ async fn every_response_has_a_request_id_and_the_security_headers() {
                 assert_eq!(h["cache-control"], "no-store", "{path}");
                 assert_eq!(csp, "default-src 'none'; frame-ancestors 'none'", "{path}");
             }
-            assert!(h.get("strict-transport-security").is_none(), "HSTS in development");
+            assert!(
+                h.get("strict-transport-security").is_none(),
+                "HSTS in development"
+            );
         }
     }
 }
@@ -82,7 +87,11 @@ async fn downloads_are_not_cached_and_not_sniffed() {
     let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
 
     let resp = app
-        .download(done["items"][0]["model_url"].as_str().unwrap(), None, USER_KEY)
+        .download(
+            done["items"][0]["model_url"].as_str().unwrap(),
+            None,
+            USER_KEY,
+        )
         .await;
 
     assert_eq!(resp.headers()["cache-control"], "no-store");
@@ -108,7 +117,12 @@ async fn production_adds_hsts_and_checks_the_host() {
         .unwrap();
 
     assert_eq!(ok.status(), 200);
-    assert!(ok.headers()["strict-transport-security"].to_str().unwrap().contains("max-age="));
+    assert!(
+        ok.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .contains("max-age=")
+    );
     assert_eq!(wrong_host.status(), 400);
     assert!(wrong_host.headers().contains_key("x-request-id"));
     assert_eq!(crate::helpers::error_code(wrong_host).await, "invalid_host");
@@ -132,8 +146,16 @@ async fn cors_allows_only_listed_origins() {
     let allowed = preflight("https://app.example").await.unwrap();
     let denied = preflight("https://evil.example").await.unwrap();
 
-    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
-    assert!(denied.headers().get("access-control-allow-origin").is_none());
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 }
 
 #[tokio::test]

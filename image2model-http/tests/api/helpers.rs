@@ -9,11 +9,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use image2model_core::auth::StaticKeys;
 use image2model_core::domain::{ApiKeyId, BlobPrefix, ModelName};
+use image2model_core::generators::relief::ReliefGenerator;
 use image2model_core::ports::{
     GenerateContext, GenerateError, GenerateRequest, GeneratedModel, ModelGenerator, ModelInfo,
     Principal, Role,
 };
-use image2model_core::generators::relief::ReliefGenerator;
 use image2model_http::config::Config;
 use image2model_http::{App, SpawnedApp};
 use reqwest::multipart::{Form, Part};
@@ -91,10 +91,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) ->
     let mut vars = base_vars(dir.path());
     tweak(&mut vars);
     let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
-    let mut keys = StaticKeys::bootstrap(
-        config.api_key.clone(),
-        config.admin_api_key.clone(),
-    );
+    let mut keys = StaticKeys::bootstrap(config.api_key.clone(), config.admin_api_key.clone());
     keys.add(
         &OTHER_KEY.into(),
         Principal {
@@ -194,7 +191,12 @@ impl TestApp {
     /// Uploads and returns the 202 job JSON.
     pub async fn upload_ok(&self, files: Vec<(&str, Vec<u8>)>) -> Value {
         let resp = self.upload(files).await;
-        assert_eq!(resp.status(), 202, "upload failed: {}", resp.text().await.unwrap());
+        assert_eq!(
+            resp.status(),
+            202,
+            "upload failed: {}",
+            resp.text().await.unwrap()
+        );
         resp.json().await.unwrap()
     }
 
@@ -244,11 +246,17 @@ impl TestApp {
 
     /// DELETE /api/v1/jobs/{id}.
     pub async fn delete_job(&self, job_id: &str, key: &str) -> reqwest::Response {
-        self.delete(&format!("/api/v1/jobs/{job_id}"), Some(key)).await
+        self.delete(&format!("/api/v1/jobs/{job_id}"), Some(key))
+            .await
     }
 
     /// GET a model URL (as given in `model_url`), with `?format=` when set.
-    pub async fn download(&self, model_url: &str, format: Option<&str>, key: &str) -> reqwest::Response {
+    pub async fn download(
+        &self,
+        model_url: &str,
+        format: Option<&str>,
+        key: &str,
+    ) -> reqwest::Response {
         let path = match format {
             Some(f) => format!("{model_url}?format={f}"),
             None => model_url.to_owned(),
@@ -290,7 +298,9 @@ impl TestApp {
     /// blobs and staging files of a file blob store.
     pub fn stored_files(&self) -> Vec<std::path::PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            let Ok(entries) = std::fs::read_dir(dir) else { return };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.is_dir() {
@@ -362,7 +372,14 @@ pub async fn error_code(resp: reqwest::Response) -> String {
         .to_owned();
     let body: Value = resp.json().await.expect("error body is JSON");
     let error = &body["error"];
-    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    assert_eq!(error["request_id"].as_str(), Some(request_id.as_str()), "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        error["request_id"].as_str(),
+        Some(request_id.as_str()),
+        "{body}"
+    );
     error["code"].as_str().expect("code").to_owned()
 }

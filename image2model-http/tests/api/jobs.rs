@@ -31,8 +31,14 @@ async fn upload_then_events_then_download_gives_a_glb_of_the_image_aspect() {
     let events = app.events(job_id, USER_KEY).await;
 
     assert!(!events.is_empty());
-    let progress: Vec<u64> = events.iter().map(|e| e["progress"].as_u64().unwrap()).collect();
-    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "progress went down: {progress:?}");
+    let progress: Vec<u64> = events
+        .iter()
+        .map(|e| e["progress"].as_u64().unwrap())
+        .collect();
+    assert!(
+        progress.windows(2).all(|w| w[0] <= w[1]),
+        "progress went down: {progress:?}"
+    );
     let last = events.last().unwrap();
     assert_eq!(last["status"], "succeeded");
     assert_eq!(last["progress"], 100);
@@ -40,7 +46,10 @@ async fn upload_then_events_then_download_gives_a_glb_of_the_image_aspect() {
     let model_url = item["model_url"].as_str().unwrap();
     assert_eq!(
         model_url,
-        format!("/api/v1/jobs/{job_id}/items/{}/model", item["item_id"].as_str().unwrap())
+        format!(
+            "/api/v1/jobs/{job_id}/items/{}/model",
+            item["item_id"].as_str().unwrap()
+        )
     );
 
     let resp = app.download(model_url, None, USER_KEY).await;
@@ -53,7 +62,10 @@ async fn upload_then_events_then_download_gives_a_glb_of_the_image_aspect() {
     );
     let bytes = resp.bytes().await.unwrap();
     let (w, d) = glb_extent(&bytes);
-    assert!((w / d - 2.0).abs() < 0.05, "footprint {w} × {d} is not 2:1 like the image");
+    assert!(
+        (w / d - 2.0).abs() < 0.05,
+        "footprint {w} × {d} is not 2:1 like the image"
+    );
 }
 
 #[tokio::test]
@@ -82,7 +94,12 @@ async fn jobs_are_listed_newest_first_a_page_at_a_time() {
         ids.push(job["job_id"].as_str().unwrap().to_owned());
     }
 
-    let first: Value = app.list_jobs("?limit=2", USER_KEY).await.json().await.unwrap();
+    let first: Value = app
+        .list_jobs("?limit=2", USER_KEY)
+        .await
+        .json()
+        .await
+        .unwrap();
     let cursor = first["next_cursor"].as_str().unwrap();
     let second: Value = app
         .list_jobs(&format!("?limit=2&cursor={cursor}"), USER_KEY)
@@ -123,7 +140,8 @@ async fn another_keys_job_is_404_on_every_job_route() {
 
     let responses = vec![
         app.get_job(job_id, OTHER_KEY).await,
-        app.get(&format!("/api/v1/jobs/{job_id}/events"), Some(OTHER_KEY)).await,
+        app.get(&format!("/api/v1/jobs/{job_id}/events"), Some(OTHER_KEY))
+            .await,
         app.download(&model_url, None, OTHER_KEY).await,
         app.delete_job(job_id, OTHER_KEY).await,
     ];
@@ -134,7 +152,11 @@ async fn another_keys_job_is_404_on_every_job_route() {
     }
     let listed: Value = app.list_jobs("", OTHER_KEY).await.json().await.unwrap();
     assert!(listed["jobs"].as_array().unwrap().is_empty());
-    assert_eq!(app.get_job(job_id, USER_KEY).await.status(), 200, "still there");
+    assert_eq!(
+        app.get_job(job_id, USER_KEY).await.status(),
+        200,
+        "still there"
+    );
 }
 
 #[tokio::test]
@@ -157,7 +179,12 @@ async fn deleting_a_running_job_cancels_it_and_a_second_delete_removes_it() {
     let form = Form::new()
         .part("files", file_part("a.png", png(8, 8)))
         .text("model", "test-hold");
-    let job: Value = app.upload_form(form, Some(USER_KEY), None).await.json().await.unwrap();
+    let job: Value = app
+        .upload_form(form, Some(USER_KEY), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     let job_id = job["job_id"].as_str().unwrap();
 
     let cancel = app.delete_job(job_id, USER_KEY).await;
@@ -181,12 +208,21 @@ async fn a_model_that_is_not_ready_is_409() {
     let form = Form::new()
         .part("files", file_part("a.png", png(8, 8)))
         .text("model", "test-hold");
-    let job: Value = app.upload_form(form, Some(USER_KEY), None).await.json().await.unwrap();
+    let job: Value = app
+        .upload_form(form, Some(USER_KEY), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     let job_id = job["job_id"].as_str().unwrap();
     let item_id = job["items"][0]["item_id"].as_str().unwrap();
 
     let resp = app
-        .download(&format!("/api/v1/jobs/{job_id}/items/{item_id}/model"), None, USER_KEY)
+        .download(
+            &format!("/api/v1/jobs/{job_id}/items/{item_id}/model"),
+            None,
+            USER_KEY,
+        )
         .await;
 
     assert_eq!(resp.status(), 409);
@@ -206,7 +242,12 @@ async fn obj_and_stl_downloads_are_converted_with_their_types() {
 
     assert_eq!(obj.status(), 200);
     assert_eq!(obj.headers()["content-type"], "model/obj");
-    assert!(obj.headers()["content-disposition"].to_str().unwrap().contains("filename=\"a.obj\""));
+    assert!(
+        obj.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("filename=\"a.obj\"")
+    );
     let text = obj.text().await.unwrap();
     assert!(text.lines().any(|l| l.starts_with("v ")) && text.lines().any(|l| l.starts_with("f ")));
     assert_eq!(stl.status(), 200);

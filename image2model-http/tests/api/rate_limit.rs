@@ -24,7 +24,11 @@ async fn fifteen_quick_upload_policy_calls_are_limited_after_ten() {
     assert_eq!(statuses[..10], [200; 10]);
     assert_eq!(statuses[10..], [429; 5]);
     let limited = limited.unwrap();
-    let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry), "retry-after {retry}");
     assert_eq!(limited.headers()["ratelimit-remaining"], "0");
     assert!(limited.headers().contains_key("ratelimit-reset"));
@@ -52,7 +56,11 @@ async fn the_general_bucket_is_separate_from_the_upload_bucket() {
     };
 
     assert_eq!(jobs, [200, 200, 200, 429]);
-    assert_eq!(app.get("/health", None).await.status(), 200, "probes are not limited");
+    assert_eq!(
+        app.get("/health", None).await.status(),
+        200,
+        "probes are not limited"
+    );
 }
 
 #[tokio::test]

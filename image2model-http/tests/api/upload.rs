@@ -9,13 +9,19 @@ async fn an_upload_is_accepted_with_the_job_and_its_items() {
     let app = spawn_app().await;
 
     let resp = app
-        .upload(vec![("chair.png", png(40, 20)), ("../../etc/pa\"ss.jpg", images::jpeg(16, 16))])
+        .upload(vec![
+            ("chair.png", png(40, 20)),
+            ("../../etc/pa\"ss.jpg", images::jpeg(16, 16)),
+        ])
         .await;
 
     assert_eq!(resp.status(), 202);
     let location = resp.headers()["location"].to_str().unwrap().to_owned();
     let job: Value = resp.json().await.unwrap();
-    assert_eq!(location, format!("/api/v1/jobs/{}", job["job_id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/api/v1/jobs/{}", job["job_id"].as_str().unwrap())
+    );
     assert_eq!(job["status"], "queued");
     assert_eq!(job["model"], "relief");
     let items = job["items"].as_array().unwrap();
@@ -54,7 +60,10 @@ async fn assert_rejected(form: Form, status: u16, code: &str) {
 
     assert_eq!(resp.status(), status);
     assert_eq!(error_code(resp).await, code);
-    assert!(app.blob_keys().await.is_empty(), "a rejected upload left blobs");
+    assert!(
+        app.blob_keys().await.is_empty(),
+        "a rejected upload left blobs"
+    );
     app.assert_no_uploads().await;
     assert_eq!(app.job_count().await, 0, "a rejected upload made a job");
 }
@@ -65,9 +74,12 @@ async fn a_file_that_is_not_an_image_by_its_bytes_is_415() {
         .part("files", file_part("ok.png", png(8, 8)))
         .part(
             "files",
-            file_part("fake.png", b"<html><script>alert(1)</script></html>".to_vec())
-                .mime_str("image/png")
-                .unwrap(),
+            file_part(
+                "fake.png",
+                b"<html><script>alert(1)</script></html>".to_vec(),
+            )
+            .mime_str("image/png")
+            .unwrap(),
         );
     assert_rejected(form, 415, "unsupported_type").await;
 }
@@ -93,7 +105,10 @@ async fn more_files_than_allowed_is_413() {
 
 #[tokio::test]
 async fn a_header_over_the_pixel_bound_is_rejected_before_decoding() {
-    let form = Form::new().part("files", file_part("bomb.png", images::png_header_only(5000, 5000)));
+    let form = Form::new().part(
+        "files",
+        file_part("bomb.png", images::png_header_only(5000, 5000)),
+    );
     assert_rejected(form, 400, "image_too_large").await;
 }
 
@@ -183,8 +198,12 @@ async fn a_repeated_idempotency_key_returns_the_first_job() {
     let app = spawn_app().await;
     let form = || Form::new().part("files", file_part("a.png", png(8, 8)));
 
-    let first = app.upload_form(form(), Some(USER_KEY), Some("retry-1")).await;
-    let second = app.upload_form(form(), Some(USER_KEY), Some("retry-1")).await;
+    let first = app
+        .upload_form(form(), Some(USER_KEY), Some("retry-1"))
+        .await;
+    let second = app
+        .upload_form(form(), Some(USER_KEY), Some("retry-1"))
+        .await;
 
     assert_eq!(first.status(), 202);
     assert_eq!(second.status(), 202);
@@ -192,7 +211,12 @@ async fn a_repeated_idempotency_key_returns_the_first_job() {
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["job_id"], second["job_id"]);
     assert_eq!(app.job_count().await, 1);
-    let uploads = app.blob_keys().await.into_iter().filter(|k| k.starts_with("uploads/")).count();
+    let uploads = app
+        .blob_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("uploads/"))
+        .count();
     assert_eq!(uploads, 1, "the replay stored nothing");
 }
 
@@ -201,7 +225,9 @@ async fn an_invalid_idempotency_key_is_400() {
     let app = spawn_app().await;
     let form = Form::new().part("files", file_part("a.png", png(8, 8)));
 
-    let resp = app.upload_form(form, Some(USER_KEY), Some(&"k".repeat(300))).await;
+    let resp = app
+        .upload_form(form, Some(USER_KEY), Some(&"k".repeat(300)))
+        .await;
 
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "invalid_idempotency_key");

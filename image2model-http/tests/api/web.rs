@@ -6,7 +6,12 @@ async fn the_page_and_its_assets_are_served_without_inline_script() {
 
     let page = app.get("/", None).await;
     assert_eq!(page.status(), 200);
-    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let html = page.text().await.unwrap();
 
     assert!(html.contains("<script src=\"/static/app.js\" type=\"module\"></script>"));
@@ -19,7 +24,12 @@ async fn the_page_and_its_assets_are_served_without_inline_script() {
     ] {
         let resp = app.get(asset, None).await;
         assert_eq!(resp.status(), 200, "{asset}");
-        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(mime));
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(mime)
+        );
         assert!(!resp.text().await.unwrap().is_empty(), "{asset} is empty");
     }
 }
