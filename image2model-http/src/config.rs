@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use image2model_core::generators::fal::{self, FalConfig};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -55,17 +56,6 @@ impl GeneratorChoice {
     }
 }
 
-/// The FAL.AI settings.
-#[derive(Debug, Clone)]
-pub struct FalSettings {
-    /// `FAL_API_KEY`, `FAL_KEY`, or `FAL_KEY_ID:FAL_KEY_SECRET`.
-    pub api_key: Option<SecretString>,
-    /// `FAL_QUEUE_BASE_URL`.
-    pub queue_base_url: String,
-    /// `FAL_STORAGE_BASE_URL`.
-    pub storage_base_url: String,
-}
-
 /// The whole configuration of the server and the worker. Field docs name the
 /// environment variable each comes from; API.md has the defaults.
 #[derive(Debug, Clone)]
@@ -86,8 +76,8 @@ pub struct Config {
     pub admin_api_key: Option<SecretString>,
     /// `SECRET_KEY`: the server secret.
     pub secret_key: Option<SecretString>,
-    /// `FAL_*`.
-    pub fal: FalSettings,
+    /// `FAL_*` (and `DEFAULT_MODEL`): `None` without a FAL key.
+    pub fal: Option<FalConfig>,
     /// `GENERATOR`.
     pub generator: GeneratorChoice,
     /// `DEFAULT_MODEL`: the default FAL model.
@@ -267,15 +257,15 @@ impl Config {
         let storage_url = r
             .text("STORAGE_URL")
             .unwrap_or_else(|| "file://./data/blobs".to_owned());
-        let fal_key = r
-            .secret("FAL_API_KEY")
-            .or_else(|| r.secret("FAL_KEY"))
-            .or_else(|| match (r.text("FAL_KEY_ID"), r.text("FAL_KEY_SECRET")) {
-                (Some(id), Some(secret)) => Some(SecretString::from(format!("{id}:{secret}"))),
-                _ => None,
-            });
+        let fal = match FalConfig::from_lookup(|name| (r.lookup)(name)) {
+            Ok(fal) => fal,
+            Err(e) => {
+                r.errors.push(format!("{}: {}", e.name, e.message));
+                None
+            }
+        };
         let generator = match r.text("GENERATOR").map(|g| g.to_ascii_lowercase()) {
-            None if fal_key.is_some() => GeneratorChoice::Fal,
+            None if fal.is_some() => GeneratorChoice::Fal,
             None => GeneratorChoice::Relief,
             Some(g) if g == "fal" => GeneratorChoice::Fal,
             Some(g) if g == "relief" => GeneratorChoice::Relief,
@@ -313,15 +303,7 @@ impl Config {
             api_key: r.secret("API_KEY"),
             admin_api_key: r.secret("ADMIN_API_KEY"),
             secret_key: r.secret("SECRET_KEY"),
-            fal: FalSettings {
-                api_key: fal_key,
-                queue_base_url: r
-                    .text("FAL_QUEUE_BASE_URL")
-                    .unwrap_or_else(|| "https://queue.fal.run".to_owned()),
-                storage_base_url: r
-                    .text("FAL_STORAGE_BASE_URL")
-                    .unwrap_or_else(|| "https://rest.fal.ai".to_owned()),
-            },
+            fal,
             generator,
             default_model: r
                 .text("DEFAULT_MODEL")
@@ -396,7 +378,7 @@ impl Config {
         {
             problems.push("API_KEY and ADMIN_API_KEY must differ".to_owned());
         }
-        if self.generator == GeneratorChoice::Fal && self.fal.api_key.is_none() {
+        if self.generator == GeneratorChoice::Fal && self.fal.is_none() {
             problems.push("GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned());
         }
         if self.cors_origins.iter().any(|o| o.contains('*')) && self.is_production() {
@@ -440,9 +422,9 @@ impl Config {
             "API_KEY": secret(&self.api_key),
             "ADMIN_API_KEY": secret(&self.admin_api_key),
             "SECRET_KEY": secret(&self.secret_key),
-            "FAL_API_KEY": secret(&self.fal.api_key),
-            "FAL_QUEUE_BASE_URL": self.fal.queue_base_url,
-            "FAL_STORAGE_BASE_URL": self.fal.storage_base_url,
+            "FAL_API_KEY": self.fal.as_ref().map(|_| "[redacted]"),
+            "FAL_QUEUE_BASE_URL": self.fal.as_ref().map_or(fal::DEFAULT_QUEUE_BASE_URL, |f| f.queue_base_url.as_str()),
+            "FAL_STORAGE_BASE_URL": self.fal.as_ref().map_or(fal::DEFAULT_STORAGE_BASE_URL, |f| f.storage_base_url.as_str()),
             "GENERATOR": self.generator.as_str(),
             "DEFAULT_MODEL": self.default_model,
             "BACKEND_CORS_ORIGINS": self.cors_origins,
@@ -548,7 +530,7 @@ mod tests {
     fn a_fal_key_makes_fal_the_default_generator() {
         let c = config(&[("FAL_KEY_ID", "id"), ("FAL_KEY_SECRET", "s")]).unwrap();
         assert_eq!(c.generator, GeneratorChoice::Fal);
-        assert_eq!(c.fal.api_key.unwrap().expose_secret(), "id:s");
+        assert_eq!(c.fal.unwrap().credentials.expose_secret(), "id:s");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use image2model_core::domain::{ApiKeyId, FaceLimit, JobId, ModelName};
 use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
-use image2model_core::{Generators, Pipeline, PipelineConfig, Scope, SubmitOptions, WorkerConfig};
+use image2model_core::{Pipeline, PipelineConfig, Scope, SubmitOptions, WorkerConfig};
 use image2model_http::config::Config;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
@@ -39,12 +39,9 @@ pub async fn run(
         Ok(f) => f,
         Err(e) => return fail(&e.message),
     };
-    let generators = match image2model_http::wiring::generators(&config)
-        .map_err(|e| e.to_string())
-        .and_then(|g| Generators::new(g).map_err(|e| e.to_string()))
-    {
+    let generators = match image2model_http::wiring::generators(&config) {
         Ok(g) => g,
-        Err(e) => return fail(&e),
+        Err(e) => return fail(&e.to_string()),
     };
     if let Err(e) = tokio::fs::create_dir_all(&out).await {
         return fail(&format!("cannot create {}: {e}", out.display()));

@@ -44,7 +44,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image2model_core::domain::ModelName;
 use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
 use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
 use poem::endpoint::BoxEndpoint;
@@ -54,7 +53,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, GeneratorChoice};
+use crate::config::Config;
 use crate::security::auth::Authenticator;
 use crate::security::client_ip::ClientIpResolver;
 use crate::security::headers::SecurityHeaders;
@@ -187,19 +186,12 @@ impl AppBuilder {
             Some(s) => s,
             None => wiring::blob_store(&self.config).await?,
         };
-        let list = match self.generators {
-            Some(g) => g,
+        let generators = match self.generators {
+            Some(list) => {
+                Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?
+            }
             None => wiring::generators(&self.config)?,
         };
-        let mut generators =
-            Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?;
-        if self.config.generator == GeneratorChoice::Fal {
-            let model = ModelName::parse(&self.config.default_model)
-                .map_err(|e| BuildError::Config(format!("DEFAULT_MODEL: {e}")))?;
-            generators = generators
-                .with_default_model(model)
-                .map_err(|e| BuildError::Config(format!("DEFAULT_MODEL: {e}")))?;
-        }
         let mut pipeline_config = PipelineConfig {
             limits: self.config.upload_limits(),
             ..PipelineConfig::default()

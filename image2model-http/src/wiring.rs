@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use image2model_core::Generators;
 use image2model_core::auth::StaticKeys;
+use image2model_core::generators::fal::FalGenerator;
 use image2model_core::generators::relief::ReliefGenerator;
 use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
 use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
@@ -66,17 +68,45 @@ pub fn disk_path(config: &Config) -> PathBuf {
     }
 }
 
-/// The generators for `GENERATOR`, default first.
+/// The generators for the configuration: relief always (offline), FAL when
+/// a key is set; `GENERATOR` decides whose default model clients get (FAL's
+/// is `DEFAULT_MODEL`).
 ///
 /// # Errors
-/// [`BuildError::Generators`] when the chosen generator is not available.
-pub fn generators(config: &Config) -> Result<Vec<Arc<dyn ModelGenerator>>, BuildError> {
+/// [`BuildError::Generators`] when `GENERATOR=fal` has no key, or the FAL
+/// client cannot be built.
+pub fn generators(config: &Config) -> Result<Generators, BuildError> {
     let relief: Arc<dyn ModelGenerator> = Arc::new(ReliefGenerator::default());
-    match config.generator {
-        GeneratorChoice::Relief => Ok(vec![relief]),
-        GeneratorChoice::Fal => Err(BuildError::Generators(
-            "the fal generator is not available in this build".to_owned(),
+    let fal = match &config.fal {
+        Some(fal_config) => Some(Arc::new(
+            FalGenerator::new(fal_config.clone())
+                .map_err(|e| BuildError::Generators(format!("FAL client: {e}")))?,
         )),
+        None => None,
+    };
+    let (list, default) = match (config.generator, fal) {
+        (GeneratorChoice::Fal, Some(fal)) => {
+            let default = fal.default_model();
+            let list: Vec<Arc<dyn ModelGenerator>> = vec![fal, relief];
+            (list, Some(default))
+        }
+        (GeneratorChoice::Fal, None) => {
+            return Err(BuildError::Generators(
+                "GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned(),
+            ));
+        }
+        (GeneratorChoice::Relief, Some(fal)) => {
+            let list: Vec<Arc<dyn ModelGenerator>> = vec![relief, fal];
+            (list, None)
+        }
+        (GeneratorChoice::Relief, None) => (vec![relief], None),
+    };
+    let generators = Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?;
+    match default {
+        Some(model) => generators
+            .with_default_model(model)
+            .map_err(|e| BuildError::Generators(e.to_string())),
+        None => Ok(generators),
     }
 }
 
