@@ -87,6 +87,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server whose variables `tweak` may change.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    spawn(tweak, true).await
+}
+
+/// A server whose generators come from its configuration (`GENERATOR`,
+/// `FAL_*`), as in production.
+pub async fn spawn_app_configured(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    spawn(tweak, false).await
+}
+
+async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators: bool) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut vars = base_vars(dir.path());
     tweak(&mut vars);
@@ -99,11 +109,14 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) ->
             role: Role::User,
         },
     );
-    let app = App::builder(config)
-        .generators(vec![
+    let mut builder = App::builder(config);
+    if test_generators {
+        builder = builder.generators(vec![
             Arc::new(ReliefGenerator::default()),
             Arc::new(HoldGenerator),
-        ])
+        ]);
+    }
+    let app = builder
         .auth(Arc::new(keys))
         .event_poll_interval(Duration::from_millis(100))
         .build()

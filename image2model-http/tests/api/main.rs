@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod auth;
 mod errors;
+mod fal;
 mod headers;
 mod jobs;
 mod openapi;
