@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use image2model_core::WorkerConfig;
 use image2model_core::auth::StaticKeys;
 use image2model_core::domain::{ApiKeyId, BlobPrefix, ModelName};
 use image2model_core::generators::relief::ReliefGenerator;
@@ -119,6 +120,10 @@ async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators
     let app = builder
         .auth(Arc::new(keys))
         .event_poll_interval(Duration::from_millis(100))
+        .worker(WorkerConfig {
+            shutdown_grace: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        })
         .build()
         .await
         .expect("app builds");

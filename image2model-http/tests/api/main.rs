@@ -11,5 +11,6 @@ mod headers;
 mod jobs;
 mod openapi;
 mod rate_limit;
+mod shutdown;
 mod upload;
 mod web;

@@ -232,3 +232,35 @@ async fn an_invalid_idempotency_key_is_400() {
     assert_eq!(resp.status(), 400);
     assert_eq!(error_code(resp).await, "invalid_idempotency_key");
 }
+
+#[tokio::test]
+async fn a_streamed_body_over_the_whole_request_bound_is_413_while_reading() {
+    let app = spawn_app().await;
+    // No Content-Length (chunked): 2 MiB of preamble before the first part,
+    // more than 3 files × 200 kB + 1 MiB of framing.
+    let mut chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..32).map(|_| Ok(vec![b'x'; 64 * 1024])).collect();
+    chunks.push(Ok(
+        b"\r\n--x\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n\r\n"
+            .to_vec(),
+    ));
+    chunks.push(Ok(png(8, 8)));
+    chunks.push(Ok(b"\r\n--x--\r\n".to_vec()));
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+
+    let resp = app
+        .client
+        .post(app.url("/api/v1/upload"))
+        .bearer_auth(USER_KEY)
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(body)
+        .send()
+        .await;
+
+    if let Ok(resp) = resp {
+        assert_eq!(resp.status(), 413);
+        assert_eq!(error_code(resp).await, "request_too_large");
+    }
+    app.assert_no_uploads().await;
+    assert_eq!(app.job_count().await, 0);
+}
