@@ -1,1 +1,387 @@
-//! image2model-http
+//! # image2model-http
+//!
+//! The HTTP adapter of image2model: it wires the core's [`Pipeline`] to
+//! poem-openapi, and nothing more. Requests become pipeline calls; pipeline
+//! errors become the one error envelope.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use image2model_http::{App, config::Config};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = Config::from_env()?;
+//! let listener = tokio::net::TcpListener::bind(config.bind_addr).await?;
+//! let app = App::build(config).await?;
+//! app.run(listener, CancellationToken::new()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! [`App::run`] takes a bound listener, so the binary and the tests share one
+//! entry point (tests bind `127.0.0.1:0`; see [`App::spawn`]).
+//!
+//! ## Layout
+//!
+//! - [`config`]: environment (+ `.env`) → typed [`config::Config`], secrets
+//!   as `SecretString`, redacted printing, production checks.
+//! - [`wiring`]: config → stores, generators, auth policy.
+//! - [`api`]: the `/api/v1` operations (`upload`, `jobs`, `admin`), the
+//!   probes (`health`), the JSON shapes (`dto`), downloads (`model`) and the
+//!   error envelope (`error`).
+//! - [`security`]: bearer auth schemes, request ids, security headers, rate
+//!   limits, client IPs, CORS, the host check.
+//! - [`web`]: the embedded web page.
+//! - `main.rs`: the `image2model` binary (`serve`, `convert`, `config check`).
+
+pub mod api;
+pub mod config;
+pub mod security;
+pub mod web;
+pub mod wiring;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
+use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
+use poem::endpoint::BoxEndpoint;
+use poem::listener::{Acceptor, TcpAcceptor};
+use poem::{EndpointExt, IntoEndpoint, Route, Server, get};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::security::auth::Authenticator;
+use crate::security::client_ip::ClientIpResolver;
+use crate::security::headers::SecurityHeaders;
+use crate::security::hosts::HostCheck;
+use crate::security::rate_limit::RateLimits;
+use crate::security::request_id::RequestIdLayer;
+pub use crate::wiring::BuildError;
+
+/// How long open connections may take to finish after shutdown is requested.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServeRole {
+    /// The HTTP API only (workers run elsewhere).
+    Api,
+    /// The worker only, plus `/health` and `/ready` for probes.
+    Worker,
+    /// Both (the default).
+    #[default]
+    All,
+}
+
+impl ServeRole {
+    fn serves_api(self) -> bool {
+        matches!(self, ServeRole::Api | ServeRole::All)
+    }
+
+    fn runs_worker(self) -> bool {
+        matches!(self, ServeRole::Worker | ServeRole::All)
+    }
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Fires on shutdown: open event streams end so the server can drain.
+    pub shutdown: CancellationToken,
+    /// Where `system-health` measures the disk.
+    pub disk_path: PathBuf,
+}
+
+/// Builds an [`App`] with parts replaced (tests, embedding).
+#[derive(Debug)]
+pub struct AppBuilder {
+    config: Config,
+    role: ServeRole,
+    job_store: Option<Arc<dyn JobStore>>,
+    blob_store: Option<Arc<dyn BlobStore>>,
+    generators: Option<Vec<Arc<dyn ModelGenerator>>>,
+    auth: Option<Arc<dyn AuthPolicy>>,
+    worker: WorkerConfig,
+    event_poll_interval: Option<Duration>,
+}
+
+impl AppBuilder {
+    /// Runs `role`.
+    #[must_use]
+    pub fn role(mut self, role: ServeRole) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Uses this job store instead of `DATABASE_URL`'s.
+    #[must_use]
+    pub fn job_store(mut self, store: Arc<dyn JobStore>) -> Self {
+        self.job_store = Some(store);
+        self
+    }
+
+    /// Uses this blob store instead of `STORAGE_URL`'s.
+    #[must_use]
+    pub fn blob_store(mut self, store: Arc<dyn BlobStore>) -> Self {
+        self.blob_store = Some(store);
+        self
+    }
+
+    /// Uses these generators (the first model of the first is the default)
+    /// instead of those `GENERATOR` names.
+    #[must_use]
+    pub fn generators(mut self, generators: Vec<Arc<dyn ModelGenerator>>) -> Self {
+        self.generators = Some(generators);
+        self
+    }
+
+    /// Uses this key policy instead of the bootstrap keys.
+    #[must_use]
+    pub fn auth(mut self, auth: Arc<dyn AuthPolicy>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Worker settings (concurrency comes from `WORKER_CONCURRENCY` unless set here).
+    #[must_use]
+    pub fn worker(mut self, worker: WorkerConfig) -> Self {
+        self.worker = worker;
+        self
+    }
+
+    /// How often event streams re-read a job changed by another process.
+    #[must_use]
+    pub fn event_poll_interval(mut self, every: Duration) -> Self {
+        self.event_poll_interval = Some(every);
+        self
+    }
+
+    /// Opens the stores and builds the pipeline.
+    ///
+    /// # Errors
+    /// [`BuildError`] when the configuration has fatal problems, a store cannot
+    /// be opened or no generator is available.
+    pub async fn build(self) -> Result<App, BuildError> {
+        let problems = if self.config.is_production() {
+            self.config.problems()
+        } else {
+            self.config.fatal_problems()
+        };
+        if !problems.is_empty() {
+            return Err(BuildError::Config(problems.join("; ")));
+        }
+        let jobs = match self.job_store {
+            Some(s) => s,
+            None => wiring::job_store(&self.config).await?,
+        };
+        let blobs = match self.blob_store {
+            Some(s) => s,
+            None => wiring::blob_store(&self.config).await?,
+        };
+        let generators = match self.generators {
+            Some(list) => {
+                Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?
+            }
+            None => wiring::generators(&self.config)?,
+        };
+        let mut pipeline_config = PipelineConfig {
+            limits: self.config.upload_limits(),
+            ..PipelineConfig::default()
+        };
+        if let Some(every) = self.event_poll_interval {
+            pipeline_config.event_poll_interval = every;
+        }
+        let pipeline = Pipeline::new(jobs, blobs, generators, pipeline_config);
+        let auth = self.auth.unwrap_or_else(|| wiring::auth(&self.config));
+        let rate_limits = RateLimits::new(
+            self.config.rate_limit_upload_per_minute,
+            self.config.rate_limit_per_hour,
+            ClientIpResolver::new(self.config.trusted_proxies.clone()),
+        );
+        let mut worker = self.worker;
+        if worker.concurrency == WorkerConfig::default().concurrency {
+            worker.concurrency = self.config.worker_concurrency;
+        }
+        let state = AppState {
+            pipeline,
+            disk_path: wiring::disk_path(&self.config),
+            config: Arc::new(self.config),
+            shutdown: CancellationToken::new(),
+        };
+        Ok(App {
+            state,
+            auth,
+            rate_limits,
+            role: self.role,
+            worker,
+        })
+    }
+}
+
+/// The server: HTTP API, worker, or both.
+#[derive(Debug)]
+pub struct App {
+    state: AppState,
+    auth: Arc<dyn AuthPolicy>,
+    rate_limits: RateLimits,
+    role: ServeRole,
+    worker: WorkerConfig,
+}
+
+/// A server started by [`App::spawn`].
+#[derive(Debug)]
+pub struct SpawnedApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Cancel to shut it down.
+    pub shutdown: CancellationToken,
+    /// Ends when the server has drained and the worker stopped.
+    pub handle: JoinHandle<io::Result<()>>,
+    /// Its state (pipeline, config).
+    pub state: AppState,
+}
+
+impl App {
+    /// A builder over `config`.
+    #[must_use]
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder {
+            config,
+            role: ServeRole::default(),
+            job_store: None,
+            blob_store: None,
+            generators: None,
+            auth: None,
+            worker: WorkerConfig::default(),
+            event_poll_interval: None,
+        }
+    }
+
+    /// Builds the app from `config` alone, running API and worker.
+    ///
+    /// # Errors
+    /// See [`AppBuilder::build`].
+    pub async fn build(config: Config) -> Result<App, BuildError> {
+        Self::builder(config).build().await
+    }
+
+    /// The shared state.
+    #[must_use]
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The whole HTTP endpoint with every layer (see [`security`]).
+    #[must_use]
+    pub fn endpoint(&self) -> BoxEndpoint<'static> {
+        let config = &self.state.config;
+        let mut routes = Route::new()
+            .at("/health", get(api::health::health))
+            .at("/ready", get(api::health::ready));
+        if self.role.serves_api() {
+            let service = api::service(&self.state);
+            let spec = service.spec_endpoint();
+            let docs = service.swagger_ui();
+            routes = routes
+                .at("/", get(web::index))
+                .at("/static/:file", get(web::asset))
+                .at("/api/v1/openapi.json", spec)
+                .nest("/docs", docs)
+                .nest("/api/v1", service);
+        }
+        let cors = security::cors::cors(&config.cors_origins);
+        routes
+            .data(self.state.clone())
+            .data(Authenticator(self.auth.clone()))
+            .with(api::error::Envelope)
+            .with(self.rate_limits.clone())
+            .with_if(cors.is_some(), cors.unwrap_or_default())
+            .with(api::error::Envelope)
+            .with(HostCheck::new(config.allowed_hosts.clone()))
+            .with(SecurityHeaders {
+                hsts: config.is_production(),
+            })
+            .with(RequestIdLayer)
+            .into_endpoint()
+            .boxed()
+    }
+
+    /// Serves on `listener` (and runs the worker, by role) until `shutdown`
+    /// fires; then stops accepting, ends event streams, lets requests drain
+    /// (up to 10 s) and stops the worker, which releases unfinished items.
+    ///
+    /// # Errors
+    /// I/O errors of the listener.
+    pub async fn run(self, listener: TcpListener, shutdown: CancellationToken) -> io::Result<()> {
+        let state_shutdown = self.state.shutdown.clone();
+        let link = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                state_shutdown.cancel();
+            })
+        };
+        let worker = self.role.runs_worker().then(|| {
+            let worker = self.state.pipeline.worker(self.worker.clone());
+            tokio::spawn(worker.run(shutdown.clone()))
+        });
+        let sweeper = {
+            let limits = self.rate_limits.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(60)) => limits.retain_recent(),
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            })
+        };
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied());
+        tracing::info!(addr = ?addr, role = ?self.role, "listening");
+        let endpoint = self.endpoint();
+        let served = Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(endpoint, shutdown.cancelled(), Some(DRAIN_TIMEOUT))
+            .await;
+        shutdown.cancel();
+        if let Some(worker) = worker
+            && let Err(e) = worker.await
+        {
+            tracing::error!(error = %e, "worker task failed");
+        }
+        let _ = sweeper.await;
+        let _ = link.await;
+        tracing::info!("stopped");
+        served
+    }
+
+    /// Binds `addr` (use port 0 for any) and runs in a background task.
+    ///
+    /// # Errors
+    /// The bind error.
+    pub async fn spawn(self, addr: SocketAddr) -> io::Result<SpawnedApp> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let state = self.state.clone();
+        let handle = tokio::spawn(self.run(listener, shutdown.clone()));
+        Ok(SpawnedApp {
+            addr,
+            shutdown,
+            handle,
+            state,
+        })
+    }
+}

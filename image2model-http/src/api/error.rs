@@ -1,0 +1,326 @@
+//! The one error envelope: `{"error": {"code", "message", "request_id"}}`.
+//!
+//! Every failure, whether raised by a handler ([`ApiError`]), by a middleware,
+//! or by poem itself (unknown route, wrong method, a query that does not parse,
+//! a failed security check), leaves the server through [`envelope`], so a
+//! client sees one shape with a stable `code`. Internal failures show only a
+//! generic message; their details are logged with the request id.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use image2model_core::{PipelineError, pipeline::ErrorKind};
+use poem::error::ResponseError;
+use poem::http::{HeaderName, HeaderValue, StatusCode, header};
+use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem_openapi::registry::{MetaResponses, Registry};
+use poem_openapi::{ApiResponse, Object};
+
+use crate::security::request_id;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorDetail {
+    /// A stable snake_case code (see `docs/API-NOTES.md` for the list).
+    pub code: String,
+    /// A human-readable explanation, safe to show.
+    pub message: String,
+    /// The request's id, also in the `X-Request-Id` header; quote it in bug
+    /// reports.
+    pub request_id: String,
+}
+
+/// An error response: status, stable code, a client-safe message and any
+/// headers it needs (`WWW-Authenticate`, `Retry-After`, …).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: Cow<'static, str>,
+    message: String,
+    /// Extra headers; a list, not a map, to keep the error small.
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    /// An error with this status, code and message.
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header to the response.
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: impl fmt::Display) -> Self {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            self.headers.retain(|(n, _)| *n != name);
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// 400 with a code.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 404 `not_found`: used alike for what does not exist and what belongs
+    /// to someone else.
+    #[must_use]
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", "not found")
+    }
+
+    /// 401 `unauthorized` with `WWW-Authenticate: Bearer`.
+    #[must_use]
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required: send `Authorization: Bearer <key>`",
+        )
+        .with_header(header::WWW_AUTHENTICATE, "Bearer")
+    }
+
+    /// 403 `forbidden`.
+    #[must_use]
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key may not call this endpoint",
+        )
+    }
+
+    /// 500 `internal_error`; `detail` is logged with the request id, never sent.
+    pub fn internal(detail: impl fmt::Display) -> Self {
+        tracing::error!(request_id = %request_id::current(), error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error; quote the request id when reporting it",
+        )
+    }
+
+    /// The status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable code.
+    #[must_use]
+    pub fn code(&self) -> &str {
+        &self.code
+    }
+
+    /// The envelope response for the current request.
+    #[must_use]
+    pub fn to_response(&self) -> Response {
+        self.as_response()
+    }
+
+    /// The envelope body for the current request.
+    #[must_use]
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                request_id: request_id::current(),
+            },
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn as_response(&self) -> Response {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "request_id": request_id::current(),
+            }
+        });
+        let mut resp = Response::builder()
+            .status(self.status)
+            .content_type("application/json; charset=utf-8")
+            .body(body.to_string());
+        for (name, value) in &self.headers {
+            resp.headers_mut().insert(name.clone(), value.clone());
+        }
+        resp
+    }
+}
+
+/// Handlers return `Result<OperationResponse, ApiError>`: each operation's
+/// own response enum documents the error statuses it can answer (with
+/// [`ErrorBody`]), so this adds nothing to the spec.
+impl ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: Vec::new(),
+        }
+    }
+
+    fn register(_registry: &mut Registry) {}
+}
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        let status = match e.kind() {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if e.is_client_safe() {
+            let message = if status == StatusCode::NOT_FOUND {
+                "not found".to_owned()
+            } else {
+                e.to_string()
+            };
+            return ApiError::new(status, e.code(), message);
+        }
+        tracing::error!(request_id = %request_id::current(), code = e.code(), error = %e, "pipeline error");
+        let message = if status == StatusCode::SERVICE_UNAVAILABLE {
+            "a dependency is unavailable; retry later"
+        } else {
+            "internal error; quote the request id when reporting it"
+        };
+        ApiError::new(status, e.code(), message)
+    }
+}
+
+/// Turns any poem error into the envelope response.
+#[must_use]
+pub fn envelope(err: poem::Error) -> Response {
+    if let Some(api) = err.downcast_ref::<ApiError>() {
+        return api.as_response();
+    }
+    let status = err.status();
+    let api = match status {
+        StatusCode::UNAUTHORIZED => ApiError::unauthorized(),
+        StatusCode::FORBIDDEN => ApiError::forbidden(),
+        StatusCode::NOT_FOUND => ApiError::new(status, "not_found", "no such resource"),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            "this method is not allowed on this resource",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(status, "request_too_large", "the request body is too large")
+        }
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            status,
+            "unsupported_media_type",
+            "this Content-Type is not accepted here",
+        ),
+        s if s.is_client_error() => {
+            // poem's own parse errors (query, path, JSON body): their text
+            // describes the client's input, never server internals.
+            ApiError::new(status, "invalid_request", bounded(&err.to_string()))
+        }
+        s => {
+            tracing::error!(request_id = %request_id::current(), status = s.as_u16(), error = %err, "unhandled error");
+            ApiError::new(
+                if s.is_server_error() {
+                    s
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                },
+                "internal_error",
+                "internal error; quote the request id when reporting it",
+            )
+        }
+    };
+    api.as_response()
+}
+
+fn bounded(text: &str) -> String {
+    const MAX: usize = 300;
+    if text.len() <= MAX {
+        return text.to_owned();
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// Middleware: renders every error of the inner endpoint as the envelope, and
+/// gives bodiless error responses (e.g. a bare 405) the envelope too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Envelope;
+
+impl<E: Endpoint> Middleware<E> for Envelope {
+    type Output = EnvelopeEndpoint<E>;
+
+    fn transform(&self, ep: E) -> Self::Output {
+        EnvelopeEndpoint { inner: ep }
+    }
+}
+
+/// The endpoint made by [`Envelope`].
+#[derive(Debug)]
+pub struct EnvelopeEndpoint<E> {
+    inner: E,
+}
+
+impl<E: Endpoint> Endpoint for EnvelopeEndpoint<E> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        match self.inner.call(req).await {
+            Ok(resp) => {
+                let resp = resp.into_response();
+                let status = resp.status();
+                if (status.is_client_error() || status.is_server_error())
+                    && !resp.headers().contains_key(header::CONTENT_TYPE)
+                {
+                    let headers = resp.headers().clone();
+                    let mut out = envelope(poem::Error::from_status(status));
+                    for (name, value) in &headers {
+                        if name == header::CONTENT_LENGTH {
+                            continue;
+                        }
+                        out.headers_mut().entry(name).or_insert(value.clone());
+                    }
+                    return Ok(out);
+                }
+                Ok(resp)
+            }
+            Err(err) => Ok(envelope(err)),
+        }
+    }
+}

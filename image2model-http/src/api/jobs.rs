@@ -1,0 +1,318 @@
+//! The caller's jobs: list, get, follow (SSE), cancel or delete, download.
+//!
+//! Every path id is parsed strictly ([`JobId::parse`], [`ItemId::parse`]); a
+//! malformed id is 404 like a missing job, and another key's job is 404 too,
+//! so nothing tells a caller whether a job id exists.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use image2model_core::Scope;
+use image2model_core::domain::{ItemId, JobId};
+use image2model_core::pipeline::Removal;
+use poem::Body;
+use poem_openapi::payload::{Binary, EventStream, Json};
+use poem_openapi::types::ToJSON;
+use poem_openapi::{ApiResponse, Enum, OpenApi, param::Path, param::Query};
+
+use super::ApiTags;
+use super::dto::{JobDto, JobListDto};
+use super::error::{ApiError, ErrorBody};
+use super::model::{ModelFile, ModelResponse, PreviewResponse};
+use crate::AppState;
+use crate::security::auth::UserKey;
+use image2model_core::gltf::ModelFormat;
+
+/// How often an idle event stream sends a keep-alive comment.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// A job id from a path: malformed ids are simply not found.
+pub(crate) fn job_id(text: &str) -> Result<JobId, ApiError> {
+    JobId::parse(text).map_err(|_| ApiError::not_found())
+}
+
+pub(crate) fn item_id(text: &str) -> Result<ItemId, ApiError> {
+    ItemId::parse(text).map_err(|_| ApiError::not_found())
+}
+
+/// Responses of `GET /api/v1/jobs`.
+#[derive(Debug, ApiResponse)]
+pub enum ListJobsResponse {
+    /// A page of the caller's jobs, newest first.
+    #[oai(status = 200)]
+    Ok(Json<JobListDto>),
+    /// `invalid_request`: `limit` outside 1..=100, or a malformed `cursor`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `unauthorized`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// `rate_limited`.
+    #[oai(status = 429)]
+    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+/// Responses of `GET /api/v1/jobs/{job_id}`.
+#[derive(Debug, ApiResponse)]
+pub enum GetJobResponse {
+    /// The job.
+    #[oai(status = 200)]
+    Ok(Json<JobDto>),
+    /// `unauthorized`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// `not_found`: no such job, or not the caller's.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// `rate_limited`.
+    #[oai(status = 429)]
+    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+/// Responses of `GET /api/v1/jobs/{job_id}/events`.
+#[derive(ApiResponse)]
+pub enum EventsResponse {
+    /// Server-Sent Events: one `job` event per state of the job (the full
+    /// job as JSON), starting with the current one; the stream closes after
+    /// the job ends. Keep-alive comments every 15 s.
+    #[oai(status = 200)]
+    Ok(EventStream<BoxStream<'static, JobDto>>),
+    /// `unauthorized`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// `not_found`.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// `rate_limited`.
+    #[oai(status = 429)]
+    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+impl std::fmt::Debug for EventsResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventsResponse")
+    }
+}
+
+/// Responses of `DELETE /api/v1/jobs/{job_id}`.
+#[derive(Debug, ApiResponse)]
+pub enum DeleteJobResponse {
+    /// The job was still running: it is now cancelled (queued items will not
+    /// run, running ones are stopped, remote requests cancelled). Its files
+    /// stay until a second DELETE removes it.
+    #[oai(status = 200)]
+    Cancelled(Json<JobDto>),
+    /// The job had ended: it and its files are removed.
+    #[oai(status = 204)]
+    Deleted,
+    /// `unauthorized`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// `not_found`.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// `rate_limited`.
+    #[oai(status = 429)]
+    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+/// `?format=` of a model download.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum FormatParam {
+    /// Binary glTF (`model/gltf-binary`), as generated.
+    Glb,
+    /// Wavefront OBJ (`model/obj`).
+    Obj,
+    /// Binary STL (`model/stl`).
+    Stl,
+}
+
+impl From<FormatParam> for ModelFormat {
+    fn from(f: FormatParam) -> Self {
+        match f {
+            FormatParam::Glb => ModelFormat::Glb,
+            FormatParam::Obj => ModelFormat::Obj,
+            FormatParam::Stl => ModelFormat::Stl,
+        }
+    }
+}
+
+/// The job endpoints.
+#[derive(Debug, Clone)]
+pub struct JobsApi {
+    pub(crate) state: AppState,
+}
+
+#[OpenApi(tag = "ApiTags::Jobs")]
+impl JobsApi {
+    /// List jobs
+    ///
+    /// The caller's jobs, newest first, a page at a time.
+    #[oai(path = "/jobs", method = "get", operation_id = "list_jobs")]
+    async fn list(
+        &self,
+        auth: UserKey,
+        /// Jobs per page, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<ListJobsResponse, ApiError> {
+        let cursor =
+            match cursor.0 {
+                None => None,
+                Some(c) => Some(JobId::parse(&c).map_err(|_| {
+                    ApiError::bad_request("invalid_request", "cursor is not a job id")
+                })?),
+            };
+        let page = self
+            .state
+            .pipeline
+            .list_jobs(&Scope::Owner(auth.0.key_id), limit.0.unwrap_or(20), cursor)
+            .await?;
+        Ok(ListJobsResponse::Ok(Json(JobListDto {
+            jobs: page.jobs.iter().map(JobDto::from_job).collect(),
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+        })))
+    }
+
+    /// Get a job
+    ///
+    /// One job with its items and progress.
+    #[oai(path = "/jobs/:job_id", method = "get", operation_id = "get_job")]
+    async fn get(&self, auth: UserKey, job_id: Path<String>) -> Result<GetJobResponse, ApiError> {
+        let job = self
+            .state
+            .pipeline
+            .job(self::job_id(&job_id.0)?, &Scope::Owner(auth.0.key_id))
+            .await?;
+        Ok(GetJobResponse::Ok(Json(JobDto::from_job(&job))))
+    }
+
+    /// Follow a job
+    ///
+    /// Server-Sent Events with the job's progress until it ends. Browsers'
+    /// `EventSource` cannot send `Authorization`: read the stream with
+    /// `fetch` instead (the web page does).
+    #[oai(
+        path = "/jobs/:job_id/events",
+        method = "get",
+        operation_id = "job_events"
+    )]
+    async fn events(
+        &self,
+        auth: UserKey,
+        job_id: Path<String>,
+    ) -> Result<EventsResponse, ApiError> {
+        let stream = self
+            .state
+            .pipeline
+            .subscribe(self::job_id(&job_id.0)?, &Scope::Owner(auth.0.key_id))
+            .await?;
+        // Close open streams on shutdown so that the server can drain.
+        let shutdown = self.state.shutdown.clone().cancelled_owned();
+        let stream = stream
+            .map(|job| JobDto::from_job(&job))
+            .take_until(shutdown)
+            .boxed();
+        Ok(EventsResponse::Ok(
+            EventStream::new(stream)
+                .keep_alive(KEEP_ALIVE)
+                .to_event(|dto| {
+                    let data = dto.to_json_string();
+                    poem::web::sse::Event::message(data)
+                        .event_type("job")
+                        .id(format!(
+                            "{}-{}",
+                            dto.updated_at.timestamp_millis(),
+                            dto.progress
+                        ))
+                }),
+        ))
+    }
+
+    /// Cancel or delete a job
+    ///
+    /// A running job is cancelled (200 with the job); an ended job is
+    /// deleted with its files (204).
+    #[oai(path = "/jobs/:job_id", method = "delete", operation_id = "delete_job")]
+    async fn delete(
+        &self,
+        auth: UserKey,
+        job_id: Path<String>,
+    ) -> Result<DeleteJobResponse, ApiError> {
+        let removal = self
+            .state
+            .pipeline
+            .cancel_or_delete(self::job_id(&job_id.0)?, &Scope::Owner(auth.0.key_id))
+            .await?;
+        Ok(match removal {
+            Removal::Cancelled(job) => DeleteJobResponse::Cancelled(Json(JobDto::from_job(&job))),
+            Removal::Deleted(_) => DeleteJobResponse::Deleted,
+        })
+    }
+
+    /// Download a model
+    ///
+    /// The item's 3D model, streamed, as an attachment: binary glTF by
+    /// default, or converted with `?format=obj|stl`.
+    #[oai(
+        path = "/jobs/:job_id/items/:item_id/model",
+        method = "get",
+        operation_id = "download_model"
+    )]
+    async fn model(
+        &self,
+        auth: UserKey,
+        job_id: Path<String>,
+        item_id: Path<String>,
+        /// `glb` (default), `obj` or `stl`.
+        format: Query<Option<FormatParam>>,
+    ) -> Result<ModelResponse, ApiError> {
+        let (item, object) = self
+            .state
+            .pipeline
+            .model(
+                self::job_id(&job_id.0)?,
+                self::item_id(&item_id.0)?,
+                &Scope::Owner(auth.0.key_id),
+            )
+            .await?;
+        let format = format.0.map_or(ModelFormat::Glb, Into::into);
+        let max = self.state.pipeline.config().max_model_bytes;
+        Ok(ModelResponse::Ok(
+            ModelFile::new(&item, object, format, max).await?,
+        ))
+    }
+
+    /// Download a preview image
+    ///
+    /// The preview image the generator made for the item, when it made one.
+    #[oai(
+        path = "/jobs/:job_id/items/:item_id/preview",
+        method = "get",
+        operation_id = "download_preview"
+    )]
+    async fn preview(
+        &self,
+        auth: UserKey,
+        job_id: Path<String>,
+        item_id: Path<String>,
+    ) -> Result<PreviewResponse, ApiError> {
+        let (_, preview) = self
+            .state
+            .pipeline
+            .preview(
+                self::job_id(&job_id.0)?,
+                self::item_id(&item_id.0)?,
+                &Scope::Owner(auth.0.key_id),
+            )
+            .await?;
+        Ok(PreviewResponse::Ok(
+            Binary(Body::from_bytes_stream(preview.object.stream)),
+            preview.kind.mime().to_owned(),
+        ))
+    }
+}

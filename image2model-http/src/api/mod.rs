@@ -1,0 +1,64 @@
+//! The HTTP API under `/api/v1`, as poem-openapi services, and the liveness
+//! and readiness probes.
+//!
+//! One `ApiResponse` per operation documents the statuses it answers; every
+//! error body is the envelope of [`error`].
+
+pub mod admin;
+pub mod convert;
+pub mod dto;
+pub mod error;
+pub mod health;
+pub mod jobs;
+pub mod model;
+pub mod upload;
+
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::AppState;
+
+/// Operation groups in the OpenAPI document.
+#[derive(Debug, Tags)]
+pub enum ApiTags {
+    /// Sending images.
+    Upload,
+    /// Following and downloading jobs.
+    Jobs,
+    /// Administration (admin key).
+    Admin,
+}
+
+/// Every `/api/v1` operation.
+pub type Apis = (upload::UploadApi, jobs::JobsApi, admin::AdminApi);
+
+/// The OpenAPI service of `/api/v1` (paths relative to the `/api/v1` server).
+#[must_use]
+pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            upload::UploadApi {
+                state: state.clone(),
+            },
+            jobs::JobsApi {
+                state: state.clone(),
+            },
+            admin::AdminApi {
+                state: state.clone(),
+            },
+        ),
+        "image2model",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Turns photos into 3D models (binary glTF). Authenticate with \
+         `Authorization: Bearer <key>`. Every error is \
+         `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
+    )
+    .server("/api/v1")
+}
+
+/// The OpenAPI document as JSON, exactly as served at `/api/v1/openapi.json`.
+#[must_use]
+pub fn spec_json(state: &AppState) -> String {
+    service(state).spec()
+}

@@ -1,0 +1,404 @@
+//! `GET /api/v1/upload` (the policy) and `POST /api/v1/upload` (a streamed
+//! multipart upload).
+//!
+//! The upload never buffers a file whole and never writes a temp file: each
+//! `files` part streams from the socket through the core's validator into the
+//! blob store ([`image2model_core::pipeline::Upload::add_file`]). The whole
+//! request is bounded too, while it is read ([`UploadBody`]), so a client
+//! cannot make us read an endless body of small parts or huge option fields.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use image2model_core::domain::{FaceLimit, ModelName, Texture};
+use image2model_core::pipeline::{Upload, UploadStart};
+use image2model_core::validate::ValidationError;
+use image2model_core::{PipelineError, SubmitOptions};
+use poem::http::{StatusCode, header};
+use poem::web::{Field, Multipart};
+use poem::{Body, FromRequest, Request, RequestBody};
+use poem_openapi::payload::Json;
+use poem_openapi::payload::Payload;
+use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
+use poem_openapi::{
+    ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, param::Header,
+};
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+
+use super::ApiTags;
+use super::dto::{JobDto, UploadPolicyDto};
+use super::error::{ApiError, ErrorBody};
+use crate::AppState;
+use crate::security::auth::UserKey;
+
+/// Bytes allowed for the multipart framing (boundaries, part headers, option
+/// fields) on top of the files themselves.
+const FRAMING_ALLOWANCE: u64 = 1024 * 1024;
+/// The longest option field (`model`, `face_limit`, `texture`).
+const MAX_OPTION_BYTES: u64 = 256;
+/// Read size for file parts.
+const CHUNK: usize = 64 * 1024;
+
+/// The multipart form of `POST /api/v1/upload` (documentation of the body;
+/// the body itself is streamed by [`UploadBody`]).
+#[derive(Debug, poem_openapi::Multipart)]
+pub struct UploadForm {
+    /// One part per image (1 to `max_files`): PNG, JPEG or WebP, decided from
+    /// the bytes. The part's file name is kept for display only.
+    pub files: Vec<poem_openapi::types::multipart::Upload>,
+    /// The model (see `GET /api/v1/upload` for those offered); the default
+    /// model when absent.
+    pub model: Option<String>,
+    /// At most this many faces (500 to 1000000), for models that honour it.
+    pub face_limit: Option<u32>,
+    /// Texture quality: `no`, `standard` (default) or `hd`.
+    pub texture: Option<String>,
+}
+
+/// The streamed multipart body of an upload.
+///
+/// Implements [`ApiExtractor`] itself (rather than poem's `FromRequest`) so
+/// that the OpenAPI document describes the body as [`UploadForm`] while the
+/// handler reads parts one by one from the socket.
+pub struct UploadBody {
+    multipart: Multipart,
+    /// Set when the whole-request bound was hit, so the error surfaces as
+    /// `request_too_large` whatever layer noticed the broken stream.
+    exceeded: Arc<AtomicBool>,
+    max_body: u64,
+}
+
+impl std::fmt::Debug for UploadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadBody")
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops a body stream after `max` bytes with an error.
+struct Bounded<S> {
+    inner: S,
+    read: u64,
+    max: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Bounded<S> {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.exceeded.load(Ordering::Relaxed) {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                this.read += chunk.len() as u64;
+                if this.read > this.max {
+                    this.exceeded.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(std::io::Error::other(
+                        "the request body exceeds its bound",
+                    ))));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            other => other,
+        }
+    }
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::from(PipelineError::Validation(
+        ValidationError::RequestTooLarge { max },
+    ))
+}
+
+impl<'a> ApiExtractor<'a> for UploadBody {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        <UploadForm as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: Some("The images and options, as `multipart/form-data`."),
+            content: vec![MetaMediaType {
+                content_type: "multipart/form-data",
+                schema: <UploadForm as Payload>::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        req: &'a Request,
+        body: &mut RequestBody,
+        _opts: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        let Some(state) = req.data::<AppState>() else {
+            return Err(ApiError::internal("no app state in request data").into());
+        };
+        let limits = state.pipeline.limits();
+        let max_body = limits.max_request_bytes.saturating_add(FRAMING_ALLOWANCE);
+        // Refuse early what announces itself as too large.
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err(too_large(limits.max_request_bytes).into());
+        }
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let bounded = Bounded {
+            inner: body.take()?.into_bytes_stream().boxed(),
+            read: 0,
+            max: max_body,
+            exceeded: exceeded.clone(),
+        };
+        let mut bounded_body = RequestBody::new(Body::from_bytes_stream(bounded));
+        let multipart = <Multipart as FromRequest>::from_request(req, &mut bounded_body)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the body must be multipart/form-data",
+                )
+            })?;
+        Ok(Self {
+            multipart,
+            exceeded,
+            max_body,
+        })
+    }
+}
+
+/// Responses of `GET /api/v1/upload`.
+#[derive(Debug, ApiResponse)]
+pub enum PolicyResponse {
+    /// The upload policy.
+    #[oai(status = 200)]
+    Ok(Json<UploadPolicyDto>),
+    /// `unauthorized`: missing, malformed or unknown key.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// `rate_limited`: the upload bucket is empty.
+    #[oai(status = 429)]
+    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+}
+
+/// Responses of `POST /api/v1/upload`.
+#[derive(Debug, ApiResponse)]
+pub enum UploadResponse {
+    /// The job was created and queued; with an `Idempotency-Key` already used
+    /// by this key, the job created the first time.
+    #[oai(status = 202)]
+    Accepted(Json<JobDto>, #[oai(header = "Location")] String),
+    /// `no_files`, `empty_file`, `invalid_image`, `image_too_large`,
+    /// `invalid_model`, `unknown_model`, `invalid_face_limit`,
+    /// `invalid_texture`, `invalid_idempotency_key`, `unexpected_field`,
+    /// `upload_interrupted`.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `unauthorized`.
+    #[oai(status = 401)]
+    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// `too_many_files`, `file_too_large`, `request_too_large`.
+    #[oai(status = 413)]
+    TooLarge(Json<ErrorBody>),
+    /// `unsupported_type` (a file is not PNG, JPEG or WebP) or
+    /// `unsupported_media_type` (the body is not multipart/form-data).
+    #[oai(status = 415)]
+    Unsupported(Json<ErrorBody>),
+    /// `rate_limited`.
+    #[oai(status = 429)]
+    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
+    /// `storage_unavailable` or another dependency is down.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// The upload endpoints.
+#[derive(Debug, Clone)]
+pub struct UploadApi {
+    pub(crate) state: AppState,
+}
+
+#[OpenApi(tag = "ApiTags::Upload")]
+impl UploadApi {
+    /// The upload policy
+    ///
+    /// What an upload may contain and the models offered. Counts in the
+    /// upload rate-limit bucket.
+    #[oai(path = "/upload", method = "get", operation_id = "upload_policy")]
+    async fn policy(&self, _auth: UserKey) -> Result<PolicyResponse, ApiError> {
+        let limits = self.state.pipeline.limits();
+        Ok(PolicyResponse::Ok(Json(UploadPolicyDto {
+            max_files: limits.max_files as u64,
+            max_file_bytes: limits.max_file_bytes,
+            max_request_bytes: limits.max_request_bytes,
+            max_image_pixels: limits.max_image_pixels,
+            accepted_types: image2model_core::domain::ImageKind::ALL
+                .iter()
+                .map(|k| k.mime().to_owned())
+                .collect(),
+            models: self
+                .state
+                .pipeline
+                .models()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            default_model: self.state.pipeline.generators().default_model().to_string(),
+        })))
+    }
+
+    /// Upload images
+    ///
+    /// Streams the images in and creates one job for them (one item per
+    /// file). Every file is checked while it streams: type from the bytes,
+    /// size, and dimensions from the header. A rejected upload stores
+    /// nothing and creates no job. Send an `Idempotency-Key` to make retries
+    /// safe: the same key (for the same API key) returns the first job.
+    #[oai(path = "/upload", method = "post", operation_id = "upload")]
+    async fn upload(
+        &self,
+        auth: UserKey,
+        /// 1 to 255 visible ASCII characters; retries with the same key
+        /// return the job created first.
+        #[oai(name = "Idempotency-Key")]
+        idempotency_key: Header<Option<String>>,
+        body: UploadBody,
+    ) -> Result<UploadResponse, ApiError> {
+        let UploadBody {
+            mut multipart,
+            exceeded,
+            max_body,
+        } = body;
+        let key = idempotency_key.0;
+        let start = self
+            .state
+            .pipeline
+            .begin_upload(auth.0.key_id.clone(), key.clone())
+            .await?;
+        let mut upload = match start {
+            UploadStart::Existing(job) => {
+                tracing::info!(job_id = %job.job_id, "idempotent upload replayed");
+                return Ok(accepted(&job));
+            }
+            UploadStart::New(upload) => upload,
+        };
+        let limits = *self.state.pipeline.limits();
+        let read = read_parts(&mut upload, &mut multipart).await;
+        let bound_hit = exceeded.load(Ordering::Relaxed);
+        let options = match (read, bound_hit) {
+            (Ok(options), false) => options,
+            (_, true) => {
+                upload.abort().await;
+                tracing::info!(max_body, "upload over the request bound");
+                return Err(too_large(limits.max_request_bytes));
+            }
+            (Err(e), false) => {
+                upload.abort().await;
+                return Err(e);
+            }
+        };
+        let job = upload
+            .commit(SubmitOptions {
+                idempotency_key: key,
+                ..options
+            })
+            .await?;
+        Ok(accepted(&job))
+    }
+}
+
+fn accepted(job: &image2model_core::domain::Job) -> UploadResponse {
+    UploadResponse::Accepted(
+        Json(JobDto::from_job(job)),
+        format!("/api/v1/jobs/{}", job.job_id),
+    )
+}
+
+/// Reads every part: files into the upload, options into the result.
+async fn read_parts(
+    upload: &mut Upload,
+    multipart: &mut Multipart,
+) -> Result<SubmitOptions, ApiError> {
+    let mut options = SubmitOptions::default();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => return Ok(options),
+            Err(e) => {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!("the multipart body could not be read: {e}"),
+                ));
+            }
+        };
+        match field.name().unwrap_or("") {
+            "files" => {
+                let name = field.file_name().unwrap_or("image").to_owned();
+                let stream = ReaderStream::with_capacity(field.into_async_read(), CHUNK).boxed();
+                upload.add_file(&name, stream).await?;
+            }
+            "model" => {
+                let text = option_text(field, "model").await?;
+                options.model = Some(ModelName::parse(&text).map_err(PipelineError::from)?);
+            }
+            "face_limit" => {
+                let text = option_text(field, "face_limit").await?;
+                options.face_limit = Some(FaceLimit::parse(&text).map_err(PipelineError::from)?);
+            }
+            "texture" => {
+                let text = option_text(field, "texture").await?;
+                options.texture = Some(Texture::parse(&text).map_err(PipelineError::from)?);
+            }
+            other => {
+                return Err(ApiError::bad_request(
+                    "unexpected_field",
+                    format!(
+                        "unexpected form field {:?}: expected files, model, face_limit, texture",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// An option field's text, bounded.
+async fn option_text(field: Field, name: &'static str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    let read = field
+        .into_async_read()
+        .take(MAX_OPTION_BYTES + 1)
+        .read_to_end(&mut buf)
+        .await;
+    if read.is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_multipart",
+            format!("the field {name} could not be read"),
+        ));
+    }
+    if buf.len() as u64 > MAX_OPTION_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("the field {name} is longer than {MAX_OPTION_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(buf).map_err(|_| {
+        ApiError::bad_request("invalid_request", format!("the field {name} is not UTF-8"))
+    })
+}

@@ -1,0 +1,601 @@
+//! Configuration: defaults → optional `.env` file → environment → command-line
+//! flags, into one typed [`Config`].
+//!
+//! [`Config::from_lookup`] reads every variable through a lookup function, so
+//! tests build configurations without touching the process environment.
+//! Secrets are [`SecretString`]s: they print as `[redacted]` in
+//! [`Config::to_redacted_json`] and in the `Display` form, and are exposed only
+//! where they are used.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use image2model_core::generators::fal::{self, FalConfig};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+/// The deployment environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Local work: lenient checks, pretty logs.
+    Development,
+    /// Strict checks, host check, HSTS, JSON logs.
+    Production,
+}
+
+impl Environment {
+    /// The text form.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Production => "production",
+        }
+    }
+}
+
+/// Which generator serves clients that name no model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeneratorChoice {
+    /// FAL.AI (needs a FAL key).
+    Fal,
+    /// The offline relief generator.
+    Relief,
+}
+
+impl GeneratorChoice {
+    /// The text form.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GeneratorChoice::Fal => "fal",
+            GeneratorChoice::Relief => "relief",
+        }
+    }
+}
+
+/// The whole configuration of the server and the worker. Field docs name the
+/// environment variable each comes from; API.md has the defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `ENVIRONMENT`.
+    pub environment: Environment,
+    /// `BIND_ADDR`.
+    pub bind_addr: SocketAddr,
+    /// `DATABASE_URL` (may hold a password).
+    pub database_url: SecretString,
+    /// `STORAGE_URL`.
+    pub storage_url: String,
+    /// `REDIS_URL` (may hold a password).
+    pub redis_url: Option<SecretString>,
+    /// `API_KEY`: the bootstrap user key.
+    pub api_key: Option<SecretString>,
+    /// `ADMIN_API_KEY`: the bootstrap admin key.
+    pub admin_api_key: Option<SecretString>,
+    /// `SECRET_KEY`: the server secret.
+    pub secret_key: Option<SecretString>,
+    /// `FAL_*` (and `DEFAULT_MODEL`): `None` without a FAL key.
+    pub fal: Option<FalConfig>,
+    /// `GENERATOR`.
+    pub generator: GeneratorChoice,
+    /// `DEFAULT_MODEL`: the default FAL model.
+    pub default_model: String,
+    /// `BACKEND_CORS_ORIGINS`: exact origins.
+    pub cors_origins: Vec<String>,
+    /// `ALLOWED_HOSTS`: host names (without port), lower-case.
+    pub allowed_hosts: Vec<String>,
+    /// `TRUSTED_PROXIES`: networks whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `RATE_LIMIT_UPLOAD_PER_MINUTE`.
+    pub rate_limit_upload_per_minute: u32,
+    /// `RATE_LIMIT_PER_HOUR`.
+    pub rate_limit_per_hour: u32,
+    /// `MAX_FILES`.
+    pub max_files: usize,
+    /// `MAX_FILE_BYTES`.
+    pub max_file_bytes: u64,
+    /// `MAX_IMAGE_PIXELS`.
+    pub max_image_pixels: u64,
+    /// `RETENTION_HOURS`.
+    pub retention_hours: u64,
+    /// `WORKER_CONCURRENCY`.
+    pub worker_concurrency: usize,
+    /// `METRICS_ADDR`.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Variables that could not be parsed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// Every variable [`Config::from_lookup`] reads.
+pub const VARIABLES: &[&str] = &[
+    "ENVIRONMENT",
+    "BIND_ADDR",
+    "DATABASE_URL",
+    "STORAGE_URL",
+    "REDIS_URL",
+    "API_KEY",
+    "ADMIN_API_KEY",
+    "SECRET_KEY",
+    "FAL_API_KEY",
+    "FAL_KEY",
+    "FAL_KEY_ID",
+    "FAL_KEY_SECRET",
+    "FAL_QUEUE_BASE_URL",
+    "FAL_STORAGE_BASE_URL",
+    "GENERATOR",
+    "DEFAULT_MODEL",
+    "BACKEND_CORS_ORIGINS",
+    "ALLOWED_HOSTS",
+    "TRUSTED_PROXIES",
+    "RATE_LIMIT_UPLOAD_PER_MINUTE",
+    "RATE_LIMIT_PER_HOUR",
+    "MAX_FILES",
+    "MAX_FILE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "RETENTION_HOURS",
+    "WORKER_CONCURRENCY",
+    "METRICS_ADDR",
+];
+
+/// The shortest secret accepted in production.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Values that are obviously copied from an example file.
+const PLACEHOLDER_MARKERS: &[&str] = &[
+    "change",
+    "your",
+    "placeholder",
+    "example",
+    "replace",
+    "xxxx",
+    "todo",
+    "secret-key",
+    "dev-key",
+];
+
+struct Reader<F> {
+    lookup: F,
+    errors: Vec<String>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    /// A variable's value; empty counts as unset.
+    fn text(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn secret(&self, name: &str) -> Option<SecretString> {
+        self.text(name).map(SecretString::from)
+    }
+
+    fn parsed<T: FromStr>(&mut self, name: &str, default: T) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        match self.text(name) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|e| {
+                self.errors.push(format!("{name}: {e}"));
+                default
+            }),
+        }
+    }
+
+    fn positive<T: FromStr + PartialOrd + Default + Copy>(&mut self, name: &str, default: T) -> T
+    where
+        T::Err: fmt::Display,
+    {
+        let v = self.parsed(name, default);
+        if v <= T::default() {
+            self.errors.push(format!("{name}: must be greater than 0"));
+            return default;
+        }
+        v
+    }
+
+    fn list(&self, name: &str) -> Vec<String> {
+        self.text(name)
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment, after loading an
+    /// optional `.env` file from the working directory (variables already set
+    /// win over the file).
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every variable that could not be parsed.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env file is the normal case; a malformed one is reported.
+        if let Err(e) = dotenvy::dotenv()
+            && !e.not_found()
+        {
+            return Err(ConfigError(vec![format!(".env: {e}")]));
+        }
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable name → its value).
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every variable that could not be parsed.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            lookup,
+            errors: Vec::new(),
+        };
+        let environment = match r.text("ENVIRONMENT").map(|e| e.to_ascii_lowercase()) {
+            None => Environment::Development,
+            Some(e) if e == "development" || e == "dev" || e == "local" => Environment::Development,
+            Some(e) if e == "production" || e == "prod" => Environment::Production,
+            Some(e) => {
+                r.errors.push(format!(
+                    "ENVIRONMENT: {e:?} is neither development nor production"
+                ));
+                Environment::Development
+            }
+        };
+        let bind_addr = r.parsed("BIND_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)));
+        let database_url = SecretString::from(
+            r.text("DATABASE_URL")
+                .unwrap_or_else(|| "sqlite://./data/image2model.db".to_owned()),
+        );
+        let storage_url = r
+            .text("STORAGE_URL")
+            .unwrap_or_else(|| "file://./data/blobs".to_owned());
+        let fal = match FalConfig::from_lookup(|name| (r.lookup)(name)) {
+            Ok(fal) => fal,
+            Err(e) => {
+                r.errors.push(format!("{}: {}", e.name, e.message));
+                None
+            }
+        };
+        let generator = match r.text("GENERATOR").map(|g| g.to_ascii_lowercase()) {
+            None if fal.is_some() => GeneratorChoice::Fal,
+            None => GeneratorChoice::Relief,
+            Some(g) if g == "fal" => GeneratorChoice::Fal,
+            Some(g) if g == "relief" => GeneratorChoice::Relief,
+            Some(g) => {
+                r.errors
+                    .push(format!("GENERATOR: {g:?} is neither fal nor relief"));
+                GeneratorChoice::Relief
+            }
+        };
+        let mut trusted_proxies = Vec::new();
+        for net in r.list("TRUSTED_PROXIES") {
+            match parse_net(&net) {
+                Some(n) => trusted_proxies.push(n),
+                None => r.errors.push(format!(
+                    "TRUSTED_PROXIES: {net:?} is not an IP address or CIDR"
+                )),
+            }
+        }
+        let metrics_addr = match r.text("METRICS_ADDR") {
+            None => None,
+            Some(v) => match v.parse() {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    r.errors.push(format!("METRICS_ADDR: {e}"));
+                    None
+                }
+            },
+        };
+        let config = Config {
+            environment,
+            bind_addr,
+            database_url,
+            storage_url,
+            redis_url: r.secret("REDIS_URL"),
+            api_key: r.secret("API_KEY"),
+            admin_api_key: r.secret("ADMIN_API_KEY"),
+            secret_key: r.secret("SECRET_KEY"),
+            fal,
+            generator,
+            default_model: r
+                .text("DEFAULT_MODEL")
+                .unwrap_or_else(|| "tripo3d-v2.5".to_owned()),
+            cors_origins: r.list("BACKEND_CORS_ORIGINS"),
+            allowed_hosts: r
+                .list("ALLOWED_HOSTS")
+                .into_iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
+            trusted_proxies,
+            rate_limit_upload_per_minute: r.positive("RATE_LIMIT_UPLOAD_PER_MINUTE", 10),
+            rate_limit_per_hour: r.positive("RATE_LIMIT_PER_HOUR", 100),
+            max_files: r.positive("MAX_FILES", 25),
+            max_file_bytes: r.positive("MAX_FILE_BYTES", 10 * 1024 * 1024),
+            max_image_pixels: r.positive("MAX_IMAGE_PIXELS", 8192 * 8192),
+            retention_hours: r.positive("RETENTION_HOURS", 168),
+            worker_concurrency: r.positive("WORKER_CONCURRENCY", 4),
+            metrics_addr,
+        };
+        if r.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(r.errors))
+        }
+    }
+
+    /// Whether this is a production deployment.
+    #[must_use]
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// Every problem that makes this configuration unsafe to run. In
+    /// production these refuse start-up; in development only the ones that
+    /// break the contract everywhere do (see [`Config::fatal_problems`]).
+    #[must_use]
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = self.fatal_problems();
+        if !self.is_production() {
+            return problems;
+        }
+        for (name, value) in [
+            ("SECRET_KEY", &self.secret_key),
+            ("API_KEY", &self.api_key),
+            ("ADMIN_API_KEY", &self.admin_api_key),
+        ] {
+            match value {
+                None => problems.push(format!("{name} is required in production")),
+                Some(v) if v.expose_secret().len() < MIN_SECRET_LEN => problems.push(format!(
+                    "{name} is shorter than {MIN_SECRET_LEN} characters (use `openssl rand -hex 24`)"
+                )),
+                Some(v) if is_placeholder(v.expose_secret()) => {
+                    problems.push(format!("{name} looks like a placeholder value"));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.allowed_hosts.is_empty() {
+            problems.push("ALLOWED_HOSTS is required in production".to_owned());
+        }
+        problems.dedup();
+        problems
+    }
+
+    /// Problems that refuse start-up in every environment.
+    #[must_use]
+    pub fn fatal_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let (Some(user), Some(admin)) = (&self.api_key, &self.admin_api_key)
+            && user.expose_secret() == admin.expose_secret()
+        {
+            problems.push("API_KEY and ADMIN_API_KEY must differ".to_owned());
+        }
+        if self.generator == GeneratorChoice::Fal && self.fal.is_none() {
+            problems.push("GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned());
+        }
+        if self.cors_origins.iter().any(|o| o.contains('*')) && self.is_production() {
+            problems.push("BACKEND_CORS_ORIGINS must list exact origins, not *".to_owned());
+        }
+        for origin in &self.cors_origins {
+            if origin != "*" && url::Url::parse(origin).is_err() {
+                problems.push(format!(
+                    "BACKEND_CORS_ORIGINS: {origin:?} is not an origin like https://example.com"
+                ));
+            }
+        }
+        problems.dedup();
+        problems
+    }
+
+    /// The upload bounds for the pipeline.
+    #[must_use]
+    pub fn upload_limits(&self) -> image2model_core::validate::UploadLimits {
+        let defaults = image2model_core::validate::UploadLimits::default();
+        image2model_core::validate::UploadLimits {
+            max_files: self.max_files,
+            max_file_bytes: self.max_file_bytes,
+            max_request_bytes: self.max_file_bytes.saturating_mul(self.max_files as u64),
+            max_image_pixels: self.max_image_pixels,
+            max_image_side: defaults.max_image_side,
+        }
+    }
+
+    /// The effective configuration with every secret redacted (and passwords
+    /// inside URLs masked), for `config check` and start-up logs.
+    #[must_use]
+    pub fn to_redacted_json(&self) -> serde_json::Value {
+        let secret = |s: &Option<SecretString>| s.as_ref().map(|_| "[redacted]");
+        json!({
+            "ENVIRONMENT": self.environment.as_str(),
+            "BIND_ADDR": self.bind_addr.to_string(),
+            "DATABASE_URL": redact_url(self.database_url.expose_secret()),
+            "STORAGE_URL": redact_url(&self.storage_url),
+            "REDIS_URL": self.redis_url.as_ref().map(|u| redact_url(u.expose_secret())),
+            "API_KEY": secret(&self.api_key),
+            "ADMIN_API_KEY": secret(&self.admin_api_key),
+            "SECRET_KEY": secret(&self.secret_key),
+            "FAL_API_KEY": self.fal.as_ref().map(|_| "[redacted]"),
+            "FAL_QUEUE_BASE_URL": self.fal.as_ref().map_or(fal::DEFAULT_QUEUE_BASE_URL, |f| f.queue_base_url.as_str()),
+            "FAL_STORAGE_BASE_URL": self.fal.as_ref().map_or(fal::DEFAULT_STORAGE_BASE_URL, |f| f.storage_base_url.as_str()),
+            "GENERATOR": self.generator.as_str(),
+            "DEFAULT_MODEL": self.default_model,
+            "BACKEND_CORS_ORIGINS": self.cors_origins,
+            "ALLOWED_HOSTS": self.allowed_hosts,
+            "TRUSTED_PROXIES": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "RATE_LIMIT_UPLOAD_PER_MINUTE": self.rate_limit_upload_per_minute,
+            "RATE_LIMIT_PER_HOUR": self.rate_limit_per_hour,
+            "MAX_FILES": self.max_files,
+            "MAX_FILE_BYTES": self.max_file_bytes,
+            "MAX_IMAGE_PIXELS": self.max_image_pixels,
+            "RETENTION_HOURS": self.retention_hours,
+            "WORKER_CONCURRENCY": self.worker_concurrency,
+            "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
+        })
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = self.to_redacted_json();
+        let map = value.as_object().expect("an object");
+        for name in VARIABLES {
+            if let Some(v) = map.get(*name) {
+                let shown = match v {
+                    serde_json::Value::Null => "(unset)".to_owned(),
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                writeln!(f, "{name}={shown}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+fn parse_net(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// Masks the password (and any query string, which may carry tokens) of a URL.
+fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            if u.query().is_some() {
+                u.set_query(Some("***"));
+            }
+            u.to_string()
+        }
+        // Not a URL we understand: show only its scheme.
+        Err(_) => match raw.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://[redacted]"),
+            None => "[redacted]".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_api_table() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.bind_addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(
+            c.database_url.expose_secret(),
+            "sqlite://./data/image2model.db"
+        );
+        assert_eq!(c.storage_url, "file://./data/blobs");
+        assert_eq!(c.generator, GeneratorChoice::Relief);
+        assert_eq!(c.default_model, "tripo3d-v2.5");
+        assert_eq!(c.rate_limit_upload_per_minute, 10);
+        assert_eq!(c.rate_limit_per_hour, 100);
+        assert_eq!(c.max_files, 25);
+        assert_eq!(c.max_file_bytes, 10_485_760);
+        assert_eq!(c.max_image_pixels, 67_108_864);
+        assert_eq!(c.retention_hours, 168);
+        assert_eq!(c.worker_concurrency, 4);
+        assert!(c.metrics_addr.is_none());
+    }
+
+    #[test]
+    fn a_fal_key_makes_fal_the_default_generator() {
+        let c = config(&[("FAL_KEY_ID", "id"), ("FAL_KEY_SECRET", "s")]).unwrap();
+        assert_eq!(c.generator, GeneratorChoice::Fal);
+        assert_eq!(c.fal.unwrap().credentials.expose_secret(), "id:s");
+    }
+
+    #[test]
+    fn every_unparsable_variable_is_reported() {
+        let err = config(&[
+            ("BIND_ADDR", "nowhere"),
+            ("MAX_FILES", "-1"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8, bogus"),
+            ("ENVIRONMENT", "staging"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for name in ["BIND_ADDR", "MAX_FILES", "TRUSTED_PROXIES", "ENVIRONMENT"] {
+            assert!(text.contains(name), "{name} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn production_refuses_weak_or_missing_secrets_and_wildcards() {
+        let c = config(&[
+            ("ENVIRONMENT", "production"),
+            ("API_KEY", "short"),
+            (
+                "ADMIN_API_KEY",
+                "your-admin-api-key-goes-here-please-change",
+            ),
+            ("BACKEND_CORS_ORIGINS", "*"),
+        ])
+        .unwrap();
+        let problems = c.problems().join("\n");
+        assert!(problems.contains("SECRET_KEY is required"));
+        assert!(problems.contains("API_KEY is shorter"));
+        assert!(problems.contains("ADMIN_API_KEY looks like a placeholder"));
+        assert!(problems.contains("not *"));
+        assert!(problems.contains("ALLOWED_HOSTS is required"));
+    }
+
+    #[test]
+    fn equal_user_and_admin_keys_are_refused_everywhere() {
+        let c = config(&[("API_KEY", "same"), ("ADMIN_API_KEY", "same")]).unwrap();
+        assert!(c.fatal_problems().iter().any(|p| p.contains("must differ")));
+    }
+
+    #[test]
+    fn redacted_output_never_contains_a_secret() {
+        let c = config(&[
+            ("API_KEY", "user-secret-value"),
+            ("ADMIN_API_KEY", "admin-secret-value"),
+            ("SECRET_KEY", "server-secret-value"),
+            ("FAL_KEY", "fal-secret-value"),
+            ("DATABASE_URL", "postgres://app:db-password@db/app"),
+            ("REDIS_URL", "redis://:redis-password@cache:6379"),
+        ])
+        .unwrap();
+        let shown = format!("{}{}", c, c.to_redacted_json());
+        for secret in [
+            "user-secret-value",
+            "admin-secret-value",
+            "server-secret-value",
+            "fal-secret-value",
+            "db-password",
+            "redis-password",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked");
+        }
+        assert!(shown.contains("postgres://app:***@db/app"));
+    }
+}

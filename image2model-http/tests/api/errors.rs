@@ -1,0 +1,59 @@
+use crate::helpers::{USER_KEY, error_code, spawn_app};
+
+#[tokio::test]
+async fn unknown_routes_are_an_enveloped_404() {
+    let app = spawn_app().await;
+    for path in [
+        "/nope",
+        "/api/v1/nope",
+        "/api/v2/jobs",
+        "/static/../../Cargo.toml",
+        "/static/secret.txt",
+    ] {
+        let resp = app.get(path, Some(USER_KEY)).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(error_code(resp).await, "not_found", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_an_enveloped_405() {
+    let app = spawn_app().await;
+
+    let resp = app
+        .client
+        .put(app.url("/api/v1/jobs"))
+        .bearer_auth(USER_KEY)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(resp.status(), 405);
+    assert_eq!(error_code(resp).await, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn errors_are_json_with_the_envelope_content_type() {
+    let app = spawn_app().await;
+
+    let resp = app.get("/api/v1/jobs?limit=0", Some(USER_KEY)).await;
+
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(error_code(resp).await, "invalid_request");
+}
+
+#[tokio::test]
+async fn health_says_ok_and_nothing_else_and_ready_is_200() {
+    let app = spawn_app().await;
+
+    let health: serde_json::Value = app.get("/health", None).await.json().await.unwrap();
+    let ready = app.get("/ready", None).await;
+
+    assert_eq!(health, serde_json::json!({"status": "ok"}));
+    assert_eq!(ready.status(), 200);
+}

@@ -1,0 +1,403 @@
+//! `spawn_app()` starts the real server on 127.0.0.1:0 with its own temp dir
+//! and stores; [`TestApp`] has one helper per endpoint.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use image2model_core::WorkerConfig;
+use image2model_core::auth::StaticKeys;
+use image2model_core::domain::{ApiKeyId, BlobPrefix, ModelName};
+use image2model_core::generators::relief::ReliefGenerator;
+use image2model_core::ports::{
+    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, ModelGenerator, ModelInfo,
+    Principal, Role,
+};
+use image2model_http::config::Config;
+use image2model_http::{App, SpawnedApp};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+pub const USER_KEY: &str = "test-user-key-0123456789abcdef0123";
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef012";
+pub const OTHER_KEY: &str = "test-other-key-0123456789abcdef012";
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub app: SpawnedApp,
+    pub dir: tempfile::TempDir,
+}
+
+/// A generator for tests whose one model, `test-hold`, runs until cancelled
+/// (for cancellation and not-ready tests). The default model is `relief`.
+#[derive(Debug, Default)]
+pub struct HoldGenerator;
+
+#[async_trait]
+impl ModelGenerator for HoldGenerator {
+    fn name(&self) -> &str {
+        "test"
+    }
+
+    fn models(&self) -> Vec<ModelInfo> {
+        vec![ModelInfo {
+            name: ModelName::parse("test-hold").unwrap(),
+            generator: "test".into(),
+            description: "runs until cancelled (tests)".into(),
+        }]
+    }
+
+    async fn generate(
+        &self,
+        _request: GenerateRequest,
+        ctx: GenerateContext<'_>,
+    ) -> Result<GeneratedModel, GenerateError> {
+        ctx.cancel.cancelled().await;
+        Err(GenerateError::Cancelled)
+    }
+}
+
+/// The base variables of every test server.
+fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
+    let _ = dir;
+    [
+        ("API_KEY", USER_KEY),
+        ("ADMIN_API_KEY", ADMIN_KEY),
+        ("DATABASE_URL", "memory://"),
+        ("STORAGE_URL", "memory://"),
+        ("RATE_LIMIT_UPLOAD_PER_MINUTE", "1000"),
+        ("RATE_LIMIT_PER_HOUR", "100000"),
+        ("MAX_FILES", "3"),
+        ("MAX_FILE_BYTES", "200000"),
+        ("MAX_IMAGE_PIXELS", "4000000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A server with generous rate limits and small upload bounds (3 files of
+/// 200 kB, 4 Mpx).
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose variables `tweak` may change.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    spawn(tweak, true).await
+}
+
+/// A server whose generators come from its configuration (`GENERATOR`,
+/// `FAL_*`), as in production.
+pub async fn spawn_app_configured(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
+    spawn(tweak, false).await
+}
+
+async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators: bool) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut vars = base_vars(dir.path());
+    tweak(&mut vars);
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).expect("test config");
+    let mut keys = StaticKeys::bootstrap(config.api_key.clone(), config.admin_api_key.clone());
+    keys.add(
+        &OTHER_KEY.into(),
+        Principal {
+            key_id: ApiKeyId::parse("other-user").unwrap(),
+            role: Role::User,
+        },
+    );
+    let mut builder = App::builder(config);
+    if test_generators {
+        builder = builder.generators(vec![
+            Arc::new(ReliefGenerator::default()),
+            Arc::new(HoldGenerator),
+        ]);
+    }
+    let app = builder
+        .auth(Arc::new(keys))
+        .event_poll_interval(Duration::from_millis(100))
+        .worker(WorkerConfig {
+            shutdown_grace: Duration::from_millis(300),
+            ..WorkerConfig::default()
+        })
+        .build()
+        .await
+        .expect("app builds");
+    let app = app
+        .spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("server starts");
+    TestApp {
+        base: format!("http://{}", app.addr),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        app,
+        dir,
+    }
+}
+
+/// One file part.
+pub fn file_part(name: &str, bytes: Vec<u8>) -> Part {
+    Part::bytes(bytes).file_name(name.to_owned())
+}
+
+/// A PNG of `w × h`.
+pub fn png(w: u32, h: u32) -> Vec<u8> {
+    image2model_core::testing::images::png(w, h)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// GET `path` with `key` (none when `None`).
+    pub async fn get(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// DELETE `path` with `key`.
+    pub async fn delete(&self, path: &str, key: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.delete(self.url(path));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// GET /api/v1/upload.
+    pub async fn upload_policy(&self, key: Option<&str>) -> reqwest::Response {
+        self.get("/api/v1/upload", key).await
+    }
+
+    /// POST /api/v1/upload with a form, as `key`, maybe with an idempotency key.
+    pub async fn upload_form(
+        &self,
+        form: Form,
+        key: Option<&str>,
+        idempotency_key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url("/api/v1/upload")).multipart(form);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        if let Some(i) = idempotency_key {
+            req = req.header("Idempotency-Key", i);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Uploads files as the user (default model).
+    pub async fn upload(&self, files: Vec<(&str, Vec<u8>)>) -> reqwest::Response {
+        let mut form = Form::new();
+        for (name, bytes) in files {
+            form = form.part("files", file_part(name, bytes));
+        }
+        self.upload_form(form, Some(USER_KEY), None).await
+    }
+
+    /// Uploads and returns the 202 job JSON.
+    pub async fn upload_ok(&self, files: Vec<(&str, Vec<u8>)>) -> Value {
+        let resp = self.upload(files).await;
+        assert_eq!(
+            resp.status(),
+            202,
+            "upload failed: {}",
+            resp.text().await.unwrap()
+        );
+        resp.json().await.unwrap()
+    }
+
+    /// GET /api/v1/jobs/{id}.
+    pub async fn get_job(&self, job_id: &str, key: &str) -> reqwest::Response {
+        self.get(&format!("/api/v1/jobs/{job_id}"), Some(key)).await
+    }
+
+    /// GET /api/v1/jobs?query.
+    pub async fn list_jobs(&self, query: &str, key: &str) -> reqwest::Response {
+        self.get(&format!("/api/v1/jobs{query}"), Some(key)).await
+    }
+
+    /// GET /api/v1/jobs/{id}/events, read to the end (at most 30 s): the
+    /// `job` events' data.
+    pub async fn events(&self, job_id: &str, key: &str) -> Vec<Value> {
+        let resp = self
+            .get(&format!("/api/v1/jobs/{job_id}/events"), Some(key))
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        let mut stream = resp.bytes_stream();
+        let mut text = String::new();
+        let read = async {
+            while let Some(chunk) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the event stream ends after the job ends");
+        parse_sse(&text)
+    }
+
+    /// Waits (via SSE) until the job ends and returns its last state.
+    pub async fn wait_for_end(&self, job_id: &str) -> Value {
+        self.events(job_id, USER_KEY)
+            .await
+            .pop()
+            .expect("at least one event")
+    }
+
+    /// DELETE /api/v1/jobs/{id}.
+    pub async fn delete_job(&self, job_id: &str, key: &str) -> reqwest::Response {
+        self.delete(&format!("/api/v1/jobs/{job_id}"), Some(key))
+            .await
+    }
+
+    /// GET a model URL (as given in `model_url`), with `?format=` when set.
+    pub async fn download(
+        &self,
+        model_url: &str,
+        format: Option<&str>,
+        key: &str,
+    ) -> reqwest::Response {
+        let path = match format {
+            Some(f) => format!("{model_url}?format={f}"),
+            None => model_url.to_owned(),
+        };
+        self.get(&path, Some(key)).await
+    }
+
+    /// GET /api/v1/admin/system-health.
+    pub async fn system_health(&self, key: Option<&str>) -> reqwest::Response {
+        self.get("/api/v1/admin/system-health", key).await
+    }
+
+    /// GET /api/v1/admin/jobs.
+    pub async fn admin_jobs(&self, key: &str) -> reqwest::Response {
+        self.get("/api/v1/admin/jobs", Some(key)).await
+    }
+
+    /// DELETE /api/v1/admin/jobs/{id}.
+    pub async fn admin_delete_job(&self, job_id: &str, key: &str) -> reqwest::Response {
+        self.delete(&format!("/api/v1/admin/jobs/{job_id}"), Some(key))
+            .await
+    }
+
+    /// Every stored blob key.
+    pub async fn blob_keys(&self) -> Vec<String> {
+        self.app
+            .state
+            .pipeline
+            .blob_store()
+            .list(&BlobPrefix::root())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.key.as_str().to_owned())
+            .collect()
+    }
+
+    /// Every file under the app's temp dir except the job database: leftover
+    /// blobs and staging files of a file blob store.
+    pub fn stored_files(&self) -> Vec<std::path::PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else if !path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("image2model.db"))
+                {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.dir.path(), &mut out);
+        out
+    }
+
+    /// Asserts that no upload is stored, in the blob store or on disk.
+    pub async fn assert_no_uploads(&self) {
+        let uploads: Vec<String> = self
+            .blob_keys()
+            .await
+            .into_iter()
+            .filter(|k| k.starts_with("uploads/"))
+            .collect();
+        assert!(uploads.is_empty(), "uploads left in the store: {uploads:?}");
+        let files = self.stored_files();
+        assert!(files.is_empty(), "files left on disk: {files:?}");
+    }
+
+    /// How many jobs exist (any owner).
+    pub async fn job_count(&self) -> usize {
+        let resp = self.admin_jobs(ADMIN_KEY).await;
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        body["jobs"].as_array().unwrap().len()
+    }
+}
+
+/// The data of each `job` event.
+pub fn parse_sse(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for block in text.split("\n\n") {
+        let mut event = None;
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = Some(v.trim().to_owned());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.trim_start());
+            }
+        }
+        if event.as_deref() == Some("job") && !data.is_empty() {
+            out.push(serde_json::from_str(&data).expect("event data is JSON"));
+        }
+    }
+    out
+}
+
+/// Asserts the envelope shape and returns its code.
+pub async fn error_code(resp: reqwest::Response) -> String {
+    let request_id = resp
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = resp.json().await.expect("error body is JSON");
+    let error = &body["error"];
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(
+        error["request_id"].as_str(),
+        Some(request_id.as_str()),
+        "{body}"
+    );
+    error["code"].as_str().expect("code").to_owned()
+}

@@ -1,0 +1,16 @@
+//! The HTTP API, end to end: the real server on a free port, driven with
+//! reqwest. One binary; one module per feature.
+
+mod helpers;
+
+mod admin;
+mod auth;
+mod errors;
+mod fal;
+mod headers;
+mod jobs;
+mod openapi;
+mod rate_limit;
+mod shutdown;
+mod upload;
+mod web;

@@ -1,0 +1,87 @@
+//! The generated OpenAPI document against the checked-in snapshot, so that an
+//! API change is always a visible diff. `UPDATE_SNAPSHOTS=1` rewrites it.
+
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+const SNAPSHOT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/api/openapi.snapshot.json"
+);
+
+#[tokio::test]
+async fn the_openapi_document_matches_the_snapshot() {
+    let app = spawn_app().await;
+
+    let resp = app.get("/api/v1/openapi.json", None).await;
+
+    assert_eq!(resp.status(), 200);
+    let spec: Value = resp.json().await.unwrap();
+    let pretty = serde_json::to_string_pretty(&spec).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(SNAPSHOT, &pretty).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(SNAPSHOT).unwrap_or_else(|_| {
+        panic!("no snapshot at {SNAPSHOT}: run with UPDATE_SNAPSHOTS=1 to write it, then review and commit it")
+    });
+    if expected != pretty {
+        let (line, (want, got)) = expected
+            .lines()
+            .zip(pretty.lines())
+            .enumerate()
+            .find(|(_, (a, b))| a != b)
+            .map(|(i, pair)| (i + 1, pair))
+            .unwrap_or((
+                expected.lines().count().min(pretty.lines().count()) + 1,
+                ("<end>", "<end>"),
+            ));
+        panic!(
+            "the OpenAPI document changed (first difference at line {line}):\n  snapshot: {want}\n  now:      {got}\n\
+             If the change is intended, run `UPDATE_SNAPSHOTS=1 cargo test -p image2model-http --test api openapi` and commit the snapshot."
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_document_declares_bearer_auth_and_the_multipart_body() {
+    let app = spawn_app().await;
+
+    let spec: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let schemes = &spec["components"]["securitySchemes"];
+    assert_eq!(schemes["UserKey"]["scheme"], "bearer");
+    assert_eq!(schemes["AdminKey"]["scheme"], "bearer");
+    let upload = &spec["paths"]["/upload"]["post"];
+    assert!(upload["requestBody"]["content"]["multipart/form-data"].is_object());
+    for status in ["202", "400", "401", "413", "415", "429"] {
+        assert!(
+            upload["responses"][status].is_object(),
+            "upload lacks {status}"
+        );
+    }
+    let model = &spec["paths"]["/jobs/{job_id}/items/{item_id}/model"]["get"];
+    assert!(model["responses"]["200"]["content"]["model/gltf-binary"].is_object());
+    assert_eq!(spec["servers"][0]["url"], "/api/v1");
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_at_docs() {
+    let app = spawn_app().await;
+
+    let resp = app.get("/docs", None).await;
+
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("'unsafe-inline'"), "{csp}");
+    assert!(resp.text().await.unwrap().contains("swagger"));
+}
