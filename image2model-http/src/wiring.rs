@@ -7,7 +7,7 @@ use image2model_core::Generators;
 use image2model_core::auth::StaticKeys;
 use image2model_core::generators::fal::FalGenerator;
 use image2model_core::generators::relief::ReliefGenerator;
-use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
+use image2model_core::memory::MemoryJobStore;
 use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
 use secrecy::ExposeSecret;
 
@@ -28,34 +28,30 @@ pub enum BuildError {
     Generators(String),
 }
 
-/// The job store named by `DATABASE_URL`.
+/// The job store named by `DATABASE_URL` (`sqlite://…`, `postgres://…`, or
+/// `memory://` for a throwaway one).
 ///
 /// # Errors
 /// [`BuildError::Store`] for an unsupported or unreachable URL.
 pub async fn job_store(config: &Config) -> Result<Arc<dyn JobStore>, BuildError> {
     let url = config.database_url.expose_secret();
+    // An in-memory job store for trials and tests (lost on exit).
     if url.starts_with("memory:") {
         return Ok(Arc::new(MemoryJobStore::default()));
     }
-    Err(BuildError::Store(format!(
-        "DATABASE_URL scheme {:?} is not supported by this build; use memory://",
-        url.split(':').next().unwrap_or("")
-    )))
+    image2model_store::open_job_store(url)
+        .await
+        .map_err(|e| BuildError::Store(e.to_string()))
 }
 
-/// The blob store named by `STORAGE_URL`.
+/// The blob store named by `STORAGE_URL` (`file://…`, `s3://…`, `memory://`).
 ///
 /// # Errors
 /// [`BuildError::Store`] for an unsupported or unreachable URL.
 pub async fn blob_store(config: &Config) -> Result<Arc<dyn BlobStore>, BuildError> {
-    let url = &config.storage_url;
-    if url.starts_with("memory:") {
-        return Ok(Arc::new(MemoryBlobStore::default()));
-    }
-    Err(BuildError::Store(format!(
-        "STORAGE_URL scheme {:?} is not supported by this build; use memory://",
-        url.split(':').next().unwrap_or("")
-    )))
+    image2model_store::open_blob_store(&config.storage_url)
+        .await
+        .map_err(|e| BuildError::Store(e.to_string()))
 }
 
 /// Where `system-health` measures the disk: the blob directory for

@@ -63,12 +63,9 @@ impl ModelGenerator for HoldGenerator {
 
 /// The base variables of every test server.
 fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
-    let _ = dir;
-    [
+    let mut vars: HashMap<String, String> = [
         ("API_KEY", USER_KEY),
         ("ADMIN_API_KEY", ADMIN_KEY),
-        ("DATABASE_URL", "memory://"),
-        ("STORAGE_URL", "memory://"),
         ("RATE_LIMIT_UPLOAD_PER_MINUTE", "1000"),
         ("RATE_LIMIT_PER_HOUR", "100000"),
         ("MAX_FILES", "3"),
@@ -77,7 +74,17 @@ fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
+    .collect();
+    // SQLite and local files in the test's own directory, as in production.
+    vars.insert(
+        "DATABASE_URL".into(),
+        format!("sqlite://{}/image2model.db", dir.display()),
+    );
+    vars.insert(
+        "STORAGE_URL".into(),
+        format!("file://{}/blobs", dir.display()),
+    );
+    vars
 }
 
 /// A server with generous rate limits and small upload bounds (3 files of
