@@ -102,6 +102,9 @@ pub struct Config {
     pub retention_hours: u64,
     /// `WORKER_CONCURRENCY`.
     pub worker_concurrency: usize,
+    /// `WORKER_LEASE_SECONDS`: how long a worker's claim on an item holds
+    /// without renewal, so how soon a crashed worker's items are picked up.
+    pub worker_lease_seconds: u64,
     /// `METRICS_ADDR`.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -139,6 +142,7 @@ pub const VARIABLES: &[&str] = &[
     "MAX_IMAGE_PIXELS",
     "RETENTION_HOURS",
     "WORKER_CONCURRENCY",
+    "WORKER_LEASE_SECONDS",
     "METRICS_ADDR",
 ];
 
@@ -322,6 +326,7 @@ impl Config {
             max_image_pixels: r.positive("MAX_IMAGE_PIXELS", 8192 * 8192),
             retention_hours: r.positive("RETENTION_HOURS", 168),
             worker_concurrency: r.positive("WORKER_CONCURRENCY", 4),
+            worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
             metrics_addr,
         };
         if r.errors.is_empty() {
@@ -437,6 +442,7 @@ impl Config {
             "MAX_IMAGE_PIXELS": self.max_image_pixels,
             "RETENTION_HOURS": self.retention_hours,
             "WORKER_CONCURRENCY": self.worker_concurrency,
+            "WORKER_LEASE_SECONDS": self.worker_lease_seconds,
             "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
         })
     }

@@ -210,6 +210,9 @@ impl AppBuilder {
         if worker.concurrency == WorkerConfig::default().concurrency {
             worker.concurrency = self.config.worker_concurrency;
         }
+        if worker.lease == WorkerConfig::default().lease {
+            worker.lease = Duration::from_secs(self.config.worker_lease_seconds);
+        }
         let state = AppState {
             pipeline,
             disk_path: wiring::disk_path(&self.config),

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod crash;
 mod errors;
 mod fal;
 mod headers;
