@@ -530,6 +530,10 @@ impl LoadedJob {
 
     /// Requests cancellation: queued and running items become cancelled.
     pub(crate) fn cancel(&mut self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        if self.job.status.is_terminal() {
+            // Nothing to cancel; leave `updated_at` alone so cleanup ages it.
+            return Ok(());
+        }
         self.job.cancel_requested = true;
         for idx in 0..self.job.items.len() {
             if !self.job.items[idx].status.is_terminal() {

@@ -1110,6 +1110,15 @@ pub async fn cancel_cancels_queued_and_running_items_and_leaves_ended_ones(
             .expect("release"),
         "a cancelled item cannot be released back to the queue"
     );
+    let again = store
+        .cancel_job(job.job_id)
+        .await
+        .expect("cancel_job")
+        .expect("job exists");
+    assert_eq!(
+        again, cancelled,
+        "cancelling an ended job changes nothing, updated_at included"
+    );
     assert_nothing_claimable(&store, "the job was cancelled").await;
 }
 
