@@ -37,11 +37,13 @@
 //! - [`generators`]: the offline relief generator and the FAL.AI client.
 //! - [`gltf`]: writing, reading and converting binary glTF.
 //! - [`memory`]: in-memory job and blob stores.
+//! - [`checked_stream`]: checking a byte stream while a store consumes it.
 //! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
 //! - `testing` (feature `testing`): conformance suites for the ports and the
 //!   fake FAL server.
 
 pub mod auth;
+pub mod checked_stream;
 pub mod domain;
 pub mod generators;
 pub mod gltf;

@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::domain::{
-    ApiKeyId, BlobKey, BlobPrefix, Item, ItemError, ItemId, ItemStatus, Job, JobId, JobStatus,
-    Progress,
+    ApiKeyId, BlobKey, BlobPrefix, ItemError, ItemId, ItemStatus, Job, JobId, Progress,
 };
 use crate::ports::{
     AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim,
@@ -70,9 +69,6 @@ fn touch(job: &mut Job, idx: Option<usize>) {
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
-        if new.items.is_empty() {
-            return Err(StoreError::Backend("a job needs at least one item".into()));
-        }
         let mut st = self.state.lock().expect("memory store lock");
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = st
@@ -82,40 +78,7 @@ impl JobStore for MemoryJobStore {
         {
             return Ok(CreateOutcome::Existing(existing.clone()));
         }
-        let now = Utc::now();
-        let items = new
-            .items
-            .into_iter()
-            .map(|i| Item {
-                item_id: i.item_id,
-                filename: i.filename,
-                content_type: i.content_type,
-                size_bytes: i.size_bytes,
-                width: i.width,
-                height: i.height,
-                upload_key: i.upload_key,
-                status: ItemStatus::Queued,
-                progress: Progress::ZERO,
-                error: None,
-                model_key: None,
-                preview_key: None,
-                remote_request_id: None,
-                attempts: 0,
-                updated_at: now,
-            })
-            .collect::<Vec<_>>();
-        let job = Job {
-            job_id: new.job_id,
-            owner: new.owner,
-            status: JobStatus::Queued,
-            progress: Progress::ZERO,
-            options: new.options,
-            idempotency_key: new.idempotency_key,
-            cancel_requested: false,
-            created_at: now,
-            updated_at: now,
-            items,
-        };
+        let job = new.into_job(Utc::now())?;
         for i in &job.items {
             st.item_jobs.insert(i.item_id, job.job_id);
         }

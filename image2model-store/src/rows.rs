@@ -356,42 +356,7 @@ pub(crate) fn load_jobs(rows: Vec<JobRow>, items: Vec<ItemRow>) -> Result<Vec<Jo
 
 /// The job a [`NewJob`] becomes: queued, progress 0, times `now`.
 pub(crate) fn new_job(new: NewJob, now: DateTime<Utc>) -> Result<Job, StoreError> {
-    if new.items.is_empty() {
-        return Err(StoreError::Backend("a job needs at least one item".into()));
-    }
-    let items = new
-        .items
-        .into_iter()
-        .map(|i| Item {
-            item_id: i.item_id,
-            filename: i.filename,
-            content_type: i.content_type,
-            size_bytes: i.size_bytes,
-            width: i.width,
-            height: i.height,
-            upload_key: i.upload_key,
-            status: ItemStatus::Queued,
-            progress: Progress::ZERO,
-            error: None,
-            model_key: None,
-            preview_key: None,
-            remote_request_id: None,
-            attempts: 0,
-            updated_at: now,
-        })
-        .collect();
-    Ok(Job {
-        job_id: new.job_id,
-        owner: new.owner,
-        status: JobStatus::Queued,
-        progress: Progress::ZERO,
-        options: new.options,
-        idempotency_key: new.idempotency_key,
-        cancel_requested: false,
-        created_at: now,
-        updated_at: now,
-        items,
-    })
+    new.into_job(now)
 }
 
 impl LoadedJob {

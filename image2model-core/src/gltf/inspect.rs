@@ -1,13 +1,6 @@
 //! Checking a GLB while it streams: magic, version, declared length, size cap.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use futures::Stream;
-
+use crate::checked_stream::{StreamCheck, Verdict, checked};
 use crate::ports::{ByteStream, GenerateError};
 
 const GLB_MAGIC: &[u8; 4] = b"glTF";
@@ -114,73 +107,26 @@ impl GlbInspector {
     }
 }
 
-type Verdict = Arc<Mutex<Option<Result<u64, GenerateError>>>>;
+impl StreamCheck for GlbInspector {
+    type Output = u64;
+    type Error = GenerateError;
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), GenerateError> {
+        GlbInspector::feed(self, chunk)
+    }
+
+    fn finish(self) -> Result<u64, GenerateError> {
+        GlbInspector::finish(self)
+    }
+}
 
 /// Reads the verdict of a stream wrapped by [`inspect_glb_stream`].
-#[derive(Debug, Clone)]
-pub struct GlbVerdict(Verdict);
-
-impl GlbVerdict {
-    /// `None` while the stream has not ended or when its source failed.
-    #[must_use]
-    pub fn get(&self) -> Option<Result<u64, GenerateError>> {
-        self.0.lock().expect("glb verdict lock").clone()
-    }
-}
-
-struct Inspecting {
-    inner: ByteStream,
-    inspector: Option<GlbInspector>,
-    verdict: Verdict,
-}
-
-impl Inspecting {
-    fn reject(&mut self, error: GenerateError) -> io::Error {
-        self.inspector = None;
-        *self.verdict.lock().expect("glb verdict lock") = Some(Err(error.clone()));
-        io::Error::other(error)
-    }
-}
-
-impl Stream for Inspecting {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let Some(inspector) = this.inspector.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => match inspector.feed(&chunk) {
-                Ok(()) => Poll::Ready(Some(Ok(chunk))),
-                Err(e) => Poll::Ready(Some(Err(this.reject(e)))),
-            },
-            Poll::Ready(Some(Err(e))) => {
-                this.inspector = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => match this.inspector.take().expect("checked above").finish() {
-                Ok(n) => {
-                    *this.verdict.lock().expect("glb verdict lock") = Some(Ok(n));
-                    Poll::Ready(None)
-                }
-                Err(e) => Poll::Ready(Some(Err(this.reject(e)))),
-            },
-        }
-    }
-}
+pub type GlbVerdict = Verdict<GlbInspector>;
 
 /// Wraps a model stream so that it is validated as a GLB while it is stored.
 #[must_use]
 pub fn inspect_glb_stream(body: ByteStream, max_bytes: u64) -> (ByteStream, GlbVerdict) {
-    let verdict: Verdict = Arc::new(Mutex::new(None));
-    let stream = Inspecting {
-        inner: body,
-        inspector: Some(GlbInspector::new(max_bytes)),
-        verdict: verdict.clone(),
-    };
-    (Box::pin(stream), GlbVerdict(verdict))
+    checked(body, GlbInspector::new(max_bytes))
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl Upload {
         let (stream, verdict) = inspect_stream(body, FileInspector::new(limits, self.bytes));
         let blobs = self.pipeline.blob_store().clone();
         blobs.put(&key, stream).await?;
-        let file = match verdict.verdict() {
+        let file = match verdict.get() {
             Some(Ok(file)) => file,
             other => {
                 let _ = blobs.delete(&key).await;

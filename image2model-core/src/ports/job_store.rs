@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ApiKeyId, BlobKey, DisplayName, GenerateOptions, ImageKind, Item, ItemError, ItemId, Job, JobId,
+    ApiKeyId, BlobKey, DisplayName, GenerateOptions, ImageKind, Item, ItemError, ItemId,
+    ItemStatus, Job, JobId, JobStatus, Progress,
 };
 
 /// A job to create, with its items (whose images are already stored).
@@ -23,6 +24,51 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Its items, in upload order (at least one).
     pub items: Vec<NewItem>,
+}
+
+impl NewJob {
+    /// The job this becomes when stored: queued, progress 0, times `now`.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] for a job without items.
+    pub fn into_job(self, now: DateTime<Utc>) -> Result<Job, StoreError> {
+        if self.items.is_empty() {
+            return Err(StoreError::Backend("a job needs at least one item".into()));
+        }
+        let items = self
+            .items
+            .into_iter()
+            .map(|i| Item {
+                item_id: i.item_id,
+                filename: i.filename,
+                content_type: i.content_type,
+                size_bytes: i.size_bytes,
+                width: i.width,
+                height: i.height,
+                upload_key: i.upload_key,
+                status: ItemStatus::Queued,
+                progress: Progress::ZERO,
+                error: None,
+                model_key: None,
+                preview_key: None,
+                remote_request_id: None,
+                attempts: 0,
+                updated_at: now,
+            })
+            .collect();
+        Ok(Job {
+            job_id: self.job_id,
+            owner: self.owner,
+            status: JobStatus::Queued,
+            progress: Progress::ZERO,
+            options: self.options,
+            idempotency_key: self.idempotency_key,
+            cancel_requested: false,
+            created_at: now,
+            updated_at: now,
+            items,
+        })
+    }
 }
 
 /// One item of a [`NewJob`].

@@ -1,14 +1,7 @@
 //! Checking a file while it streams.
 
-use std::io;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use futures::Stream;
-
 use super::{HEADER_SCAN_LIMIT, UploadLimits, ValidationError, dimensions, sniff};
+use crate::checked_stream::{StreamCheck, Verdict, checked};
 use crate::domain::ImageKind;
 use crate::ports::ByteStream;
 
@@ -140,64 +133,21 @@ impl FileInspector {
     }
 }
 
+impl StreamCheck for FileInspector {
+    type Output = InspectedFile;
+    type Error = ValidationError;
+
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), ValidationError> {
+        FileInspector::feed(self, chunk)
+    }
+
+    fn finish(self) -> Result<InspectedFile, ValidationError> {
+        FileInspector::finish(self)
+    }
+}
+
 /// Reads the verdict of a stream wrapped by [`inspect_stream`].
-#[derive(Debug, Clone)]
-pub struct InspectionHandle(Arc<Mutex<Option<Result<InspectedFile, ValidationError>>>>);
-
-impl InspectionHandle {
-    /// The verdict: `None` while the stream has not ended (or ended early
-    /// because its source failed).
-    #[must_use]
-    pub fn verdict(&self) -> Option<Result<InspectedFile, ValidationError>> {
-        self.0.lock().expect("inspection lock").clone()
-    }
-}
-
-struct Inspecting {
-    inner: ByteStream,
-    inspector: Option<FileInspector>,
-    verdict: Arc<Mutex<Option<Result<InspectedFile, ValidationError>>>>,
-}
-
-impl Inspecting {
-    fn reject(&mut self, error: ValidationError) -> io::Error {
-        self.inspector = None;
-        *self.verdict.lock().expect("inspection lock") = Some(Err(error.clone()));
-        io::Error::other(error)
-    }
-}
-
-impl Stream for Inspecting {
-    type Item = io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let Some(inspector) = this.inspector.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => match inspector.feed(&chunk) {
-                Ok(()) => Poll::Ready(Some(Ok(chunk))),
-                Err(e) => Poll::Ready(Some(Err(this.reject(e)))),
-            },
-            Poll::Ready(Some(Err(e))) => {
-                this.inspector = None;
-                Poll::Ready(Some(Err(e)))
-            }
-            Poll::Ready(None) => {
-                let inspector = this.inspector.take().expect("checked above");
-                match inspector.finish() {
-                    Ok(file) => {
-                        *this.verdict.lock().expect("inspection lock") = Some(Ok(file));
-                        Poll::Ready(None)
-                    }
-                    Err(e) => Poll::Ready(Some(Err(this.reject(e)))),
-                }
-            }
-        }
-    }
-}
+pub type InspectionHandle = Verdict<FileInspector>;
 
 /// Wraps `body` so that it is validated as it is read: the first rejection
 /// becomes an `io::Error` (wrapping the [`ValidationError`]) that aborts the
@@ -207,19 +157,14 @@ pub fn inspect_stream(
     body: ByteStream,
     inspector: FileInspector,
 ) -> (ByteStream, InspectionHandle) {
-    let verdict = Arc::new(Mutex::new(None));
-    let stream = Inspecting {
-        inner: body,
-        inspector: Some(inspector),
-        verdict: verdict.clone(),
-    };
-    (Box::pin(stream), InspectionHandle(verdict))
+    checked(body, inspector)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::images;
+    use bytes::Bytes;
     use futures::StreamExt;
 
     fn limits() -> UploadLimits {
@@ -311,10 +256,7 @@ mod tests {
             err.get_ref().unwrap().downcast_ref::<ValidationError>(),
             Some(&ValidationError::UnsupportedType)
         );
-        assert_eq!(
-            handle.verdict(),
-            Some(Err(ValidationError::UnsupportedType))
-        );
+        assert_eq!(handle.get(), Some(Err(ValidationError::UnsupportedType)));
         assert!(stream.next().await.is_none());
 
         let png = images::png(5, 4);
@@ -324,6 +266,6 @@ mod tests {
         );
         let collected: Vec<_> = stream.collect().await;
         assert_eq!(collected.len(), 1);
-        assert_eq!(handle.verdict().unwrap().unwrap().size, png.len() as u64);
+        assert_eq!(handle.get().unwrap().unwrap().size, png.len() as u64);
     }
 }
