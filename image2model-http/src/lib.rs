@@ -34,6 +34,7 @@
 
 pub mod api;
 pub mod config;
+pub mod metrics;
 pub mod security;
 pub mod web;
 pub mod wiring;

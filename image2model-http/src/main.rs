@@ -194,9 +194,6 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
     if config.redis_url.is_some() {
         tracing::warn!("REDIS_URL is set but rate limits are kept per process in this version");
     }
-    if config.metrics_addr.is_some() {
-        tracing::warn!("METRICS_ADDR is set but metrics are not served in this version");
-    }
     if let Err(e) = ensure_data_dirs(&config) {
         eprintln!("error: cannot create the data directories: {e}");
         return ExitCode::FAILURE;
@@ -209,6 +206,7 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics_addr = config.metrics_addr;
     let app = match App::builder(config).role(role).build().await {
         Ok(app) => app,
         Err(e) => {
@@ -217,6 +215,13 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
+    if let Some(addr) = metrics_addr
+        && let Err(e) =
+            image2model_http::metrics::serve(addr, app.state().pipeline.clone(), shutdown.clone())
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {

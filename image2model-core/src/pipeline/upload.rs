@@ -113,7 +113,8 @@ impl Upload {
         body: ByteStream,
     ) -> Result<(), PipelineError> {
         let result = self.store_file(filename, body).await;
-        if result.is_err() {
+        if let Err(e) = &result {
+            metrics::counter!("image2model_uploads_total", "outcome" => e.code()).increment(1);
             self.discard().await;
         }
         result
@@ -156,6 +157,7 @@ impl Upload {
             }
         };
         self.bytes += file.size;
+        metrics::counter!("image2model_upload_bytes_total").increment(file.size);
         self.items.push(NewItem {
             item_id,
             filename: DisplayName::sanitize(filename),
@@ -175,6 +177,11 @@ impl Upload {
     /// on any error the stored files are removed.
     pub async fn commit(mut self, options: SubmitOptions) -> Result<Job, PipelineError> {
         let result = self.create(options).await;
+        let outcome = match &result {
+            Ok(_) => "accepted",
+            Err(e) => e.code(),
+        };
+        metrics::counter!("image2model_uploads_total", "outcome" => outcome).increment(1);
         if result.is_err() {
             self.discard().await;
         }

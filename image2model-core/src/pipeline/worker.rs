@@ -194,6 +194,7 @@ async fn process(
     let span = tracing::info_span!("item", %job_id, %item_id, attempt = claim.item.attempts, model = %claim.job.options.model);
     async move {
         tracing::info!("item claimed");
+        metrics::counter!("image2model_items_claimed_total").increment(1);
         let cancel = CancellationToken::new();
         pipeline.inner.running.lock().expect("running lock").insert(item_id, cancel.clone());
         pipeline.notify(job_id);
@@ -222,6 +223,7 @@ async fn process(
             })
         };
 
+        let started = std::time::Instant::now();
         let work = std::panic::AssertUnwindSafe(run_item(&pipeline, &claim, cancel.clone())).catch_unwind();
         let ending = tokio::select! {
             result = work => match result {
@@ -251,6 +253,13 @@ async fn process(
                 ItemOutcome::Failed(e) => format!("failed: {}", e.code),
                 ItemOutcome::Release => "released".to_owned(),
             };
+            let (kind, code) = match &outcome {
+                ItemOutcome::Succeeded { .. } => ("succeeded", String::new()),
+                ItemOutcome::Failed(e) => ("failed", e.code.clone()),
+                ItemOutcome::Release => ("released", String::new()),
+            };
+            metrics::counter!("image2model_items_finished_total", "outcome" => kind, "code" => code).increment(1);
+            metrics::histogram!("image2model_item_seconds", "outcome" => kind).record(started.elapsed().as_secs_f64());
             match pipeline.inner.jobs.finish_item(item_id, &claim.token, outcome).await {
                 Ok(true) => tracing::info!(outcome = %label, "item finished"),
                 Ok(false) => {

@@ -1,7 +1,6 @@
 //! The real `image2model` binary killed with SIGKILL while FAL works on an
 //! item, then started again: the job completes, and fal saw one submit.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig};
@@ -9,61 +8,15 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::helpers::{USER_KEY, png};
+use crate::process::{free_port, start};
 
-/// Kills the server when a test fails half-way.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start(port: u16, data: &std::path::Path, fake: &FakeFal) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_image2model"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .current_dir(data)
-        .env("API_KEY", USER_KEY)
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", data.join("jobs.db").display()),
-        )
-        .env(
-            "STORAGE_URL",
-            format!("file://{}", data.join("blobs").display()),
-        )
-        .env("FAL_API_KEY", fake.key())
-        .env("FAL_QUEUE_BASE_URL", fake.queue_base_url())
-        .env("FAL_STORAGE_BASE_URL", fake.storage_base_url())
-        .env("WORKER_LEASE_SECONDS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the image2model binary starts");
-    Server(child)
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the server did not become healthy");
+fn fal_env(fake: &FakeFal) -> Vec<(&'static str, String)> {
+    vec![
+        ("FAL_API_KEY", fake.key().to_owned()),
+        ("FAL_QUEUE_BASE_URL", fake.queue_base_url()),
+        ("FAL_STORAGE_BASE_URL", fake.storage_base_url()),
+        ("WORKER_LEASE_SECONDS", "1".to_owned()),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,8 +32,7 @@ async fn a_server_killed_mid_request_completes_the_job_after_restart_with_one_su
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
 
-    let mut server = start(port, data.path(), &fake);
-    wait_healthy(&client, &base).await;
+    let mut server = start(port, data.path(), &fal_env(&fake)).await;
     let form = Form::new().part("files", Part::bytes(png(32, 24)).file_name("chair.png"));
     let job: Value = client
         .post(format!("{base}/api/v1/upload"))
@@ -100,13 +52,12 @@ async fn a_server_killed_mid_request_completes_the_job_after_restart_with_one_su
         assert!(Instant::now() < deadline, "fal was never polled");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    server.0.kill().unwrap();
-    server.0.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
     assert_eq!(fake.submits(), 1);
     drop(server);
 
-    let _server = start(port, data.path(), &fake);
-    wait_healthy(&client, &base).await;
+    let _server = start(port, data.path(), &fal_env(&fake)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let done = loop {
         let job: Value = client
