@@ -450,7 +450,10 @@ impl KeyStore for MemoryKeyStore {
     }
 
     async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        Ok(self.keys.lock().expect("memory key lock").clone())
+        let mut keys = self.keys.lock().expect("memory key lock").clone();
+        // Oldest first, as the SQL stores order them.
+        keys.sort_by(|a, b| (a.created_at, &a.key_id).cmp(&(b.created_at, &b.key_id)));
+        Ok(keys)
     }
 
     async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
@@ -500,12 +503,16 @@ impl AuditLog for MemoryAuditLog {
         before: Option<DateTime<Utc>>,
     ) -> Result<Vec<AuditEvent>, StoreError> {
         let events = self.events.lock().expect("memory audit lock");
-        Ok(events
+        let mut found: Vec<AuditEvent> = events
             .iter()
             .rev()
             .filter(|e| before.is_none_or(|b| e.at < b))
-            .take(limit.min(1000) as usize)
             .cloned()
-            .collect())
+            .collect();
+        // Newest first by time; a stable sort keeps later-recorded events
+        // first among equal times, as the SQL stores do.
+        found.sort_by(|a, b| b.at.cmp(&a.at));
+        found.truncate(limit.min(1000) as usize);
+        Ok(found)
     }
 }

@@ -23,7 +23,12 @@
 //!
 //! - [`config`]: environment (+ `.env`) → typed [`config::Config`], secrets
 //!   as `SecretString`, redacted printing, production checks.
-//! - [`wiring`]: config → stores, generators, auth policy.
+//! - [`wiring`]: config → stores, generators, auth policy (the
+//!   [`KeyRegistry`]: bootstrap keys plus keys created at run time).
+//! - [`audit`]: the audit trail (structured log events and stored rows) and
+//!   the middleware that records refused requests.
+//! - [`cleanup`]: removal of old jobs, their files and orphan files, for
+//!   `POST /api/v1/admin/cleanup` and the hourly `RETENTION_HOURS` task.
 //! - [`api`]: the `/api/v1` operations (`upload`, `jobs`, `admin`), the
 //!   probes (`health`), the JSON shapes (`dto`), downloads (`model`) and the
 //!   error envelope (`error`).
@@ -33,6 +38,8 @@
 //! - `main.rs`: the `image2model` binary (`serve`, `convert`, `config check`).
 
 pub mod api;
+pub mod audit;
+pub mod cleanup;
 pub mod config;
 pub mod metrics;
 pub mod security;
@@ -45,7 +52,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
+use image2model_core::auth::{KeyRegistry, StaticKeys};
+use image2model_core::ports::{
+    AuditLog, AuthPolicy, BlobStore, JobStore, KeyStore, ModelGenerator,
+};
 use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
 use poem::endpoint::BoxEndpoint;
 use poem::listener::{Acceptor, TcpAcceptor};
@@ -54,6 +64,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::{AuditObserver, Entry};
+use crate::cleanup::CleanupSchedule;
 use crate::config::Config;
 use crate::security::auth::Authenticator;
 use crate::security::client_ip::ClientIpResolver;
@@ -99,6 +111,36 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where `system-health` measures the disk.
     pub disk_path: PathBuf,
+    /// Whether blobs are local files (then `disk-usage` reports their disk).
+    pub file_storage: bool,
+    /// Bootstrap keys and the stored keys of the admin keys API.
+    pub keys: KeyRegistry,
+    /// Where audit events are stored (see [`AppState::audit`]).
+    pub audit_log: Arc<dyn AuditLog>,
+    /// Resolves client addresses (the TCP peer, or a trusted proxy's header).
+    pub clients: ClientIpResolver,
+}
+
+impl AppState {
+    /// Records an audit event: a structured `tracing` event (target `audit`)
+    /// and a row of the audit log, stamped with the time and the current
+    /// request id. A storage failure is logged, never returned: auditing
+    /// must not turn a request into an error.
+    pub async fn audit(&self, entry: Entry) {
+        let event = entry.into_event();
+        tracing::info!(
+            target: "audit",
+            kind = %event.kind,
+            actor = event.actor.as_ref().map(|a| a.as_str()),
+            client_ip = event.client_ip.as_deref(),
+            request_id = event.request_id.as_deref(),
+            detail = %event.detail,
+            "audit event"
+        );
+        if let Err(e) = self.audit_log.record(event).await {
+            tracing::error!(error = %e, "could not store an audit event");
+        }
+    }
 }
 
 /// Builds an [`App`] with parts replaced (tests, embedding).
@@ -110,6 +152,10 @@ pub struct AppBuilder {
     blob_store: Option<Arc<dyn BlobStore>>,
     generators: Option<Vec<Arc<dyn ModelGenerator>>>,
     auth: Option<Arc<dyn AuthPolicy>>,
+    bootstrap_keys: Option<StaticKeys>,
+    key_store: Option<Arc<dyn KeyStore>>,
+    audit_log: Option<Arc<dyn AuditLog>>,
+    cleanup: CleanupSchedule,
     worker: WorkerConfig,
     event_poll_interval: Option<Duration>,
 }
@@ -144,10 +190,42 @@ impl AppBuilder {
         self
     }
 
-    /// Uses this key policy instead of the bootstrap keys.
+    /// Authenticates with this policy instead of the [`KeyRegistry`] (keys
+    /// created through the admin API then authenticate only if `auth` knows
+    /// them; prefer [`AppBuilder::bootstrap_keys`]).
     #[must_use]
     pub fn auth(mut self, auth: Arc<dyn AuthPolicy>) -> Self {
         self.auth = Some(auth);
+        self
+    }
+
+    /// Uses these bootstrap keys instead of `API_KEY` and `ADMIN_API_KEY`
+    /// (keys created through the admin API still authenticate).
+    #[must_use]
+    pub fn bootstrap_keys(mut self, keys: StaticKeys) -> Self {
+        self.bootstrap_keys = Some(keys);
+        self
+    }
+
+    /// Uses this key store instead of `DATABASE_URL`'s.
+    #[must_use]
+    pub fn key_store(mut self, store: Arc<dyn KeyStore>) -> Self {
+        self.key_store = Some(store);
+        self
+    }
+
+    /// Uses this audit log instead of `DATABASE_URL`'s.
+    #[must_use]
+    pub fn audit_log(mut self, log: Arc<dyn AuditLog>) -> Self {
+        self.audit_log = Some(log);
+        self
+    }
+
+    /// When the `RETENTION_HOURS` cleanup task runs (default: a minute after
+    /// start, then hourly).
+    #[must_use]
+    pub fn cleanup_schedule(mut self, schedule: CleanupSchedule) -> Self {
+        self.cleanup = schedule;
         self
     }
 
@@ -179,10 +257,11 @@ impl AppBuilder {
         if !problems.is_empty() {
             return Err(BuildError::Config(problems.join("; ")));
         }
-        let jobs = match self.job_store {
-            Some(s) => s,
-            None => wiring::job_store(&self.config).await?,
-        };
+        let image2model_store::Database {
+            jobs,
+            keys,
+            audit: audit_log,
+        } = wiring::database(&self.config, self.job_store, self.key_store, self.audit_log).await?;
         let blobs = match self.blob_store {
             Some(s) => s,
             None => wiring::blob_store(&self.config).await?,
@@ -201,11 +280,21 @@ impl AppBuilder {
             pipeline_config.event_poll_interval = every;
         }
         let pipeline = Pipeline::new(jobs, blobs, generators, pipeline_config);
-        let auth = self.auth.unwrap_or_else(|| wiring::auth(&self.config));
+        let bootstrap = self.bootstrap_keys.unwrap_or_else(|| {
+            StaticKeys::bootstrap(
+                self.config.api_key.clone(),
+                self.config.admin_api_key.clone(),
+            )
+        });
+        let registry = wiring::key_registry(&self.config, bootstrap, keys);
+        let auth = self
+            .auth
+            .unwrap_or_else(|| Arc::new(registry.clone()) as Arc<dyn AuthPolicy>);
+        let clients = ClientIpResolver::new(self.config.trusted_proxies.clone());
         let rate_limits = RateLimits::new(
             self.config.rate_limit_upload_per_minute,
             self.config.rate_limit_per_hour,
-            ClientIpResolver::new(self.config.trusted_proxies.clone()),
+            clients.clone(),
         );
         let mut worker = self.worker;
         if worker.concurrency == WorkerConfig::default().concurrency {
@@ -217,8 +306,12 @@ impl AppBuilder {
         let state = AppState {
             pipeline,
             disk_path: wiring::disk_path(&self.config),
+            file_storage: self.config.storage_url.trim().starts_with("file://"),
             config: Arc::new(self.config),
             shutdown: CancellationToken::new(),
+            keys: registry,
+            audit_log,
+            clients,
         };
         Ok(App {
             state,
@@ -226,6 +319,7 @@ impl AppBuilder {
             rate_limits,
             role: self.role,
             worker,
+            cleanup: self.cleanup,
         })
     }
 }
@@ -238,6 +332,7 @@ pub struct App {
     rate_limits: RateLimits,
     role: ServeRole,
     worker: WorkerConfig,
+    cleanup: CleanupSchedule,
 }
 
 /// A server started by [`App::spawn`].
@@ -264,6 +359,10 @@ impl App {
             blob_store: None,
             generators: None,
             auth: None,
+            bootstrap_keys: None,
+            key_store: None,
+            audit_log: None,
+            cleanup: CleanupSchedule::default(),
             worker: WorkerConfig::default(),
             event_poll_interval: None,
         }
@@ -309,6 +408,11 @@ impl App {
             .with(self.rate_limits.clone())
             .with_if(cors.is_some(), cors.unwrap_or_default())
             .with(api::error::Envelope)
+            .with(AuditObserver::new(
+                self.state.clone(),
+                self.state.clients.clone(),
+                self.auth.clone(),
+            ))
             .with(HostCheck::new(config.allowed_hosts.clone()))
             .with(SecurityHeaders {
                 hsts: config.is_production(),
@@ -336,6 +440,14 @@ impl App {
         let worker = self.role.runs_worker().then(|| {
             let worker = self.state.pipeline.worker(self.worker.clone());
             tokio::spawn(worker.run(shutdown.clone()))
+        });
+        // Retention runs where the worker runs (one place per deployment role).
+        let cleaner = self.role.runs_worker().then(|| {
+            tokio::spawn(cleanup::run_schedule(
+                self.state.clone(),
+                self.cleanup,
+                shutdown.clone(),
+            ))
         });
         let sweeper = {
             let limits = self.rate_limits.clone();
@@ -366,6 +478,9 @@ impl App {
             tracing::error!(error = %e, "worker task failed");
         }
         let _ = sweeper.await;
+        if let Some(cleaner) = cleaner {
+            let _ = cleaner.await;
+        }
         let _ = link.await;
         tracing::info!("stopped");
         served

@@ -1,15 +1,17 @@
-//! From [`Config`] to the pipeline's parts: stores, generators, auth.
+//! From [`Config`] to the pipeline's parts: stores, generators, the key
+//! registry.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use image2model_core::Generators;
-use image2model_core::auth::StaticKeys;
+use image2model_core::auth::{KeyRegistry, StaticKeys};
 use image2model_core::generators::fal::FalGenerator;
 use image2model_core::generators::relief::ReliefGenerator;
-use image2model_core::memory::MemoryJobStore;
-use image2model_core::ports::{AuthPolicy, BlobStore, JobStore, ModelGenerator};
-use secrecy::ExposeSecret;
+use image2model_core::memory::{MemoryAuditLog, MemoryJobStore, MemoryKeyStore};
+use image2model_core::ports::{AuditLog, BlobStore, JobStore, KeyStore, ModelGenerator};
+use image2model_store::Database;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::{Config, GeneratorChoice};
 
@@ -28,20 +30,47 @@ pub enum BuildError {
     Generators(String),
 }
 
-/// The job store named by `DATABASE_URL` (`sqlite://…`, `postgres://…`, or
-/// `memory://` for a throwaway one).
+/// The job store, key store and audit log: those given, the rest from the
+/// database `DATABASE_URL` names (`sqlite://…`, `postgres://…`, or
+/// `memory://` for throwaway in-memory ones), all three in one database.
+///
+/// When a job store is given but no key store or audit log, those are kept
+/// in memory rather than opening `DATABASE_URL` beside a store it may not
+/// describe (tests and embedding).
 ///
 /// # Errors
 /// [`BuildError::Store`] for an unsupported or unreachable URL.
-pub async fn job_store(config: &Config) -> Result<Arc<dyn JobStore>, BuildError> {
-    let url = config.database_url.expose_secret();
-    // An in-memory job store for trials and tests (lost on exit).
-    if url.starts_with("memory:") {
-        return Ok(Arc::new(MemoryJobStore::default()));
+pub async fn database(
+    config: &Config,
+    jobs: Option<Arc<dyn JobStore>>,
+    keys: Option<Arc<dyn KeyStore>>,
+    audit: Option<Arc<dyn AuditLog>>,
+) -> Result<Database, BuildError> {
+    if let Some(jobs) = jobs {
+        return Ok(Database {
+            jobs,
+            keys: keys.unwrap_or_else(|| Arc::new(MemoryKeyStore::default())),
+            audit: audit.unwrap_or_else(|| Arc::new(MemoryAuditLog::default())),
+        });
     }
-    image2model_store::open_job_store(url)
-        .await
-        .map_err(|e| BuildError::Store(e.to_string()))
+    let url = config.database_url.expose_secret();
+    // In-memory stores for trials and tests (lost on exit).
+    let db = if url.starts_with("memory:") {
+        Database {
+            jobs: Arc::new(MemoryJobStore::default()),
+            keys: Arc::new(MemoryKeyStore::default()),
+            audit: Arc::new(MemoryAuditLog::default()),
+        }
+    } else {
+        image2model_store::open_database(url)
+            .await
+            .map_err(|e| BuildError::Store(e.to_string()))?
+    };
+    Ok(Database {
+        jobs: db.jobs,
+        keys: keys.unwrap_or(db.keys),
+        audit: audit.unwrap_or(db.audit),
+    })
 }
 
 /// The blob store named by `STORAGE_URL` (`file://…`, `s3://…`, `memory://`).
@@ -106,11 +135,32 @@ pub fn generators(config: &Config) -> Result<Generators, BuildError> {
     }
 }
 
-/// The bootstrap keys.
+/// The pepper used without `SECRET_KEY` (development only: production
+/// refuses to start without `SECRET_KEY`). Keys created under it stop
+/// working once a `SECRET_KEY` is set.
+pub const DEVELOPMENT_PEPPER: &str = "image2model-development-pepper-not-secret";
+
+/// The server's key policy: `bootstrap` plus the keys in `store`, hashed
+/// with `SECRET_KEY` as the pepper (or [`DEVELOPMENT_PEPPER`], with a
+/// warning logged once per process).
 #[must_use]
-pub fn auth(config: &Config) -> Arc<dyn AuthPolicy> {
-    Arc::new(StaticKeys::bootstrap(
-        config.api_key.clone(),
-        config.admin_api_key.clone(),
-    ))
+pub fn key_registry(
+    config: &Config,
+    bootstrap: StaticKeys,
+    store: Arc<dyn KeyStore>,
+) -> KeyRegistry {
+    let pepper = match &config.secret_key {
+        Some(secret) if !secret.expose_secret().is_empty() => secret.clone(),
+        _ => {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "SECRET_KEY is not set: API keys created through the admin API are hashed \
+                     with a fixed development pepper; set SECRET_KEY before relying on them"
+                );
+            });
+            SecretString::from(DEVELOPMENT_PEPPER)
+        }
+    };
+    KeyRegistry::new(bootstrap, store, pepper)
 }

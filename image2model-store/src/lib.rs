@@ -17,12 +17,15 @@
 //! ## Layout
 //!
 //! - [`open`]: `DATABASE_URL` / `STORAGE_URL` → the right store
-//!   ([`open_job_store`], [`open_blob_store`]), with passwords redacted from
-//!   every error.
+//!   ([`open_database`] for jobs, keys and audit; [`open_job_store`],
+//!   [`open_blob_store`]), with passwords redacted from every error.
 //! - [`sqlite`]: [`SqliteJobStore`]: one file, WAL mode, claims under
 //!   `BEGIN IMMEDIATE`; migrations in `migrations/sqlite/`.
 //! - [`postgres`]: [`PostgresJobStore`]: claims with
 //!   `FOR UPDATE SKIP LOCKED`; migrations in `migrations/postgres/`.
+//! - `keys` (private): `KeyStore` and `AuditLog` for both SQL stores, in
+//!   the same database and pool as the jobs (tables `api_keys`,
+//!   `audit_events`).
 //! - `rows` (private): what both SQL stores share: row shapes, strict
 //!   parsing of stored text back into domain types (a bad row is
 //!   `StoreError::Corrupt`), and the item state changes, so the state machine
@@ -35,12 +38,13 @@
 //! Migrations are embedded in the binary and run when a store opens.
 
 pub mod blob;
+mod keys;
 pub mod open;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
 
 pub use blob::{LocalBlobStore, ObjectBlobStore, S3Config};
-pub use open::{OpenError, open_blob_store, open_job_store, redact_url};
+pub use open::{Database, OpenError, open_blob_store, open_database, open_job_store, redact_url};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;

@@ -9,12 +9,15 @@
 //! | `memory://` | [`ObjectBlobStore::memory`] |
 //! | `s3://bucket/prefix` | [`ObjectBlobStore::s3`] with [`S3Config::from_env`] |
 //!
+//! [`open_database`] gives the job store, key store and audit log of one
+//! `DATABASE_URL` (one connection pool); [`open_job_store`] only the first.
+//!
 //! Errors never contain a URL's password: it is replaced by `REDACTED`.
 
 use std::sync::Arc;
 
 use image2model_core::domain::BlobPrefix;
-use image2model_core::ports::{BlobError, BlobStore, JobStore, StoreError};
+use image2model_core::ports::{AuditLog, BlobError, BlobStore, JobStore, KeyStore, StoreError};
 
 use crate::blob::{LocalBlobStore, ObjectBlobStore, S3Config};
 use crate::postgres::PostgresJobStore;
@@ -99,22 +102,55 @@ pub fn redact_url(url: &str) -> String {
     )
 }
 
+/// The stores of one database: jobs, API keys and the audit trail, sharing
+/// one connection pool.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// Jobs and items.
+    pub jobs: Arc<dyn JobStore>,
+    /// Keys created through the admin API.
+    pub keys: Arc<dyn KeyStore>,
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
+}
+
+impl Database {
+    /// The three views of one store that implements all three ports.
+    fn of<S: JobStore + KeyStore + AuditLog + 'static>(store: S) -> Self {
+        let store = Arc::new(store);
+        Self {
+            jobs: store.clone(),
+            keys: store.clone(),
+            audit: store,
+        }
+    }
+}
+
 /// Opens the job store a `DATABASE_URL` names, running its migrations.
+///
+/// # Errors
+/// As for [`open_database`].
+pub async fn open_job_store(url: &str) -> Result<Arc<dyn JobStore>, OpenError> {
+    Ok(open_database(url).await?.jobs)
+}
+
+/// Opens the database a `DATABASE_URL` names, running its migrations, and
+/// returns its job store, key store and audit log.
 ///
 /// # Errors
 /// [`OpenError::UnknownScheme`] for anything but `sqlite:` and
 /// `postgres(ql)://`, [`OpenError::Store`] when the database fails to open.
-pub async fn open_job_store(url: &str) -> Result<Arc<dyn JobStore>, OpenError> {
+pub async fn open_database(url: &str) -> Result<Database, OpenError> {
     const WHAT: &str = "DATABASE_URL";
     let url = url.trim();
     if url.starts_with("sqlite:") {
         return Ok(match SqliteJobStore::path_from_url(url) {
-            None => Arc::new(SqliteJobStore::in_memory().await?),
-            Some(path) => Arc::new(SqliteJobStore::open(path).await?),
+            None => Database::of(SqliteJobStore::in_memory().await?),
+            Some(path) => Database::of(SqliteJobStore::open(path).await?),
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresJobStore::connect(url).await.map_err(
+        return Ok(Database::of(PostgresJobStore::connect(url).await.map_err(
             |e| match e {
                 StoreError::Backend(m) if m.contains("invalid Postgres URL") => {
                     OpenError::InvalidUrl {

@@ -1,12 +1,16 @@
-//! `open_job_store` and `open_blob_store`: every URL form, clear errors for
+//! `open_database`, `open_job_store` and `open_blob_store`: every URL form, clear errors for
 //! the rest, and never a password in an error.
 
 use std::path::{Component, Path, PathBuf};
 
 use bytes::Bytes;
 use image2model_core::domain::{ApiKeyId, BlobKey, JobId};
+use image2model_core::ports::{AuditEvent, Role};
 use image2model_core::testing::conformance::job_store::new_job;
-use image2model_store::{OpenError, SqliteJobStore, open_blob_store, open_job_store};
+use image2model_core::testing::conformance::key_store::stored_key;
+use image2model_store::{
+    OpenError, SqliteJobStore, open_blob_store, open_database, open_job_store,
+};
 
 /// `target` as a path relative to the current directory (`./../../tmp/…`),
 /// to exercise the relative URL forms without changing the process's cwd.
@@ -76,6 +80,38 @@ async fn sqlite_memory_url_opens_a_working_store() {
 
     store.ping().await.unwrap();
     assert_eq!(store.stats().await.unwrap().jobs, 0);
+}
+
+#[tokio::test]
+async fn open_database_gives_jobs_keys_and_audit_of_one_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("all.db").display());
+    let db = open_database(&url).await.expect("open");
+    db.jobs
+        .create_job(new_job(JobId::new(), &ApiKeyId::parse("alice").unwrap(), 1))
+        .await
+        .unwrap();
+    db.keys
+        .create_key(stored_key("ci", Role::User, chrono::Duration::zero()))
+        .await
+        .unwrap();
+    db.audit
+        .record(AuditEvent {
+            at: chrono::Utc::now(),
+            kind: "key_created".into(),
+            actor: None,
+            client_ip: None,
+            request_id: None,
+            detail: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+
+    let reopened = open_database(&url).await.expect("reopen");
+
+    assert_eq!(reopened.jobs.stats().await.unwrap().jobs, 1);
+    assert_eq!(reopened.keys.list_keys().await.unwrap().len(), 1);
+    assert_eq!(reopened.audit.recent(10, None).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

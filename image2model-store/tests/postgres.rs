@@ -1,4 +1,5 @@
-//! The Postgres job store passes the conformance suite; plus what only Postgres
+//! The Postgres job store passes the job store, key store and audit log
+//! conformance suites; plus what only Postgres
 //! has: several stores (processes) on one database, connection failures.
 //!
 //! These tests need a server: set `TEST_DATABASE_URL`, e.g.
@@ -14,7 +15,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use image2model_core::domain::{ApiKeyId, JobId};
-use image2model_core::ports::{ClaimOptions, JobStore, StoreError};
+use image2model_core::ports::{AuditLog, ClaimOptions, JobStore, KeyStore, StoreError};
 use image2model_core::testing::conformance::job_store::new_job;
 use image2model_store::PostgresJobStore;
 use sqlx::Connection;
@@ -101,6 +102,26 @@ mod conformance {
         fresh_store()
             .await
             .map(|s| Arc::new(s) as Arc<dyn JobStore>)
+    });
+}
+
+mod key_store_conformance {
+    use super::*;
+
+    image2model_core::key_store_conformance_tests!(|| async {
+        fresh_store()
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn KeyStore>)
+    });
+}
+
+mod audit_log_conformance {
+    use super::*;
+
+    image2model_core::audit_log_conformance_tests!(|| async {
+        fresh_store()
+            .await
+            .map(|s| Arc::new(s) as Arc<dyn AuditLog>)
     });
 }
 

@@ -1,4 +1,5 @@
-//! The SQLite job store passes the conformance suite; plus what only SQLite has:
+//! The SQLite job store passes the job store, key store and audit log
+//! conformance suites; plus what only SQLite has:
 //! files, several connections and processes, strict parsing of stored rows.
 
 use std::collections::HashSet;
@@ -6,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image2model_core::domain::{ApiKeyId, JobId};
-use image2model_core::ports::{ClaimOptions, CreateOutcome, JobStore, StoreError};
+use image2model_core::ports::{
+    AuditLog, ClaimOptions, CreateOutcome, JobStore, KeyStore, StoreError,
+};
 use image2model_core::testing::conformance::job_store::new_job;
 use image2model_store::SqliteJobStore;
 
@@ -30,6 +33,30 @@ mod conformance_memory {
     image2model_core::job_store_conformance_tests!(|| async {
         let store = SqliteJobStore::in_memory().await.expect("open");
         Some(Arc::new(store) as Arc<dyn JobStore>)
+    });
+}
+
+mod key_store_conformance {
+    use super::*;
+
+    image2model_core::key_store_conformance_tests!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let store = SqliteJobStore::open(dir.join("keys.db"))
+            .await
+            .expect("open");
+        Some(Arc::new(store) as Arc<dyn KeyStore>)
+    });
+}
+
+mod audit_log_conformance {
+    use super::*;
+
+    image2model_core::audit_log_conformance_tests!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let store = SqliteJobStore::open(dir.join("audit.db"))
+            .await
+            .expect("open");
+        Some(Arc::new(store) as Arc<dyn AuditLog>)
     });
 }
 

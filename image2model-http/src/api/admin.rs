@@ -1,12 +1,14 @@
 //! Admin endpoints (admin key only): system health, every job, job removal.
 //!
-//! Key management, cleanup, disk usage and the audit log join this module
-//! (and `security/`) later; they share [`AdminKey`].
+//! Key management ([`super::keys`]), disk usage and cleanup
+//! ([`super::maintenance`]) and the audit trail ([`super::audit`]) live
+//! beside this module; all share [`AdminKey`].
 
 use std::path::Path as FsPath;
 
 use image2model_core::Scope;
 use image2model_core::ports::GeneratorHealth;
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, param::Query};
 
@@ -15,6 +17,7 @@ use super::dto::{JobDto, JobListDto};
 use super::error::{ApiError, ErrorBody};
 use super::jobs::job_id;
 use crate::AppState;
+use crate::audit::{Entry, kind};
 use crate::security::auth::AdminKey;
 
 /// Disk use above which the status is `warning`.
@@ -298,6 +301,7 @@ impl AdminApi {
     async fn delete(
         &self,
         auth: AdminKey,
+        req: &Request,
         job_id: Path<String>,
     ) -> Result<AdminDeleteResponse, ApiError> {
         let job = self
@@ -305,7 +309,19 @@ impl AdminApi {
             .pipeline
             .delete(self::job_id(&job_id.0)?, &Scope::Any)
             .await?;
-        tracing::info!(admin = %auth.0.key_id, job_id = %job.job_id, owner = %job.owner, "admin removed a job");
+        self.state
+            .audit(
+                Entry::new(kind::JOB_DELETED)
+                    .actor(&auth.0.key_id)
+                    .client_ip(self.state.clients.resolve(req))
+                    .detail(serde_json::json!({
+                        "job_id": job.job_id.to_string(),
+                        "owner": job.owner.as_str(),
+                        "status": job.status.as_str(),
+                        "items": job.items.len(),
+                    })),
+            )
+            .await;
         Ok(AdminDeleteResponse::Ok(Json(JobDto::admin_view(&job))))
     }
 }

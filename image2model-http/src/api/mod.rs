@@ -5,11 +5,14 @@
 //! error body is the envelope of [`error`].
 
 pub mod admin;
+pub mod audit;
 pub mod convert;
 pub mod dto;
 pub mod error;
 pub mod health;
 pub mod jobs;
+pub mod keys;
+pub mod maintenance;
 pub mod model;
 pub mod upload;
 
@@ -29,7 +32,14 @@ pub enum ApiTags {
 }
 
 /// Every `/api/v1` operation.
-pub type Apis = (upload::UploadApi, jobs::JobsApi, admin::AdminApi);
+pub type Apis = (
+    upload::UploadApi,
+    jobs::JobsApi,
+    admin::AdminApi,
+    keys::KeysApi,
+    maintenance::MaintenanceApi,
+    audit::AuditApi,
+);
 
 /// The OpenAPI service of `/api/v1` (paths relative to the `/api/v1` server).
 #[must_use]
@@ -43,6 +53,15 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             admin::AdminApi {
+                state: state.clone(),
+            },
+            keys::KeysApi {
+                state: state.clone(),
+            },
+            maintenance::MaintenanceApi {
+                state: state.clone(),
+            },
+            audit::AuditApi {
                 state: state.clone(),
             },
         ),

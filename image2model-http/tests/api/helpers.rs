@@ -16,7 +16,7 @@ use image2model_core::ports::{
     Principal, Role,
 };
 use image2model_http::config::Config;
-use image2model_http::{App, SpawnedApp};
+use image2model_http::{App, AppBuilder, SpawnedApp};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -95,16 +95,29 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server whose variables `tweak` may change.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-    spawn(tweak, true).await
+    spawn(tweak, true, |b| b).await
 }
 
 /// A server whose generators come from its configuration (`GENERATOR`,
 /// `FAL_*`), as in production.
 pub async fn spawn_app_configured(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-    spawn(tweak, false).await
+    spawn(tweak, false, |b| b).await
 }
 
-async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators: bool) -> TestApp {
+/// A server whose variables `tweak` may change and whose builder `build`
+/// may change (e.g. the cleanup schedule).
+pub async fn spawn_app_built(
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+    build: impl FnOnce(AppBuilder) -> AppBuilder,
+) -> TestApp {
+    spawn(tweak, true, build).await
+}
+
+async fn spawn(
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+    test_generators: bool,
+    build: impl FnOnce(AppBuilder) -> AppBuilder,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut vars = base_vars(dir.path());
     tweak(&mut vars);
@@ -124,8 +137,8 @@ async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators
             Arc::new(HoldGenerator),
         ]);
     }
-    let app = builder
-        .auth(Arc::new(keys))
+    let app = build(builder)
+        .bootstrap_keys(keys)
         .event_poll_interval(Duration::from_millis(100))
         .worker(WorkerConfig {
             shutdown_grace: Duration::from_millis(300),
@@ -303,6 +316,77 @@ impl TestApp {
     pub async fn admin_delete_job(&self, job_id: &str, key: &str) -> reqwest::Response {
         self.delete(&format!("/api/v1/admin/jobs/{job_id}"), Some(key))
             .await
+    }
+
+    /// POST `path` with a JSON body, as `key`.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// POST /api/v1/admin/keys as `key`.
+    pub async fn create_key(&self, name: &str, role: &str, key: &str) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/admin/keys",
+            &serde_json::json!({ "name": name, "role": role }),
+            Some(key),
+        )
+        .await
+    }
+
+    /// Creates a key as the admin and returns the 201 body.
+    pub async fn create_key_ok(&self, name: &str, role: &str) -> Value {
+        let resp = self.create_key(name, role, ADMIN_KEY).await;
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+        resp.json().await.unwrap()
+    }
+
+    /// GET /api/v1/admin/keys as `key`.
+    pub async fn list_keys(&self, key: &str) -> reqwest::Response {
+        self.get("/api/v1/admin/keys", Some(key)).await
+    }
+
+    /// DELETE /api/v1/admin/keys/{key_id} as `key`.
+    pub async fn revoke_key(&self, key_id: &str, key: &str) -> reqwest::Response {
+        self.delete(&format!("/api/v1/admin/keys/{key_id}"), Some(key))
+            .await
+    }
+
+    /// GET /api/v1/admin/disk-usage as `key`.
+    pub async fn disk_usage(&self, key: &str) -> reqwest::Response {
+        self.get("/api/v1/admin/disk-usage", Some(key)).await
+    }
+
+    /// POST /api/v1/admin/cleanup as `key`.
+    pub async fn cleanup(
+        &self,
+        older_than_hours: i64,
+        dry_run: bool,
+        key: &str,
+    ) -> reqwest::Response {
+        self.post_json(
+            "/api/v1/admin/cleanup",
+            &serde_json::json!({ "older_than_hours": older_than_hours, "dry_run": dry_run }),
+            Some(key),
+        )
+        .await
+    }
+
+    /// GET /api/v1/admin/audit?query as the admin; the 200 body.
+    pub async fn audit_ok(&self, query: &str) -> Value {
+        let resp = self
+            .get(&format!("/api/v1/admin/audit{query}"), Some(ADMIN_KEY))
+            .await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        resp.json().await.unwrap()
     }
 
     /// Every stored blob key.

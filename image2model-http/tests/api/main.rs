@@ -4,12 +4,15 @@
 mod helpers;
 
 mod admin;
+mod audit;
 mod auth;
+mod cleanup;
 mod crash;
 mod errors;
 mod fal;
 mod headers;
 mod jobs;
+mod keys;
 mod metrics;
 mod openapi;
 mod process;

@@ -1,0 +1,350 @@
+//! [`KeyStore`] and [`AuditLog`] for both SQL stores, in the same database
+//! (and connection pool) as their jobs: tables `api_keys` and
+//! `audit_events` (migrations `0002_keys_and_audit.sql`).
+//!
+//! The SQL differs between the engines only in its placeholders (`?` and
+//! `$n`); the row shapes and their strict parsing are shared.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use image2model_core::domain::ApiKeyId;
+use image2model_core::ports::{AuditEvent, AuditLog, KeyStore, Role, StoreError, StoredKey};
+
+use crate::postgres::PostgresJobStore;
+use crate::rows::{db_error, to_ms};
+use crate::sqlite::SqliteJobStore;
+
+/// The most events one `recent` call returns.
+const MAX_EVENTS: u32 = 1000;
+
+/// A row of `api_keys`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct KeyRow {
+    key_id: String,
+    name: String,
+    role: String,
+    prefix: String,
+    hash: String,
+    created_at_ms: i64,
+    last_used_at_ms: Option<i64>,
+    revoked_at_ms: Option<i64>,
+}
+
+/// The columns of `api_keys`, in [`KeyRow`] order.
+const KEY_COLUMNS: &str =
+    "key_id, name, role, prefix, hash, created_at_ms, last_used_at_ms, revoked_at_ms";
+
+/// A row of `audit_events` (without its sequence number).
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct EventRow {
+    at_ms: i64,
+    kind: String,
+    actor: Option<String>,
+    client_ip: Option<String>,
+    request_id: Option<String>,
+    detail: String,
+}
+
+/// The columns of `audit_events` read back, in [`EventRow`] order.
+const EVENT_COLUMNS: &str = "at_ms, kind, actor, client_ip, request_id, detail";
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {detail}"))
+}
+
+fn time_of(ms: i64, what: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(what, "time out of range"))
+}
+
+fn key_id_of(text: &str, what: &str) -> Result<ApiKeyId, StoreError> {
+    ApiKeyId::parse(text).map_err(|e| corrupt(what, e))
+}
+
+impl KeyRow {
+    fn from_key(k: &StoredKey) -> Self {
+        Self {
+            key_id: k.key_id.as_str().to_owned(),
+            name: k.name.clone(),
+            role: k.role.as_str().to_owned(),
+            prefix: k.prefix.clone(),
+            hash: k.hash.clone(),
+            created_at_ms: to_ms(k.created_at),
+            last_used_at_ms: k.last_used_at.map(to_ms),
+            revoked_at_ms: k.revoked_at.map(to_ms),
+        }
+    }
+
+    fn into_key(self) -> Result<StoredKey, StoreError> {
+        Ok(StoredKey {
+            key_id: key_id_of(&self.key_id, "api_keys.key_id")?,
+            role: Role::parse(&self.role)
+                .ok_or_else(|| corrupt("api_keys.role", "not user or admin"))?,
+            name: self.name,
+            prefix: self.prefix,
+            hash: self.hash,
+            created_at: time_of(self.created_at_ms, "api_keys.created_at_ms")?,
+            last_used_at: self
+                .last_used_at_ms
+                .map(|t| time_of(t, "api_keys.last_used_at_ms"))
+                .transpose()?,
+            revoked_at: self
+                .revoked_at_ms
+                .map(|t| time_of(t, "api_keys.revoked_at_ms"))
+                .transpose()?,
+        })
+    }
+}
+
+impl EventRow {
+    fn from_event(e: &AuditEvent) -> Self {
+        Self {
+            at_ms: to_ms(e.at),
+            kind: e.kind.clone(),
+            actor: e.actor.as_ref().map(|a| a.as_str().to_owned()),
+            client_ip: e.client_ip.clone(),
+            request_id: e.request_id.clone(),
+            detail: e.detail.to_string(),
+        }
+    }
+
+    fn into_event(self) -> Result<AuditEvent, StoreError> {
+        Ok(AuditEvent {
+            at: time_of(self.at_ms, "audit_events.at_ms")?,
+            kind: self.kind,
+            actor: self
+                .actor
+                .map(|a| key_id_of(&a, "audit_events.actor"))
+                .transpose()?,
+            client_ip: self.client_ip,
+            request_id: self.request_id,
+            detail: serde_json::from_str(&self.detail)
+                .map_err(|e| corrupt("audit_events.detail", e))?,
+        })
+    }
+}
+
+/// Like [`db_error`], but a unique violation is [`StoreError::Conflict`].
+fn insert_error(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict("a key with this id or secret exists".into())
+        }
+        _ => db_error(context)(e),
+    }
+}
+
+fn keys_of(rows: Vec<KeyRow>) -> Result<Vec<StoredKey>, StoreError> {
+    rows.into_iter().map(KeyRow::into_key).collect()
+}
+
+fn events_of(rows: Vec<EventRow>) -> Result<Vec<AuditEvent>, StoreError> {
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+// ---------------------------------------------------------------- SQLite
+
+#[async_trait]
+impl KeyStore for SqliteJobStore {
+    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        let r = KeyRow::from_key(&key);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(r.key_id)
+        .bind(r.name)
+        .bind(r.role)
+        .bind(r.prefix)
+        .bind(r.hash)
+        .bind(r.created_at_ms)
+        .bind(r.last_used_at_ms)
+        .bind(r.revoked_at_ms)
+        .execute(self.pool())
+        .await
+        .map_err(insert_error("creating a key"))?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at_ms, key_id"
+        )))
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_error("listing keys"))?;
+        keys_of(rows)
+    }
+
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
+        let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at_ms IS NULL"
+        )))
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db_error("finding a key"))?;
+        row.map(KeyRow::into_key).transpose()
+    }
+
+    async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, ?) WHERE key_id = ?",
+        )
+        .bind(to_ms(Utc::now()))
+        .bind(key_id.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(db_error("revoking a key"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at_ms = ? WHERE key_id = ?")
+            .bind(to_ms(at))
+            .bind(key_id.as_str())
+            .execute(self.pool())
+            .await
+            .map_err(db_error("recording a key's use"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for SqliteJobStore {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let r = EventRow::from_event(&event);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+        )))
+        .bind(r.at_ms)
+        .bind(r.kind)
+        .bind(r.actor)
+        .bind(r.client_ip)
+        .bind(r.request_id)
+        .bind(r.detail)
+        .execute(self.pool())
+        .await
+        .map_err(db_error("recording an audit event"))?;
+        Ok(())
+    }
+
+    async fn recent(
+        &self,
+        limit: u32,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE at_ms < ? \
+             ORDER BY at_ms DESC, seq DESC LIMIT ?"
+        )))
+        .bind(before.map_or(i64::MAX, to_ms))
+        .bind(i64::from(limit.min(MAX_EVENTS)))
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_error("reading audit events"))?;
+        events_of(rows)
+    }
+}
+
+// ---------------------------------------------------------------- Postgres
+
+#[async_trait]
+impl KeyStore for PostgresJobStore {
+    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        let r = KeyRow::from_key(&key);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        )))
+        .bind(r.key_id)
+        .bind(r.name)
+        .bind(r.role)
+        .bind(r.prefix)
+        .bind(r.hash)
+        .bind(r.created_at_ms)
+        .bind(r.last_used_at_ms)
+        .bind(r.revoked_at_ms)
+        .execute(self.pool())
+        .await
+        .map_err(insert_error("creating a key"))?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at_ms, key_id"
+        )))
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_error("listing keys"))?;
+        keys_of(rows)
+    }
+
+    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
+        let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at_ms IS NULL"
+        )))
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(db_error("finding a key"))?;
+        row.map(KeyRow::into_key).transpose()
+    }
+
+    async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE key_id = $2",
+        )
+        .bind(to_ms(Utc::now()))
+        .bind(key_id.as_str())
+        .execute(self.pool())
+        .await
+        .map_err(db_error("revoking a key"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at_ms = $1 WHERE key_id = $2")
+            .bind(to_ms(at))
+            .bind(key_id.as_str())
+            .execute(self.pool())
+            .await
+            .map_err(db_error("recording a key's use"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AuditLog for PostgresJobStore {
+    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+        let r = EventRow::from_event(&event);
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+        )))
+        .bind(r.at_ms)
+        .bind(r.kind)
+        .bind(r.actor)
+        .bind(r.client_ip)
+        .bind(r.request_id)
+        .bind(r.detail)
+        .execute(self.pool())
+        .await
+        .map_err(db_error("recording an audit event"))?;
+        Ok(())
+    }
+
+    async fn recent(
+        &self,
+        limit: u32,
+        before: Option<DateTime<Utc>>,
+    ) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE at_ms < $1 \
+             ORDER BY at_ms DESC, seq DESC LIMIT $2"
+        )))
+        .bind(before.map_or(i64::MAX, to_ms))
+        .bind(i64::from(limit.min(MAX_EVENTS)))
+        .fetch_all(self.pool())
+        .await
+        .map_err(db_error("reading audit events"))?;
+        events_of(rows)
+    }
+}
