@@ -511,7 +511,7 @@ impl AuditLog for MemoryAuditLog {
             .collect();
         // Newest first by time; a stable sort keeps later-recorded events
         // first among equal times, as the SQL stores do.
-        found.sort_by(|a, b| b.at.cmp(&a.at));
+        found.sort_by_key(|e| std::cmp::Reverse(e.at));
         found.truncate(limit.min(1000) as usize);
         Ok(found)
     }
