@@ -398,6 +398,19 @@ impl Config {
         {
             problems.push("API_KEY and ADMIN_API_KEY must differ".to_owned());
         }
+        for (name, key) in [
+            ("API_KEY", &self.api_key),
+            ("ADMIN_API_KEY", &self.admin_api_key),
+        ] {
+            if let Some(key) = key
+                && !crate::security::auth::is_token68(key.expose_secret())
+            {
+                problems.push(format!(
+                    "{name} may hold only letters, digits and - . _ ~ + / (then = padding): \
+                     a bearer token cannot carry other characters"
+                ));
+            }
+        }
         if self.generator == GeneratorChoice::Fal && self.fal.is_none() {
             problems.push("GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned());
         }

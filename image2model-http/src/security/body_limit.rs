@@ -2,22 +2,16 @@
 //!
 //! JSON bodies (admin cleanup, key creation, …) are tiny; poem would read
 //! any length into memory before parsing. This layer refuses a body whose
-//! `Content-Length` announces more than the bound, and cuts off a chunked
-//! body that grows past it while it is read; both answer **413**
+//! `Content-Length` announces more than the bound, and reads a chunked body
+//! (into memory: it is small) only up to the bound; both answer **413**
 //! `request_too_large`. `POST /api/v1/upload` is left alone: it has its own
 //! streaming bounds (per file and per request, see `api::upload`).
 
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
-use futures::{Stream, TryStreamExt};
+use futures::StreamExt;
 use poem::http::{Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
 
-use crate::api::error::{ApiError, envelope};
+use crate::api::error::ApiError;
 
 /// The default bound: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -64,38 +58,6 @@ fn too_large(max: u64) -> Response {
     .to_response()
 }
 
-/// Ends a body stream with an error once more than `max` bytes came.
-struct Bounded<S> {
-    inner: S,
-    read: u64,
-    max: u64,
-    exceeded: Arc<AtomicBool>,
-}
-
-impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Bounded<S> {
-    type Item = std::io::Result<Bytes>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if this.exceeded.load(Ordering::Relaxed) {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut this.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.read += chunk.len() as u64;
-                if this.read > this.max {
-                    this.exceeded.store(true, Ordering::Relaxed);
-                    return Poll::Ready(Some(Err(std::io::Error::other(
-                        "the request body exceeds its bound",
-                    ))));
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            other => other,
-        }
-    }
-}
-
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     type Output = Response;
 
@@ -118,22 +80,24 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             }
             None => {}
         }
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = req.take_body();
-        let bounded = Bounded {
-            inner: Box::pin(body.into_bytes_stream().map_err(std::io::Error::other)),
-            read: 0,
-            max: self.max,
-            exceeded: exceeded.clone(),
-        };
-        req.set_body(Body::from_bytes_stream(bounded));
-        let resp = match self.inner.call(req).await {
-            Ok(r) => r.into_response(),
-            Err(e) => envelope(e),
-        };
-        if exceeded.load(Ordering::Relaxed) {
-            return Ok(too_large(self.max));
+        // A chunked body: read at most `max + 1` bytes (small, so buffering
+        // is fine), then hand the handler what was read.
+        let mut stream = req.take_body().into_bytes_stream();
+        let mut read = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else {
+                return Ok(ApiError::bad_request(
+                    "invalid_request",
+                    "the request body could not be read",
+                )
+                .to_response());
+            };
+            if (read.len() + chunk.len()) as u64 > self.max {
+                return Ok(too_large(self.max));
+            }
+            read.extend_from_slice(&chunk);
         }
-        Ok(resp)
+        req.set_body(Body::from_vec(read));
+        self.inner.call(req).await.map(IntoResponse::into_response)
     }
 }

@@ -16,7 +16,7 @@ use image2model_core::ports::{
     Principal, Role,
 };
 use image2model_http::config::Config;
-use image2model_http::{App, SpawnedApp};
+use image2model_http::{App, AppBuilder, SpawnedApp};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
@@ -95,16 +95,28 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server whose variables `tweak` may change.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-    spawn(tweak, true).await
+    spawn(tweak, true, |b| b).await
+}
+
+/// A server whose variables and builder (limits, windows, …) the test sets.
+pub async fn spawn_app_built(
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+    build: impl FnOnce(AppBuilder) -> AppBuilder,
+) -> TestApp {
+    spawn(tweak, true, build).await
 }
 
 /// A server whose generators come from its configuration (`GENERATOR`,
 /// `FAL_*`), as in production.
 pub async fn spawn_app_configured(tweak: impl FnOnce(&mut HashMap<String, String>)) -> TestApp {
-    spawn(tweak, false).await
+    spawn(tweak, false, |b| b).await
 }
 
-async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators: bool) -> TestApp {
+async fn spawn(
+    tweak: impl FnOnce(&mut HashMap<String, String>),
+    test_generators: bool,
+    build: impl FnOnce(AppBuilder) -> AppBuilder,
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut vars = base_vars(dir.path());
     tweak(&mut vars);
@@ -124,7 +136,7 @@ async fn spawn(tweak: impl FnOnce(&mut HashMap<String, String>), test_generators
             Arc::new(HoldGenerator),
         ]);
     }
-    let app = builder
+    let app = build(builder)
         .auth(Arc::new(keys))
         .event_poll_interval(Duration::from_millis(100))
         .worker(WorkerConfig {
@@ -407,4 +419,80 @@ pub async fn error_code(resp: reqwest::Response) -> String {
         "{body}"
     );
     error["code"].as_str().expect("code").to_owned()
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The envelope's `code`.
+    pub fn code(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body));
+        body["error"]["code"].as_str().expect("code").to_owned()
+    }
+}
+
+/// Sends `request` as-is (no normalisation of the path, no header checks)
+/// and reads the response until the server closes (send
+/// `Connection: close`). Gives up after 30 s.
+pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf))
+        .await
+        .expect("the server answers and closes")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A `GET` of `path` (sent verbatim) with extra header lines.
+pub async fn raw_get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
+
+/// Whether the `curl` command is installed.
+pub fn has_curl() -> bool {
+    std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
