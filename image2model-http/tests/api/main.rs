@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod cors;
 mod crash;
 mod errors;
 mod fal;
@@ -13,6 +14,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod process;
+mod proxies;
 mod rate_limit;
 mod shutdown;
 mod upload;
