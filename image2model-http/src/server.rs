@@ -6,13 +6,20 @@
 //!
 //! - a **header-read timeout** ([`ServerLimits::header_read_timeout`]): a
 //!   client that has not sent a complete request head in time is
-//!   disconnected. This stops "slowloris" clients that hold connections open
-//!   by trickling header bytes (an idle timeout does not, since every byte
-//!   counts as activity). It also bounds how long an idle keep-alive
-//!   connection may wait for its next request.
+//!   disconnected. The clock starts as soon as the connection is open (and
+//!   again after each response), so this stops "slowloris" clients that hold
+//!   connections open by trickling header bytes or by sending nothing (an
+//!   idle timeout does not, since every byte counts as activity), and it
+//!   bounds how long an idle keep-alive connection may wait for its next
+//!   request.
 //! - a **header-size limit** ([`ServerLimits::max_header_bytes`], and
 //!   [`ServerLimits::max_headers`] header fields): hyper answers a larger
 //!   request head with **431** before any of our code runs.
+//!
+//! The server speaks HTTP/1.1 only: behind the Cloudflare tunnel (and any
+//! reverse proxy) the origin hop is HTTP/1.1, and hyper's HTTP/1 server is the
+//! one whose head is bounded in time from the first byte; a version-sniffing
+//! server would wait for a first byte with no clock running.
 //!
 //! Bodies are bounded by the application (`security::body_limit` and the
 //! upload's streaming bounds), where the limit depends on the route.
@@ -26,8 +33,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use poem::endpoint::BoxEndpoint;
 use poem::http::uri::Scheme;
@@ -75,18 +82,12 @@ pub async fn serve(
 ) -> io::Result<()> {
     let local = poem::web::LocalAddr(Addr::SocketAddr(listener.local_addr()?));
     let endpoint: Arc<BoxEndpoint<'static>> = Arc::new(endpoint);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(100);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -112,10 +113,7 @@ pub async fn serve(
                 Ok::<_, Infallible>(hyper::Response::from(response))
             }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 // Timeouts, oversized heads and resets: the client's doing.

@@ -11,6 +11,7 @@ mod errors;
 mod fal;
 mod headers;
 mod jobs;
+mod limits;
 mod metrics;
 mod openapi;
 mod ownership;
