@@ -16,6 +16,7 @@ mod metrics;
 mod openapi;
 mod ownership;
 mod process;
+mod production;
 mod proxies;
 mod rate_limit;
 mod shutdown;
