@@ -9,6 +9,7 @@ mod cors;
 mod crash;
 mod errors;
 mod fal;
+mod guide;
 mod headers;
 mod jobs;
 mod limits;
