@@ -13,6 +13,7 @@ mod guide;
 mod headers;
 mod jobs;
 mod limits;
+mod logs;
 mod metrics;
 mod openapi;
 mod ownership;
