@@ -25,7 +25,7 @@ async fn impatient_app() -> crate::helpers::TestApp {
 /// the server closed the connection before the client was done.
 async fn trickle(stream: &mut tokio::net::TcpStream, head: &[u8]) -> bool {
     let mut buf = [0u8; 1024];
-    for byte in head.iter().chain(std::iter::repeat(&b'a').take(100)) {
+    for byte in head.iter().chain(std::iter::repeat_n(&b'a', 100)) {
         if stream.write_all(&[*byte]).await.is_err() {
             return true;
         }
