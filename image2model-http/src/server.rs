@@ -48,7 +48,7 @@ pub struct ServerLimits {
     /// How long a client may take to send a complete request head (request
     /// line and headers), counted from the first poll for it.
     pub header_read_timeout: Duration,
-    /// The largest request head, in bytes (at least 8 KiB; hyper's floor).
+    /// The largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
     /// The most header fields in one request.
     pub max_headers: usize,
@@ -86,7 +86,7 @@ pub async fn serve(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
+        .max_header_size(limits.max_header_bytes)
         .max_headers(limits.max_headers);
     let graceful = GracefulShutdown::new();
     loop {

@@ -52,16 +52,19 @@ async fn principal(req: &Request, bearer: Bearer) -> Result<Principal, ApiError>
         .iter()
         .count();
     if headers != 1 || token.len() > MAX_KEY_LEN || !is_token68(&token) {
-        tracing::info!("malformed API key");
+        tracing::warn!("malformed API key");
         return Err(ApiError::unauthorized());
     }
     let Some(auth) = req.data::<Authenticator>() else {
         return Err(ApiError::internal("no authenticator in request data"));
     };
     match auth.0.authenticate(&SecretString::from(token)).await {
-        Ok(Some(p)) => Ok(p),
+        Ok(Some(p)) => {
+            tracing::Span::current().record("key_id", tracing::field::display(&p.key_id));
+            Ok(p)
+        }
         Ok(None) => {
-            tracing::info!("unknown API key");
+            tracing::warn!("unknown API key");
             Err(ApiError::unauthorized())
         }
         Err(e) => {

@@ -447,7 +447,11 @@ impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
         let kind = BucketKind::of(req.method(), req.uri().path());
-        let (Some(kind), Some(ip)) = (kind, self.limits.clients.resolve(&req)) else {
+        let ip = self.limits.clients.resolve(&req);
+        if let Some(ip) = ip {
+            tracing::Span::current().record("client_ip", tracing::field::display(ip));
+        }
+        let (Some(kind), Some(ip)) = (kind, ip) else {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         };
         let decision = self.limits.check(kind, ip).await;

@@ -235,6 +235,17 @@ async fn a_full_session_logs_no_key_material() {
         );
     }
     assert!(log.lines().count() > 50, "trace-level logging was on");
+    // What monitoring needs instead of keys: who (key id) and from where.
+    for expected in [
+        "\"key_id\":\"bootstrap-user\"",
+        "\"key_id\":\"bootstrap-admin\"",
+        "\"client_ip\":\"127.0.0.1\"",
+        "unknown API key",
+        "malformed API key",
+        "user key on an admin route",
+    ] {
+        assert!(log.contains(expected), "the log lacks {expected}");
+    }
     let basic = base64(&format!("admin:{ADMIN_API_KEY}"));
     for (what, secret) in [
         ("SECRET_KEY", SECRET_KEY),

@@ -177,3 +177,23 @@ async fn a_traversal_file_name_is_display_only_and_safe_in_content_disposition()
         "blob keys come from the server: {stored:?}"
     );
 }
+
+#[tokio::test]
+async fn an_sql_injection_in_a_file_name_is_stored_as_plain_text() {
+    let app = spawn_app().await;
+    let name = "x'); DROP TABLE jobs; --.png";
+
+    let job = app.upload_ok(vec![(name, png(8, 8))]).await;
+    let listed = app.list_jobs("", USER_KEY).await;
+
+    assert_eq!(listed.status(), 200, "the jobs table is still there");
+    let body: serde_json::Value = listed.json().await.unwrap();
+    assert_eq!(body["jobs"][0]["job_id"], job["job_id"]);
+    assert!(
+        body["jobs"][0]["items"][0]["filename"]
+            .as_str()
+            .unwrap()
+            .contains("DROP TABLE"),
+        "the name is data, kept (sanitised) for display"
+    );
+}
