@@ -191,7 +191,6 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
         );
         config.api_key = Some(key);
     }
-    }
     if let Err(e) = ensure_data_dirs(&config) {
         eprintln!("error: cannot create the data directories: {e}");
         return ExitCode::FAILURE;
