@@ -12,7 +12,7 @@
 //! `Retry-After` (seconds until the next request passes). Limits are checked
 //! before authentication, so guessing keys is rate limited too. The client IP
 //! comes from [`ClientIpResolver`] (forwarding headers only from
-//! `TRUSTED_PROXIES`).
+//! `TRUSTED_PROXIES`); IPv6 clients are counted per /64.
 //!
 //! ## Shared limits (`REDIS_URL`)
 //!
@@ -372,8 +372,10 @@ impl RateLimits {
         }
     }
 
-    /// Takes one request from `ip`'s bucket of `kind`.
+    /// Takes one request from `ip`'s bucket of `kind`. IPv6 clients are
+    /// counted per /64 (see [`bucket_address`]).
     pub async fn check(&self, kind: BucketKind, ip: IpAddr) -> Decision {
+        let ip = bucket_address(ip);
         let local = self.local(kind);
         if let Some(shared) = &self.shared {
             let outcome =
@@ -410,6 +412,24 @@ impl RateLimits {
     pub fn retain_recent(&self) {
         self.upload.limiter.retain_recent();
         self.general.limiter.retain_recent();
+    }
+}
+
+/// The address a client's requests are counted under: an IPv4 address as
+/// it is, an IPv6 address by its /64 network. One IPv6 subscriber usually
+/// holds a whole /64 (2^64 addresses), so counting single addresses would let
+/// a client take a fresh budget with every request.
+#[must_use]
+pub fn bucket_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(bits))
+            }
+        },
     }
 }
 
@@ -520,6 +540,30 @@ mod tests {
         assert!(first.allowed && !again.allowed);
         assert!(other_ip.allowed);
         assert!(other_kind.allowed);
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_share_a_bucket_per_64() {
+        let limits = RateLimits::new(1, 1, ClientIpResolver::default());
+
+        let first = limits
+            .check(BucketKind::Upload, ip("2001:db8:1:2::1"))
+            .await;
+        let same_64 = limits
+            .check(BucketKind::Upload, ip("2001:db8:1:2:ffff::9"))
+            .await;
+        let other_64 = limits
+            .check(BucketKind::Upload, ip("2001:db8:1:3::1"))
+            .await;
+
+        assert!(first.allowed);
+        assert!(!same_64.allowed, "another address of the same /64");
+        assert!(other_64.allowed);
+        assert_eq!(
+            bucket_address(ip("::ffff:192.0.2.7")),
+            ip("192.0.2.7"),
+            "mapped IPv4 counts as IPv4"
+        );
     }
 
     #[test]
