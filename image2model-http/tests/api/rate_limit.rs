@@ -127,7 +127,7 @@ async fn the_bucket_refills_after_its_window() {
         |vars| {
             vars.insert("RATE_LIMIT_UPLOAD_PER_MINUTE".into(), "2".into());
         },
-        |b| b.rate_limit_windows(Duration::from_millis(600), Duration::from_secs(3600)),
+        |b| b.rate_limit_windows(Duration::from_secs(3), Duration::from_secs(3600)),
     )
     .await;
     for _ in 0..2 {
@@ -135,9 +135,10 @@ async fn the_bucket_refills_after_its_window() {
     }
     let refused = app.upload_policy(Some(USER_KEY)).await;
     assert_eq!(refused.status(), 429);
-    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_eq!(refused.headers()["retry-after"], "2", "1.5 s, rounded up");
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Wide margins: a slot comes back every 1.5 s, the bucket is full after 3 s.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let mut after = Vec::new();
     for _ in 0..3 {
         after.push(app.upload_policy(Some(USER_KEY)).await.status().as_u16());
@@ -263,7 +264,7 @@ async fn the_shared_bucket_refills_after_its_window() {
         },
         |b| {
             b.rate_limit_redis_prefix(prefix)
-                .rate_limit_windows(Duration::from_millis(600), Duration::from_secs(3600))
+                .rate_limit_windows(Duration::from_secs(3), Duration::from_secs(3600))
         },
     )
     .await;
@@ -272,7 +273,8 @@ async fn the_shared_bucket_refills_after_its_window() {
         before.push(app.upload_policy(Some(USER_KEY)).await.status().as_u16());
     }
 
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Wide margins: a slot comes back every 1.5 s, the bucket is full after 3 s.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let mut after = Vec::new();
     for _ in 0..3 {
         after.push(app.upload_policy(Some(USER_KEY)).await.status().as_u16());
