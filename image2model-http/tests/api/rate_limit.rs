@@ -240,15 +240,25 @@ async fn two_instances_on_one_redis_share_one_budget() {
 
     let mut statuses = Vec::new();
     let mut remaining = Vec::new();
+    let mut last = None;
     for i in 0..7 {
         let app = if i % 2 == 0 { &one } else { &two };
         let resp = app.upload_policy(Some(USER_KEY)).await;
         statuses.push(resp.status().as_u16());
         remaining.push(numbers(&resp).1);
+        last = Some(numbers(&resp));
     }
 
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
     assert_eq!(remaining, [4, 3, 2, 1, 0, 0, 0]);
+    // 5 per minute: a slot every 12 s; the bucket is full 60 s after.
+    let (limit, _, reset, retry) = last.unwrap();
+    assert_eq!(limit, 5);
+    assert!(
+        (11..=12).contains(&retry.expect("retry-after")),
+        "{retry:?}"
+    );
+    assert!((59..=60).contains(&reset), "{reset}");
 }
 
 #[tokio::test]
