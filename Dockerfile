@@ -14,6 +14,8 @@ USER image2model
 WORKDIR /data
 ENV BIND_ADDR=0.0.0.0:8000
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s CMD curl -fsS http://127.0.0.1:8000/health || exit 1
+# In production every request must name a host of ALLOWED_HOSTS (400
+# invalid_host otherwise), the health probe included: send the first one.
+HEALTHCHECK --interval=30s --timeout=5s CMD h="${ALLOWED_HOSTS%%,*}"; curl -fsS ${h:+-H "Host: $h"} http://127.0.0.1:8000/health || exit 1
 ENTRYPOINT ["image2model"]
 CMD ["serve"]

@@ -358,13 +358,28 @@ impl Config {
         ] {
             match value {
                 None => problems.push(format!("{name} is required in production")),
-                Some(v) if v.expose_secret().len() < MIN_SECRET_LEN => problems.push(format!(
-                    "{name} is shorter than {MIN_SECRET_LEN} characters (use `openssl rand -hex 24`)"
-                )),
                 Some(v) if is_placeholder(v.expose_secret()) => {
                     problems.push(format!("{name} looks like a placeholder value"));
                 }
+                Some(v) if v.expose_secret().len() < MIN_SECRET_LEN => problems.push(format!(
+                    "{name} is shorter than {MIN_SECRET_LEN} characters (generate one with `openssl rand -hex 32`)"
+                )),
                 Some(_) => {}
+            }
+        }
+        if let Some(fal) = &self.fal
+            && is_placeholder(fal.credentials.expose_secret())
+        {
+            problems.push("FAL_API_KEY looks like a placeholder value".to_owned());
+        }
+        for (name, url) in [
+            ("DATABASE_URL", Some(&self.database_url)),
+            ("REDIS_URL", self.redis_url.as_ref()),
+        ] {
+            if let Some(url) = url
+                && url_password(url.expose_secret()).is_some_and(|p| is_placeholder(&p))
+            {
+                problems.push(format!("{name} has a placeholder password"));
             }
         }
         if self.allowed_hosts.is_empty() {
@@ -383,11 +398,30 @@ impl Config {
         {
             problems.push("API_KEY and ADMIN_API_KEY must differ".to_owned());
         }
+        for (name, key) in [
+            ("API_KEY", &self.api_key),
+            ("ADMIN_API_KEY", &self.admin_api_key),
+        ] {
+            if let Some(key) = key
+                && !crate::security::auth::is_token68(key.expose_secret())
+            {
+                problems.push(format!(
+                    "{name} may hold only letters, digits and - . _ ~ + / (then = padding): \
+                     a bearer token cannot carry other characters"
+                ));
+            }
+        }
         if self.generator == GeneratorChoice::Fal && self.fal.is_none() {
             problems.push("GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned());
         }
         if self.cors_origins.iter().any(|o| o.contains('*')) && self.is_production() {
             problems.push("BACKEND_CORS_ORIGINS must list exact origins, not *".to_owned());
+        }
+        if let Some(url) = &self.redis_url
+            && !url::Url::parse(url.expose_secret())
+                .is_ok_and(|u| matches!(u.scheme(), "redis" | "redis+unix" | "unix"))
+        {
+            problems.push("REDIS_URL must be a redis:// URL".to_owned());
         }
         for origin in &self.cors_origins {
             if origin != "*" && url::Url::parse(origin).is_err() {
@@ -469,6 +503,11 @@ impl fmt::Display for Config {
 fn is_placeholder(value: &str) -> bool {
     let lower = value.to_ascii_lowercase();
     PLACEHOLDER_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// The password of a URL (as written, percent-encoded), if it has one.
+fn url_password(raw: &str) -> Option<String> {
+    url::Url::parse(raw).ok()?.password().map(ToOwned::to_owned)
 }
 
 fn parse_net(text: &str) -> Option<IpNet> {
@@ -603,5 +642,208 @@ mod tests {
             assert!(!shown.contains(secret), "{secret} leaked");
         }
         assert!(shown.contains("postgres://app:***@db/app"));
+    }
+
+    const EXAMPLE: &str = include_str!("../../.env.production.example");
+
+    /// `NAME=value` lines of the example file, commented-out ones included.
+    fn example_entries() -> Vec<(String, String, bool)> {
+        EXAMPLE
+            .lines()
+            .filter_map(|line| {
+                let (active, rest) = match line.strip_prefix("# ") {
+                    Some(rest) => (false, rest),
+                    None => (true, line),
+                };
+                let (name, value) = rest.split_once('=')?;
+                let is_name = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+                is_name.then(|| (name.to_owned(), value.to_owned(), active))
+            })
+            .collect()
+    }
+
+    /// A production configuration with good secrets, plus `extra`.
+    fn production(extra: &[(&str, &str)]) -> Config {
+        let mut vars = vec![
+            ("ENVIRONMENT", "production"),
+            (
+                "SECRET_KEY",
+                "3f9a1c27be4d8e05f6a7b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0",
+            ),
+            (
+                "API_KEY",
+                "9b1e6f0c2d4a7e3b5c8d0f1a2b3c4d5e6f7a8b9c0d1e2f3a",
+            ),
+            (
+                "ADMIN_API_KEY",
+                "a7c3e9f1b5d2c8e4f0a6b2c7d3e9f5a1b8c4d0e6f2a7b3c9",
+            ),
+            ("ALLOWED_HOSTS", "api.image2model.test"),
+            ("BACKEND_CORS_ORIGINS", "https://image2model.test"),
+        ];
+        for (k, v) in extra {
+            vars.retain(|(name, _)| name != k);
+            vars.push((k, v));
+        }
+        config(&vars).unwrap()
+    }
+
+    #[test]
+    fn the_example_file_lists_every_variable_the_config_reads() {
+        let names: Vec<String> = example_entries().into_iter().map(|(n, _, _)| n).collect();
+
+        let missing: Vec<&&str> = VARIABLES
+            .iter()
+            .filter(|v| !names.iter().any(|n| n == *v))
+            .collect();
+
+        assert!(
+            missing.is_empty(),
+            "missing from .env.production.example: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_variable_in_the_example_file_says_how_to_set_it() {
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some((name, _)) = line.split_once('=') else {
+                continue;
+            };
+            if name.starts_with('#') || !VARIABLES.contains(&name) {
+                continue;
+            }
+            let comment_above = lines[..i]
+                .iter()
+                .rev()
+                .take_while(|l| !l.trim().is_empty())
+                .any(|l| l.starts_with('#'));
+            let section_default = !line.contains("CHANGE_ME");
+            assert!(
+                comment_above || section_default,
+                "{name}: a placeholder without a comment saying how to generate it"
+            );
+        }
+    }
+
+    #[test]
+    fn the_example_file_as_it_is_refuses_to_start_in_production() {
+        let entries: HashMap<String, String> = example_entries()
+            .into_iter()
+            .filter(|(_, _, active)| *active)
+            .map(|(n, v, _)| (n, v))
+            .collect();
+        let c = Config::from_lookup(|name| entries.get(name).cloned()).unwrap();
+
+        let problems = c.problems().join("\n");
+
+        assert!(c.is_production());
+        for expected in [
+            "SECRET_KEY looks like a placeholder",
+            "API_KEY looks like a placeholder",
+            "ADMIN_API_KEY looks like a placeholder",
+            "FAL_API_KEY looks like a placeholder",
+            "DATABASE_URL has a placeholder password",
+            "REDIS_URL has a placeholder password",
+        ] {
+            assert!(
+                problems.contains(expected),
+                "{expected} not in:\n{problems}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_well_configured_production_has_no_problems() {
+        assert_eq!(production(&[]).problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn production_refuses_each_missing_secret() {
+        for name in ["SECRET_KEY", "API_KEY", "ADMIN_API_KEY"] {
+            let c = production(&[(name, "")]);
+
+            let problems = c.problems();
+
+            assert_eq!(problems, [format!("{name} is required in production")]);
+        }
+    }
+
+    #[test]
+    fn production_refuses_each_short_secret() {
+        let short = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d"; // 31 characters
+        for name in ["SECRET_KEY", "API_KEY", "ADMIN_API_KEY"] {
+            let c = production(&[(name, short)]);
+
+            let problems = c.problems();
+
+            assert_eq!(problems.len(), 1, "{name}: {problems:?}");
+            assert!(problems[0].starts_with(&format!("{name} is shorter than 32")));
+        }
+    }
+
+    #[test]
+    fn production_refuses_each_placeholder_secret() {
+        for value in [
+            "change-me-change-me-change-me-change-me",
+            "your-secret-key-here-0123456789abcdef",
+            "CHANGE_ME_openssl_rand_hex_32_0123456789",
+            "changeme0123456789abcdef0123456789abcdef",
+        ] {
+            for name in ["SECRET_KEY", "API_KEY", "ADMIN_API_KEY"] {
+                let c = production(&[(name, value)]);
+
+                let problems = c.problems();
+
+                assert_eq!(
+                    problems,
+                    [format!("{name} looks like a placeholder value")],
+                    "{name}={value}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn production_refuses_equal_user_and_admin_keys() {
+        let same = "9b1e6f0c2d4a7e3b5c8d0f1a2b3c4d5e6f7a8b9c0d1e2f3a";
+        let c = production(&[("API_KEY", same), ("ADMIN_API_KEY", same)]);
+
+        assert_eq!(c.problems(), ["API_KEY and ADMIN_API_KEY must differ"]);
+    }
+
+    #[test]
+    fn production_refuses_a_cors_wildcard() {
+        for origins in [
+            "*",
+            "https://image2model.test,*",
+            "https://*.image2model.test",
+        ] {
+            let c = production(&[("BACKEND_CORS_ORIGINS", origins)]);
+
+            let problems = c.problems();
+
+            assert!(
+                problems.iter().any(|p| p.contains("not *")),
+                "{origins}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn development_allows_missing_keys_but_not_equal_ones() {
+        assert!(config(&[]).unwrap().problems().is_empty());
+        let c = config(&[("API_KEY", "k"), ("ADMIN_API_KEY", "k")]).unwrap();
+        assert_eq!(c.problems(), ["API_KEY and ADMIN_API_KEY must differ"]);
+    }
+
+    #[test]
+    fn a_redis_url_of_another_scheme_is_a_problem() {
+        let c = config(&[("REDIS_URL", "http://cache:6379")]).unwrap();
+
+        assert_eq!(c.fatal_problems(), ["REDIS_URL must be a redis:// URL"]);
     }
 }

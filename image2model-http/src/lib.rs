@@ -34,6 +34,8 @@
 //!   error envelope (`error`).
 //! - [`security`]: bearer auth schemes, request ids, security headers, rate
 //!   limits, client IPs, CORS, the host check.
+//! - [`server`]: the accept loop (hyper) with the header-size limit and the
+//!   header-read timeout.
 //! - [`web`]: the embedded web page.
 //! - `main.rs`: the `image2model` binary (`serve`, `convert`, `config check`).
 
@@ -43,6 +45,7 @@ pub mod cleanup;
 pub mod config;
 pub mod metrics;
 pub mod security;
+pub mod server;
 pub mod web;
 pub mod wiring;
 
@@ -58,8 +61,7 @@ use image2model_core::ports::{
 };
 use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
 use poem::endpoint::BoxEndpoint;
-use poem::listener::{Acceptor, TcpAcceptor};
-use poem::{EndpointExt, IntoEndpoint, Route, Server, get};
+use poem::{EndpointExt, IntoEndpoint, Route, get};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -68,15 +70,14 @@ use crate::audit::{AuditObserver, Entry};
 use crate::cleanup::CleanupSchedule;
 use crate::config::Config;
 use crate::security::auth::Authenticator;
+use crate::security::body_limit::BodyLimit;
 use crate::security::client_ip::ClientIpResolver;
 use crate::security::headers::SecurityHeaders;
 use crate::security::hosts::HostCheck;
-use crate::security::rate_limit::RateLimits;
+use crate::security::rate_limit::{RateLimitSettings, RateLimits, Rule};
 use crate::security::request_id::RequestIdLayer;
+pub use crate::server::ServerLimits;
 pub use crate::wiring::BuildError;
-
-/// How long open connections may take to finish after shutdown is requested.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -158,9 +159,43 @@ pub struct AppBuilder {
     cleanup: CleanupSchedule,
     worker: WorkerConfig,
     event_poll_interval: Option<Duration>,
+    server_limits: ServerLimits,
+    body_limit: BodyLimit,
+    rate_limit_windows: Option<(Duration, Duration)>,
+    rate_limit_redis_prefix: Option<String>,
 }
 
 impl AppBuilder {
+    /// Connection limits (header size, header-read timeout, drain time).
+    #[must_use]
+    pub fn server_limits(mut self, limits: ServerLimits) -> Self {
+        self.server_limits = limits;
+        self
+    }
+
+    /// The bound on request bodies other than uploads (default 64 KiB).
+    #[must_use]
+    pub fn max_body_bytes(mut self, max: u64) -> Self {
+        self.body_limit = BodyLimit { max };
+        self
+    }
+
+    /// Refill windows of the upload and general buckets instead of one
+    /// minute and one hour (tests use short ones to see buckets refill).
+    #[must_use]
+    pub fn rate_limit_windows(mut self, upload: Duration, general: Duration) -> Self {
+        self.rate_limit_windows = Some((upload, general));
+        self
+    }
+
+    /// The prefix of the Redis keys of shared rate limits (instances that
+    /// share budgets use the same; default `image2model:ratelimit`).
+    #[must_use]
+    pub fn rate_limit_redis_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.rate_limit_redis_prefix = Some(prefix.into());
+        self
+    }
+
     /// Runs `role`.
     #[must_use]
     pub fn role(mut self, role: ServeRole) -> Self {
@@ -291,11 +326,23 @@ impl AppBuilder {
             .auth
             .unwrap_or_else(|| Arc::new(registry.clone()) as Arc<dyn AuthPolicy>);
         let clients = ClientIpResolver::new(self.config.trusted_proxies.clone());
-        let rate_limits = RateLimits::new(
+        let mut settings = RateLimitSettings::new(
             self.config.rate_limit_upload_per_minute,
             self.config.rate_limit_per_hour,
-            clients.clone(),
         );
+        if let Some((upload, general)) = self.rate_limit_windows {
+            settings.upload = Rule::new(settings.upload.limit, upload);
+            settings.general = Rule::new(settings.general.limit, general);
+        }
+        settings.redis_url.clone_from(&self.config.redis_url);
+        if let Some(prefix) = self.rate_limit_redis_prefix {
+            settings.redis_prefix = prefix;
+        }
+        let rate_limits =
+            RateLimits::with_settings(&settings, clients.clone()).map_err(BuildError::Config)?;
+        if rate_limits.is_shared() {
+            tracing::info!("rate limits are shared through Redis");
+        }
         let mut worker = self.worker;
         if worker.concurrency == WorkerConfig::default().concurrency {
             worker.concurrency = self.config.worker_concurrency;
@@ -320,6 +367,8 @@ impl AppBuilder {
             role: self.role,
             worker,
             cleanup: self.cleanup,
+            server_limits: self.server_limits,
+            body_limit: self.body_limit,
         })
     }
 }
@@ -333,6 +382,8 @@ pub struct App {
     role: ServeRole,
     worker: WorkerConfig,
     cleanup: CleanupSchedule,
+    server_limits: ServerLimits,
+    body_limit: BodyLimit,
 }
 
 /// A server started by [`App::spawn`].
@@ -365,6 +416,10 @@ impl App {
             cleanup: CleanupSchedule::default(),
             worker: WorkerConfig::default(),
             event_poll_interval: None,
+            server_limits: ServerLimits::default(),
+            body_limit: BodyLimit::default(),
+            rate_limit_windows: None,
+            rate_limit_redis_prefix: None,
         }
     }
 
@@ -405,6 +460,7 @@ impl App {
             .data(self.state.clone())
             .data(Authenticator(self.auth.clone()))
             .with(api::error::Envelope)
+            .with(self.body_limit)
             .with(self.rate_limits.clone())
             .with_if(cors.is_some(), cors.unwrap_or_default())
             .with(api::error::Envelope)
@@ -424,7 +480,8 @@ impl App {
 
     /// Serves on `listener` (and runs the worker, by role) until `shutdown`
     /// fires; then stops accepting, ends event streams, lets requests drain
-    /// (up to 10 s) and stops the worker, which releases unfinished items.
+    /// (up to [`ServerLimits::drain_timeout`]) and stops the worker, which
+    /// releases unfinished items. Connections are bounded as [`server`] says.
     ///
     /// # Errors
     /// I/O errors of the listener.
@@ -461,16 +518,10 @@ impl App {
                 }
             })
         };
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
-        let addr = acceptor
-            .local_addr()
-            .first()
-            .and_then(|a| a.as_socket_addr().copied());
-        tracing::info!(addr = ?addr, role = ?self.role, "listening");
+        let addr = listener.local_addr()?;
+        tracing::info!(addr = %addr, role = ?self.role, "listening");
         let endpoint = self.endpoint();
-        let served = Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(endpoint, shutdown.cancelled(), Some(DRAIN_TIMEOUT))
-            .await;
+        let served = server::serve(listener, endpoint, self.server_limits, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(worker) = worker
             && let Err(e) = worker.await

@@ -191,9 +191,6 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
         );
         config.api_key = Some(key);
     }
-    if config.redis_url.is_some() {
-        tracing::warn!("REDIS_URL is set but rate limits are kept per process in this version");
-    }
     if let Err(e) = ensure_data_dirs(&config) {
         eprintln!("error: cannot create the data directories: {e}");
         return ExitCode::FAILURE;

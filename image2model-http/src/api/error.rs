@@ -227,6 +227,12 @@ pub fn envelope(err: poem::Error) -> Response {
     if let Some(api) = err.downcast_ref::<ApiError>() {
         return api.as_response();
     }
+    // Every path parameter is an id or a file name: one that does not even
+    // decode (invalid UTF-8 after percent-decoding) names nothing, like a
+    // malformed id.
+    if err.is::<poem::error::ParsePathError>() || err.is::<poem_openapi::error::ParsePathError>() {
+        return ApiError::not_found().as_response();
+    }
     let status = err.status();
     let api = match status {
         StatusCode::UNAUTHORIZED => ApiError::unauthorized(),

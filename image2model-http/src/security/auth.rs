@@ -22,21 +22,49 @@ use crate::api::error::ApiError;
 pub struct Authenticator(pub Arc<dyn AuthPolicy>);
 
 /// The longest key accepted before any lookup.
-const MAX_KEY_LEN: usize = 256;
+pub const MAX_KEY_LEN: usize = 256;
 
+/// Whether `token` is an RFC 7235 `token68` (`[A-Za-z0-9-._~+/]+=*`), the
+/// only form a bearer credential takes. Keys outside it can never match.
+#[must_use]
+pub fn is_token68(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+/// The caller behind a bearer credential.
+///
+/// Refused (401) before any lookup: more than one `Authorization` header (a
+/// proxy and the origin could disagree on which counts), an empty token, one
+/// longer than [`MAX_KEY_LEN`], or one that is not a `token68`. The scheme is
+/// matched case-insensitively and one or more spaces may follow it
+/// (`credentials = auth-scheme 1*SP token68`); trailing whitespace is
+/// removed by the HTTP parser. The lookup itself compares digests in
+/// constant time ([`AuthPolicy`]); the presented key is never logged.
 async fn principal(req: &Request, bearer: Bearer) -> Result<Principal, ApiError> {
     let token = bearer.token;
-    if token.is_empty() || token.len() > MAX_KEY_LEN || !token.bytes().all(|b| b.is_ascii_graphic())
-    {
+    let headers = req
+        .headers()
+        .get_all(poem::http::header::AUTHORIZATION)
+        .iter()
+        .count();
+    if headers != 1 || token.len() > MAX_KEY_LEN || !is_token68(&token) {
+        tracing::warn!("malformed API key");
         return Err(ApiError::unauthorized());
     }
     let Some(auth) = req.data::<Authenticator>() else {
         return Err(ApiError::internal("no authenticator in request data"));
     };
     match auth.0.authenticate(&SecretString::from(token)).await {
-        Ok(Some(p)) => Ok(p),
+        Ok(Some(p)) => {
+            tracing::Span::current().record("key_id", tracing::field::display(&p.key_id));
+            Ok(p)
+        }
         Ok(None) => {
-            tracing::info!("unknown API key");
+            tracing::warn!("unknown API key");
             Err(ApiError::unauthorized())
         }
         Err(e) => {
@@ -72,3 +100,18 @@ pub struct UserKey(pub Principal);
 #[derive(Debug, SecurityScheme)]
 #[oai(ty = "bearer", checker = "admin_checker")]
 pub struct AdminKey(pub Principal);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token68_accepts_key_alphabets_and_refuses_the_rest() {
+        for ok in ["0123abcdef", "i2m_AbC-9", "base64+/x==", "a.b~c"] {
+            assert!(is_token68(ok), "{ok}");
+        }
+        for bad in ["", "==", "a b", "a\tb", "ab\n", "ké", "a=b", "a,b", "a\"b"] {
+            assert!(!is_token68(bad), "{bad:?}");
+        }
+    }
+}

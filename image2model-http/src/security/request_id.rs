@@ -76,6 +76,10 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
             request_id = %id,
             method = %req.method(),
             path = %req.uri().path(),
+            // Filled in by the rate limit and auth layers, for monitoring:
+            // who (key id, never the key) called from where.
+            client_ip = tracing::field::Empty,
+            key_id = tracing::field::Empty,
         );
         let started = Instant::now();
         let result = REQUEST_ID

@@ -1,4 +1,4 @@
-use crate::helpers::{USER_KEY, png, spawn_app, spawn_app_with};
+use crate::helpers::{ADMIN_KEY, USER_KEY, png, spawn_app, spawn_app_with};
 
 const PATHS: &[&str] = &[
     "/",
@@ -172,4 +172,122 @@ async fn without_configured_origins_no_cors_headers_are_sent() {
         .unwrap();
 
     assert!(resp.headers().get("access-control-allow-origin").is_none());
+}
+
+/// Asserts every security header of an `/api/v1` response.
+fn assert_api_security_headers(what: &str, h: &reqwest::header::HeaderMap, production: bool) {
+    assert!(h.contains_key("x-request-id"), "{what}: x-request-id");
+    assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+    assert_eq!(h["x-frame-options"], "DENY", "{what}");
+    assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+    assert_eq!(
+        h["content-security-policy"], "default-src 'none'; frame-ancestors 'none'",
+        "{what}"
+    );
+    assert_eq!(h["cache-control"], "no-store", "{what}");
+    assert_eq!(
+        h.contains_key("strict-transport-security"),
+        production,
+        "{what}: HSTS only in production"
+    );
+}
+
+#[tokio::test]
+async fn every_status_carries_every_header_200_401_403_404_405_413_429() {
+    let app = crate::helpers::spawn_app_with(|vars| {
+        vars.insert("RATE_LIMIT_PER_HOUR".into(), "9".into());
+    })
+    .await;
+    let job = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+
+    let cases = [
+        ("200", app.list_jobs("", USER_KEY).await),
+        ("401", app.list_jobs("", "wrong-key").await),
+        ("403", app.admin_jobs(USER_KEY).await),
+        ("404 job", app.get_job(job, USER_KEY).await),
+        ("404 route", app.get("/api/v1/nope", Some(USER_KEY)).await),
+        (
+            "405",
+            app.client
+                .put(app.url("/api/v1/jobs"))
+                .bearer_auth(USER_KEY)
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            "413",
+            app.client
+                .post(app.url("/api/v1/admin/cleanup"))
+                .bearer_auth(ADMIN_KEY)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 70 * 1024])
+                .send()
+                .await
+                .unwrap(),
+        ),
+    ];
+    let mut limited = None;
+    for _ in 0..10 {
+        let resp = app.list_jobs("", USER_KEY).await;
+        if resp.status() == 429 {
+            limited = Some(resp);
+            break;
+        }
+    }
+
+    for (what, resp) in &cases {
+        assert!(
+            resp.status().as_str().starts_with(&what[..3]),
+            "{what}: {}",
+            resp.status()
+        );
+        assert_api_security_headers(what, resp.headers(), false);
+        assert!(resp.headers().contains_key("ratelimit-limit"), "{what}");
+    }
+    let limited = limited.expect("the general bucket runs out");
+    assert_api_security_headers("429", limited.headers(), false);
+    assert!(limited.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn production_errors_and_429s_carry_hsts_too() {
+    let app = spawn_app_with(|vars| {
+        vars.insert("ENVIRONMENT".into(), "production".into());
+        vars.insert("SECRET_KEY".into(), "f".repeat(64));
+        vars.insert("ALLOWED_HOSTS".into(), "127.0.0.1".into());
+        vars.insert("RATE_LIMIT_UPLOAD_PER_MINUTE".into(), "1".into());
+    })
+    .await;
+
+    let ok = app.upload_policy(Some(USER_KEY)).await;
+    let limited = app.upload_policy(Some(USER_KEY)).await;
+    let unauthorized = app.list_jobs("", "nope").await;
+
+    assert_eq!(ok.status(), 200);
+    assert_eq!(limited.status(), 429);
+    assert_eq!(unauthorized.status(), 401);
+    for (what, resp) in [("200", ok), ("429", limited), ("401", unauthorized)] {
+        assert_api_security_headers(what, resp.headers(), true);
+    }
+}
+
+#[tokio::test]
+async fn a_json_body_over_the_small_bound_is_413_even_when_chunked() {
+    let app = spawn_app().await;
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..80).map(|_| Ok(vec![b' '; 1024])).collect();
+
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/cleanup"))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(resp.status(), 413);
+    assert_eq!(crate::helpers::error_code(resp).await, "request_too_large");
 }

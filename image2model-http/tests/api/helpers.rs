@@ -105,7 +105,7 @@ pub async fn spawn_app_configured(tweak: impl FnOnce(&mut HashMap<String, String
 }
 
 /// A server whose variables `tweak` may change and whose builder `build`
-/// may change (e.g. the cleanup schedule).
+/// may change (limits, rate-limit windows, the cleanup schedule, …).
 pub async fn spawn_app_built(
     tweak: impl FnOnce(&mut HashMap<String, String>),
     build: impl FnOnce(AppBuilder) -> AppBuilder,
@@ -491,4 +491,80 @@ pub async fn error_code(resp: reqwest::Response) -> String {
         "{body}"
     );
     error["code"].as_str().expect("code").to_owned()
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of a header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The envelope's `code`.
+    pub fn code(&self) -> String {
+        let body: Value = serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body));
+        body["error"]["code"].as_str().expect("code").to_owned()
+    }
+}
+
+/// Sends `request` as-is (no normalisation of the path, no header checks)
+/// and reads the response until the server closes (send
+/// `Connection: close`). Gives up after 30 s.
+pub async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf))
+        .await
+        .expect("the server answers and closes")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// A `GET` of `path` (sent verbatim) with extra header lines.
+pub async fn raw_get(addr: std::net::SocketAddr, path: &str, headers: &[&str]) -> RawResponse {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    raw_request(addr, req.as_bytes()).await
+}
+
+/// Whether the `curl` command is installed.
+pub fn has_curl() -> bool {
+    std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }

@@ -264,3 +264,37 @@ async fn a_streamed_body_over_the_whole_request_bound_is_413_while_reading() {
     app.assert_no_uploads().await;
     assert_eq!(app.job_count().await, 0);
 }
+
+/// The `convert` command takes images from the operator's disk, not from a
+/// client, but goes through the same validation: a script named `.png` is
+/// refused and nothing is written.
+#[test]
+fn the_convert_command_applies_the_same_upload_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("evil.png");
+    std::fs::write(&fake, b"<script>alert(1)</script>").unwrap();
+    let real = dir.path().join("real.png");
+    std::fs::write(&real, png(8, 8)).unwrap();
+    let out = dir.path().join("out");
+
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_image2model"))
+        .arg("convert")
+        .arg(&fake)
+        .arg(&real)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("evil.png"), "{stderr}");
+    let written: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(written, ["real.glb"], "only the real image became a model");
+}
