@@ -4,23 +4,10 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use image2model_benches::images::png_of_size;
 use image2model_core::domain::ImageKind;
 use image2model_core::testing::images;
 use image2model_core::validate::{FileInspector, UploadLimits, dimensions, sniff};
-
-/// A PNG of about `bytes` bytes: a small real image padded with an ancillary
-/// chunk, so the inspector sees a realistic header and a long body.
-fn png_of_size(bytes: usize) -> Vec<u8> {
-    let mut png = images::png(1024, 768);
-    png.truncate(png.len() - 12); // drop IEND
-    let pad = bytes.saturating_sub(png.len() + 24);
-    png.extend_from_slice(&(pad as u32).to_be_bytes());
-    png.extend_from_slice(b"teXt");
-    png.extend(std::iter::repeat_n(b'x', pad));
-    png.extend_from_slice(&[0, 0, 0, 0]);
-    png.extend_from_slice(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]);
-    png
-}
 
 fn bench_sniff_and_header(c: &mut Criterion) {
     let png = images::png(640, 480);

@@ -1,0 +1,705 @@
+//! The load harness: starts the real `image2model` server (a child process,
+//! so its memory is its own) with a fake FAL at zero latency, measures it on
+//! loopback, and prints every figure beside its reference measured in the
+//! same run. See `docs/BENCHMARKS.md`.
+//!
+//! ```text
+//! cargo run --release -p image2model-benches --bin load -- --full
+//! cargo run -p image2model-benches --bin load -- --quick   # CI: does it still work?
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use image2model_benches::client::Multipart;
+use image2model_benches::process::{Served, free_loopback_addr};
+use image2model_benches::report::{Figure, Target, markdown};
+use image2model_benches::rss::MIB;
+use image2model_benches::scenarios::{e2e, ingest, memory, relief, storm};
+use image2model_benches::server::{self, Generator, Role, ServerSetup, USER_KEY};
+use image2model_benches::stats::ms;
+use image2model_benches::{Result, api, client, images, reference};
+use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig};
+
+/// Measures the image2model server against references from the same run.
+#[derive(Debug, Parser)]
+#[command(name = "load", about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The full run whose figures go into docs/BENCHMARKS.md (the default).
+    #[arg(long, conflicts_with = "quick")]
+    full: bool,
+    /// A few seconds of each measurement: checks that the harness and the
+    /// server still work, not how fast they are (CI).
+    #[arg(long)]
+    quick: bool,
+    /// The `image2model` binary. By default it is built with cargo (same
+    /// profile as this harness) when run through `cargo run`, else looked
+    /// for beside this binary.
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// The generator the server uses.
+    #[arg(long, value_enum, default_value_t = GeneratorArg::Fal)]
+    generator: GeneratorArg,
+    /// `DATABASE_URL` for the server (default: a SQLite file in the data
+    /// directory).
+    #[arg(long)]
+    database_url: Option<String>,
+    /// `STORAGE_URL` for the server (default: a directory in the data
+    /// directory).
+    #[arg(long)]
+    storage_url: Option<String>,
+    /// Where the servers keep their data and where `dd` writes (a temporary
+    /// directory is made inside; default: the system's temp directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `RUST_LOG` for the server (default: the server's own default).
+    #[arg(long)]
+    server_log: Option<String>,
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the data directory (server logs, database) after the run.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the reference hello server on ADDR (used by the harness itself).
+    #[command(hide = true)]
+    HelloServer {
+        /// Listen address.
+        #[arg(long)]
+        bind: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum GeneratorArg {
+    /// The FAL generator against a fake FAL in this process, at zero latency.
+    Fal,
+    /// The offline relief generator (no fake FAL).
+    Relief,
+}
+
+/// Counts and durations of one run.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    connections: usize,
+    warmup: Duration,
+    window: Duration,
+    ingest_uploads: u64,
+    ingest_concurrency: usize,
+    dd_mib: u64,
+    e2e_serial: u64,
+    e2e_concurrent: u64,
+    e2e_clients: usize,
+    e2e_max: Duration,
+    sse_subscribers: usize,
+    refused_bytes: u64,
+    large_uploads: usize,
+    relief_side: u32,
+    relief_runs: u32,
+}
+
+impl Plan {
+    fn full() -> Self {
+        Self {
+            connections: 64,
+            warmup: Duration::from_secs(2),
+            window: Duration::from_secs(10),
+            ingest_uploads: 500,
+            ingest_concurrency: 8,
+            dd_mib: 512,
+            e2e_serial: 300,
+            e2e_concurrent: 1000,
+            e2e_clients: 16,
+            e2e_max: Duration::from_secs(90),
+            sse_subscribers: 1000,
+            refused_bytes: 500 * 1000 * 1000,
+            large_uploads: 25,
+            relief_side: 4096,
+            relief_runs: 3,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            connections: 64,
+            warmup: Duration::from_millis(300),
+            window: Duration::from_secs(1),
+            ingest_uploads: 20,
+            ingest_concurrency: 4,
+            dd_mib: 32,
+            e2e_serial: 10,
+            e2e_concurrent: 20,
+            e2e_clients: 4,
+            e2e_max: Duration::from_secs(60),
+            sse_subscribers: 100,
+            refused_bytes: 40 * 1000 * 1000,
+            large_uploads: 5,
+            relief_side: 1024,
+            relief_runs: 1,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::HelloServer { bind }) => {
+                let listener = tokio::net::TcpListener::bind(bind).await?;
+                reference::hello_server(listener).await
+            }
+            None => run(&cli).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints progress to stderr (the table goes to stdout).
+macro_rules! step {
+    ($($arg:tt)*) => { eprintln!("load: {}", format!($($arg)*)) };
+}
+
+async fn run(cli: &Cli) -> Result<()> {
+    let quick = cli.quick;
+    let plan = if quick { Plan::quick() } else { Plan::full() };
+    raise_open_files_limit(plan.sse_subscribers as u64 * 2 + 512)?;
+    let bin = server_binary(cli)?;
+    let base = cli.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let data = tempfile::Builder::new()
+        .prefix("i2m-load-")
+        .tempdir_in(&base)?;
+    let dir = data.path().to_path_buf();
+    step!(
+        "{} run; server {}; data in {}",
+        if quick { "quick" } else { "full" },
+        bin.display(),
+        dir.display()
+    );
+
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+
+    // --- References: the hello server -------------------------------------
+    step!("reference: hello server");
+    let hello = start_hello().await?;
+    let hello_idle = memory::idle(hello.pid(), Duration::from_secs(1)).await?;
+    let mut hello_storm = storm::storm(
+        hello.addr,
+        "/",
+        None,
+        plan.connections,
+        plan.warmup,
+        plan.window,
+    )
+    .await?;
+    let mut hello_one =
+        storm::storm(hello.addr, "/", None, 1, plan.warmup / 2, plan.window / 2).await?;
+    hello.stop().await;
+    let hello_rps = hello_storm.per_second();
+    let hello_p99 = pct(&mut hello_storm.latencies, 99.0);
+    let hello_rtt = pct(&mut hello_one.latencies, 50.0);
+    check(&mut problems, "hello storm errors", hello_storm.errors == 0);
+
+    // --- The fake FAL, at zero latency ------------------------------------
+    let fake = match cli.generator {
+        GeneratorArg::Fal => Some(
+            FakeFal::start(FakeFalConfig {
+                queue_time: Duration::ZERO,
+                progress_time: Duration::ZERO,
+                ..FakeFalConfig::default()
+            })
+            .await,
+        ),
+        GeneratorArg::Relief => None,
+    };
+    let generator = match &fake {
+        Some(f) => Generator::Fal {
+            queue_base_url: f.queue_base_url(),
+            storage_base_url: f.storage_base_url(),
+            key: f.key().to_owned(),
+        },
+        None => Generator::Relief,
+    };
+    let setup = |role: Role, name: &str| ServerSetup {
+        bin: bin.clone(),
+        dir: dir.join(name),
+        role,
+        generator: generator.clone(),
+        database_url: cli.database_url.clone(),
+        storage_url: cli.storage_url.clone(),
+        log_filter: cli.server_log.clone(),
+        max_file_bytes: None,
+    };
+
+    // --- Server A: the default deployment (API and worker) ----------------
+    step!("server A (--role all): idle, job status, end to end");
+    let a = server::start(&setup(Role::All, "all")).await?;
+    let idle_all = memory::idle(a.pid(), Duration::from_secs(1)).await?;
+    let form = Multipart::one_file("photo.jpg", "image/jpeg");
+    let small = images::photo_jpeg(256);
+    let job = {
+        let mut conn = client::Conn::open(a.addr).await?;
+        let job = api::upload(&mut conn, USER_KEY, &form, form.body(&small)).await?;
+        let events = api::subscribe(&mut conn, USER_KEY, &job).await?;
+        let status = api::wait_terminal(events).await?;
+        if status != "succeeded" {
+            return Err(format!("the first job ended {status}\n{}", a.log_tail()).into());
+        }
+        job
+    };
+    let status_path = format!("/api/v1/jobs/{job}");
+    let mut status = storm::storm(
+        a.addr,
+        &status_path,
+        Some(USER_KEY),
+        plan.connections,
+        plan.warmup,
+        plan.window,
+    )
+    .await?;
+    check(&mut problems, "job status errors", status.errors == 0);
+    let mut serial = e2e::e2e(
+        a.addr,
+        USER_KEY,
+        &form,
+        &small,
+        1,
+        plan.e2e_serial,
+        plan.e2e_max,
+    )
+    .await?;
+    check(
+        &mut problems,
+        "end-to-end (1 client) failures",
+        serial.failures == 0,
+    );
+    let mut loaded = e2e::e2e(
+        a.addr,
+        USER_KEY,
+        &form,
+        &small,
+        plan.e2e_clients,
+        plan.e2e_concurrent,
+        plan.e2e_max,
+    )
+    .await?;
+    check(
+        &mut problems,
+        "end-to-end (loaded) failures",
+        loaded.failures == 0,
+    );
+    let after_load_all = memory::idle(a.pid(), Duration::from_secs(1)).await?;
+    let a_log = a.log_tail();
+    a.stop().await;
+
+    // --- Server B: API only, so nothing competes with ingest --------------
+    step!("server B (--role api): memory under SSE and large uploads, ingest");
+    let b = server::start(&setup(Role::Api, "api")).await?;
+    let idle_api = memory::idle(b.pid(), Duration::from_secs(1)).await?;
+    let mut queued = Vec::new();
+    {
+        let mut conn = client::Conn::open(b.addr).await?;
+        for _ in 0..10 {
+            queued.push(api::upload(&mut conn, USER_KEY, &form, form.body(&small)).await?);
+        }
+    }
+    step!("  {} SSE subscribers", plan.sse_subscribers);
+    let sse = memory::sse_subscribers(
+        b.addr,
+        b.pid(),
+        USER_KEY,
+        &queued,
+        plan.sse_subscribers,
+        Duration::from_secs(2),
+    )
+    .await?;
+    check(
+        &mut problems,
+        "every SSE subscriber stayed open",
+        sse.open == plan.sse_subscribers as u64,
+    );
+    step!("  {} MB upload, refused", plan.refused_bytes / 1_000_000);
+    let refused = memory::refused_upload(
+        b.addr,
+        b.pid(),
+        USER_KEY,
+        Bytes::from(images::png_head_of_size(plan.refused_bytes)),
+        plan.refused_bytes,
+    )
+    .await?;
+    check(
+        &mut problems,
+        "the oversized upload is refused with 413",
+        refused.outcomes.iter().all(|o| o.starts_with("413")),
+    );
+    step!("  {} × 10 MB uploads at once", plan.large_uploads);
+    let large = images::png_of_size(10_000_000);
+    let streaming =
+        memory::concurrent_uploads(b.addr, b.pid(), USER_KEY, &large, plan.large_uploads).await?;
+    check(
+        &mut problems,
+        "every 10 MB upload is accepted",
+        streaming.outcomes.iter().all(|o| o.starts_with("202")),
+    );
+    step!("  ingest of 1 MB uploads, and dd");
+    let dd = reference::dd_write(&dir, plan.dd_mib)?;
+    let one_mb = images::png_of_size(1_000_000);
+    let png_form = Multipart::one_file("photo.png", "image/png");
+    let ingest = ingest::ingest(
+        b.addr,
+        USER_KEY,
+        &png_form,
+        &one_mb,
+        plan.ingest_concurrency,
+        plan.ingest_uploads,
+        Duration::from_secs(120),
+    )
+    .await?;
+    check(&mut problems, "ingest errors", ingest.errors == 0);
+    b.stop().await;
+    if let Some(f) = fake {
+        f.shutdown().await;
+    }
+
+    // --- Relief, one core ---------------------------------------------------
+    step!("relief at {} × {}", plan.relief_side, plan.relief_side);
+    let (side, runs) = (plan.relief_side, plan.relief_runs);
+    let relief = tokio::task::spawn_blocking(move || relief::relief(side, runs)).await??;
+
+    // --- The table ----------------------------------------------------------
+    let hello_ref = "bare hyper hello server";
+    let mib = |b: u64| b as f64 / MIB;
+    figures.push(Figure {
+        name: format!("GET /api/v1/jobs/{{id}}, {} connections", plan.connections),
+        value: status.per_second(),
+        unit: "req/s",
+        reference: hello_ref.into(),
+        reference_value: Some(hello_rps),
+        reference_unit: "req/s",
+        target: Target::RatioAtLeast(0.5),
+    });
+    figures.push(Figure {
+        name: format!(
+            "GET /api/v1/jobs/{{id}} p99, {} connections",
+            plan.connections
+        ),
+        value: pct(&mut status.latencies, 99.0),
+        unit: "ms",
+        reference: format!("{hello_ref} p99"),
+        reference_value: Some(hello_p99),
+        reference_unit: "ms",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: format!(
+            "upload ingest, 1 MB images, {} connections",
+            plan.ingest_concurrency
+        ),
+        value: ingest.mb_per_s(),
+        unit: "MB/s",
+        reference: "`dd bs=1M conv=fsync` to the same disk".into(),
+        reference_value: Some(dd.mb_per_s()),
+        reference_unit: "MB/s",
+        target: Target::RatioAtLeast(0.5),
+    });
+    figures.push(Figure {
+        name: "upload → succeeded p50, 1 client".into(),
+        value: pct(&mut serial.latencies, 50.0),
+        unit: "ms",
+        reference: "hello round trip p50, 1 connection".into(),
+        reference_value: Some(hello_rtt),
+        reference_unit: "ms",
+        target: Target::Below(20.0),
+    });
+    figures.push(Figure {
+        name: "upload → succeeded p99, 1 client".into(),
+        value: pct(&mut serial.latencies, 99.0),
+        unit: "ms",
+        reference: "hello round trip p50, 1 connection".into(),
+        reference_value: Some(hello_rtt),
+        reference_unit: "ms",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: format!("end to end, {} clients", plan.e2e_clients),
+        value: loaded.per_second(),
+        unit: "items/s",
+        reference: format!(
+            "p50 {} ms, p99 {} ms under this load",
+            fmt_ms(pct(&mut loaded.latencies, 50.0)),
+            fmt_ms(pct(&mut loaded.latencies, 99.0))
+        ),
+        reference_value: None,
+        reference_unit: "",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: "RSS idle (API and worker)".into(),
+        value: mib(idle_all),
+        unit: "MiB",
+        reference: "hello server idle".into(),
+        reference_value: Some(mib(hello_idle)),
+        reference_unit: "MiB",
+        target: Target::Below(40.0),
+    });
+    figures.push(Figure {
+        name: "RSS idle after the load above".into(),
+        value: mib(after_load_all),
+        unit: "MiB",
+        reference: "hello server idle".into(),
+        reference_value: Some(mib(hello_idle)),
+        reference_unit: "MiB",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: format!("RSS growth with {} SSE subscribers", plan.sse_subscribers),
+        value: mib(sse.with.saturating_sub(sse.before)),
+        unit: "MiB",
+        reference: "RSS before them (API-only server)".into(),
+        reference_value: Some(mib(sse.before)),
+        reference_unit: "MiB",
+        target: Target::Below(60.0),
+    });
+    figures.push(Figure {
+        name: format!(
+            "RSS growth while a {} MB upload is refused",
+            plan.refused_bytes / 1_000_000
+        ),
+        value: mib(refused.growth()),
+        unit: "MiB",
+        reference: format!(
+            "RSS before (idle API-only server: {} MiB at start)",
+            fmt_mib(mib(idle_api))
+        ),
+        reference_value: Some(mib(refused.before)),
+        reference_unit: "MiB",
+        target: Target::Below(10.0),
+    });
+    figures.push(Figure {
+        name: format!(
+            "RSS growth while {} × 10 MB uploads stream in",
+            plan.large_uploads
+        ),
+        value: mib(streaming.growth()),
+        unit: "MiB",
+        reference: "RSS before".into(),
+        reference_value: Some(mib(streaming.before)),
+        reference_unit: "MiB",
+        // Flat: a tenth of what streams in at once, i.e. nothing held whole.
+        target: Target::Below(plan.large_uploads as f64 * 10e6 / MIB / 10.0),
+    });
+    figures.push(Figure {
+        name: format!("relief {:.1} MP JPEG, one core", relief.megapixels),
+        value: relief.render.as_secs_f64(),
+        unit: "s",
+        reference: "decoding the same JPEG (`image` crate)".into(),
+        reference_value: Some(relief.decode.as_secs_f64()),
+        reference_unit: "s",
+        target: if plan.relief_side >= 4096 {
+            Target::Below(1.0)
+        } else {
+            Target::None
+        },
+    });
+
+    for f in &figures {
+        let sane = f.value.is_finite()
+            && f.value >= 0.0
+            && f.reference_value.is_none_or(|r| r.is_finite() && r > 0.0);
+        check(&mut problems, &format!("{} is a sane number", f.name), sane);
+    }
+
+    println!("{}", markdown(&figures));
+    println!(
+        "Outcomes: oversized upload {}; 10 MB uploads {}; end to end {} + {} items ({} + {} failed).",
+        refused.outcomes.join(", "),
+        summarize(&streaming.outcomes),
+        serial.succeeded,
+        loaded.succeeded,
+        serial.failures,
+        loaded.failures
+    );
+    println!("{}", machine(&bin));
+    if let Some(path) = &cli.json {
+        let json = serde_json::json!({
+            "mode": if quick { "quick" } else { "full" },
+            "machine": machine(&bin),
+            "figures": figures,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
+    if cli.keep {
+        let kept = data.keep();
+        step!("data kept in {}", kept.display());
+    }
+    if problems.is_empty() {
+        step!("every measurement produced a sane number");
+        Ok(())
+    } else {
+        eprintln!("{a_log}");
+        Err(format!("problems:\n  - {}", problems.join("\n  - ")).into())
+    }
+}
+
+fn check(problems: &mut Vec<String>, what: &str, ok: bool) {
+    if !ok {
+        problems.push(what.to_owned());
+    }
+}
+
+fn pct(l: &mut image2model_benches::stats::Latencies, p: f64) -> f64 {
+    l.percentile(p).map_or(f64::NAN, ms)
+}
+
+fn fmt_ms(x: f64) -> String {
+    image2model_benches::report::num(x)
+}
+
+fn fmt_mib(x: f64) -> String {
+    image2model_benches::report::num(x)
+}
+
+/// `202 ×25` for a list of equal outcomes.
+fn summarize(outcomes: &[String]) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for o in outcomes {
+        match counts.iter_mut().find(|(k, _)| k == o) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((o.clone(), 1)),
+        }
+    }
+    counts
+        .iter()
+        .map(|(k, n)| format!("{k} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Starts this binary as the hello server.
+async fn start_hello() -> Result<Served> {
+    let addr = free_loopback_addr()?;
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(["hello-server", "--bind", &addr.to_string()]);
+    Served::start("hello server", cmd, addr, "/", None).await
+}
+
+/// Raises the soft open-files limit to at least `want` (up to the hard limit).
+fn raise_open_files_limit(want: u64) -> Result<()> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return Ok(());
+    }
+    let max = limit.maximum.unwrap_or(u64::MAX);
+    if max < want {
+        return Err(format!(
+            "the open-files limit is {max}; {want} are needed (raise it with `ulimit -n`)"
+        )
+        .into());
+    }
+    limit.current = Some(want);
+    setrlimit(Resource::Nofile, limit)?;
+    Ok(())
+}
+
+/// The `image2model` binary: `--server-bin`, or built by cargo in this
+/// harness's profile when run through cargo, or beside this binary.
+fn server_binary(cli: &Cli) -> Result<PathBuf> {
+    if let Some(bin) = &cli.server_bin {
+        return Ok(bin.clone());
+    }
+    let beside = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("image2model"))
+        .ok_or("this binary has no directory")?;
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        step!("building the server (cargo build -p image2model-http)");
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "-p", "image2model-http", "--bin", "image2model"]);
+        if !cfg!(debug_assertions) {
+            cmd.arg("--release");
+        }
+        let status = cmd.status()?;
+        if !status.success() {
+            return Err("building the server failed".into());
+        }
+    }
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        Err(format!(
+            "no server binary at {}: build it (cargo build --release -p image2model-http) or pass --server-bin",
+            beside.display()
+        )
+        .into())
+    }
+}
+
+/// The machine and build, for the record.
+fn machine(bin: &Path) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|r| r.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:").map(|r| r.trim().to_owned()))
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let commit = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+        );
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    format!(
+        "Machine: {cpu}, {cores} cores, {mem} memory, Linux {}; commit {commit}; harness {profile}; server {}; load generator in the same machine (loopback).",
+        kernel.trim(),
+        bin.display()
+    )
+}

@@ -1,0 +1,223 @@
+//! The load generator's HTTP/1.1 client: one keep-alive connection per task,
+//! straight on hyper, so the client costs as little CPU as it can on a
+//! machine it shares with the server under test.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::Result;
+
+/// A request or response body of the harness.
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// An empty body.
+#[must_use]
+pub fn empty() -> Body {
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A body already in memory (sent with its `Content-Length`).
+#[must_use]
+pub fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+/// A body streamed from `chunks` (sent chunked, with no `Content-Length`).
+pub fn streamed(chunks: impl Stream<Item = io::Result<Bytes>> + Send + Sync + 'static) -> Body {
+    BodyExt::boxed(StreamBody::new(chunks.map(|c| c.map(Frame::data))))
+}
+
+/// One HTTP/1.1 keep-alive connection to `addr`.
+#[derive(Debug)]
+pub struct Conn {
+    addr: SocketAddr,
+    sender: SendRequest<Body>,
+}
+
+impl Conn {
+    /// Connects (with `TCP_NODELAY`, as browsers and proxies do).
+    ///
+    /// # Errors
+    /// When the connection or the HTTP handshake fails.
+    pub async fn open(addr: SocketAddr) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends with the connection; its error surfaces on the next send.
+            let _ = conn.await;
+        });
+        Ok(Self { addr, sender })
+    }
+
+    /// A request to this connection's server, with `Host` and, when `key` is
+    /// given, `Authorization: Bearer`.
+    #[must_use]
+    pub fn request(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+    ) -> hyper::http::request::Builder {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.addr.to_string());
+        if let Some(key) = key {
+            b = b.header(AUTHORIZATION, format!("Bearer {key}"));
+        }
+        b
+    }
+
+    /// Sends `req` and returns the response with its body still to read.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn send(&mut self, req: Request<Body>) -> Result<Response<Incoming>> {
+        self.sender.ready().await?;
+        Ok(self.sender.send_request(req).await?)
+    }
+
+    /// Sends `req` and reads the whole response body.
+    ///
+    /// # Errors
+    /// When the connection fails.
+    pub async fn fetch(&mut self, req: Request<Body>) -> Result<(StatusCode, Bytes)> {
+        let resp = self.send(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// A `multipart/form-data` upload of one file in the `files` field.
+#[derive(Debug, Clone)]
+pub struct Multipart {
+    /// The boundary.
+    pub boundary: &'static str,
+    /// Everything before the file's bytes.
+    pub head: Bytes,
+    /// Everything after them.
+    pub tail: Bytes,
+}
+
+impl Multipart {
+    /// The framing around one file called `filename`.
+    #[must_use]
+    pub fn one_file(filename: &str, content_type: &str) -> Self {
+        let boundary = "image2model-load-boundary-7d1c2a";
+        let head = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{filename}\"\r\nContent-Type: {content_type}\r\n\r\n"
+        );
+        let tail = format!("\r\n--{boundary}--\r\n");
+        Self {
+            boundary,
+            head: Bytes::from(head),
+            tail: Bytes::from(tail),
+        }
+    }
+
+    /// The whole body around `file`, in one buffer (built once, then cloned
+    /// for free per request).
+    #[must_use]
+    pub fn body(&self, file: &[u8]) -> Bytes {
+        let mut all = Vec::with_capacity(self.head.len() + file.len() + self.tail.len());
+        all.extend_from_slice(&self.head);
+        all.extend_from_slice(file);
+        all.extend_from_slice(&self.tail);
+        Bytes::from(all)
+    }
+
+    /// The `Content-Type` header value.
+    #[must_use]
+    pub fn content_type(&self) -> String {
+        format!("multipart/form-data; boundary={}", self.boundary)
+    }
+}
+
+/// `POST /api/v1/upload` with a body already in memory.
+///
+/// # Errors
+/// When the request cannot be built.
+pub fn upload_request(
+    conn: &Conn,
+    key: &str,
+    form: &Multipart,
+    body: Bytes,
+) -> Result<Request<Body>> {
+    Ok(conn
+        .request(Method::POST, "/api/v1/upload", Some(key))
+        .header(CONTENT_TYPE, form.content_type())
+        .header(CONTENT_LENGTH, body.len())
+        .body(full(body))?)
+}
+
+/// `POST /api/v1/upload` whose file is `head` followed by `filler` repeated
+/// until the file is `file_bytes` long, streamed chunked so the server cannot
+/// know its size in advance. Nothing is allocated per chunk.
+///
+/// # Errors
+/// When the request cannot be built.
+pub fn streamed_upload_request(
+    conn: &Conn,
+    key: &str,
+    form: &Multipart,
+    head: Bytes,
+    filler: Bytes,
+    file_bytes: u64,
+) -> Result<Request<Body>> {
+    let after_head = file_bytes.saturating_sub(head.len() as u64);
+    let whole = after_head / filler.len().max(1) as u64;
+    let rest = usize::try_from(after_head - whole * filler.len() as u64).unwrap_or(0);
+    let chunks = [form.head.clone(), head]
+        .into_iter()
+        .chain(std::iter::repeat_n(
+            filler,
+            usize::try_from(whole).unwrap_or(usize::MAX),
+        ))
+        .chain(std::iter::once(Bytes::from(vec![b'x'; rest])))
+        .chain(std::iter::once(form.tail.clone()))
+        .map(Ok);
+    let body = streamed(futures::stream::iter(chunks));
+    Ok(conn
+        .request(Method::POST, "/api/v1/upload", Some(key))
+        .header(CONTENT_TYPE, form.content_type())
+        .body(body)?)
+}
+
+/// Waits until `GET path` answers 200, for at most `timeout`.
+///
+/// # Errors
+/// When it never does.
+pub async fn wait_for_ok(addr: SocketAddr, path: &str, timeout: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(mut conn) = Conn::open(addr).await {
+            let req = conn.request(Method::GET, path, None).body(empty())?;
+            if let Ok((StatusCode::OK, _)) = conn.fetch(req).await {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!("{addr}{path} did not answer 200 within {timeout:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

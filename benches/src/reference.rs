@@ -1,0 +1,87 @@
+//! The references every figure is divided by, measured in the same run on
+//! the same machine: a bare hyper "hello" server (for request rates,
+//! latencies and memory) and `dd` (for write speed).
+
+use std::convert::Infallible;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::Result;
+
+/// Serves `hello` to every request on `listener`, forever: the least work an
+/// HTTP/1.1 server on tokio and hyper can do per request. Run in a process of
+/// its own (`load hello-server`) so that, like the real server, it has its
+/// own runtime and its memory is its own.
+///
+/// # Errors
+/// When accepting fails.
+pub async fn hello_server(listener: TcpListener) -> Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        stream.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let service = service_fn(|_req: Request<hyper::body::Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"hello"))))
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// What `dd` measured.
+#[derive(Debug, Clone, Copy)]
+pub struct DdResult {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Wall time, `fsync` included.
+    pub elapsed: Duration,
+}
+
+impl DdResult {
+    /// MB/s (10^6 bytes per second).
+    #[must_use]
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// `dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB conv=fsync`: sequential
+/// write speed of the file system the server stores blobs on, flushed to
+/// disk as the local blob store flushes each blob. The file is removed.
+///
+/// # Errors
+/// When `dd` is missing or fails.
+pub fn dd_write(dir: &Path, mib: u64) -> Result<DdResult> {
+    let file = dir.join("dd.bin");
+    let start = Instant::now();
+    let out = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", file.display()))
+        .args([
+            "bs=1M",
+            &format!("count={mib}"),
+            "conv=fsync",
+            "status=none",
+        ])
+        .output()
+        .map_err(|e| format!("running dd: {e}"))?;
+    let elapsed = start.elapsed();
+    let _ = std::fs::remove_file(&file);
+    if !out.status.success() {
+        return Err(format!("dd failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(DdResult {
+        bytes: mib * 1024 * 1024,
+        elapsed,
+    })
+}
