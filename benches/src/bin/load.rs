@@ -78,6 +78,25 @@ enum Command {
         #[arg(long)]
         bind: SocketAddr,
     },
+    /// Sends GET PATH from many connections for a while and prints req/s
+    /// and latencies: drive a server you are profiling (`perf record -p`).
+    Storm {
+        /// The server.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The path, e.g. `/api/v1/jobs/ID`.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// A bearer key to send.
+        #[arg(long)]
+        key: Option<String>,
+        /// Connections.
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds to measure (after one second of warm-up).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -167,6 +186,31 @@ fn main() -> ExitCode {
             Some(Command::HelloServer { bind }) => {
                 let listener = tokio::net::TcpListener::bind(bind).await?;
                 reference::hello_server(listener).await
+            }
+            Some(Command::Storm {
+                addr,
+                ref path,
+                ref key,
+                connections,
+                seconds,
+            }) => {
+                let mut s = storm::storm(
+                    addr,
+                    path,
+                    key.as_deref(),
+                    connections,
+                    Duration::from_secs(1),
+                    Duration::from_secs(seconds),
+                )
+                .await?;
+                println!(
+                    "{:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+                    s.per_second(),
+                    pct(&mut s.latencies, 50.0),
+                    pct(&mut s.latencies, 99.0),
+                    s.errors
+                );
+                Ok(())
             }
             None => run(&cli).await,
         }
