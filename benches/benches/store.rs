@@ -122,13 +122,18 @@ fn bench_job_store(c: &mut Criterion, rt: &Runtime, name: &str, store: &Arc<dyn 
         }
     });
     g.bench_function("claim_and_finish", |b| {
+        let owner = &owner;
         b.to_async(rt).iter_custom(|iters| async move {
             for _ in 0..iters {
-                store.create_job(new_job(&owner)).await.unwrap();
+                store.create_job(new_job(owner)).await.unwrap();
             }
             let start = Instant::now();
             for _ in 0..iters {
-                let claim = store.claim_next(CLAIM).await.unwrap().expect("a queued item");
+                let claim = store
+                    .claim_next(CLAIM)
+                    .await
+                    .unwrap()
+                    .expect("a queued item");
                 finish(store, claim).await;
             }
             start.elapsed()
@@ -176,14 +181,18 @@ fn bench_postgres(c: &mut Criterion) {
         Some(admin)
     });
     let Some(mut admin) = admin else {
-        eprintln!("job_postgres: skipped, no PostgreSQL answers at TEST_DATABASE_URL or the default");
+        eprintln!(
+            "job_postgres: skipped, no PostgreSQL answers at TEST_DATABASE_URL or the default"
+        );
         return;
     };
     let options = PgConnectOptions::from_str(&url)
         .unwrap()
         .options([("search_path", schema.as_str())]);
-    let store: Arc<dyn JobStore> =
-        Arc::new(rt.block_on(PostgresJobStore::connect_with(options, 4)).unwrap());
+    let store: Arc<dyn JobStore> = Arc::new(
+        rt.block_on(PostgresJobStore::connect_with(options, 4))
+            .unwrap(),
+    );
     bench_job_store(c, &rt, "postgres", &store);
     drop(store);
     rt.block_on(async {
