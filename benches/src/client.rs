@@ -8,10 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
@@ -37,11 +36,6 @@ pub fn full(bytes: Bytes) -> Body {
     Full::new(bytes)
         .map_err(|never: Infallible| match never {})
         .boxed()
-}
-
-/// A body streamed from `chunks` (sent chunked, with no `Content-Length`).
-pub fn streamed(chunks: impl Stream<Item = io::Result<Bytes>> + Send + Sync + 'static) -> Body {
-    BodyExt::boxed(StreamBody::new(chunks.map(|c| c.map(Frame::data))))
 }
 
 /// One HTTP/1.1 keep-alive connection to `addr`.
@@ -167,39 +161,6 @@ pub fn upload_request(
         .header(CONTENT_TYPE, form.content_type())
         .header(CONTENT_LENGTH, body.len())
         .body(full(body))?)
-}
-
-/// `POST /api/v1/upload` whose file is `head` followed by `filler` repeated
-/// until the file is `file_bytes` long, streamed chunked so the server cannot
-/// know its size in advance. Nothing is allocated per chunk.
-///
-/// # Errors
-/// When the request cannot be built.
-pub fn streamed_upload_request(
-    conn: &Conn,
-    key: &str,
-    form: &Multipart,
-    head: Bytes,
-    filler: Bytes,
-    file_bytes: u64,
-) -> Result<Request<Body>> {
-    let after_head = file_bytes.saturating_sub(head.len() as u64);
-    let whole = after_head / filler.len().max(1) as u64;
-    let rest = usize::try_from(after_head - whole * filler.len() as u64).unwrap_or(0);
-    let chunks = [form.head.clone(), head]
-        .into_iter()
-        .chain(std::iter::repeat_n(
-            filler,
-            usize::try_from(whole).unwrap_or(usize::MAX),
-        ))
-        .chain(std::iter::once(Bytes::from(vec![b'x'; rest])))
-        .chain(std::iter::once(form.tail.clone()))
-        .map(Ok);
-    let body = streamed(futures::stream::iter(chunks));
-    Ok(conn
-        .request(Method::POST, "/api/v1/upload", Some(key))
-        .header(CONTENT_TYPE, form.content_type())
-        .body(body)?)
 }
 
 /// Waits until `GET path` answers 200, for at most `timeout`.

@@ -9,10 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::StatusCode;
 use hyper::body::Incoming;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::Result;
 use crate::api::{first_event, subscribe, upload};
-use crate::client::{Conn, Multipart, streamed_upload_request};
+use crate::client::{Conn, Multipart};
 use crate::rss::{PeakRss, rss};
 
 /// The RSS of `pid` after it has been left alone for `settle`.
@@ -115,15 +117,12 @@ pub async fn refused_upload(
 ) -> Result<UploadMemory> {
     let before = idle(pid, Duration::from_millis(500)).await?;
     let peak = PeakRss::start(pid);
-    let form = Multipart::one_file("huge.png", "image/png");
-    let filler = Bytes::from(vec![b'x'; 64 * 1024]);
-    let mut conn = Conn::open(addr).await?;
-    let req = streamed_upload_request(&conn, key, &form, head, filler, total)?;
-    let outcome = match tokio::time::timeout(Duration::from_secs(120), conn.fetch(req)).await {
-        Ok(Ok((status, body))) => format!("{status} {}", error_code(&body)),
-        Ok(Err(e)) => format!("client error: {e}"),
-        Err(_) => "no answer within 120 s".to_owned(),
-    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(120),
+        raw_chunked_upload(addr, key, head, total),
+    )
+    .await
+    .unwrap_or_else(|_| "no answer within 120 s".to_owned());
     // Let the server drop whatever it still holds, then read the peak.
     tokio::time::sleep(Duration::from_millis(200)).await;
     Ok(UploadMemory {
@@ -131,6 +130,87 @@ pub async fn refused_upload(
         peak: peak.finish(),
         outcomes: vec![outcome],
     })
+}
+
+/// Sends a chunked upload of one file of `total` bytes (`head`, then
+/// padding) straight on a socket, reading the answer while it writes: a
+/// server that refuses early answers before the body is sent, and closes
+/// the connection, which an HTTP client library reports as a write error
+/// rather than the answer. Returns `STATUS CODE` or what went wrong.
+async fn raw_chunked_upload(addr: SocketAddr, key: &str, head: Bytes, total: u64) -> String {
+    let form = Multipart::one_file("huge.png", "image/png");
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return "cannot connect".to_owned();
+    };
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let request_head = format!(
+        "POST /api/v1/upload HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: {}\r\nTransfer-Encoding: chunked\r\n\r\n",
+        form.content_type()
+    );
+    let writer = tokio::spawn(async move {
+        let filler = vec![b'x'; 64 * 1024];
+        wr.write_all(request_head.as_bytes()).await?;
+        let mut left = total.saturating_sub(head.len() as u64);
+        for part in [&form.head[..], &head[..]] {
+            wr.write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                .await?;
+            wr.write_all(part).await?;
+            wr.write_all(b"\r\n").await?;
+        }
+        while left > 0 {
+            let n = usize::try_from(left.min(filler.len() as u64)).unwrap_or(filler.len());
+            wr.write_all(format!("{n:x}\r\n").as_bytes()).await?;
+            wr.write_all(&filler[..n]).await?;
+            wr.write_all(b"\r\n").await?;
+            left -= n as u64;
+        }
+        wr.write_all(format!("{:x}\r\n", form.tail.len()).as_bytes())
+            .await?;
+        wr.write_all(&form.tail).await?;
+        wr.write_all(b"\r\n0\r\n\r\n").await?;
+        Ok::<_, std::io::Error>(())
+    });
+    let mut answer = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let read = async {
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    // Headers and the (small) error body are in.
+                    if let Some(end) = find(&answer, b"\r\n\r\n")
+                        && answer.len() > end + 4
+                        && answer.ends_with(b"}")
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    let read = read.await;
+    writer.abort();
+    if answer.is_empty() {
+        return match read {
+            Err(e) => format!("client error: {e}"),
+            Ok(()) => "closed without an answer".to_owned(),
+        };
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1).unwrap_or("?").to_owned();
+    let body = find(&answer, b"\r\n\r\n").map_or(&answer[..0], |i| &answer[i + 4..]);
+    let body = body
+        .iter()
+        .position(|&b| b == b'{')
+        .map_or(body, |i| &body[i..]);
+    format!("{status} {}", error_code(body))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// `n` concurrent uploads of `file` (each on its own connection), with the
@@ -176,8 +256,10 @@ pub async fn concurrent_uploads(
 
 /// The `error.code` of an error envelope, or `-`.
 fn error_code(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
+    serde_json::Deserializer::from_slice(body)
+        .into_iter::<serde_json::Value>()
+        .next()
+        .and_then(std::result::Result::ok)
         .and_then(|v| v.pointer("/error/code")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| "-".to_owned())
 }
