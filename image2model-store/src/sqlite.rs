@@ -160,6 +160,93 @@ async fn load(conn: &mut SqliteConnection, job_id: &str) -> Result<Option<Loaded
     rows::load_job(row, items).map(Some)
 }
 
+/// The job and item columns of [`read_job`], job first, in [`JobRow`] then
+/// [`ItemRow`] order.
+const JOINED_SQL: &str = "SELECT j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
+     j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, j.updated_at_ms, \
+     i.item_id, i.job_id, i.position, i.filename, i.content_type, i.size_bytes, i.width, \
+     i.height, i.upload_key, i.status, i.progress, i.error_code, i.error_message, i.model_key, \
+     i.preview_key, i.remote_request_id, i.attempts, i.lease_token, i.lease_expires_at_ms, \
+     i.updated_at_ms \
+     FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id WHERE j.job_id = ? ORDER BY i.position";
+
+/// A row of [`JOINED_SQL`]: the job, and one of its items (none for a job
+/// without items, which the row parser then reports).
+struct JoinedRow {
+    job: JobRow,
+    item: Option<ItemRow>,
+}
+
+impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for JoinedRow {
+    fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
+        use sqlx::Row;
+        let job = JobRow {
+            job_id: row.try_get(0)?,
+            owner: row.try_get(1)?,
+            status: row.try_get(2)?,
+            progress: row.try_get(3)?,
+            model: row.try_get(4)?,
+            face_limit: row.try_get(5)?,
+            texture: row.try_get(6)?,
+            idempotency_key: row.try_get(7)?,
+            cancel_requested: row.try_get(8)?,
+            created_at_ms: row.try_get(9)?,
+            updated_at_ms: row.try_get(10)?,
+        };
+        let item = match row.try_get::<Option<String>, _>(11)? {
+            None => None,
+            Some(item_id) => Some(ItemRow {
+                item_id,
+                job_id: row.try_get(12)?,
+                position: row.try_get(13)?,
+                filename: row.try_get(14)?,
+                content_type: row.try_get(15)?,
+                size_bytes: row.try_get(16)?,
+                width: row.try_get(17)?,
+                height: row.try_get(18)?,
+                upload_key: row.try_get(19)?,
+                status: row.try_get(20)?,
+                progress: row.try_get(21)?,
+                error_code: row.try_get(22)?,
+                error_message: row.try_get(23)?,
+                model_key: row.try_get(24)?,
+                preview_key: row.try_get(25)?,
+                remote_request_id: row.try_get(26)?,
+                attempts: row.try_get(27)?,
+                lease_token: row.try_get(28)?,
+                lease_expires_at_ms: row.try_get(29)?,
+                updated_at_ms: row.try_get(30)?,
+            }),
+        };
+        Ok(Self { job, item })
+    }
+}
+
+/// One job with its items, read by one statement.
+///
+/// This is the status read every client polls. sqlx runs each SQLite
+/// connection on a thread of its own and every statement (and every row) is
+/// a hand-off to and from it; `BEGIN`, two `SELECT`s and `COMMIT` were four
+/// (docs/BENCHMARKS.md). One statement is one, and needs no transaction: a
+/// single statement reads one snapshot.
+async fn read_job(pool: &SqlitePool, job_id: &str) -> Result<Option<Job>, StoreError> {
+    let rows: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(JOINED_SQL))
+        .bind(job_id)
+        .fetch_all(pool)
+        .await
+        .map_err(db_error("reading a job"))?;
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let items: Vec<ItemRow> = first
+        .item
+        .into_iter()
+        .chain(rows.filter_map(|r| r.item))
+        .collect();
+    rows::load_job(first.job, items).map(|l| Some(l.job))
+}
+
 /// Loads the jobs of these rows with their items.
 async fn with_items(
     conn: &mut SqliteConnection,
@@ -349,14 +436,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(db_error("starting a read"))?;
-        let job = load(&mut tx, &id.to_string()).await?.map(|l| l.job);
-        tx.commit().await.map_err(db_error("ending a read"))?;
-        Ok(job)
+        read_job(&self.pool, &id.to_string()).await
     }
 
     async fn find_by_idempotency_key(
