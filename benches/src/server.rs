@@ -69,6 +69,8 @@ pub struct ServerSetup {
     pub log_filter: Option<String>,
     /// `MAX_FILE_BYTES` (the server's default when `None`).
     pub max_file_bytes: Option<u64>,
+    /// More variables, set last (they override the ones above).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// Starts the server and waits for `/ready`.
@@ -133,5 +135,6 @@ fn env_for(setup: &ServerSetup, dir: &Path) -> Vec<(String, String)> {
     if let Some(max) = setup.max_file_bytes {
         env.push(("MAX_FILE_BYTES".into(), max.to_string()));
     }
+    env.extend(setup.extra_env.iter().cloned());
     env
 }

@@ -61,6 +61,10 @@ struct Cli {
     /// `RUST_LOG` for the server (default: the server's own default).
     #[arg(long)]
     server_log: Option<String>,
+    /// An extra `NAME=VALUE` for the server's environment (repeatable), for
+    /// experiments such as `--server-env MALLOC_ARENA_MAX=2`.
+    #[arg(long, value_parser = parse_env_pair)]
+    server_env: Vec<(String, String)>,
     /// Also write the figures as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -300,6 +304,7 @@ async fn run(cli: &Cli) -> Result<()> {
         storage_url: cli.storage_url.clone(),
         log_filter: cli.server_log.clone(),
         max_file_bytes: None,
+        extra_env: cli.server_env.clone(),
     };
 
     // --- Server A: the default deployment (API and worker) ----------------
@@ -628,6 +633,14 @@ fn fmt_ms(x: f64) -> String {
 
 fn fmt_mib(x: f64) -> String {
     image2model_benches::report::num(x)
+}
+
+/// `NAME=VALUE` → the pair.
+fn parse_env_pair(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?} is not NAME=VALUE")),
+    }
 }
 
 /// `202 ×25` for a list of equal outcomes.
