@@ -101,6 +101,25 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Uploads a PNG of SIZE bytes COUNT times from many connections and
+    /// prints MB/s: drive a server you are profiling.
+    Ingest {
+        /// The server.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The bearer key.
+        #[arg(long)]
+        key: String,
+        /// Bytes per image.
+        #[arg(long, default_value_t = 1_000_000)]
+        size: usize,
+        /// Uploads.
+        #[arg(long, default_value_t = 300)]
+        count: u64,
+        /// Connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -213,6 +232,34 @@ fn main() -> ExitCode {
                     pct(&mut s.latencies, 50.0),
                     pct(&mut s.latencies, 99.0),
                     s.errors
+                );
+                Ok(())
+            }
+            Some(Command::Ingest {
+                addr,
+                ref key,
+                size,
+                count,
+                connections,
+            }) => {
+                let file = images::png_of_size(size);
+                let form = Multipart::one_file("photo.png", "image/png");
+                let i = ingest::ingest(
+                    addr,
+                    key,
+                    &form,
+                    &file,
+                    connections,
+                    count,
+                    Duration::from_secs(600),
+                )
+                .await?;
+                println!(
+                    "{:.0} MB/s, {} accepted, {} errors in {:.2} s",
+                    i.mb_per_s(),
+                    i.accepted,
+                    i.errors,
+                    i.elapsed.as_secs_f64()
                 );
                 Ok(())
             }
