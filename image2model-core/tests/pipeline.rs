@@ -92,6 +92,18 @@ async fn blob_count(h: &Harness) -> usize {
     h.blobs.list(&BlobPrefix::root()).await.unwrap().len()
 }
 
+/// Waits until `done()` holds, failing the test (instead of hanging it) after 10 s.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn an_upload_becomes_a_stored_model_with_rising_progress() {
     let h = harness(Script::Succeed(minimal_glb()));
@@ -371,9 +383,7 @@ async fn cancelling_a_running_job_stops_its_generator() {
         .submit(&h.owner, vec![png(10, 10)], SubmitOptions::default())
         .await
         .unwrap();
-    while h.generator.calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the generator is called", || h.generator.calls() > 0).await;
     let removal = h
         .pipeline
         .cancel_or_delete(job.job_id, &Scope::Owner(h.owner.clone()))
@@ -450,9 +460,7 @@ async fn a_remote_request_is_resumed_after_a_crash() {
             .unwrap();
         rt.spawn(pipeline.worker(fast_worker()).run(CancellationToken::new()));
         rt.block_on(async {
-            while generator.calls() == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            eventually("the generator is called", || generator.calls() > 0).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         });
         rt.shutdown_background();
@@ -515,9 +523,7 @@ async fn shutdown_releases_items_still_running_after_the_grace_period() {
         .submit(&h.owner, vec![png(10, 10)], SubmitOptions::default())
         .await
         .unwrap();
-    while h.generator.calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the generator is called", || h.generator.calls() > 0).await;
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(5), worker)
         .await
@@ -557,9 +563,7 @@ async fn one_failing_item_makes_the_job_partial() {
         )
         .await
         .unwrap();
-    while h.generator.calls() == 0 {
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    eventually("the generator is called", || h.generator.calls() > 0).await;
     h.generator
         .set_script(Script::Fail(GenerateError::Unavailable("down".into())));
     let last = wait_terminal(&h, job.job_id).await;

@@ -81,6 +81,18 @@ async fn until_terminal(p: &Pipeline, id: JobId) -> Job {
     all.last().cloned().unwrap()
 }
 
+/// Waits until `done()` holds, failing the test (instead of hanging it) after 10 s.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_fal_job_stores_the_model_and_its_preview() {
     let s = setup(
@@ -177,9 +189,7 @@ async fn a_worker_killed_mid_request_is_resumed_without_a_second_submit() {
                 .run(CancellationToken::new()),
         );
         rt.block_on(async {
-            while probe.submits() == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            eventually("fal receives the submit", || probe.submits() > 0).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         });
         rt.shutdown_background();
@@ -209,9 +219,7 @@ async fn cancelling_a_job_cancels_its_fal_request() {
     let stop = CancellationToken::new();
     tokio::spawn(s.pipeline.worker(worker_config()).run(stop.clone()));
     let job = submit(&s.pipeline).await;
-    while s.fake.status_polls() == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("fal is polled", || s.fake.status_polls() > 0).await;
     s.pipeline
         .cancel(job.job_id, &Scope::Owner(owner()))
         .await
