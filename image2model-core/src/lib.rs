@@ -37,6 +37,8 @@
 //! - [`generators`]: the offline relief generator and the FAL.AI client.
 //! - [`gltf`]: writing, reading and converting binary glTF.
 //! - [`memory`]: in-memory job and blob stores.
+//! - [`job_cache`]: [`job_cache::CachedJobStore`], which answers repeated job
+//!   reads from memory.
 //! - [`checked_stream`]: checking a byte stream while a store consumes it.
 //! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
 //! - `testing` (feature `testing`): conformance suites for the ports and the
@@ -47,6 +49,7 @@ pub mod checked_stream;
 pub mod domain;
 pub mod generators;
 pub mod gltf;
+pub mod job_cache;
 pub mod memory;
 pub mod pipeline;
 pub mod ports;

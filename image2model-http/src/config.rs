@@ -105,6 +105,10 @@ pub struct Config {
     /// `WORKER_LEASE_SECONDS`: how long a worker's claim on an item holds
     /// without renewal, so how soon a crashed worker's items are picked up.
     pub worker_lease_seconds: u64,
+    /// `JOB_CACHE_TTL_MS`: how long a job read may be answered from memory
+    /// (changes made in this process are seen at once; other processes'
+    /// after at most this long). `0` turns the cache off.
+    pub job_cache_ttl_ms: u64,
     /// `METRICS_ADDR`.
     pub metrics_addr: Option<SocketAddr>,
 }
@@ -143,6 +147,7 @@ pub const VARIABLES: &[&str] = &[
     "RETENTION_HOURS",
     "WORKER_CONCURRENCY",
     "WORKER_LEASE_SECONDS",
+    "JOB_CACHE_TTL_MS",
     "METRICS_ADDR",
 ];
 
@@ -327,6 +332,7 @@ impl Config {
             retention_hours: r.positive("RETENTION_HOURS", 168),
             worker_concurrency: r.positive("WORKER_CONCURRENCY", 4),
             worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
+            job_cache_ttl_ms: r.parsed("JOB_CACHE_TTL_MS", 500),
             metrics_addr,
         };
         if r.errors.is_empty() {
@@ -477,6 +483,7 @@ impl Config {
             "RETENTION_HOURS": self.retention_hours,
             "WORKER_CONCURRENCY": self.worker_concurrency,
             "WORKER_LEASE_SECONDS": self.worker_lease_seconds,
+            "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
             "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
         })
     }

@@ -56,6 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image2model_core::auth::{KeyRegistry, StaticKeys};
+use image2model_core::job_cache::{CachedJobStore, JobCacheConfig};
 use image2model_core::ports::{
     AuditLog, AuthPolicy, BlobStore, JobStore, KeyStore, ModelGenerator,
 };
@@ -314,6 +315,13 @@ impl AppBuilder {
         if let Some(every) = self.event_poll_interval {
             pipeline_config.event_poll_interval = every;
         }
+        let jobs = CachedJobStore::wrap(
+            jobs,
+            JobCacheConfig {
+                ttl: Duration::from_millis(self.config.job_cache_ttl_ms),
+                ..JobCacheConfig::default()
+            },
+        );
         let pipeline = Pipeline::new(jobs, blobs, generators, pipeline_config);
         let bootstrap = self.bootstrap_keys.unwrap_or_else(|| {
             StaticKeys::bootstrap(

@@ -1,0 +1,319 @@
+//! [`CachedJobStore`]: a [`JobStore`] that answers repeated reads of one job
+//! from memory.
+//!
+//! Clients poll `GET /jobs/{id}`; with the SQLite store every poll was a
+//! round trip to SQLite's connection thread, about half of the server's CPU
+//! on that endpoint (see `docs/BENCHMARKS.md`). The cache keeps the last
+//! snapshot of each job read, and throws it away when the job changes:
+//!
+//! - **Changes made through this store** (this process's API and worker:
+//!   create, claim, progress, finish, cancel, delete) remove the job's entry
+//!   as soon as the backend has committed them, so a read that follows a
+//!   change in this process always sees it.
+//! - **Changes made by other processes** (a worker in another process, a
+//!   second instance on the same database) are seen once the entry is older
+//!   than the time to live. Each snapshot is timed from *before* the read
+//!   that produced it, so no answer is older than `ttl` plus that read.
+//!
+//! A read that races a change never caches what it read: every change bumps
+//! an epoch, and a read whose epoch moved while it ran removes what it put
+//! in (see [`CachedJobStore::get_job`]). Only [`JobStore::get_job`] is
+//! cached, and only jobs that exist (a missing job is asked again each
+//! time); everything else goes straight to the backend. The cache holds at
+//! most `capacity` jobs (`quick_cache`'s S3-FIFO eviction). Ages are read
+//! from tokio's clock, so tests can pause and advance it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use crate::domain::{ApiKeyId, ItemId, Job, JobId, Progress};
+use crate::ports::{
+    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    NewJob, QueueStats, StoreError,
+};
+
+/// Settings of a [`CachedJobStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobCacheConfig {
+    /// How long a snapshot may answer reads. Bounds how late a change made
+    /// by another process is seen; changes made through the cache itself
+    /// are seen at once. Zero turns the cache off.
+    pub ttl: Duration,
+    /// The most jobs kept.
+    pub capacity: usize,
+}
+
+impl Default for JobCacheConfig {
+    /// 500 ms, 10,000 jobs.
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_millis(500),
+            capacity: 10_000,
+        }
+    }
+}
+
+/// The most claimed items whose job is remembered (see `items`); past it the
+/// map is emptied and a change to a forgotten item empties the cache.
+const MAX_TRACKED_ITEMS: usize = 100_000;
+
+#[derive(Clone)]
+struct Entry {
+    /// When the read that produced it started.
+    read_at: Instant,
+    job: Arc<Job>,
+}
+
+/// A [`JobStore`] decorator that caches [`JobStore::get_job`]; see the
+/// [module documentation](self).
+pub struct CachedJobStore {
+    inner: Arc<dyn JobStore>,
+    ttl: Duration,
+    cache: quick_cache::sync::Cache<JobId, Entry>,
+    /// Bumped by every change, before its entry is removed.
+    epoch: AtomicU64,
+    /// The job of each item claimed through this store, so that changes to
+    /// an item (which name only the item) can remove the job's entry.
+    items: Mutex<HashMap<ItemId, JobId>>,
+}
+
+impl fmt::Debug for CachedJobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedJobStore")
+            .field("inner", &self.inner)
+            .field("ttl", &self.ttl)
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedJobStore {
+    /// Caches `inner`'s job reads.
+    #[must_use]
+    pub fn new(inner: Arc<dyn JobStore>, config: JobCacheConfig) -> Self {
+        Self {
+            inner,
+            ttl: config.ttl,
+            cache: quick_cache::sync::Cache::new(config.capacity.max(1)),
+            epoch: AtomicU64::new(0),
+            items: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `inner` behind a cache, or `inner` itself when `config.ttl` is zero.
+    #[must_use]
+    pub fn wrap(inner: Arc<dyn JobStore>, config: JobCacheConfig) -> Arc<dyn JobStore> {
+        if config.ttl.is_zero() {
+            inner
+        } else {
+            Arc::new(Self::new(inner, config))
+        }
+    }
+
+    /// The store behind the cache.
+    #[must_use]
+    pub fn inner(&self) -> &Arc<dyn JobStore> {
+        &self.inner
+    }
+
+    /// How many jobs are cached now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Whether nothing is cached.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+
+    /// Forgets the job: reads in flight will not cache what they read.
+    fn changed(&self, job: JobId) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.remove(&job);
+    }
+
+    /// Forgets every job (a change whose job is unknown, or one that may
+    /// touch several jobs).
+    fn changed_all(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cache.clear();
+    }
+
+    /// After a change to `item` (or a failed attempt at one, which may have
+    /// committed): forgets its job, or every job if the item is unknown.
+    /// `done` forgets the item too (its lease is over or in doubt).
+    fn item_changed(&self, item: ItemId, done: bool) {
+        let job = {
+            let mut items = self.items.lock().expect("item map lock");
+            if done {
+                items.remove(&item)
+            } else {
+                items.get(&item).copied()
+            }
+        };
+        match job {
+            Some(job) => self.changed(job),
+            None => self.changed_all(),
+        }
+    }
+
+    fn remember_claim(&self, claim: &Claim) {
+        let mut items = self.items.lock().expect("item map lock");
+        if items.len() >= MAX_TRACKED_ITEMS {
+            // Leases lost without a finish leave entries behind; start over
+            // rather than grow (unknown items then empty the whole cache).
+            items.clear();
+        }
+        items.insert(claim.item.item_id, claim.job.job_id);
+    }
+}
+
+#[async_trait]
+impl JobStore for CachedJobStore {
+    async fn create_job(&self, job: NewJob) -> Result<CreateOutcome, StoreError> {
+        let outcome = self.inner.create_job(job).await?;
+        if let CreateOutcome::Created(job) = &outcome {
+            self.changed(job.job_id);
+        }
+        Ok(outcome)
+    }
+
+    /// From the cache when a snapshot younger than the time to live is
+    /// there; otherwise from the backend, caching what it returns unless a
+    /// change was made meanwhile.
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        if let Some(entry) = self.cache.get(&id)
+            && entry.read_at.elapsed() < self.ttl
+        {
+            return Ok(Some(Job::clone(&entry.job)));
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let read_at = Instant::now();
+        let job = self.inner.get_job(id).await?;
+        if let Some(job) = &job {
+            self.cache.insert(
+                id,
+                Entry {
+                    read_at,
+                    job: Arc::new(job.clone()),
+                },
+            );
+            // A change that committed while we read may have been missed by
+            // our read and removed its entry before our insert: then what we
+            // inserted is possibly stale, so take it out again. (A change
+            // that bumps the epoch after this load removes the entry itself.)
+            if self.epoch.load(Ordering::SeqCst) != epoch {
+                self.cache.remove(&id);
+            }
+        }
+        Ok(job)
+    }
+
+    async fn find_by_idempotency_key(
+        &self,
+        owner: &ApiKeyId,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        self.inner.find_by_idempotency_key(owner, key).await
+    }
+
+    async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
+        self.inner.list_jobs(query).await
+    }
+
+    /// A claim may also fail other jobs' items (`worker_lost`), so it
+    /// forgets every job.
+    async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        let result = self.inner.claim_next(options).await;
+        if let Ok(Some(claim)) = &result {
+            self.remember_claim(claim);
+        }
+        self.changed_all();
+        result
+    }
+
+    async fn renew_lease(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let result = self.inner.renew_lease(item, token, lease).await;
+        self.item_changed(item, !matches!(result, Ok(true)));
+        result
+    }
+
+    async fn record_progress(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        progress: Progress,
+    ) -> Result<bool, StoreError> {
+        let result = self.inner.record_progress(item, token, progress).await;
+        self.item_changed(item, !matches!(result, Ok(true)));
+        result
+    }
+
+    async fn record_remote_request(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
+        let result = self
+            .inner
+            .record_remote_request(item, token, request_id)
+            .await;
+        self.item_changed(item, !matches!(result, Ok(true)));
+        result
+    }
+
+    async fn finish_item(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        outcome: ItemOutcome,
+    ) -> Result<bool, StoreError> {
+        let result = self.inner.finish_item(item, token, outcome).await;
+        // Even on an error the write may have committed: forget the job.
+        self.item_changed(item, true);
+        result
+    }
+
+    async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let result = self.inner.cancel_job(id).await;
+        self.changed(id);
+        result
+    }
+
+    async fn delete_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let result = self.inner.delete_job(id).await;
+        self.changed(id);
+        result
+    }
+
+    async fn ended_jobs_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.inner.ended_jobs_before(before, limit).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        self.inner.stats().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}

@@ -1,0 +1,368 @@
+//! `CachedJobStore`: keeps the job store contract, answers repeated reads from
+//! memory, sees its own changes at once and other processes' after the time
+//! to live, and never caches a read that raced a change.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use image2model_core::domain::{ApiKeyId, ItemId, Job, JobId, JobStatus, Progress};
+use image2model_core::job_cache::{CachedJobStore, JobCacheConfig};
+use image2model_core::memory::MemoryJobStore;
+use image2model_core::ports::{
+    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    NewJob, QueueStats, StoreError,
+};
+use image2model_core::testing::conformance::job_store::new_job;
+
+mod conformance {
+    use super::*;
+
+    // A long time to live: the contract must hold through invalidation alone.
+    image2model_core::job_store_conformance_tests!(|| async {
+        let inner = Arc::new(MemoryJobStore::default()) as Arc<dyn JobStore>;
+        Some(Arc::new(CachedJobStore::new(
+            inner,
+            config(Duration::from_secs(3600)),
+        )) as Arc<dyn JobStore>)
+    });
+}
+
+fn config(ttl: Duration) -> JobCacheConfig {
+    JobCacheConfig {
+        ttl,
+        capacity: 1000,
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+const CLAIM: ClaimOptions = ClaimOptions {
+    lease: Duration::from_secs(60),
+    max_attempts: 3,
+};
+
+/// A memory store that counts `get_job` calls and can hold a read between
+/// taking its snapshot and returning it.
+#[derive(Debug, Default)]
+struct Probe {
+    inner: MemoryJobStore,
+    reads: AtomicUsize,
+    /// When set, each read waits here after taking its snapshot.
+    gate: std::sync::Mutex<Option<Arc<Notify>>>,
+    /// Told when a read has its snapshot and waits at the gate.
+    holding: Notify,
+}
+
+impl Probe {
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl JobStore for Probe {
+    async fn create_job(&self, job: NewJob) -> Result<CreateOutcome, StoreError> {
+        self.inner.create_job(job).await
+    }
+    async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let snapshot = self.inner.get_job(id).await;
+        let gate = self.gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            self.holding.notify_one();
+            gate.notified().await;
+        }
+        snapshot
+    }
+    async fn find_by_idempotency_key(
+        &self,
+        owner: &ApiKeyId,
+        key: &str,
+    ) -> Result<Option<Job>, StoreError> {
+        self.inner.find_by_idempotency_key(owner, key).await
+    }
+    async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
+        self.inner.list_jobs(query).await
+    }
+    async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        self.inner.claim_next(options).await
+    }
+    async fn renew_lease(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew_lease(item, token, lease).await
+    }
+    async fn record_progress(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        progress: Progress,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_progress(item, token, progress).await
+    }
+    async fn record_remote_request(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        request_id: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .record_remote_request(item, token, request_id)
+            .await
+    }
+    async fn finish_item(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        outcome: ItemOutcome,
+    ) -> Result<bool, StoreError> {
+        self.inner.finish_item(item, token, outcome).await
+    }
+    async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.cancel_job(id).await
+    }
+    async fn delete_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.delete_job(id).await
+    }
+    async fn ended_jobs_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.inner.ended_jobs_before(before, limit).await
+    }
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        self.inner.stats().await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+fn owner() -> ApiKeyId {
+    ApiKeyId::parse("alice").unwrap()
+}
+
+fn progress(p: u8) -> Progress {
+    Progress::try_from(p).unwrap()
+}
+
+async fn create(store: &dyn JobStore, items: usize) -> Job {
+    match store
+        .create_job(new_job(JobId::new(), &owner(), items))
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created(job) => job,
+        CreateOutcome::Existing(job) => panic!("existing job {}", job.job_id),
+    }
+}
+
+async fn get(store: &dyn JobStore, id: JobId) -> Job {
+    store.get_job(id).await.unwrap().expect("job exists")
+}
+
+#[tokio::test]
+async fn repeated_reads_are_answered_from_memory() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let job = create(&cache, 2).await;
+
+    let first = get(&cache, job.job_id).await;
+    for _ in 0..50 {
+        assert_eq!(get(&cache, job.job_id).await, first);
+    }
+    assert_eq!(probe.reads(), 1, "one backend read for 51 reads");
+    assert_eq!(cache.len(), 1);
+}
+
+#[tokio::test]
+async fn missing_jobs_are_not_cached() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let id = JobId::new();
+    assert!(cache.get_job(id).await.unwrap().is_none());
+    assert!(cache.get_job(id).await.unwrap().is_none());
+    assert_eq!(probe.reads(), 2);
+    assert!(cache.is_empty());
+}
+
+#[tokio::test]
+async fn every_change_through_the_cache_is_seen_by_the_next_read() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let job = create(&cache, 2).await;
+    assert_eq!(get(&cache, job.job_id).await.status, JobStatus::Queued);
+
+    let claim = cache.claim_next(CLAIM).await.unwrap().unwrap();
+    let item = claim.item.item_id;
+    assert_eq!(get(&cache, job.job_id).await.status, JobStatus::Running);
+
+    assert!(
+        cache
+            .record_progress(item, &claim.token, progress(40))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        get(&cache, job.job_id).await.items[0].progress,
+        progress(40)
+    );
+
+    assert!(
+        cache
+            .record_remote_request(item, &claim.token, "req-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        get(&cache, job.job_id).await.items[0]
+            .remote_request_id
+            .as_deref(),
+        Some("req-1")
+    );
+
+    assert!(
+        cache
+            .finish_item(
+                item,
+                &claim.token,
+                ItemOutcome::Succeeded {
+                    model_key: image2model_core::domain::BlobKey::model(job.job_id, item),
+                    preview_key: None,
+                },
+            )
+            .await
+            .unwrap()
+    );
+    let after_finish = get(&cache, job.job_id).await;
+    assert_eq!(
+        after_finish.items[0].status,
+        image2model_core::domain::ItemStatus::Succeeded
+    );
+
+    let cancelled = cache.cancel_job(job.job_id).await.unwrap().unwrap();
+    assert_eq!(get(&cache, job.job_id).await, cancelled);
+
+    cache.delete_job(job.job_id).await.unwrap().unwrap();
+    assert!(cache.get_job(job.job_id).await.unwrap().is_none());
+    // Each of the seven reads after a change went to the backend.
+    assert_eq!(probe.reads(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_made_elsewhere_are_seen_after_the_time_to_live() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(Duration::from_millis(500)));
+    let job = create(&cache, 1).await;
+    assert_eq!(get(&cache, job.job_id).await.status, JobStatus::Queued);
+
+    // Another process cancels it, behind the cache's back.
+    probe.inner.cancel_job(job.job_id).await.unwrap().unwrap();
+    tokio::time::advance(Duration::from_millis(400)).await;
+    assert_eq!(
+        get(&cache, job.job_id).await.status,
+        JobStatus::Queued,
+        "within the time to live the snapshot answers"
+    );
+    tokio::time::advance(Duration::from_millis(101)).await;
+    assert_eq!(get(&cache, job.job_id).await.status, JobStatus::Cancelled);
+
+    // Deleted elsewhere: gone once the snapshot is older than the ttl.
+    probe.inner.delete_job(job.job_id).await.unwrap().unwrap();
+    tokio::time::advance(Duration::from_millis(501)).await;
+    assert!(cache.get_job(job.job_id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_read_that_races_a_change_does_not_cache_its_stale_snapshot() {
+    let probe = Arc::new(Probe::default());
+    let cache = Arc::new(CachedJobStore::new(probe.clone(), config(HOUR)));
+    let job = create(cache.as_ref(), 1).await;
+
+    // A read takes its snapshot (queued) and is held before returning it.
+    let gate = Arc::new(Notify::new());
+    *probe.gate.lock().unwrap() = Some(gate.clone());
+    let holding = probe.holding.notified();
+    let reader = {
+        let cache = cache.clone();
+        tokio::spawn(async move { get(cache.as_ref(), job.job_id).await })
+    };
+    holding.await;
+    *probe.gate.lock().unwrap() = None;
+
+    // Meanwhile the job is cancelled through the cache.
+    cache.cancel_job(job.job_id).await.unwrap().unwrap();
+    gate.notify_one();
+    let raced = reader.await.unwrap();
+    assert_eq!(
+        raced.status,
+        JobStatus::Queued,
+        "the racing read saw the old state"
+    );
+
+    assert_eq!(
+        get(cache.as_ref(), job.job_id).await.status,
+        JobStatus::Cancelled,
+        "the stale snapshot must not have been cached"
+    );
+}
+
+#[tokio::test]
+async fn a_change_to_an_item_claimed_elsewhere_forgets_every_job() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let a = create(&cache, 1).await;
+    let b = create(&cache, 1).await;
+    // Claimed behind the cache's back: the cache cannot know the item's job.
+    let claim = probe.inner.claim_next(CLAIM).await.unwrap().unwrap();
+    get(&cache, a.job_id).await;
+    get(&cache, b.job_id).await;
+    assert_eq!(cache.len(), 2);
+
+    assert!(
+        cache
+            .record_progress(claim.item.item_id, &claim.token, progress(10))
+            .await
+            .unwrap()
+    );
+    assert!(cache.is_empty());
+    assert_eq!(get(&cache, claim.job.job_id).await.progress, progress(10));
+}
+
+#[tokio::test]
+async fn a_zero_time_to_live_turns_the_cache_off() {
+    let probe = Arc::new(Probe::default());
+    let store = CachedJobStore::wrap(probe.clone(), config(Duration::ZERO));
+    let job = create(store.as_ref(), 1).await;
+    for _ in 0..5 {
+        get(store.as_ref(), job.job_id).await;
+    }
+    assert_eq!(probe.reads(), 5);
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_capacity() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(
+        probe.clone(),
+        JobCacheConfig {
+            ttl: HOUR,
+            capacity: 16,
+        },
+    );
+    for _ in 0..200 {
+        let job = create(&cache, 1).await;
+        get(&cache, job.job_id).await;
+    }
+    assert!(cache.len() <= 16, "{} jobs cached", cache.len());
+    assert!(!cache.is_empty());
+}
