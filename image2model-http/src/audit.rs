@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use image2model_core::domain::ApiKeyId;
 use image2model_core::ports::{AuditEvent, AuthPolicy};
-use poem::http::{StatusCode, header};
+use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -113,8 +113,8 @@ impl Entry {
 
 /// Why a request without a valid key was refused, from its `Authorization`
 /// header alone (the key itself is never kept).
-fn auth_failure(req: &Request) -> (&'static str, Option<&str>) {
-    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+fn auth_failure(authorization: Option<&HeaderValue>) -> (&'static str, Option<&str>) {
+    let Some(value) = authorization else {
         return ("missing_credentials", None);
     };
     let Ok(text) = value.to_str() else {
@@ -180,16 +180,26 @@ impl<E: Endpoint> Endpoint for AuditObserverEndpoint<E> {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let path = req.uri().path().to_owned();
+        let path = req.uri().path();
         if !(path == "/api/v1" || path.starts_with("/api/v1/")) {
             return self.inner.call(req).await.map(IntoResponse::into_response);
         }
-        let method = req.method().to_string();
+        // Cheap copies (shared buffers): most requests are not audited, so
+        // nothing is formatted until the status says it must be.
+        let uri = req.uri().clone();
+        let method = req.method().clone();
+        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
         let client_ip = self.observer.clients.resolve(&req);
-        let (reason, token) = auth_failure(&req);
-        let token = token.map(ToOwned::to_owned);
         let resp = self.inner.call(req).await?.into_response();
-        let base = json!({ "method": method, "path": path });
+        if !matches!(
+            resp.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            return Ok(resp);
+        }
+        let (reason, token) = auth_failure(authorization.as_ref());
+        let token = token.map(ToOwned::to_owned);
+        let base = json!({ "method": method.as_str(), "path": uri.path() });
         let entry = match resp.status() {
             StatusCode::UNAUTHORIZED => {
                 let mut detail = base;
@@ -241,24 +251,18 @@ mod tests {
 
     #[test]
     fn failures_are_classified_from_the_header() {
-        let req = |h: Option<&str>| {
-            let mut b = Request::builder();
-            if let Some(h) = h {
-                b = b.header(header::AUTHORIZATION, h);
-            }
-            b.finish()
-        };
-        assert_eq!(auth_failure(&req(None)).0, "missing_credentials");
+        let req = |h: Option<&str>| h.map(|h| HeaderValue::from_str(h).unwrap());
+        assert_eq!(auth_failure(req(None).as_ref()).0, "missing_credentials");
         assert_eq!(
-            auth_failure(&req(Some("Basic abc"))).0,
+            auth_failure(req(Some("Basic abc")).as_ref()).0,
             "malformed_credentials"
         );
         assert_eq!(
-            auth_failure(&req(Some("Bearer "))).0,
+            auth_failure(req(Some("Bearer ")).as_ref()).0,
             "malformed_credentials"
         );
         assert_eq!(
-            auth_failure(&req(Some("Bearer wrong"))),
+            auth_failure(req(Some("Bearer wrong")).as_ref()),
             ("unknown_or_revoked_key", Some("wrong"))
         );
     }

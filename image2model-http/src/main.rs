@@ -12,6 +12,10 @@ use image2model_http::{App, ServeRole};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
+/// jemalloc instead of glibc's allocator; see `docs/BENCHMARKS.md`.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Turns photos into 3D models (binary glTF).
 #[derive(Debug, Parser)]
 #[command(name = "image2model", version, about)]
@@ -104,7 +108,7 @@ fn main() -> ExitCode {
                 let Some(config) = load_config() else {
                     return ExitCode::from(2);
                 };
-                init_tracing(&config, true);
+                let _logs = init_tracing(&config, true);
                 convert::run(config, images, out, model, face_limit).await
             }
             Command::Config {
@@ -128,21 +132,44 @@ fn load_config() -> Option<Config> {
     }
 }
 
-/// Logs: JSON in production, human-readable otherwise; `RUST_LOG` filters
-/// (default `info`, or `warn` for the quiet `convert`).
-fn init_tracing(config: &Config, quiet: bool) {
+/// Logs: JSON in production, human-readable otherwise (coloured only on a
+/// terminal); `RUST_LOG` filters (default `info`, or `warn` for the quiet
+/// `convert`).
+///
+/// Lines are formatted where they happen and written to stderr by one
+/// background thread, which writes whatever has queued up in one go and
+/// flushes as soon as the queue is empty: the access log costs a request no
+/// write system call and no contention on stderr's lock. The queue holds
+/// [`LOG_QUEUE_LINES`] lines; when it is full, logging waits (no line is
+/// dropped). Lines still queued are written when the returned guard drops.
+fn init_tracing(config: &Config, quiet: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal();
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(ansi)
+        .with_writer(writer);
     let _ = if config.environment == Environment::Production {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    guard
 }
+
+/// How many log lines may wait for the writer thread.
+const LOG_QUEUE_LINES: usize = 16 * 1024;
 
 /// Creates the directories of local `sqlite://` and `file://` URLs.
 fn ensure_data_dirs(config: &Config) -> std::io::Result<()> {
@@ -165,7 +192,7 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
     let Some(mut config) = load_config() else {
         return ExitCode::from(2);
     };
-    init_tracing(&config, false);
+    let _logs = init_tracing(&config, false);
     if let Some(bind) = bind {
         config.bind_addr = bind;
     }

@@ -5,12 +5,32 @@
 //! replaced by a new ULID, so a client cannot inject log lines or headers.
 //! The id is kept in a task-local for the request's future, where the error
 //! envelope reads it.
+//!
+//! # The access log
+//!
+//! Each request ends with one `response` event (status, elapsed time, and
+//! the span's method, path, client IP and key id) under the target
+//! [`ACCESS_LOG_TARGET`]. It is logged at `info` when the request changed
+//! something (any method but `GET`, `HEAD` and `OPTIONS`), failed (status
+//! 400 and up, which covers every refused key, forbidden route and rate
+//! limit) or was slow ([`SLOW_REQUEST`]); successful reads are logged at
+//! `debug`. Clients poll job status many times a second, and one `info` line
+//! per poll cost a quarter of the server's throughput on that endpoint (see
+//! `docs/BENCHMARKS.md`) while telling an operator nothing new. Every read
+//! is logged with `RUST_LOG=info,access=debug`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use poem::http::{HeaderValue, header::HeaderName};
+use poem::http::{HeaderValue, Method, header::HeaderName};
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 use tracing::Instrument;
+
+/// The target of the access log's events (`RUST_LOG=info,access=debug` logs
+/// successful reads too).
+pub const ACCESS_LOG_TARGET: &str = "access";
+
+/// A request that takes this long is logged at `info` whatever it was.
+pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
 
 /// The header name.
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -39,6 +59,15 @@ pub fn is_sane(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a finished request is a routine read, logged at `debug`: a
+/// successful `GET`, `HEAD` or `OPTIONS` that took less than [`SLOW_REQUEST`].
+#[must_use]
+pub fn is_routine(method: &Method, status: u16, elapsed: Duration) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        && status < 400
+        && elapsed < SLOW_REQUEST
 }
 
 /// Middleware: assigns the id, runs the request inside its span, logs the
@@ -71,6 +100,7 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
             .filter(|v| is_sane(v))
             .map_or_else(|| ulid::Ulid::new().to_string(), ToOwned::to_owned);
         req.extensions_mut().insert(RequestId(id.clone()));
+        let method = req.method().clone();
         let span = tracing::info_span!(
             "request",
             request_id = %id,
@@ -95,12 +125,24 @@ impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
                     .await
             }
         };
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
         span.in_scope(|| {
-            tracing::info!(
-                status = resp.status().as_u16(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "response"
-            );
+            if is_routine(&method, status, elapsed) {
+                tracing::debug!(
+                    target: ACCESS_LOG_TARGET,
+                    status,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "response"
+                );
+            } else {
+                tracing::info!(
+                    target: ACCESS_LOG_TARGET,
+                    status,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "response"
+                );
+            }
         });
         if let Ok(v) = HeaderValue::from_str(&id) {
             resp.headers_mut().insert(HEADER, v);

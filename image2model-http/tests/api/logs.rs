@@ -43,16 +43,25 @@ fn base64(text: &str) -> String {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_session_logs_no_key_material() {
-    let dir = tempfile::tempdir().unwrap();
+/// The real binary in production mode (JSON logs) with `RUST_LOG` set to
+/// `rust_log` (unset: the server's default), every line it writes kept in
+/// the returned log; waits until it says where it listens.
+async fn spawn_logged(
+    dir: &std::path::Path,
+    rust_log: Option<&str>,
+) -> (
+    tokio::process::Child,
+    Arc<Mutex<String>>,
+    tokio::task::JoinHandle<()>,
+    String,
+) {
     let fal_key = format!("{FAL_ID}:{FAL_SECRET}");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_image2model"))
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_image2model"));
+    command
         .args(["serve", "--bind", "127.0.0.1:0"])
-        .current_dir(dir.path())
+        .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "trace")
         .env("ENVIRONMENT", "production")
         .env("SECRET_KEY", SECRET_KEY)
         .env("API_KEY", API_KEY)
@@ -62,17 +71,16 @@ async fn a_full_session_logs_no_key_material() {
         .env("ALLOWED_HOSTS", "127.0.0.1")
         .env(
             "DATABASE_URL",
-            format!("sqlite://{}/db.sqlite", dir.path().display()),
+            format!("sqlite://{}/db.sqlite", dir.display()),
         )
-        .env(
-            "STORAGE_URL",
-            format!("file://{}/blobs", dir.path().display()),
-        )
+        .env("STORAGE_URL", format!("file://{}/blobs", dir.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the binary starts");
+        .kill_on_drop(true);
+    if let Some(level) = rust_log {
+        command.env("RUST_LOG", level);
+    }
+    let mut child = command.spawn().expect("the binary starts");
     let log = Arc::new(Mutex::new(String::new()));
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
     let reader = {
@@ -106,6 +114,34 @@ async fn a_full_session_logs_no_key_material() {
         .await
         .expect("the server says where it listens")
         .expect("a listening line");
+    (child, log, reader, addr)
+}
+
+/// Stops the server with SIGTERM and returns everything it logged.
+async fn stop_logged(
+    mut child: tokio::process::Child,
+    log: Arc<Mutex<String>>,
+    reader: tokio::task::JoinHandle<()>,
+) -> (std::process::ExitStatus, String) {
+    let pid = child.id().expect("running").to_string();
+    let killed = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await;
+    assert!(killed.unwrap().success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the server stops on SIGTERM")
+        .unwrap();
+    reader.await.unwrap();
+    let log = log.lock().unwrap().clone();
+    (status, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_logs_no_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, log, reader, addr) = spawn_logged(dir.path(), Some("trace")).await;
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let get = |path: &str, auth: Option<String>| {
@@ -209,19 +245,7 @@ async fn a_full_session_logs_no_key_material() {
         200
     );
     // Shutdown.
-    let pid = child.id().expect("running").to_string();
-    let killed = tokio::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await;
-    assert!(killed.unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the server stops on SIGTERM")
-        .unwrap();
-    reader.await.unwrap();
-
-    let log = log.lock().unwrap().clone();
+    let (status, log) = stop_logged(child, log, reader).await;
     assert!(status.success(), "exit {status}: {log}");
     for expected in [
         "\"listening\"",
@@ -264,4 +288,94 @@ async fn a_full_session_logs_no_key_material() {
             panic!("{what} appears in the log, in the line starting: {line}");
         }
     }
+}
+
+/// The access log at the default level: one `info` line per change, failure
+/// or refusal, with status, method, path, client and key id; routine reads
+/// (successful `GET`s, such as status polls) are not logged at `info`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_keeps_changes_and_failures_but_not_routine_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, log, reader, addr) = spawn_logged(dir.path(), None).await;
+    let base = format!("http://{addr}");
+    let client = reqwest::Client::new();
+
+    let form = Form::new().part("files", Part::bytes(png(8, 8)).file_name("chair.png"));
+    let upload = client
+        .post(format!("{base}/api/v1/upload"))
+        .bearer_auth(API_KEY)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 202);
+    let job: Value = upload.json().await.unwrap();
+    let job_path = format!("/api/v1/jobs/{}", job["job_id"].as_str().unwrap());
+    for _ in 0..5 {
+        let poll = client
+            .get(format!("{base}{job_path}"))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(poll.status(), 200);
+    }
+    let missing = "/api/v1/jobs/01J00000000000000000000000";
+    let not_found = client
+        .get(format!("{base}{missing}"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_found.status(), 404);
+    let refused = client
+        .get(format!("{base}/api/v1/jobs"))
+        .bearer_auth(WRONG_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        client
+            .get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let (status, log) = stop_logged(child, log, reader).await;
+    assert!(status.success(), "exit {status}: {log}");
+    let access: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    let seen: Vec<(String, String, u64)> = access
+        .iter()
+        .map(|v| {
+            assert_eq!(v["level"], "INFO", "{v}");
+            assert_eq!(v["message"], "response", "{v}");
+            assert_eq!(v["span"]["client_ip"], "127.0.0.1", "{v}");
+            (
+                v["span"]["method"].as_str().unwrap_or_default().to_owned(),
+                v["span"]["path"].as_str().unwrap_or_default().to_owned(),
+                v["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("POST".to_owned(), "/api/v1/upload".to_owned(), 202),
+            ("GET".to_owned(), missing.to_owned(), 404),
+            ("GET".to_owned(), "/api/v1/jobs".to_owned(), 401),
+        ],
+        "the access lines, in order: {log}"
+    );
+    assert_eq!(
+        access[0]["span"]["key_id"], "bootstrap-user",
+        "an accepted request names its key id"
+    );
 }
