@@ -52,18 +52,24 @@ pub struct ServerLimits {
     pub max_header_bytes: usize,
     /// The most header fields in one request.
     pub max_headers: usize,
+    /// The largest read buffer of one connection (at least 8 KiB and at
+    /// least `max_header_bytes`). Bodies are read through it: it bounds how
+    /// much of an upload one socket read brings into memory.
+    pub read_buffer_bytes: usize,
     /// How long in-flight requests may take to finish after shutdown.
     pub drain_timeout: Duration,
 }
 
 impl Default for ServerLimits {
     /// 10 s to send the head, 32 KiB of head (Cloudflare's own limit), 100
-    /// header fields, 10 s of drain.
+    /// header fields, a 64 KiB read buffer (hyper's default grows to about
+    /// 400 KiB per connection), 10 s of drain.
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
+            read_buffer_bytes: 64 * 1024,
             drain_timeout: Duration::from_secs(10),
         }
     }
@@ -87,7 +93,14 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
+        .max_headers(limits.max_headers)
+        // hyper refuses (panics on) a maximum below 8 KiB.
+        .max_buf_size(
+            limits
+                .read_buffer_bytes
+                .max(limits.max_header_bytes)
+                .max(8 * 1024),
+        );
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {

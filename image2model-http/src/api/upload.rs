@@ -81,12 +81,22 @@ impl std::fmt::Debug for UploadBody {
     }
 }
 
-/// Stops a body stream after `max` bytes with an error.
+/// Stops a body stream after `max` bytes with an error, and hands out one
+/// chunk per poll.
+///
+/// The second part bounds memory: the multipart parser (multer) pulls chunks
+/// from its body for as long as they are ready and copies them all into its
+/// own buffer, so with a fast client it held whatever the socket had
+/// received (megabytes per upload on loopback). After each chunk this
+/// stream answers `Pending` once (waking itself at once), so the parser
+/// returns after every chunk and holds at most about one socket read.
 struct Bounded<S> {
     inner: S,
     read: u64,
     max: u64,
     exceeded: Arc<AtomicBool>,
+    /// A chunk went out in this poll: answer `Pending` once.
+    yield_next: bool,
 }
 
 impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Bounded<S> {
@@ -97,8 +107,13 @@ impl<S: Stream<Item = std::io::Result<Bytes>> + Unpin> Stream for Bounded<S> {
         if this.exceeded.load(Ordering::Relaxed) {
             return Poll::Ready(None);
         }
+        if std::mem::take(&mut this.yield_next) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
+                this.yield_next = true;
                 this.read += chunk.len() as u64;
                 if this.read > this.max {
                     this.exceeded.store(true, Ordering::Relaxed);
@@ -164,6 +179,7 @@ impl<'a> ApiExtractor<'a> for UploadBody {
             read: 0,
             max: max_body,
             exceeded: exceeded.clone(),
+            yield_next: false,
         };
         let mut bounded_body = RequestBody::new(Body::from_bytes_stream(bounded));
         let multipart = <Multipart as FromRequest>::from_request(req, &mut bounded_body)

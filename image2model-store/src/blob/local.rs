@@ -16,11 +16,21 @@
 //!   and when the `put` future is dropped, the staged file is removed.
 //!   `list` never shows staged files.
 //!
+//! File system work runs on tokio's blocking pool, one task per step rather
+//! than one per system call: a `put` makes its directories and staged file
+//! in one task, writes the body chunks that arrived together (at most
+//! [`PUT_BATCH_CHUNKS`]) in one task each, and syncs and renames in a last
+//! one. No thread waits for a slow client, and no more than one batch of
+//! the body is held in memory.
+//!
 //! What it cannot stop: someone with write access to the root swapping a
 //! directory for a link between the check and the use.
 
 use std::io;
 use std::path::{Path, PathBuf};
+
+use std::fs;
+use std::io::Write;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -28,11 +38,15 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use image2model_core::domain::{BlobKey, BlobPrefix};
 use image2model_core::ports::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream};
-use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// How many bytes a read of a stored file yields at a time.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The most body chunks a put hands to one blocking write: the chunks that
+/// are ready together go in one hand-off, and no more than this many are
+/// held in memory at once.
+const PUT_BATCH_CHUNKS: usize = 4;
 
 /// A [`BlobStore`] of files under a root directory.
 #[derive(Debug, Clone)]
@@ -96,24 +110,23 @@ impl LocalBlobStore {
     /// [`BlobError::Unavailable`] when the root cannot be created or resolved,
     /// or is not a directory.
     pub async fn open(root: impl AsRef<Path>) -> Result<Self, BlobError> {
-        let root = root.as_ref();
-        fs::create_dir_all(root).await.map_err(|e| {
-            BlobError::Unavailable(format!("creating the blob root {}: {e}", root.display()))
-        })?;
-        let root = fs::canonicalize(root).await.map_err(|e| {
-            BlobError::Unavailable(format!("resolving the blob root {}: {e}", root.display()))
-        })?;
-        if !fs::metadata(&root)
-            .await
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            return Err(BlobError::Unavailable(format!(
-                "the blob root {} is not a directory",
-                root.display()
-            )));
-        }
-        Ok(Self { root })
+        let root = root.as_ref().to_path_buf();
+        blocking(move || {
+            fs::create_dir_all(&root).map_err(|e| {
+                BlobError::Unavailable(format!("creating the blob root {}: {e}", root.display()))
+            })?;
+            let root = fs::canonicalize(&root).map_err(|e| {
+                BlobError::Unavailable(format!("resolving the blob root {}: {e}", root.display()))
+            })?;
+            if !fs::metadata(&root).map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(BlobError::Unavailable(format!(
+                    "the blob root {} is not a directory",
+                    root.display()
+                )));
+            }
+            Ok(Self { root })
+        })
+        .await
     }
 
     /// The canonical root directory.
@@ -124,19 +137,14 @@ impl LocalBlobStore {
 
     /// Walks `dirs` down from the root without following links. With
     /// `create`, missing directories are made one at a time; without, a
-    /// missing (or non-directory) step gives `None`.
-    async fn walk(
-        &self,
-        dirs: &[String],
-        create: bool,
-        key: &str,
-    ) -> Result<Option<PathBuf>, BlobError> {
+    /// missing (or non-directory) step gives `None`. Blocking.
+    fn walk(&self, dirs: &[String], create: bool, key: &str) -> Result<Option<PathBuf>, BlobError> {
         let mut current = self.root.clone();
         for segment in dirs {
             let next = current.join(segment);
             let mut created = false;
             loop {
-                match fs::symlink_metadata(&next).await {
+                match fs::symlink_metadata(&next) {
                     Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(key)),
                     Ok(m) if m.is_dir() => break,
                     Ok(_) if create => {
@@ -144,7 +152,7 @@ impl LocalBlobStore {
                     }
                     Ok(_) => return Ok(None),
                     Err(e) if e.kind() == io::ErrorKind::NotFound && create && !created => {
-                        match fs::create_dir(&next).await {
+                        match fs::create_dir(&next) {
                             Ok(()) => {}
                             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                             Err(e) => return Err(backend("creating a blob directory", e)),
@@ -162,14 +170,15 @@ impl LocalBlobStore {
     }
 
     /// The path of an existing object, refusing links; `NotFound` otherwise.
-    async fn existing(&self, key: &BlobKey) -> Result<(PathBuf, std::fs::Metadata), BlobError> {
+    /// Blocking.
+    fn existing(&self, key: &BlobKey) -> Result<(PathBuf, fs::Metadata), BlobError> {
         let segs = segments(key)?;
         let (name, dirs) = segs.split_last().expect("a key has at least one segment");
-        let Some(dir) = self.walk(dirs, false, key.as_str()).await? else {
+        let Some(dir) = self.walk(dirs, false, key.as_str())? else {
             return Err(BlobError::NotFound(key.clone()));
         };
         let path = dir.join(name);
-        match fs::symlink_metadata(&path).await {
+        match fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(key.as_str())),
             Ok(m) if m.is_file() => Ok((path, m)),
             Ok(_) => Err(BlobError::NotFound(key.clone())),
@@ -180,139 +189,85 @@ impl LocalBlobStore {
 
     /// Creates the staged file for `name` in the key's directory, making the
     /// directories first. Retries when a concurrent delete pruned a directory
-    /// between the two steps.
-    async fn stage(
+    /// between the two steps. Blocking.
+    fn stage(
         &self,
         dirs: &[String],
         name: &str,
         key: &str,
-    ) -> Result<(PathBuf, Staged, fs::File), BlobError> {
+    ) -> Result<(PathBuf, PathBuf, fs::File), BlobError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let dir = self
-                .walk(dirs, true, key)
-                .await?
+                .walk(dirs, true, key)?
                 .ok_or_else(|| BlobError::Backend("blob directory vanished".into()))?;
             let staged_path = dir.join(staged_name(name));
             match fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .open(&staged_path)
-                .await
             {
-                Ok(file) => {
-                    let guard = Staged {
-                        path: Some(staged_path),
-                    };
-                    return Ok((dir, guard, file));
-                }
+                Ok(file) => return Ok((dir, staged_path, file)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {}
                 Err(e) => return Err(backend("creating a staged blob file", e)),
             }
         }
     }
-}
 
-fn modified(meta: &std::fs::Metadata) -> DateTime<Utc> {
-    meta.modified()
-        .map(DateTime::<Utc>::from)
-        .unwrap_or_else(|_| Utc::now())
-}
-
-#[async_trait]
-impl BlobStore for LocalBlobStore {
-    async fn put(&self, key: &BlobKey, mut body: ByteStream) -> Result<u64, BlobError> {
+    /// Makes the key's directories and its staged file. Blocking.
+    fn begin_put(&self, key: &BlobKey) -> Result<(PathBuf, PathBuf, fs::File), BlobError> {
         let segs = segments(key)?;
         let (name, dirs) = segs.split_last().expect("a key has at least one segment");
-        let (dir, mut staged, mut file) = self.stage(dirs, name, key.as_str()).await?;
-        let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            // On `?` the guard removes the staged file.
-            let chunk = chunk.map_err(BlobError::Body)?;
-            file.write_all(&chunk)
-                .await
-                .map_err(|e| backend("writing a blob", e))?;
-            written += chunk.len() as u64;
-        }
-        file.flush()
-            .await
-            .map_err(|e| backend("flushing a blob", e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| backend("syncing a blob", e))?;
+        self.stage(dirs, name, key.as_str())
+    }
+
+    /// Syncs the staged file and renames it over the key's path. Blocking.
+    fn publish(
+        key: &BlobKey,
+        dir: &Path,
+        staged_path: &Path,
+        file: fs::File,
+    ) -> Result<(), BlobError> {
+        file.sync_all().map_err(|e| backend("syncing a blob", e))?;
         drop(file);
+        let name = key
+            .segments()
+            .last()
+            .expect("a key has at least one segment");
         let target = dir.join(name);
-        if let Ok(m) = fs::symlink_metadata(&target).await
+        if let Ok(m) = fs::symlink_metadata(&target)
             && m.is_dir()
         {
             return Err(BlobError::Backend(format!(
                 "a directory is in the way of {key}"
             )));
         }
-        let staged_path = staged.path.clone().expect("staged until published");
         // rename() replaces the target atomically and never follows a link
         // at the target: a planted link would be replaced, not written through.
-        fs::rename(&staged_path, &target)
-            .await
-            .map_err(|e| backend("publishing a blob", e))?;
-        staged.path = None;
+        fs::rename(staged_path, &target).map_err(|e| backend("publishing a blob", e))?;
         // Make the rename itself durable; failure here loses nothing visible.
-        if let Ok(d) = fs::File::open(&dir).await {
-            let _ = d.sync_all().await;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
         }
-        Ok(written)
+        Ok(())
     }
 
-    async fn get(&self, key: &BlobKey) -> Result<BlobObject, BlobError> {
-        let (path, _) = self.existing(key).await?;
-        let file = match fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound(key.clone()));
-            }
-            Err(e) => return Err(backend("opening a blob", e)),
-        };
-        // The size of the file we opened, not of whatever the path names now.
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| backend("inspecting a blob", e))?
-            .len();
-        let stream = futures::stream::try_unfold(file, |mut f| async move {
-            let mut buf = BytesMut::with_capacity(READ_CHUNK);
-            let n = f.read_buf(&mut buf).await?;
-            Ok((n > 0).then(|| (buf.freeze(), f)))
-        })
-        .boxed();
-        Ok(BlobObject { size, stream })
-    }
-
-    async fn head(&self, key: &BlobKey) -> Result<BlobMeta, BlobError> {
-        let (_, meta) = self.existing(key).await?;
-        Ok(BlobMeta {
-            key: key.clone(),
-            size: meta.len(),
-            last_modified: modified(&meta),
-        })
-    }
-
-    async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
+    /// Removes an object and prunes the directories it leaves empty. Blocking.
+    fn remove(&self, key: &BlobKey) -> Result<(), BlobError> {
         let segs = segments(key)?;
         let (name, dirs) = segs.split_last().expect("a key has at least one segment");
-        let Some(dir) = self.walk(dirs, false, key.as_str()).await? else {
+        let Some(dir) = self.walk(dirs, false, key.as_str())? else {
             return Ok(());
         };
         let path = dir.join(name);
-        match fs::symlink_metadata(&path).await {
+        match fs::symlink_metadata(&path) {
             // Removing a link removes the link itself, never its target.
-            Ok(m) if m.is_file() || m.file_type().is_symlink() => {
-                match fs::remove_file(&path).await {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(backend("deleting a blob", e)),
-                }
-            }
+            Ok(m) if m.is_file() || m.file_type().is_symlink() => match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(backend("deleting a blob", e)),
+            },
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(backend("inspecting a blob", e)),
@@ -321,7 +276,7 @@ impl BlobStore for LocalBlobStore {
         // so that deleted jobs leave no folders behind.
         let mut current = dir;
         while current != self.root && current.starts_with(&self.root) {
-            if fs::remove_dir(&current).await.is_err() {
+            if fs::remove_dir(&current).is_err() {
                 break;
             }
             match current.parent() {
@@ -332,26 +287,24 @@ impl BlobStore for LocalBlobStore {
         Ok(())
     }
 
-    async fn list(&self, prefix: &BlobPrefix) -> Result<Vec<BlobMeta>, BlobError> {
+    /// Every object under `prefix`, by key. Blocking.
+    fn objects(&self, prefix: &BlobPrefix) -> Result<Vec<BlobMeta>, BlobError> {
         let segs = prefix_segments(prefix)?;
         let label = prefix.as_str().unwrap_or("");
-        let Some(start) = self.walk(&segs, false, label).await? else {
+        let Some(start) = self.walk(&segs, false, label)? else {
             return Ok(Vec::new());
         };
         let mut found = Vec::new();
         let mut pending = vec![(start, prefix.as_str().map(str::to_owned))];
         while let Some((dir, key_prefix)) = pending.pop() {
-            let mut entries = match fs::read_dir(&dir).await {
+            let entries = match fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 // Pruned by a concurrent delete.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(backend("listing blobs", e)),
             };
-            while let Some(entry) = entries
-                .next_entry()
-                .await
-                .map_err(|e| backend("listing blobs", e))?
-            {
+            for entry in entries {
+                let entry = entry.map_err(|e| backend("listing blobs", e))?;
                 let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                     continue;
                 };
@@ -364,7 +317,7 @@ impl BlobStore for LocalBlobStore {
                     None => name,
                 };
                 // `file_type` does not follow links: links are skipped.
-                let Ok(kind) = entry.file_type().await else {
+                let Ok(kind) = entry.file_type() else {
                     continue;
                 };
                 if kind.is_dir() {
@@ -373,7 +326,7 @@ impl BlobStore for LocalBlobStore {
                     let Ok(key) = BlobKey::parse(&key_text) else {
                         continue;
                     };
-                    let Ok(meta) = entry.metadata().await else {
+                    let Ok(meta) = entry.metadata() else {
                         continue;
                     };
                     found.push(BlobMeta {
@@ -388,8 +341,127 @@ impl BlobStore for LocalBlobStore {
         Ok(found)
     }
 
+    /// Runs `f` with a clone of this store on the blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, BlobError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&LocalBlobStore) -> Result<T, BlobError> + Send + 'static,
+    {
+        let store = self.clone();
+        blocking(move || f(&store)).await
+    }
+}
+
+/// Runs blocking file system work on tokio's blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, BlobError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, BlobError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BlobError::Backend(format!("a blob store task failed: {e}")))?
+}
+
+fn modified(meta: &fs::Metadata) -> DateTime<Utc> {
+    meta.modified()
+        .map(DateTime::<Utc>::from)
+        .unwrap_or_else(|_| Utc::now())
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobStore {
+    async fn put(&self, key: &BlobKey, body: ByteStream) -> Result<u64, BlobError> {
+        let (dir, staged_path, mut file) = {
+            let key = key.clone();
+            self.run(move |store| store.begin_put(&key)).await?
+        };
+        // Removes the staged file on every early return, and at once if this
+        // future is dropped mid-body (a write in flight then lands in an
+        // unlinked file).
+        let mut staged = Staged {
+            path: Some(staged_path.clone()),
+        };
+        let mut written = 0u64;
+        let mut batches = body.ready_chunks(PUT_BATCH_CHUNKS);
+        while let Some(batch) = batches.next().await {
+            let mut chunks = Vec::with_capacity(batch.len());
+            for chunk in batch {
+                chunks.push(chunk.map_err(BlobError::Body)?);
+            }
+            let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            file = blocking(move || {
+                for chunk in &chunks {
+                    file.write_all(chunk)
+                        .map_err(|e| backend("writing a blob", e))?;
+                }
+                Ok(file)
+            })
+            .await?;
+            written += len;
+        }
+        let key = key.clone();
+        blocking(move || Self::publish(&key, &dir, &staged_path, file)).await?;
+        staged.path = None;
+        Ok(written)
+    }
+
+    async fn get(&self, key: &BlobKey) -> Result<BlobObject, BlobError> {
+        let (file, size) = {
+            let key = key.clone();
+            self.run(move |store| {
+                let (path, _) = store.existing(&key)?;
+                let file = match fs::File::open(&path) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(BlobError::NotFound(key.clone()));
+                    }
+                    Err(e) => return Err(backend("opening a blob", e)),
+                };
+                // The size of the file we opened, not of whatever the path names now.
+                let size = file
+                    .metadata()
+                    .map_err(|e| backend("inspecting a blob", e))?
+                    .len();
+                Ok((file, size))
+            })
+            .await?
+        };
+        let stream =
+            futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
+                let mut buf = BytesMut::with_capacity(READ_CHUNK);
+                let n = f.read_buf(&mut buf).await?;
+                Ok((n > 0).then(|| (buf.freeze(), f)))
+            })
+            .boxed();
+        Ok(BlobObject { size, stream })
+    }
+
+    async fn head(&self, key: &BlobKey) -> Result<BlobMeta, BlobError> {
+        let key = key.clone();
+        self.run(move |store| {
+            let (_, meta) = store.existing(&key)?;
+            Ok(BlobMeta {
+                key,
+                size: meta.len(),
+                last_modified: modified(&meta),
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &BlobKey) -> Result<(), BlobError> {
+        let key = key.clone();
+        self.run(move |store| store.remove(&key)).await
+    }
+
+    async fn list(&self, prefix: &BlobPrefix) -> Result<Vec<BlobMeta>, BlobError> {
+        let prefix = prefix.clone();
+        self.run(move |store| store.objects(&prefix)).await
+    }
+
     async fn ping(&self) -> Result<(), BlobError> {
-        match fs::symlink_metadata(&self.root).await {
+        self.run(|store| match fs::symlink_metadata(&store.root) {
             Ok(m) if m.is_dir() => Ok(()),
             Ok(_) => Err(BlobError::Unavailable(
                 "the blob root is not a directory".into(),
@@ -397,7 +469,8 @@ impl BlobStore for LocalBlobStore {
             Err(e) => Err(BlobError::Unavailable(format!(
                 "the blob root is not reachable: {e}"
             ))),
-        }
+        })
+        .await
     }
 
     fn describe(&self) -> String {
