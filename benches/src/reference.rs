@@ -100,3 +100,61 @@ pub fn dd_write_once(dir: &Path, mib: u64) -> Result<DdResult> {
         elapsed,
     })
 }
+
+/// The file system work of storing `count` uploads of `size` bytes the way
+/// the local blob store does, from `threads` threads and without HTTP,
+/// multipart or a database: per upload, a new directory, a staged file
+/// written in 64 KiB pieces, `fsync`, `rename`, and an `fsync` of the
+/// directory. It separates what the durable one-file-per-upload layout
+/// costs from what the server adds on top. The files are removed after.
+///
+/// # Errors
+/// File system errors.
+pub fn durable_files_write(
+    dir: &Path,
+    size: usize,
+    count: u64,
+    threads: usize,
+) -> Result<DdResult> {
+    use std::io::Write;
+    let root = dir.join("durable-files");
+    std::fs::create_dir_all(&root)?;
+    let body = vec![0x5au8; size];
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|scope| -> Result<()> {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                scope.spawn(|| -> std::io::Result<()> {
+                    loop {
+                        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if n >= count {
+                            return Ok(());
+                        }
+                        let folder = root.join(format!("job{n}"));
+                        std::fs::create_dir(&folder)?;
+                        let staged = folder.join(".item.png.tmp");
+                        let mut file = std::fs::File::create_new(&staged)?;
+                        for piece in body.chunks(64 * 1024) {
+                            file.write_all(piece)?;
+                        }
+                        file.sync_all()?;
+                        drop(file);
+                        std::fs::rename(&staged, folder.join("item.png"))?;
+                        std::fs::File::open(&folder)?.sync_all()?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| "a writer thread panicked")??;
+        }
+        Ok(())
+    })?;
+    let elapsed = start.elapsed();
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(DdResult {
+        bytes: size as u64 * count,
+        elapsed,
+    })
+}

@@ -464,7 +464,7 @@ async fn run(cli: &Cli) -> Result<()> {
         "every 10 MB upload is accepted",
         streaming.outcomes.iter().all(|o| o.starts_with("202")),
     );
-    step!("  ingest of 1 MB uploads, and dd");
+    step!("  ingest of 1 MB uploads, dd, and the same files written alone");
     let dd = reference::dd_write(&dir, plan.dd_mib)?;
     let one_mb = images::png_of_size(1_000_000);
     let png_form = Multipart::one_file("photo.png", "image/png");
@@ -479,6 +479,12 @@ async fn run(cli: &Cli) -> Result<()> {
     )
     .await?;
     check(&mut problems, "ingest errors", ingest.errors == 0);
+    let durable = reference::durable_files_write(
+        &dir,
+        one_mb.len(),
+        plan.ingest_uploads,
+        plan.ingest_concurrency,
+    )?;
     b.stop().await;
     if let Some(f) = fake {
         f.shutdown().await;
@@ -524,6 +530,21 @@ async fn run(cli: &Cli) -> Result<()> {
         reference_value: Some(dd.mb_per_s()),
         reference_unit: "MB/s",
         target: Target::RatioAtLeast(0.5),
+    });
+    figures.push(Figure {
+        name: format!(
+            "upload ingest, 1 MB images, {} connections",
+            plan.ingest_concurrency
+        ),
+        value: ingest.mb_per_s(),
+        unit: "MB/s",
+        reference: format!(
+            "the same files written alone (directory, file, `fsync`, rename, directory `fsync`; {} threads)",
+            plan.ingest_concurrency
+        ),
+        reference_value: Some(durable.mb_per_s()),
+        reference_unit: "MB/s",
+        target: Target::None,
     });
     figures.push(Figure {
         name: "upload → succeeded p50, 1 client".into(),
