@@ -158,7 +158,7 @@ impl KeyStore for SqliteJobStore {
         .bind(r.created_at_ms)
         .bind(r.last_used_at_ms)
         .bind(r.revoked_at_ms)
-        .execute(self.pool())
+        .execute(self.writer())
         .await
         .map_err(insert_error("creating a key"))?;
         Ok(())
@@ -191,7 +191,7 @@ impl KeyStore for SqliteJobStore {
         )
         .bind(to_ms(Utc::now()))
         .bind(key_id.as_str())
-        .execute(self.pool())
+        .execute(self.writer())
         .await
         .map_err(db_error("revoking a key"))?;
         Ok(done.rows_affected() > 0)
@@ -201,7 +201,7 @@ impl KeyStore for SqliteJobStore {
         sqlx::query("UPDATE api_keys SET last_used_at_ms = ? WHERE key_id = ?")
             .bind(to_ms(at))
             .bind(key_id.as_str())
-            .execute(self.pool())
+            .execute(self.writer())
             .await
             .map_err(db_error("recording a key's use"))?;
         Ok(())
@@ -221,7 +221,7 @@ impl AuditLog for SqliteJobStore {
         .bind(r.client_ip)
         .bind(r.request_id)
         .bind(r.detail)
-        .execute(self.pool())
+        .execute(self.writer())
         .await
         .map_err(db_error("recording an audit event"))?;
         Ok(())

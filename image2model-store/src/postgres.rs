@@ -331,13 +331,11 @@ impl JobStore for PostgresJobStore {
             })?;
             return Ok(CreateOutcome::Existing(existing.job));
         }
-        let stored = load(&mut tx, &job.job_id.to_string(), false)
-            .await?
-            .ok_or_else(|| StoreError::Backend("a created job vanished".into()))?;
+        let stored = rows::as_stored(&job)?;
         tx.commit()
             .await
             .map_err(db_error("committing a new job"))?;
-        Ok(CreateOutcome::Created(stored.job))
+        Ok(CreateOutcome::Created(stored))
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -341,6 +341,18 @@ pub(crate) fn load_job(row: JobRow, items: Vec<ItemRow>) -> Result<LoadedJob, St
 }
 
 /// Groups item rows (ordered by job, then position) under their job rows.
+/// A new job as reading it back after its insert would give it: through the
+/// same rows and the same checks, without the round trips of reading.
+pub(crate) fn as_stored(job: &Job) -> Result<Job, StoreError> {
+    let items = job
+        .items
+        .iter()
+        .enumerate()
+        .map(|(position, item)| ItemRow::from_item(job.job_id, position, item, None))
+        .collect();
+    load_job(JobRow::from_job(job), items).map(|loaded| loaded.job)
+}
+
 pub(crate) fn load_jobs(rows: Vec<JobRow>, items: Vec<ItemRow>) -> Result<Vec<Job>, StoreError> {
     let mut by_job: HashMap<String, Vec<ItemRow>> = HashMap::new();
     for item in items {

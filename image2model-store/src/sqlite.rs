@@ -4,6 +4,15 @@
 //! single write lock up front: two connections (or two processes) can never
 //! claim the same item, and no transaction has to be retried half-way because
 //! another upgraded its lock first. Reads see a consistent snapshot (WAL mode).
+//!
+//! Writes go through a pool of **one** connection, so this process's writers
+//! queue for it in order instead of meeting SQLite's lock: a second
+//! connection that finds the lock taken sleeps in SQLite's busy handler
+//! (1, 2, 5, 10… ms) before it tries again, and with uploads committing
+//! concurrently those sleeps were most of an upload's time (see
+//! `docs/BENCHMARKS.md`). Other processes sharing the file still meet the
+//! lock, and the busy timeout still covers them. Reads use a pool of several
+//! connections and never wait for a writer.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -35,7 +44,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// A [`JobStore`] in a SQLite database (WAL mode, foreign keys on).
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
+    /// Reads (several connections).
     pool: SqlitePool,
+    /// Writes: one connection (the same pool as `pool` in memory).
+    writer: SqlitePool,
     /// What [`SqliteJobStore::describe`] shows: the file, or `:memory:`.
     location: String,
 }
@@ -61,16 +73,23 @@ impl SqliteJobStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+        // The writer connects first: it creates the file and sets WAL mode.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
             // A local file does not go stale like a network connection: the
             // ping before each acquire was one more round trip to the
             // connection's thread on every query (see docs/BENCHMARKS.md).
             .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(db_error("opening the SQLite database"))?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(db_error("opening the SQLite database"))?;
-        Self::migrated(pool, path.display().to_string()).await
+        Self::migrated(pool, writer, path.display().to_string()).await
     }
 
     /// A private in-memory database, lost when the store is dropped.
@@ -93,15 +112,23 @@ impl SqliteJobStore {
             .connect_with(options)
             .await
             .map_err(db_error("opening the in-memory SQLite database"))?;
-        Self::migrated(pool, ":memory:".to_owned()).await
+        Self::migrated(pool.clone(), pool, ":memory:".to_owned()).await
     }
 
-    async fn migrated(pool: SqlitePool, location: String) -> Result<Self, StoreError> {
+    async fn migrated(
+        pool: SqlitePool,
+        writer: SqlitePool,
+        location: String,
+    ) -> Result<Self, StoreError> {
         MIGRATOR
-            .run(&pool)
+            .run(&writer)
             .await
             .map_err(|e| StoreError::Backend(format!("migrating the SQLite database: {e}")))?;
-        Ok(Self { pool, location })
+        Ok(Self {
+            pool,
+            writer,
+            location,
+        })
     }
 
     /// The file (or `:memory:`) this store uses.
@@ -110,10 +137,23 @@ impl SqliteJobStore {
         &self.location
     }
 
-    /// The connection pool, for tests and maintenance.
+    /// The read connection pool, for tests and maintenance.
     #[must_use]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The write connection (a pool of one): every statement that changes
+    /// the database goes through it.
+    #[must_use]
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    /// Closes every connection (after the statements in flight finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.writer.close().await;
     }
 
     /// The path a `sqlite://…` URL names (`sqlite://./data/x.db`,
@@ -134,7 +174,7 @@ impl SqliteJobStore {
 
     /// A write transaction holding SQLite's write lock from its start.
     async fn write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db_error("starting a write transaction"))
@@ -426,13 +466,11 @@ impl JobStore for SqliteJobStore {
         }
         let job = rows::new_job(new, rows::now())?;
         insert(&mut tx, &job).await?;
-        let stored = load(&mut tx, &job.job_id.to_string())
-            .await?
-            .ok_or_else(|| StoreError::Backend("a created job vanished".into()))?;
+        let stored = rows::as_stored(&job)?;
         tx.commit()
             .await
             .map_err(db_error("committing a new job"))?;
-        Ok(CreateOutcome::Created(stored.job))
+        Ok(CreateOutcome::Created(stored))
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

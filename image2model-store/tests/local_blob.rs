@@ -194,22 +194,103 @@ async fn a_failed_body_leaves_no_file_at_all() {
 async fn an_abandoned_put_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_in(dir.path()).await;
-    // One chunk, then a body that never ends (a stalled client).
-    let body = chunked(vec![pattern(10_000, 1)])
+    // More than one write batch, then a body that never ends (a stalled
+    // client): the first batch is on disk in the staged file by then.
+    let body = chunked(vec![pattern(400_000, 1)])
         .chain(futures::stream::pending())
         .boxed();
+    let k = key("uploads/j1/i1.png");
+    // Boxed, so that dropping it drops the future itself.
+    let mut put = Box::pin(store.put(&k, body));
 
-    let got = tokio::time::timeout(
-        Duration::from_millis(200),
-        store.put(&key("uploads/j1/i1.png"), body),
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while files_under(store.root()).is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first batch was never staged"
+        );
+        tokio::select! {
+            got = &mut put => panic!("the put ended without its body: {got:?}"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
+    let staged = files_under(store.root());
+    assert_eq!(staged.len(), 1, "one staged file: {staged:?}");
+    assert!(
+        staged[0]
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".i1.png."),
+        "the staged file is hidden: {staged:?}"
+    );
+    drop(put);
 
-    assert!(got.is_err(), "the put was still waiting for its body");
     assert!(
         files_under(store.root()).is_empty(),
         "dropping the put removes its staged file"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_dropped_at_any_moment_leaves_no_staged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(store_in(dir.path()).await);
+    let body = || {
+        let chunks = pattern(700_000, 3)
+            .chunks(64 * 1024)
+            .map(<[u8]>::to_vec)
+            .collect();
+        chunked(chunks)
+    };
+    // A body that is ready at once: the put's first poll starts its first
+    // blocking step and the zero timeout drops the put right after, before
+    // that step has made the staged file.
+    let ready = || futures::stream::iter([Ok(Bytes::from(pattern(300_000, 4)))]).boxed();
+    for n in 0..50 {
+        let k = key(&format!("uploads/r{n}/i.png"));
+        let _ = tokio::time::timeout(Duration::ZERO, store.put(&k, ready())).await;
+    }
+    // Then moments spread over a whole put: before the first step, during
+    // the writes, around publishing.
+    let start = std::time::Instant::now();
+    store
+        .put(&key("uploads/timing/i.png"), body())
+        .await
+        .unwrap();
+    let whole = start.elapsed().as_micros().max(200) as u64;
+    let trials = 100u64;
+    for n in 0..trials {
+        let at = Duration::from_micros(whole * n / (trials / 2));
+        let k = key(&format!("uploads/j{n}/i.png"));
+        let _ = tokio::time::timeout(at, store.put(&k, body())).await;
+    }
+
+    // Steps still running finish on the blocking pool: wait for them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let staged: Vec<_> = files_under(store.root())
+            .into_iter()
+            .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .collect();
+        if staged.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "staged files left behind: {staged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every object that was published is whole.
+    for meta in store.list(&BlobPrefix::root()).await.unwrap() {
+        let expected = if meta.key.as_str().starts_with("uploads/r") {
+            300_000
+        } else {
+            700_000
+        };
+        assert_eq!(meta.size, expected, "{} is whole", meta.key);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -105,7 +105,7 @@ async fn jobs_survive_closing_and_reopening_the_file() {
             .create_job(new_job(job_id, &alice(), 2))
             .await
             .unwrap();
-        store.pool().close().await;
+        store.close().await;
     }
 
     let reopened = SqliteJobStore::open(&path)

@@ -13,22 +13,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use image2model_core::domain::{FaceLimit, ModelName, Texture};
 use image2model_core::pipeline::{Upload, UploadStart};
 use image2model_core::validate::ValidationError;
 use image2model_core::{PipelineError, SubmitOptions};
+use multer::{Field, Multipart};
 use poem::http::{StatusCode, header};
-use poem::web::{Field, Multipart};
-use poem::{Body, FromRequest, Request, RequestBody};
+use poem::{Request, RequestBody};
 use poem_openapi::payload::Json;
 use poem_openapi::payload::Payload;
 use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, param::Header,
 };
-use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
 
 use super::ApiTags;
 use super::dto::{JobDto, UploadPolicyDto};
@@ -41,8 +39,6 @@ use crate::security::auth::UserKey;
 const FRAMING_ALLOWANCE: u64 = 1024 * 1024;
 /// The longest option field (`model`, `face_limit`, `texture`).
 const MAX_OPTION_BYTES: u64 = 256;
-/// Read size for file parts.
-const CHUNK: usize = 64 * 1024;
 
 /// The multipart form of `POST /api/v1/upload` (documentation of the body;
 /// the body itself is streamed by [`UploadBody`]).
@@ -66,7 +62,7 @@ pub struct UploadForm {
 /// that the OpenAPI document describes the body as [`UploadForm`] while the
 /// handler reads parts one by one from the socket.
 pub struct UploadBody {
-    multipart: Multipart,
+    multipart: Multipart<'static>,
     /// Set when the whole-request bound was hit, so the error surfaces as
     /// `request_too_large` whatever layer noticed the broken stream.
     exceeded: Arc<AtomicBool>,
@@ -173,6 +169,22 @@ impl<'a> ApiExtractor<'a> for UploadBody {
         if declared.is_some_and(|n| n > max_body) {
             return Err(too_large(limits.max_request_bytes).into());
         }
+        // multer reads the body's chunks as they come off the socket and
+        // hands file data on as slices of its buffer: no reader in between
+        // copying every byte once more.
+        let boundary = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            // Checks the type is multipart/form-data, then takes the boundary.
+            .and_then(|v| multer::parse_boundary(v).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the body must be multipart/form-data",
+                )
+            })?;
         let exceeded = Arc::new(AtomicBool::new(false));
         let bounded = Bounded {
             inner: body.take()?.into_bytes_stream().boxed(),
@@ -181,16 +193,7 @@ impl<'a> ApiExtractor<'a> for UploadBody {
             exceeded: exceeded.clone(),
             yield_next: false,
         };
-        let mut bounded_body = RequestBody::new(Body::from_bytes_stream(bounded));
-        let multipart = <Multipart as FromRequest>::from_request(req, &mut bounded_body)
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "the body must be multipart/form-data",
-                )
-            })?;
+        let multipart = Multipart::new(bounded, boundary);
         Ok(Self {
             multipart,
             exceeded,
@@ -349,7 +352,7 @@ fn accepted(job: &image2model_core::domain::Job) -> UploadResponse {
 /// Reads every part: files into the upload, options into the result.
 async fn read_parts(
     upload: &mut Upload,
-    multipart: &mut Multipart,
+    multipart: &mut Multipart<'static>,
 ) -> Result<SubmitOptions, ApiError> {
     let mut options = SubmitOptions::default();
     loop {
@@ -366,7 +369,7 @@ async fn read_parts(
         match field.name().unwrap_or("") {
             "files" => {
                 let name = field.file_name().unwrap_or("image").to_owned();
-                let stream = ReaderStream::with_capacity(field.into_async_read(), CHUNK).boxed();
+                let stream = field.map_err(std::io::Error::other).boxed();
                 upload.add_file(&name, stream).await?;
             }
             "model" => {
@@ -395,24 +398,27 @@ async fn read_parts(
 }
 
 /// An option field's text, bounded.
-async fn option_text(field: Field, name: &'static str) -> Result<String, ApiError> {
+async fn option_text(mut field: Field<'static>, name: &'static str) -> Result<String, ApiError> {
     let mut buf = Vec::new();
-    let read = field
-        .into_async_read()
-        .take(MAX_OPTION_BYTES + 1)
-        .read_to_end(&mut buf)
-        .await;
-    if read.is_err() {
-        return Err(ApiError::bad_request(
-            "invalid_multipart",
-            format!("the field {name} could not be read"),
-        ));
-    }
-    if buf.len() as u64 > MAX_OPTION_BYTES {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("the field {name} is longer than {MAX_OPTION_BYTES} bytes"),
-        ));
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                if buf.len() as u64 > MAX_OPTION_BYTES {
+                    return Err(ApiError::bad_request(
+                        "invalid_request",
+                        format!("the field {name} is longer than {MAX_OPTION_BYTES} bytes"),
+                    ));
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return Err(ApiError::bad_request(
+                    "invalid_multipart",
+                    format!("the field {name} could not be read"),
+                ));
+            }
+        }
     }
     String::from_utf8(buf).map_err(|_| {
         ApiError::bad_request("invalid_request", format!("the field {name} is not UTF-8"))
