@@ -147,6 +147,7 @@ fn events_of(rows: Vec<EventRow>) -> Result<Vec<AuditEvent>, StoreError> {
 impl KeyStore for SqliteJobStore {
     async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
         let r = KeyRow::from_key(&key);
+        let _turn = self.write_turn().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
         )))
@@ -186,6 +187,7 @@ impl KeyStore for SqliteJobStore {
     }
 
     async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, ?) WHERE key_id = ?",
         )
@@ -198,6 +200,7 @@ impl KeyStore for SqliteJobStore {
     }
 
     async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE api_keys SET last_used_at_ms = ? WHERE key_id = ?")
             .bind(to_ms(at))
             .bind(key_id.as_str())
@@ -212,6 +215,7 @@ impl KeyStore for SqliteJobStore {
 impl AuditLog for SqliteJobStore {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
         let r = EventRow::from_event(&event);
+        let _turn = self.write_turn().await;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
         )))

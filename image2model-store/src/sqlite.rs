@@ -5,17 +5,21 @@
 //! claim the same item, and no transaction has to be retried half-way because
 //! another upgraded its lock first. Reads see a consistent snapshot (WAL mode).
 //!
-//! Writes go through a pool of **one** connection, so this process's writers
-//! queue for it in order instead of meeting SQLite's lock: a second
-//! connection that finds the lock taken sleeps in SQLite's busy handler
-//! (1, 2, 5, 10… ms) before it tries again, and with uploads committing
-//! concurrently those sleeps were most of an upload's time (see
-//! `docs/BENCHMARKS.md`). Other processes sharing the file still meet the
-//! lock, and the busy timeout still covers them. Reads use a pool of several
-//! connections and never wait for a writer.
+//! Writes in this process take turns: a writer waits (in order, on an async
+//! mutex) for its turn before it begins, so it never meets SQLite's lock
+//! held by another connection of ours. A connection that finds the lock
+//! taken does not queue: it sleeps in SQLite's busy handler (1, 2, 5, 10…
+//! ms) before it tries again, and with uploads committing concurrently
+//! those sleeps were most of an upload's time (see `docs/BENCHMARKS.md`).
+//! Writes use their own pool of two connections, so that the next writer
+//! never waits for the previous one's connection to go back to its pool.
+//! Other processes sharing the file still meet the lock, and the busy
+//! timeout still covers them. Reads use a pool of several connections and
+//! never wait for a writer (WAL).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,8 +50,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteJobStore {
     /// Reads (several connections).
     pool: SqlitePool,
-    /// Writes: one connection (the same pool as `pool` in memory).
+    /// Writes: two connections (the same pool as `pool` in memory), used
+    /// one at a time.
     writer: SqlitePool,
+    /// A writer's turn: held from before `BEGIN` to after `COMMIT`.
+    write_turn: Arc<tokio::sync::Mutex<()>>,
     /// What [`SqliteJobStore::describe`] shows: the file, or `:memory:`.
     location: String,
 }
@@ -73,9 +80,9 @@ impl SqliteJobStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        // The writer connects first: it creates the file and sets WAL mode.
+        // The writers connect first: they create the file and set WAL mode.
         let writer = SqlitePoolOptions::new()
-            .max_connections(1)
+            .max_connections(2)
             // A local file does not go stale like a network connection: the
             // ping before each acquire was one more round trip to the
             // connection's thread on every query (see docs/BENCHMARKS.md).
@@ -127,6 +134,7 @@ impl SqliteJobStore {
         Ok(Self {
             pool,
             writer,
+            write_turn: Arc::new(tokio::sync::Mutex::new(())),
             location,
         })
     }
@@ -143,11 +151,17 @@ impl SqliteJobStore {
         &self.pool
     }
 
-    /// The write connection (a pool of one): every statement that changes
-    /// the database goes through it.
+    /// The write connections: every statement that changes the database
+    /// goes through them, one writer at a time (see [`Self::write_turn`]).
     #[must_use]
     pub fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// Waits for this process's next turn to write, in order of arrival.
+    /// Hold it while a statement on [`Self::writer`] changes the database.
+    pub async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.write_turn.clone().lock_owned().await
     }
 
     /// Closes every connection (after the statements in flight finish).
@@ -172,12 +186,46 @@ impl SqliteJobStore {
         }
     }
 
-    /// A write transaction holding SQLite's write lock from its start.
-    async fn write(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
-        self.writer
+    /// A write transaction holding SQLite's write lock from its start, begun
+    /// in this process's turn.
+    async fn write(&self) -> Result<WriteTx, StoreError> {
+        let turn = self.write_turn().await;
+        let tx = self
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(db_error("starting a write transaction"))
+            .map_err(db_error("starting a write transaction"))?;
+        Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A write transaction and the turn it holds until it commits or is
+/// dropped. Dropped uncommitted, sqlx queues its rollback on the
+/// connection's thread at once; a writer taking the next turn on the other
+/// connection in that instant waits in the busy handler (a rare path:
+/// errors and "not found").
+struct WriteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
     }
 }
 
