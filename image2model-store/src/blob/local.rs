@@ -90,6 +90,9 @@ fn prefix_segments(prefix: &BlobPrefix) -> Result<Vec<String>, BlobError> {
 /// blocking steps it started.
 #[derive(Debug)]
 struct Staging {
+    /// The key's directories below the root, checked once.
+    dirs: Vec<String>,
+    /// The staged file: a fresh hidden name in the key's directory.
     path: PathBuf,
     /// Set when the put's future ended without publishing (an error, or the
     /// future was dropped). A blocking step still running then removes the
@@ -250,21 +253,18 @@ impl LocalBlobStore {
         }
     }
 
-    /// Makes the key's directories and creates the staged file at `path`
-    /// (in the key's directory). Retries when a concurrent delete pruned a
+    /// Makes the key's directories and creates the staged file. Retries when a concurrent delete pruned a
     /// directory between the two steps. Blocking.
-    fn create_staged(&self, key: &BlobKey, path: &Path) -> Result<fs::File, BlobError> {
-        let segs = segments(key)?;
-        let (_, dirs) = segs.split_last().expect("a key has at least one segment");
+    fn create_staged(&self, key: &BlobKey, staging: &Staging) -> Result<fs::File, BlobError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.walk(dirs, true, key.as_str())?
+            self.walk(&staging.dirs, true, key.as_str())?
                 .ok_or_else(|| BlobError::Backend("blob directory vanished".into()))?;
             match fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(path)
+                .open(&staging.path)
             {
                 Ok(file) => return Ok(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {}
@@ -289,7 +289,7 @@ impl LocalBlobStore {
         let mut file = match file {
             Some(file) => file,
             None => {
-                let file = self.create_staged(key, &staging.path)?;
+                let file = self.create_staged(key, staging)?;
                 staging.check()?;
                 file
             }
@@ -336,17 +336,21 @@ impl LocalBlobStore {
         Ok(())
     }
 
-    /// Where a put of `key` stages its body: a fresh hidden name in the key's
-    /// directory.
-    fn staged_path(&self, key: &BlobKey) -> Result<PathBuf, BlobError> {
-        let segs = segments(key)?;
-        let (name, dirs) = segs.split_last().expect("a key has at least one segment");
+    /// The staging of a put of `key`: its directories (the key re-checked
+    /// once) and a fresh hidden name in the last of them.
+    fn staging(&self, key: &BlobKey) -> Result<Staging, BlobError> {
+        let mut dirs = segments(key)?;
+        let name = dirs.pop().expect("a key has at least one segment");
         let mut path = self.root.clone();
-        for dir in dirs {
+        for dir in &dirs {
             path.push(dir);
         }
-        path.push(staged_name(name));
-        Ok(path)
+        path.push(staged_name(&name));
+        Ok(Staging {
+            dirs,
+            path,
+            abandoned: AtomicBool::new(false),
+        })
     }
 
     /// Removes an object and prunes the directories it leaves empty. Blocking.
@@ -471,10 +475,7 @@ impl BlobStore for LocalBlobStore {
         // The guard removes the staged file on every early return, and at
         // once if this future is dropped mid-body (a step still running then
         // removes what it made, see `Staging::check`).
-        let staging = Arc::new(Staging {
-            path: self.staged_path(key)?,
-            abandoned: AtomicBool::new(false),
-        });
+        let staging = Arc::new(self.staging(key)?);
         let mut guard = StagedGuard {
             staging: staging.clone(),
             published: false,
