@@ -18,8 +18,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use image2model_core::domain::ApiKeyId;
 use image2model_core::ports::{AuditEvent, AuthPolicy};
-use poem::http::{HeaderValue, StatusCode, header};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::Request;
+use poem::http::{HeaderValue, Method, StatusCode, Uri, header};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -129,13 +129,14 @@ fn auth_failure(authorization: Option<&HeaderValue>) -> (&'static str, Option<&s
     ("unknown_or_revoked_key", Some(token))
 }
 
-/// Middleware: records `auth_failed` (401), `forbidden` (403) and
-/// `rate_limited` (429) responses of `/api/v1` in the audit trail.
+/// Records `auth_failed` (401), `forbidden` (403) and `rate_limited` (429)
+/// responses of `/api/v1` in the audit trail.
 ///
-/// It sits outside the error envelope and the rate limiter, so it sees the
-/// final status of every request whichever layer refused it (the security
-/// schemes, poem's bare 401 when no credentials are sent, or the rate
-/// limiter), without those layers knowing about auditing.
+/// The request gate ([`crate::security::gate`]) consults it outside the error
+/// envelope and the rate limiter, so it sees the final status of every
+/// request whichever step refused it (the security schemes, poem's bare 401
+/// when no credentials are sent, or the rate limiter), without those steps
+/// knowing about auditing.
 #[derive(Debug, Clone)]
 pub struct AuditObserver {
     state: AppState,
@@ -158,49 +159,46 @@ impl AuditObserver {
     }
 }
 
-impl<E: Endpoint> Middleware<E> for AuditObserver {
-    type Output = AuditObserverEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        AuditObserverEndpoint {
-            inner: ep,
-            observer: self.clone(),
-        }
-    }
-}
-
-/// The endpoint made by [`AuditObserver`].
+/// What [`AuditObserver::observe`] keeps of a request until its status is
+/// known: cheap copies (shared buffers), formatted only if the request is
+/// audited.
 #[derive(Debug)]
-pub struct AuditObserverEndpoint<E> {
-    inner: E,
-    observer: AuditObserver,
+pub struct Observed {
+    uri: Uri,
+    method: Method,
+    authorization: Option<HeaderValue>,
+    client_ip: Option<IpAddr>,
 }
 
-impl<E: Endpoint> Endpoint for AuditObserverEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> poem::Result<Response> {
-        let path = req.uri().path();
-        if !(path == "/api/v1" || path.starts_with("/api/v1/")) {
-            return self.inner.call(req).await.map(IntoResponse::into_response);
+impl AuditObserver {
+    /// Starts observing `req`: `None` outside `/api/v1`, which is never
+    /// audited.
+    #[must_use]
+    pub fn observe(&self, req: &Request) -> Option<Observed> {
+        if !crate::security::headers::is_api(req.uri().path()) {
+            return None;
         }
-        // Cheap copies (shared buffers): most requests are not audited, so
-        // nothing is formatted until the status says it must be.
-        let uri = req.uri().clone();
-        let method = req.method().clone();
-        let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-        let client_ip = self.observer.clients.resolve(&req);
-        let resp = self.inner.call(req).await?.into_response();
+        Some(Observed {
+            uri: req.uri().clone(),
+            method: req.method().clone(),
+            authorization: req.headers().get(header::AUTHORIZATION).cloned(),
+            client_ip: self.clients.client_ip(req),
+        })
+    }
+
+    /// Records the observed request if its final status is 401, 403 (to a
+    /// presented key) or 429.
+    pub async fn record(&self, observed: Observed, status: StatusCode) {
         if !matches!(
-            resp.status(),
+            status,
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::TOO_MANY_REQUESTS
         ) {
-            return Ok(resp);
+            return;
         }
-        let (reason, token) = auth_failure(authorization.as_ref());
+        let (reason, token) = auth_failure(observed.authorization.as_ref());
         let token = token.map(ToOwned::to_owned);
-        let base = json!({ "method": method.as_str(), "path": uri.path() });
-        let entry = match resp.status() {
+        let base = json!({ "method": observed.method.as_str(), "path": observed.uri.path() });
+        let entry = match status {
             StatusCode::UNAUTHORIZED => {
                 let mut detail = base;
                 detail["reason"] = json!(reason);
@@ -215,11 +213,8 @@ impl<E: Endpoint> Endpoint for AuditObserverEndpoint<E> {
                 let mut entry = Entry::new(kind::FORBIDDEN);
                 // The key is valid, only its role falls short: name it by its id.
                 if let Some(t) = &token
-                    && let Ok(Some(p)) = self
-                        .observer
-                        .auth
-                        .authenticate(&SecretString::from(t.clone()))
-                        .await
+                    && let Ok(Some(p)) =
+                        self.auth.authenticate(&SecretString::from(t.clone())).await
                 {
                     entry = entry.actor(&p.key_id);
                 }
@@ -229,9 +224,8 @@ impl<E: Endpoint> Endpoint for AuditObserverEndpoint<E> {
             _ => None,
         };
         if let Some(entry) = entry {
-            self.observer.state.audit(entry.client_ip(client_ip)).await;
+            self.state.audit(entry.client_ip(observed.client_ip)).await;
         }
-        Ok(resp)
     }
 }
 

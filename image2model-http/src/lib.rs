@@ -62,7 +62,7 @@ use image2model_core::ports::{
 };
 use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
 use poem::endpoint::BoxEndpoint;
-use poem::{EndpointExt, IntoEndpoint, Route, get};
+use poem::{EndpointExt, Route, get};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -73,10 +73,9 @@ use crate::config::Config;
 use crate::security::auth::Authenticator;
 use crate::security::body_limit::BodyLimit;
 use crate::security::client_ip::ClientIpResolver;
-use crate::security::headers::SecurityHeaders;
+use crate::security::gate::{Admission, Gate};
 use crate::security::hosts::HostCheck;
 use crate::security::rate_limit::{RateLimitSettings, RateLimits, Rule};
-use crate::security::request_id::RequestIdLayer;
 pub use crate::server::ServerLimits;
 pub use crate::wiring::BuildError;
 
@@ -102,9 +101,31 @@ impl ServeRole {
     }
 }
 
-/// What every handler shares. Cheap to clone.
+/// What every handler shares: one allocation, so a clone (one per request,
+/// for the request's data) is a reference count. Its parts are read through
+/// `Deref` ([`SharedState`]).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    /// Shares `state`.
+    #[must_use]
+    pub fn new(state: SharedState) -> Self {
+        Self(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct SharedState {
     /// The pipeline.
     pub pipeline: Pipeline,
     /// The configuration.
@@ -358,7 +379,7 @@ impl AppBuilder {
         if worker.lease == WorkerConfig::default().lease {
             worker.lease = Duration::from_secs(self.config.worker_lease_seconds);
         }
-        let state = AppState {
+        let state = AppState::new(SharedState {
             pipeline,
             disk_path: wiring::disk_path(&self.config),
             file_storage: self.config.storage_url.trim().starts_with("file://"),
@@ -367,7 +388,7 @@ impl AppBuilder {
             keys: registry,
             audit_log,
             clients,
-        };
+        });
         Ok(App {
             state,
             auth,
@@ -445,9 +466,16 @@ impl App {
         &self.state
     }
 
-    /// The whole HTTP endpoint with every layer (see [`security`]).
+    /// The whole HTTP endpoint: the routes behind the request gate (see
+    /// [`security::gate`]).
     #[must_use]
     pub fn endpoint(&self) -> BoxEndpoint<'static> {
+        self.gate().boxed()
+    }
+
+    /// [`App::endpoint`] unboxed: the server runs it in place, so that a
+    /// request's future is not copied into a box of its own.
+    fn gate(&self) -> Gate<Route> {
         let config = &self.state.config;
         let mut routes = Route::new()
             .at("/health", get(api::health::health))
@@ -463,27 +491,27 @@ impl App {
                 .nest("/docs", docs)
                 .nest("/api/v1", service);
         }
-        let cors = security::cors::cors(&config.cors_origins);
-        routes
-            .data(self.state.clone())
-            .data(Authenticator(self.auth.clone()))
-            .with(api::error::Envelope)
-            .with(self.body_limit)
-            .with(self.rate_limits.clone())
-            .with_if(cors.is_some(), cors.unwrap_or_default())
-            .with(api::error::Envelope)
-            .with(AuditObserver::new(
+        let admission = Arc::new(Admission {
+            routes,
+            limits: self.rate_limits.clone(),
+            body_limit: self.body_limit,
+            state: self.state.clone(),
+            authenticator: Authenticator(self.auth.clone()),
+        });
+        let cors = security::cors::cors(&config.cors_origins)
+            .map(|cors| admission.clone().with(cors).boxed());
+        Gate {
+            admission,
+            cors,
+            hsts: config.is_production(),
+            hosts: HostCheck::new(config.allowed_hosts.clone()),
+            audit: AuditObserver::new(
                 self.state.clone(),
                 self.state.clients.clone(),
                 self.auth.clone(),
-            ))
-            .with(HostCheck::new(config.allowed_hosts.clone()))
-            .with(SecurityHeaders {
-                hsts: config.is_production(),
-            })
-            .with(RequestIdLayer)
-            .into_endpoint()
-            .boxed()
+            ),
+            clients: self.state.clients.clone(),
+        }
     }
 
     /// Serves on `listener` (and runs the worker, by role) until `shutdown`
@@ -528,7 +556,7 @@ impl App {
         };
         let addr = listener.local_addr()?;
         tracing::info!(addr = %addr, role = ?self.role, "listening");
-        let endpoint = self.endpoint();
+        let endpoint = self.gate();
         let served = server::serve(listener, endpoint, self.server_limits, shutdown.clone()).await;
         shutdown.cancel();
         if let Some(worker) = worker

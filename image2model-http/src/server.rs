@@ -36,7 +36,6 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use poem::endpoint::BoxEndpoint;
 use poem::http::uri::Scheme;
 use poem::{Addr, Endpoint, Request};
 use tokio::net::TcpListener;
@@ -80,14 +79,17 @@ impl Default for ServerLimits {
 /// # Errors
 /// Only the listener's `local_addr` error; accept errors (such as running out
 /// of file descriptors) are logged and retried after a short pause.
-pub async fn serve(
+pub async fn serve<E>(
     listener: TcpListener,
-    endpoint: BoxEndpoint<'static>,
+    endpoint: E,
     limits: ServerLimits,
     shutdown: CancellationToken,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    E: Endpoint + 'static,
+{
     let local = poem::web::LocalAddr(Addr::SocketAddr(listener.local_addr()?));
-    let endpoint: Arc<BoxEndpoint<'static>> = Arc::new(endpoint);
+    let endpoint = Arc::new(endpoint);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())

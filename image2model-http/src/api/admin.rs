@@ -13,7 +13,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, param::Query};
 
 use super::ApiTags;
-use super::dto::{JobDto, JobListDto};
+use super::dto::{JobBody, JobListBody, SerdeJson};
 use super::error::{ApiError, ErrorBody};
 use super::jobs::job_id;
 use crate::AppState;
@@ -125,7 +125,7 @@ pub enum SystemHealthResponse {
 pub enum AdminListResponse {
     /// A page of all jobs, newest first, with their owners.
     #[oai(status = 200)]
-    Ok(Json<JobListDto>),
+    Ok(SerdeJson<JobListBody>),
     /// `invalid_request`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -146,7 +146,7 @@ pub enum AdminDeleteResponse {
     /// The job (cancelled first if it was running) and its files are removed;
     /// the body is the job as it was.
     #[oai(status = 200)]
-    Ok(Json<JobDto>),
+    Ok(SerdeJson<JobBody>),
     /// `unauthorized`.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
@@ -284,9 +284,10 @@ impl AdminApi {
             .pipeline
             .list_jobs(&Scope::Any, limit.0.unwrap_or(20), cursor)
             .await?;
-        Ok(AdminListResponse::Ok(Json(JobListDto {
-            jobs: page.jobs.iter().map(JobDto::admin_view).collect(),
+        Ok(AdminListResponse::Ok(SerdeJson(JobListBody {
+            jobs: page.jobs,
             next_cursor: page.next_cursor.map(|c| c.to_string()),
+            admin: true,
         })))
     }
 
@@ -313,7 +314,7 @@ impl AdminApi {
             .audit(
                 Entry::new(kind::JOB_DELETED)
                     .actor(&auth.0.key_id)
-                    .client_ip(self.state.clients.resolve(req))
+                    .client_ip(self.state.clients.client_ip(req))
                     .detail(serde_json::json!({
                         "job_id": job.job_id.to_string(),
                         "owner": job.owner.as_str(),
@@ -322,7 +323,7 @@ impl AdminApi {
                     })),
             )
             .await;
-        Ok(AdminDeleteResponse::Ok(Json(JobDto::admin_view(&job))))
+        Ok(AdminDeleteResponse::Ok(JobBody::admin(job)))
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use image2model_core::{PipelineError, pipeline::ErrorKind};
 use poem::error::ResponseError;
 use poem::http::{HeaderName, HeaderValue, StatusCode, header};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::{IntoResponse, Response};
 use poem_openapi::registry::{MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
 
@@ -284,49 +284,29 @@ fn bounded(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Middleware: renders every error of the inner endpoint as the envelope, and
-/// gives bodiless error responses (e.g. a bare 405) the envelope too.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Envelope;
-
-impl<E: Endpoint> Middleware<E> for Envelope {
-    type Output = EnvelopeEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        EnvelopeEndpoint { inner: ep }
-    }
-}
-
-/// The endpoint made by [`Envelope`].
-#[derive(Debug)]
-pub struct EnvelopeEndpoint<E> {
-    inner: E,
-}
-
-impl<E: Endpoint> Endpoint for EnvelopeEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> poem::Result<Response> {
-        match self.inner.call(req).await {
-            Ok(resp) => {
-                let resp = resp.into_response();
-                let status = resp.status();
-                if (status.is_client_error() || status.is_server_error())
-                    && !resp.headers().contains_key(header::CONTENT_TYPE)
-                {
-                    let headers = resp.headers().clone();
-                    let mut out = envelope(poem::Error::from_status(status));
-                    for (name, value) in &headers {
-                        if name == header::CONTENT_LENGTH {
-                            continue;
-                        }
-                        out.headers_mut().entry(name).or_insert(value.clone());
+/// The final form of an endpoint's outcome: every error rendered as the
+/// envelope, and error responses without a body (e.g. poem's bare 405, or a
+/// refused CORS preflight) given the envelope too, their headers kept.
+#[must_use]
+pub fn enveloped<T: IntoResponse>(result: poem::Result<T>) -> Response {
+    match result {
+        Ok(resp) => {
+            let resp = resp.into_response();
+            let status = resp.status();
+            if (status.is_client_error() || status.is_server_error())
+                && !resp.headers().contains_key(header::CONTENT_TYPE)
+            {
+                let mut out = envelope(poem::Error::from_status(status));
+                for (name, value) in resp.headers() {
+                    if name == header::CONTENT_LENGTH {
+                        continue;
                     }
-                    return Ok(out);
+                    out.headers_mut().entry(name).or_insert(value.clone());
                 }
-                Ok(resp)
+                return out;
             }
-            Err(err) => Ok(envelope(err)),
+            resp
         }
+        Err(err) => envelope(err),
     }
 }

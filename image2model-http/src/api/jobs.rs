@@ -17,7 +17,7 @@ use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Enum, OpenApi, param::Path, param::Query};
 
 use super::ApiTags;
-use super::dto::{JobDto, JobListDto};
+use super::dto::{JobBody, JobDto, JobListBody, SerdeJson};
 use super::error::{ApiError, ErrorBody};
 use super::model::{ModelFile, ModelResponse, PreviewResponse};
 use crate::AppState;
@@ -41,7 +41,7 @@ pub(crate) fn item_id(text: &str) -> Result<ItemId, ApiError> {
 pub enum ListJobsResponse {
     /// A page of the caller's jobs, newest first.
     #[oai(status = 200)]
-    Ok(Json<JobListDto>),
+    Ok(SerdeJson<JobListBody>),
     /// `invalid_request`: `limit` outside 1..=100, or a malformed `cursor`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
@@ -58,7 +58,7 @@ pub enum ListJobsResponse {
 pub enum GetJobResponse {
     /// The job.
     #[oai(status = 200)]
-    Ok(Json<JobDto>),
+    Ok(SerdeJson<JobBody>),
     /// `unauthorized`.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
@@ -102,7 +102,7 @@ pub enum DeleteJobResponse {
     /// run, running ones are stopped, remote requests cancelled). Its files
     /// stay until a second DELETE removes it.
     #[oai(status = 200)]
-    Cancelled(Json<JobDto>),
+    Cancelled(SerdeJson<JobBody>),
     /// The job had ended: it and its files are removed.
     #[oai(status = 204)]
     Deleted,
@@ -172,9 +172,10 @@ impl JobsApi {
             .pipeline
             .list_jobs(&Scope::Owner(auth.0.key_id), limit.0.unwrap_or(20), cursor)
             .await?;
-        Ok(ListJobsResponse::Ok(Json(JobListDto {
-            jobs: page.jobs.iter().map(JobDto::from_job).collect(),
+        Ok(ListJobsResponse::Ok(SerdeJson(JobListBody {
+            jobs: page.jobs,
             next_cursor: page.next_cursor.map(|c| c.to_string()),
+            admin: false,
         })))
     }
 
@@ -188,7 +189,7 @@ impl JobsApi {
             .pipeline
             .job(self::job_id(&job_id.0)?, &Scope::Owner(auth.0.key_id))
             .await?;
-        Ok(GetJobResponse::Ok(Json(JobDto::from_job(&job))))
+        Ok(GetJobResponse::Ok(JobBody::owner(job)))
     }
 
     /// Follow a job
@@ -249,7 +250,7 @@ impl JobsApi {
             .cancel_or_delete(self::job_id(&job_id.0)?, &Scope::Owner(auth.0.key_id))
             .await?;
         Ok(match removal {
-            Removal::Cancelled(job) => DeleteJobResponse::Cancelled(Json(JobDto::from_job(&job))),
+            Removal::Cancelled(job) => DeleteJobResponse::Cancelled(JobBody::owner(job)),
             Removal::Deleted(_) => DeleteJobResponse::Deleted,
         })
     }

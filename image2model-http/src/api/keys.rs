@@ -282,7 +282,7 @@ impl KeysApi {
             .audit(
                 Entry::new(kind::KEY_CREATED)
                     .actor(&auth.0.key_id)
-                    .client_ip(self.state.clients.resolve(req))
+                    .client_ip(self.state.clients.client_ip(req))
                     .detail(json!({
                         "key_id": key.key_id.as_str(),
                         "name": key.name,
@@ -337,7 +337,7 @@ impl KeysApi {
             .audit(
                 Entry::new(kind::KEY_REVOKED)
                     .actor(&auth.0.key_id)
-                    .client_ip(self.state.clients.resolve(req))
+                    .client_ip(self.state.clients.client_ip(req))
                     .detail(json!({ "key_id": key_id.as_str() })),
             )
             .await;

@@ -205,7 +205,7 @@ impl MaintenanceApi {
             .audit(
                 Entry::new(kind::CLEANUP)
                     .actor(&auth.0.key_id)
-                    .client_ip(self.state.clients.resolve(req))
+                    .client_ip(self.state.clients.client_ip(req))
                     .detail(detail),
             )
             .await;

@@ -29,7 +29,7 @@ use poem_openapi::{
 };
 
 use super::ApiTags;
-use super::dto::{JobDto, UploadPolicyDto};
+use super::dto::{JobBody, SerdeJson, UploadPolicyDto};
 use super::error::{ApiError, ErrorBody};
 use crate::AppState;
 use crate::security::auth::UserKey;
@@ -222,7 +222,7 @@ pub enum UploadResponse {
     /// The job was created and queued; with an `Idempotency-Key` already used
     /// by this key, the job created the first time.
     #[oai(status = 202)]
-    Accepted(Json<JobDto>, #[oai(header = "Location")] String),
+    Accepted(SerdeJson<JobBody>, #[oai(header = "Location")] String),
     /// `no_files`, `empty_file`, `invalid_image`, `image_too_large`,
     /// `invalid_model`, `unknown_model`, `invalid_face_limit`,
     /// `invalid_texture`, `invalid_idempotency_key`, `unexpected_field`,
@@ -313,7 +313,7 @@ impl UploadApi {
         let mut upload = match start {
             UploadStart::Existing(job) => {
                 tracing::info!(job_id = %job.job_id, "idempotent upload replayed");
-                return Ok(accepted(&job));
+                return Ok(accepted(job));
             }
             UploadStart::New(upload) => upload,
         };
@@ -338,15 +338,13 @@ impl UploadApi {
                 ..options
             })
             .await?;
-        Ok(accepted(&job))
+        Ok(accepted(job))
     }
 }
 
-fn accepted(job: &image2model_core::domain::Job) -> UploadResponse {
-    UploadResponse::Accepted(
-        Json(JobDto::from_job(job)),
-        format!("/api/v1/jobs/{}", job.job_id),
-    )
+fn accepted(job: image2model_core::domain::Job) -> UploadResponse {
+    let location = format!("/api/v1/jobs/{}", job.job_id);
+    UploadResponse::Accepted(JobBody::owner(job), location)
 }
 
 /// Reads every part: files into the upload, options into the result.

@@ -9,14 +9,14 @@
 
 use futures::StreamExt;
 use poem::http::{Method, StatusCode, header};
-use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::{Body, Request, Response};
 
 use crate::api::error::ApiError;
 
 /// The default bound: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
 
-/// Middleware bounding non-upload request bodies to `max` bytes.
+/// The bound on non-upload request bodies: `max` bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit {
     /// The largest body accepted.
@@ -31,24 +31,6 @@ impl Default for BodyLimit {
     }
 }
 
-impl<E: Endpoint> Middleware<E> for BodyLimit {
-    type Output = BodyLimitEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        BodyLimitEndpoint {
-            inner: ep,
-            max: self.max,
-        }
-    }
-}
-
-/// The endpoint made by [`BodyLimit`].
-#[derive(Debug)]
-pub struct BodyLimitEndpoint<E> {
-    inner: E,
-    max: u64,
-}
-
 fn too_large(max: u64) -> Response {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -58,12 +40,17 @@ fn too_large(max: u64) -> Response {
     .to_response()
 }
 
-impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+impl BodyLimit {
+    /// Admits `req` if its body fits (uploads are bounded by the upload
+    /// route itself): an announced `Content-Length` is checked up front, a
+    /// chunked body is read up to the bound and put back.
+    ///
+    /// # Errors
+    /// The response to send instead (`413 request_too_large`, or `400` when
+    /// the body cannot be read).
+    pub async fn admit(self, req: &mut Request) -> Result<(), Response> {
         if req.method() == Method::POST && req.uri().path() == "/api/v1/upload" {
-            return self.inner.call(req).await.map(IntoResponse::into_response);
+            return Ok(());
         }
         let announced = req
             .headers()
@@ -71,33 +58,27 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         match announced {
-            Some(len) if len > self.max => return Ok(too_large(self.max)),
-            // hyper delivers exactly the announced length.
-            Some(_) => return self.inner.call(req).await.map(IntoResponse::into_response),
-            None if !req.headers().contains_key(header::TRANSFER_ENCODING) => {
-                // No body at all.
-                return self.inner.call(req).await.map(IntoResponse::into_response);
-            }
+            Some(len) if len > self.max => return Err(too_large(self.max)),
+            Some(_) => return Ok(()),
+            None if !req.headers().contains_key(header::TRANSFER_ENCODING) => return Ok(()),
             None => {}
         }
-        // A chunked body: read at most `max + 1` bytes (small, so buffering
-        // is fine), then hand the handler what was read.
         let mut stream = req.take_body().into_bytes_stream();
         let mut read = Vec::new();
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else {
-                return Ok(ApiError::bad_request(
+                return Err(ApiError::bad_request(
                     "invalid_request",
                     "the request body could not be read",
                 )
                 .to_response());
             };
             if (read.len() + chunk.len()) as u64 > self.max {
-                return Ok(too_large(self.max));
+                return Err(too_large(self.max));
             }
             read.extend_from_slice(&chunk);
         }
         req.set_body(Body::from_vec(read));
-        self.inner.call(req).await.map(IntoResponse::into_response)
+        Ok(())
     }
 }

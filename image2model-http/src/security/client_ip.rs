@@ -12,6 +12,11 @@ use ipnet::IpNet;
 use poem::Request;
 use poem::web::RemoteAddr;
 
+/// A request's client IP, resolved once by the request gate and kept in the
+/// request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
 /// Decides the client IP from the peer and headers.
 #[derive(Debug, Clone, Default)]
 pub struct ClientIpResolver {
@@ -28,6 +33,16 @@ impl ClientIpResolver {
     fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The client IP of a request: the one the request gate resolved (its
+    /// [`ClientIp`]), else resolved now.
+    #[must_use]
+    pub fn client_ip(&self, req: &Request) -> Option<IpAddr> {
+        match req.extensions().get::<ClientIp>() {
+            Some(ClientIp(ip)) => Some(*ip),
+            None => self.resolve(req),
+        }
     }
 
     /// The client IP of a request; `None` when the peer is not an IP socket.

@@ -13,8 +13,8 @@
 //!   private and must not sit in shared caches.
 //! - `Strict-Transport-Security` in production.
 
+use poem::Response;
 use poem::http::{HeaderValue, header};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
 
 /// The API's policy.
 pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -23,32 +23,22 @@ pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'se
 /// Swagger UI's policy: it is a single page with inline script and styles.
 pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Middleware adding the headers.
+/// Which headers a path gets (decided before the request runs, so that no
+/// copy of the path is kept while it does).
 #[derive(Debug, Clone, Copy)]
 pub struct SecurityHeaders {
-    /// Whether to send HSTS.
-    pub hsts: bool,
-}
-
-impl<E: Endpoint> Middleware<E> for SecurityHeaders {
-    type Output = SecurityHeadersEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        SecurityHeadersEndpoint {
-            inner: ep,
-            hsts: self.hsts,
-        }
-    }
-}
-
-/// The endpoint made by [`SecurityHeaders`].
-#[derive(Debug)]
-pub struct SecurityHeadersEndpoint<E> {
-    inner: E,
+    csp: &'static str,
+    no_store: bool,
     hsts: bool,
 }
 
-/// Which policy a path gets.
+/// Whether `path` is under the API (`/api/v1`).
+#[must_use]
+pub fn is_api(path: &str) -> bool {
+    path == "/api/v1" || path.starts_with("/api/v1/")
+}
+
+/// The policy for a path.
 #[must_use]
 pub fn csp_for(path: &str) -> &'static str {
     if path == "/docs" || path.starts_with("/docs/") {
@@ -60,15 +50,19 @@ pub fn csp_for(path: &str) -> &'static str {
     }
 }
 
-impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
-    type Output = Response;
+impl SecurityHeaders {
+    /// The headers of a response to `path`; `hsts` in production.
+    #[must_use]
+    pub fn for_path(path: &str, hsts: bool) -> Self {
+        Self {
+            csp: csp_for(path),
+            no_store: is_api(path),
+            hsts,
+        }
+    }
 
-    async fn call(&self, req: Request) -> poem::Result<Response> {
-        let path = req.uri().path().to_owned();
-        let mut resp = match self.inner.call(req).await {
-            Ok(r) => r.into_response(),
-            Err(e) => crate::api::error::envelope(e),
-        };
+    /// Sets them on `resp`.
+    pub fn apply(self, resp: &mut Response) {
         let h = resp.headers_mut();
         h.insert(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -81,9 +75,9 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
         );
         h.insert(
             header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(csp_for(&path)),
+            HeaderValue::from_static(self.csp),
         );
-        if path == "/api/v1" || path.starts_with("/api/v1/") {
+        if self.no_store {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         if self.hsts {
@@ -92,6 +86,5 @@ impl<E: Endpoint> Endpoint for SecurityHeadersEndpoint<E> {
                 HeaderValue::from_static("max-age=63072000; includeSubDomains"),
             );
         }
-        Ok(resp)
     }
 }

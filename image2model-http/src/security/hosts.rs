@@ -2,7 +2,7 @@
 //! request for any other host is **400** `invalid_host`. This stops DNS
 //! rebinding and poisoned absolute links built from `Host`.
 
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::Request;
 
 use crate::api::error::ApiError;
 
@@ -37,6 +37,29 @@ impl HostCheck {
 }
 
 /// `example.com:8000` → `example.com`; `[::1]:8000` → `[::1]`.
+impl HostCheck {
+    /// Whether `req` names a served host (its `Host` header, or the host of
+    /// an absolute URI); the refusal otherwise (`400 invalid_host`).
+    ///
+    /// # Errors
+    /// The refusal.
+    pub fn admit(&self, req: &Request) -> Result<(), ApiError> {
+        let host = req
+            .headers()
+            .get(poem::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri().host());
+        if self.allows(host) {
+            Ok(())
+        } else {
+            Err(ApiError::bad_request(
+                "invalid_host",
+                "this host is not served here",
+            ))
+        }
+    }
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
@@ -44,42 +67,6 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
-    }
-}
-
-impl<E: Endpoint> Middleware<E> for HostCheck {
-    type Output = HostCheckEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        HostCheckEndpoint {
-            inner: ep,
-            check: self.clone(),
-        }
-    }
-}
-
-/// The endpoint made by [`HostCheck`].
-#[derive(Debug)]
-pub struct HostCheckEndpoint<E> {
-    inner: E,
-    check: HostCheck,
-}
-
-impl<E: Endpoint> Endpoint for HostCheckEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> poem::Result<Response> {
-        let host = req
-            .headers()
-            .get(poem::http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri().host());
-        if !self.check.allows(host) {
-            return Err(
-                ApiError::bad_request("invalid_host", "this host is not served here").into(),
-            );
-        }
-        self.inner.call(req).await.map(IntoResponse::into_response)
     }
 }
 

@@ -35,12 +35,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
+use poem::{Request, Response};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::client_ip::ClientIpResolver;
-use crate::api::error::{ApiError, envelope};
+use crate::api::error::ApiError;
 
 type Limiter = DefaultKeyedRateLimiter<IpAddr, StateInformationMiddleware>;
 
@@ -378,8 +378,13 @@ impl RateLimits {
         let ip = bucket_address(ip);
         let local = self.local(kind);
         if let Some(shared) = &self.shared {
-            let outcome =
-                tokio::time::timeout(REDIS_TIMEOUT, shared.check(kind, local.rule, ip)).await;
+            // Boxed: the Redis round trip's future is large, and would
+            // otherwise be part of every request's future, Redis or not.
+            let outcome = Box::pin(tokio::time::timeout(
+                REDIS_TIMEOUT,
+                shared.check(kind, local.rule, ip),
+            ))
+            .await;
             match outcome {
                 Ok(Ok(decision)) => {
                     if shared.degraded.swap(false, Ordering::Relaxed) {
@@ -444,58 +449,44 @@ fn set_headers(resp: &mut Response, d: &Decision) {
     h.insert(RESET, HeaderValue::from(d.reset_secs));
 }
 
-impl<E: Endpoint> Middleware<E> for RateLimits {
-    type Output = RateLimitEndpoint<E>;
-
-    fn transform(&self, ep: E) -> Self::Output {
-        RateLimitEndpoint {
-            inner: ep,
-            limits: self.clone(),
-        }
-    }
-}
-
-/// The endpoint made by [`RateLimits`].
-#[derive(Debug)]
-pub struct RateLimitEndpoint<E> {
-    inner: E,
-    limits: RateLimits,
-}
-
-impl<E: Endpoint> Endpoint for RateLimitEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, req: Request) -> poem::Result<Response> {
+impl RateLimits {
+    /// Takes `req` from its client's bucket. `Ok` carries the decision to report with
+    /// [`RateLimits::report`] on the response (`None`: the request is not
+    /// limited, e.g. a probe, or its peer is not an IP socket).
+    ///
+    /// # Errors
+    /// The `429 rate_limited` response (with `Retry-After` and the
+    /// `RateLimit-*` headers) when the bucket is empty.
+    pub async fn admit(&self, req: &Request) -> Result<Option<Decision>, Response> {
         let kind = BucketKind::of(req.method(), req.uri().path());
-        let ip = self.limits.clients.resolve(&req);
-        if let Some(ip) = ip {
-            tracing::Span::current().record("client_ip", tracing::field::display(ip));
-        }
+        let ip = self.clients.client_ip(req);
         let (Some(kind), Some(ip)) = (kind, ip) else {
-            return self.inner.call(req).await.map(IntoResponse::into_response);
+            return Ok(None);
         };
-        let decision = self.limits.check(kind, ip).await;
-        if !decision.allowed {
-            tracing::warn!(client_ip = %ip, bucket = kind.as_str(), "rate limited");
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "too many requests; retry in {} s",
-                    decision.retry_after_secs
-                ),
-            )
-            .with_header(header::RETRY_AFTER, decision.retry_after_secs)
-            .to_response();
-            set_headers(&mut resp, &decision);
-            return Ok(resp);
+        let decision = self.check(kind, ip).await;
+        if decision.allowed {
+            return Ok(Some(decision));
         }
-        let mut resp = match self.inner.call(req).await {
-            Ok(r) => r.into_response(),
-            Err(e) => envelope(e),
-        };
+        tracing::warn!(client_ip = %ip, bucket = kind.as_str(), "rate limited");
+        let mut resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "too many requests; retry in {} s",
+                decision.retry_after_secs
+            ),
+        )
+        .with_header(header::RETRY_AFTER, decision.retry_after_secs)
+        .to_response();
         set_headers(&mut resp, &decision);
-        Ok(resp)
+        Err(resp)
+    }
+
+    /// Sets the `RateLimit-*` headers of `decision` on `resp`.
+    pub fn report(decision: Option<&Decision>, resp: &mut Response) {
+        if let Some(d) = decision {
+            set_headers(resp, d);
+        }
     }
 }
 

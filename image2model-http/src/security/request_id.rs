@@ -19,11 +19,11 @@
 //! `docs/BENCHMARKS.md`) while telling an operator nothing new. Every read
 //! is logged with `RUST_LOG=info,access=debug`.
 
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Duration;
 
 use poem::http::{HeaderValue, Method, header::HeaderName};
-use poem::{Endpoint, IntoResponse, Middleware, Request, Response};
-use tracing::Instrument;
+use poem::{Request, Response};
 
 /// The target of the access log's events (`RUST_LOG=info,access=debug` logs
 /// successful reads too).
@@ -70,83 +70,58 @@ pub fn is_routine(method: &Method, status: u16, elapsed: Duration) -> bool {
         && elapsed < SLOW_REQUEST
 }
 
-/// Middleware: assigns the id, runs the request inside its span, logs the
-/// outcome, and sets `X-Request-Id` on the response.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestIdLayer;
+/// The id of `req`: its sane `X-Request-Id`, or a new ULID.
+#[must_use]
+pub fn resolve(req: &Request) -> String {
+    req.headers()
+        .get(&HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_sane(v))
+        .map_or_else(|| ulid::Ulid::new().to_string(), ToOwned::to_owned)
+}
 
-impl<E: Endpoint> Middleware<E> for RequestIdLayer {
-    type Output = RequestIdEndpoint<E>;
+/// Runs `fut` with `id` as the [`current`] request id.
+pub fn scope<F: Future>(id: String, fut: F) -> impl Future<Output = F::Output> {
+    REQUEST_ID.scope(id, fut)
+}
 
-    fn transform(&self, ep: E) -> Self::Output {
-        RequestIdEndpoint { inner: ep }
+/// The span of one request: the access log's and every event's context
+/// (`key_id` is recorded once known).
+#[must_use]
+pub fn span(id: &str, req: &Request, client_ip: Option<IpAddr>) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %req.method(),
+        path = %req.uri().path(),
+        client_ip = client_ip.map(tracing::field::display),
+        key_id = tracing::field::Empty,
+    )
+}
+
+/// The access log's `response` event of a finished request (call inside
+/// its span); see the module docs for its level.
+pub fn log_response(method: &Method, status: u16, elapsed: Duration) {
+    if is_routine(method, status, elapsed) {
+        tracing::debug!(
+            target: ACCESS_LOG_TARGET,
+            status,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "response"
+        );
+    } else {
+        tracing::info!(
+            target: ACCESS_LOG_TARGET,
+            status,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "response"
+        );
     }
 }
 
-/// The endpoint made by [`RequestIdLayer`].
-#[derive(Debug)]
-pub struct RequestIdEndpoint<E> {
-    inner: E,
-}
-
-impl<E: Endpoint> Endpoint for RequestIdEndpoint<E> {
-    type Output = Response;
-
-    async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        let id = req
-            .headers()
-            .get(&HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| is_sane(v))
-            .map_or_else(|| ulid::Ulid::new().to_string(), ToOwned::to_owned);
-        req.extensions_mut().insert(RequestId(id.clone()));
-        let method = req.method().clone();
-        let span = tracing::info_span!(
-            "request",
-            request_id = %id,
-            method = %req.method(),
-            path = %req.uri().path(),
-            // Filled in by the rate limit and auth layers, for monitoring:
-            // who (key id, never the key) called from where.
-            client_ip = tracing::field::Empty,
-            key_id = tracing::field::Empty,
-        );
-        let started = Instant::now();
-        let result = REQUEST_ID
-            .scope(id.clone(), self.inner.call(req))
-            .instrument(span.clone())
-            .await;
-        let mut resp = match result {
-            Ok(resp) => resp.into_response(),
-            // Inner layers render errors; this is a last resort.
-            Err(err) => {
-                REQUEST_ID
-                    .scope(id.clone(), async { crate::api::error::envelope(err) })
-                    .await
-            }
-        };
-        let elapsed = started.elapsed();
-        let status = resp.status().as_u16();
-        span.in_scope(|| {
-            if is_routine(&method, status, elapsed) {
-                tracing::debug!(
-                    target: ACCESS_LOG_TARGET,
-                    status,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "response"
-                );
-            } else {
-                tracing::info!(
-                    target: ACCESS_LOG_TARGET,
-                    status,
-                    elapsed_ms = elapsed.as_millis() as u64,
-                    "response"
-                );
-            }
-        });
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            resp.headers_mut().insert(HEADER, v);
-        }
-        Ok(resp)
+/// Sets `X-Request-Id` on `resp`.
+pub fn set_header(resp: &mut Response, id: &str) {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert(HEADER, v);
     }
 }
