@@ -26,14 +26,15 @@
 //! - [`wiring`]: config → stores, generators, auth policy (the
 //!   [`KeyRegistry`]: bootstrap keys plus keys created at run time).
 //! - [`audit`]: the audit trail (structured log events and stored rows) and
-//!   the middleware that records refused requests.
+//!   the observer that records refused requests.
 //! - [`cleanup`]: removal of old jobs, their files and orphan files, for
 //!   `POST /api/v1/admin/cleanup` and the hourly `RETENTION_HOURS` task.
 //! - [`api`]: the `/api/v1` operations (`upload`, `jobs`, `admin`), the
 //!   probes (`health`), the JSON shapes (`dto`), downloads (`model`) and the
 //!   error envelope (`error`).
-//! - [`security`]: bearer auth schemes, request ids, security headers, rate
-//!   limits, client IPs, CORS, the host check.
+//! - [`security`]: the request gate that runs every step before the routes,
+//!   bearer auth schemes, request ids, security headers, rate limits, client
+//!   IPs, CORS, the host check.
 //! - [`server`]: the accept loop (hyper) with the header-size limit and the
 //!   header-read timeout.
 //! - [`web`]: the embedded web page.

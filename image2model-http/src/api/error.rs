@@ -1,10 +1,11 @@
 //! The one error envelope: `{"error": {"code", "message", "request_id"}}`.
 //!
-//! Every failure, whether raised by a handler ([`ApiError`]), by a middleware,
-//! or by poem itself (unknown route, wrong method, a query that does not parse,
-//! a failed security check), leaves the server through [`envelope`], so a
-//! client sees one shape with a stable `code`. Internal failures show only a
-//! generic message; their details are logged with the request id.
+//! Every failure, whether raised by a handler ([`ApiError`]), by a step of the
+//! request gate, or by poem itself (unknown route, wrong method, a query that
+//! does not parse, a failed security check), leaves the server through
+//! [`envelope`], so a client sees one shape with a stable `code`. Internal
+//! failures show only a generic message; their details are logged with the
+//! request id.
 
 use std::borrow::Cow;
 use std::fmt;
