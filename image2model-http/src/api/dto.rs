@@ -141,15 +141,6 @@ impl JobDto {
             items: job.items.iter().map(|i| item_dto(job, i)).collect(),
         }
     }
-
-    /// The admin's view: with the owner.
-    #[must_use]
-    pub fn admin_view(job: &Job) -> Self {
-        Self {
-            owner: Some(job.owner.to_string()),
-            ..Self::from_job(job)
-        }
-    }
 }
 
 fn item_dto(job: &Job, item: &Item) -> ItemDto {
@@ -300,7 +291,7 @@ impl<T: Documented> ApiResponse for SerdeJson<T> {
 pub struct JobView<'a> {
     /// The job.
     pub job: &'a Job,
-    /// Whether the owner is shown ([`JobDto::admin_view`]).
+    /// Whether the owner is shown (`JobDto::owner`, admin routes only).
     pub admin: bool,
 }
 
@@ -675,6 +666,14 @@ mod tests {
         ]
     }
 
+    /// The admin routes' schema form: with the owner.
+    fn admin_view(job: &Job) -> JobDto {
+        JobDto {
+            owner: Some(job.owner.to_string()),
+            ..JobDto::from_job(job)
+        }
+    }
+
     fn schema_form<T: ToJSON>(value: &T) -> Vec<u8> {
         serde_json::to_vec(&value.to_json()).expect("a value serializes")
     }
@@ -685,7 +684,7 @@ mod tests {
         for job in &jobs {
             for admin in [false, true] {
                 let dto = if admin {
-                    JobDto::admin_view(job)
+                    admin_view(job)
                 } else {
                     JobDto::from_job(job)
                 };
@@ -701,11 +700,7 @@ mod tests {
                 let list = JobListDto {
                     jobs: jobs
                         .iter()
-                        .map(if admin {
-                            JobDto::admin_view
-                        } else {
-                            JobDto::from_job
-                        })
+                        .map(if admin { admin_view } else { JobDto::from_job })
                         .collect(),
                     next_cursor: next_cursor.clone(),
                 };
@@ -725,7 +720,7 @@ mod tests {
     #[test]
     fn a_serde_json_response_is_json_with_the_payload_bytes() {
         let job = jobs().swap_remove(2);
-        let dto = JobDto::admin_view(&job);
+        let dto = admin_view(&job);
         let resp = JobBody::admin(job).into_response();
         assert_eq!(resp.status(), poem::http::StatusCode::OK);
         assert_eq!(
