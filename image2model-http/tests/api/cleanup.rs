@@ -244,11 +244,15 @@ async fn the_retention_task_removes_what_is_older_than_retention_hours() {
 
     age_job(&app, &old, 25).await;
 
+    // A removal deletes the job's row, then its files: wait for the run to
+    // finish both, not just the first.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while app.get_job(&old, USER_KEY).await.status() != 404 {
+    while app.get_job(&old, USER_KEY).await.status() != 404
+        || !files_of(&app, &old).await.is_empty()
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the old job is removed within a few runs"
+            "the old job and its files are removed within a few runs"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
