@@ -171,6 +171,47 @@ async fn a_file_link_out_of_the_root_is_refused() {
     );
 }
 
+/// The store writes in 256 KiB batches, with direct I/O in 4 KiB blocks
+/// where the file system allows and the tail through the page cache: bodies
+/// on and around each of those sizes, in chunks that straddle them, come
+/// back byte for byte.
+#[tokio::test]
+async fn bodies_around_the_batch_and_block_sizes_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let sizes = [
+        4095,
+        4096,
+        65_535,
+        65_536,
+        262_143,
+        262_144,
+        262_145,
+        524_288 + 4097,
+        1_000_000,
+    ];
+    for (n, size) in sizes.into_iter().enumerate() {
+        for chunk in [7777, 131_072, 300_001] {
+            let k = key(&format!("uploads/j{n}/c{chunk}.png"));
+            let body = pattern(size, n as u8);
+            let pieces = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+            let stored = store.put(&k, chunked(pieces)).await.expect("put");
+            assert_eq!(stored, size as u64);
+            let back = store.get_bytes(&k).await.expect("get");
+            assert!(
+                back == body,
+                "{size} bytes in {chunk}-byte chunks came back different"
+            );
+        }
+    }
+    assert!(
+        files_under(store.root()).iter().all(|p| !p
+            .file_name()
+            .is_some_and(|f| f.to_string_lossy().ends_with(".tmp"))),
+        "no staged file remains"
+    );
+}
+
 #[tokio::test]
 async fn a_failed_body_leaves_no_file_at_all() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,39 +17,37 @@
 //!   `list` never shows staged files.
 //!
 //! File system work runs on tokio's blocking pool, one task per step rather
-//! than one per system call. A `put` gathers the body into batches of about
-//! [`PUT_BATCH_BYTES`] and hands each batch to one blocking task: the first
-//! also makes the directories and the staged file, the last also syncs and
-//! renames it, so a body that fits in one batch costs one hand-off. No
-//! thread waits for a slow client, no more than one batch of the body is
-//! held in memory, and a body refused within its first batch never touches
-//! the disk.
+//! than one per system call. A `put` gathers the body into batches of
+//! [`staged::PUT_BATCH_BYTES`] and hands each batch to one blocking task: the
+//! first also makes the directories and the staged file, the last also
+//! syncs and renames it, so a body that fits in one batch costs one
+//! hand-off. No thread waits for a slow client, no more than one batch of
+//! the body is held in memory, and a body refused within its first batch
+//! never touches the disk. Where the file system allows, the staged file is
+//! written with direct I/O, around the page cache ([`staged`]).
 //!
 //! What it cannot stop: someone with write access to the root swapping a
 //! directory for a link between the check and the use.
 
 use std::fs;
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use image2model_core::domain::{BlobKey, BlobPrefix};
 use image2model_core::ports::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream};
 use tokio::io::AsyncReadExt;
 
+mod staged;
+use staged::{Batch, StagedFile};
+
 /// How many bytes a read of a stored file yields at a time.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// Body bytes a put gathers before it hands them to one blocking write: the
-/// most of a body held in memory at once (plus one chunk). Each hand-off to
-/// the blocking pool costs a few thread wake-ups, which at 64 KiB per write
-/// were most of the CPU an upload used.
-const PUT_BATCH_BYTES: usize = 256 * 1024;
 
 /// A [`BlobStore`] of files under a root directory.
 #[derive(Debug, Clone)]
@@ -131,36 +129,6 @@ impl Drop for StagedGuard {
             let _ = fs::remove_file(&self.staging.path);
         }
     }
-}
-
-/// Starts writing `len` bytes at `offset` of `file` out to the disk without
-/// waiting for them (write-behind), so that the put's final `fsync` has
-/// little left to wait for: with a body arriving batch by batch, the disk
-/// works while the rest comes in. On Linux, `POSIX_FADV_DONTNEED` on dirty
-/// pages starts their writeback (and they stay cached while it runs);
-/// elsewhere this does nothing. Advice only: a failure changes nothing.
-fn start_writeback(file: &fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    if let Some(len) = std::num::NonZeroU64::new(len) {
-        let _ = rustix::fs::fadvise(file, offset, Some(len), rustix::fs::Advice::DontNeed);
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
-
-/// Writes every chunk, in order, with as few system calls as it takes.
-fn write_chunks(file: &mut fs::File, chunks: &[Bytes]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
-    let mut rest = &mut slices[..];
-    while !rest.is_empty() {
-        match file.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 fn staged_name(name: &str) -> String {
@@ -274,34 +242,31 @@ impl LocalBlobStore {
     }
 
     /// One blocking step of a put: creates the staged file when there is
-    /// none yet, writes `chunks` (at `offset`), and with `finish` publishes
-    /// the file (returning `None`); otherwise starts writing the batch out.
-    /// Blocking.
+    /// none yet, writes the batch (handing it back empty), and with
+    /// `finish` publishes the file (returning `None`). Blocking.
     fn put_step(
         &self,
         key: &BlobKey,
         staging: &Staging,
-        file: Option<fs::File>,
-        offset: u64,
-        chunks: &[Bytes],
+        file: Option<StagedFile>,
+        mut batch: Batch,
         finish: bool,
-    ) -> Result<Option<fs::File>, BlobError> {
+    ) -> Result<(Option<StagedFile>, Batch), BlobError> {
         let mut file = match file {
             Some(file) => file,
             None => {
                 let file = self.create_staged(key, staging)?;
                 staging.check()?;
-                file
+                StagedFile::new(file, &batch, finish)
             }
         };
-        write_chunks(&mut file, chunks).map_err(|e| backend("writing a blob", e))?;
+        file.write_batch(&mut batch, finish)
+            .map_err(|e| backend("writing a blob", e))?;
         if !finish {
-            let len = chunks.iter().map(|c| c.len() as u64).sum();
-            start_writeback(&file, offset, len);
-            return Ok(Some(file));
+            return Ok((Some(file), batch));
         }
-        Self::publish(key, staging, file)?;
-        Ok(None)
+        Self::publish(key, staging, file.into_file())?;
+        Ok((None, batch))
     }
 
     /// Syncs the staged file and renames it over the key's path. Blocking.
@@ -481,31 +446,15 @@ impl BlobStore for LocalBlobStore {
             published: false,
         };
         let mut file = None;
+        let mut batch = Batch::new();
         let mut written = 0u64;
         loop {
-            let mut chunks = Vec::new();
-            let mut len = 0usize;
-            let mut ended = false;
-            while len < PUT_BATCH_BYTES {
-                match body.next().await {
-                    Some(chunk) => {
-                        let chunk = chunk.map_err(BlobError::Body)?;
-                        if !chunk.is_empty() {
-                            len += chunk.len();
-                            chunks.push(chunk);
-                        }
-                    }
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-            }
+            let ended = batch.fill(&mut body).await.map_err(BlobError::Body)?;
+            written += batch.len() as u64;
             let (key, staging) = (key.clone(), staging.clone());
-            file = self
-                .run(move |store| store.put_step(&key, &staging, file, written, &chunks, ended))
+            (file, batch) = self
+                .run(move |store| store.put_step(&key, &staging, file, batch, ended))
                 .await?;
-            written += len as u64;
             if ended {
                 break;
             }
