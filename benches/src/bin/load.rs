@@ -468,6 +468,19 @@ async fn run(cli: &Cli) -> Result<()> {
     let dd = reference::dd_write(&dir, plan.dd_mib)?;
     let one_mb = images::png_of_size(1_000_000);
     let png_form = Multipart::one_file("photo.png", "image/png");
+    // Warm-up, not counted: the blocking pool's threads and the allocator's
+    // buffers are made by the first uploads.
+    let warmup = ingest::ingest(
+        b.addr,
+        USER_KEY,
+        &png_form,
+        &one_mb,
+        plan.ingest_concurrency,
+        plan.ingest_concurrency as u64 * 4,
+        Duration::from_secs(60),
+    )
+    .await?;
+    check(&mut problems, "ingest warm-up errors", warmup.errors == 0);
     let ingest = ingest::ingest(
         b.addr,
         USER_KEY,

@@ -49,8 +49,9 @@ pub(super) const DIRECT_MIN_BYTES: usize = 64 * 1024;
 const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
 
 /// A put's buffer: up to [`PUT_BATCH_BYTES`] of the body, starting at an
-/// address aligned to [`DIRECT_ALIGN`]. Allocated once per put and handed
-/// back and forth between the put's future and its blocking steps.
+/// address aligned to [`DIRECT_ALIGN`]. Allocated once per put (on its first
+/// chunk) and handed back and forth between the put's future and its
+/// blocking steps.
 pub(super) struct Batch {
     buf: Vec<u8>,
     /// Where the aligned area starts in `buf`.
@@ -104,17 +105,21 @@ impl Batch {
 
     /// Copies as much of `chunk` as fits, and advances `chunk` past it.
     fn copy_from(&mut self, chunk: &mut Bytes) {
-        if self.buf.is_empty() {
-            self.buf = vec![0; PUT_BATCH_BYTES + DIRECT_ALIGN];
+        if self.buf.capacity() == 0 {
+            // Room for the batch after any alignment padding. Only what is
+            // filled is ever written to, so a small body touches a page or
+            // two of it, not the whole buffer.
+            self.buf = Vec::with_capacity(PUT_BATCH_BYTES + DIRECT_ALIGN);
             // `usize::MAX` where no offset aligns it (then never direct).
             self.start = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
             if self.start >= DIRECT_ALIGN {
                 self.start = 0;
             }
+            self.buf.resize(self.start, 0);
         }
         let n = chunk.len().min(PUT_BATCH_BYTES - self.len);
-        let at = self.start + self.len;
-        self.buf[at..at + n].copy_from_slice(&chunk[..n]);
+        // Within the capacity: the buffer never moves.
+        self.buf.extend_from_slice(&chunk[..n]);
         self.len += n;
         chunk.advance(n);
     }
@@ -134,9 +139,16 @@ impl Batch {
         &self.buf[self.start..self.start + self.len]
     }
 
+    /// Empties the batch (keeping its memory).
+    fn clear(&mut self) {
+        self.buf.truncate(self.start);
+        self.len = 0;
+    }
+
     /// Whether the bytes start on an aligned address.
     fn aligned(&self) -> bool {
-        (self.buf.as_ptr().wrapping_add(self.start) as usize).is_multiple_of(DIRECT_ALIGN)
+        self.buf.capacity() > 0
+            && (self.buf.as_ptr().wrapping_add(self.start) as usize).is_multiple_of(DIRECT_ALIGN)
     }
 }
 
@@ -193,7 +205,7 @@ impl StagedFile {
             }
         }
         self.written += bytes.len() as u64;
-        batch.len = 0;
+        batch.clear();
         Ok(())
     }
 
