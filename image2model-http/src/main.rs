@@ -143,8 +143,11 @@ fn load_config() -> Option<Config> {
 /// [`LOG_QUEUE_LINES`] lines; when it is full, logging waits (no line is
 /// dropped). Lines still queued are written when the returned guard drops.
 fn init_tracing(config: &Config, quiet: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    use image2model_http::security::request_id::RequestSpans;
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = if quiet { "warn" } else { "info" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let ansi = std::io::stderr().is_terminal();
@@ -156,14 +159,18 @@ fn init_tracing(config: &Config, quiet: bool) -> tracing_appender::non_blocking:
             64 * 1024,
             std::io::stderr(),
         ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The formatter sits inside `RequestSpans`, which gives events logged
+    // during a request the request's span, made only when one is written.
+    let format = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
+    let registry = tracing_subscriber::registry().with(filter);
     let _ = if config.environment == Environment::Production {
-        builder.json().flatten_event(true).try_init()
+        registry
+            .with(RequestSpans::new(format.json().flatten_event(true)))
+            .try_init()
     } else {
-        builder.try_init()
+        registry.with(RequestSpans::new(format)).try_init()
     };
     guard
 }

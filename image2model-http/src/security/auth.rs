@@ -60,7 +60,7 @@ async fn principal(req: &Request, bearer: Bearer) -> Result<Principal, ApiError>
     };
     match auth.0.authenticate(&SecretString::from(token)).await {
         Ok(Some(p)) => {
-            tracing::Span::current().record("key_id", tracing::field::display(&p.key_id));
+            crate::security::request_id::record_key_id(p.key_id.as_str());
             Ok(p)
         }
         Ok(None) => {

@@ -32,7 +32,6 @@ use std::time::Instant;
 
 use poem::endpoint::BoxEndpoint;
 use poem::{Endpoint, IntoResponse, Request, Response};
-use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::body_limit::BodyLimit;
@@ -40,7 +39,7 @@ use super::client_ip::{ClientIp, ClientIpResolver};
 use super::headers::SecurityHeaders;
 use super::hosts::HostCheck;
 use super::rate_limit::RateLimits;
-use super::request_id::{self, RequestId};
+use super::request_id::{self, RequestContext, RequestId};
 use crate::AppState;
 use crate::api::error::enveloped;
 use crate::audit::AuditObserver;
@@ -75,15 +74,17 @@ impl<E: Endpoint> Endpoint for Gate<E> {
         if let Some(ip) = client_ip {
             req.extensions_mut().insert(ClientIp(ip));
         }
-        let span = request_id::span(&id, &req, client_ip);
+        let context = RequestContext::new(id.clone(), &req, client_ip);
         let method = req.method().clone();
         let headers = SecurityHeaders::for_path(req.uri().path(), self.hsts);
         let started = Instant::now();
-        let mut resp = request_id::scope(id.clone(), self.guarded(req))
-            .instrument(span.clone())
-            .await;
-        let elapsed = started.elapsed();
-        span.in_scope(|| request_id::log_response(&method, resp.status().as_u16(), elapsed));
+        let mut resp = request_id::scope(context, async {
+            let resp = self.guarded(req).await;
+            let elapsed = started.elapsed();
+            request_id::log_response(&method, resp.status().as_u16(), elapsed);
+            resp
+        })
+        .await;
         headers.apply(&mut resp);
         request_id::set_header(&mut resp, &id);
         Ok(resp)

@@ -3,8 +3,19 @@
 //! A sane incoming id (1 to 64 characters of `[A-Za-z0-9._-]`) is echoed so
 //! that a proxy's id follows the request through our logs; anything else is
 //! replaced by a new ULID, so a client cannot inject log lines or headers.
-//! The id is kept in a task-local for the request's future, where the error
-//! envelope reads it.
+//!
+//! # The request span, made when first needed
+//!
+//! Every event logged while a request runs carries the `request` span:
+//! its id, method, path, client IP and, once the key is known, key id. Most
+//! requests log nothing at the levels enabled (a routine read's access line
+//! is `debug`), and making the span anyway (formatting its fields, entering
+//! and leaving it at every poll) was about 13 % of the server's CPU on a
+//! job-status read. So the request's future runs with a [`RequestContext`]
+//! in a task-local instead, and the span is made from it by
+//! [`RequestSpans`], the layer around the log formatter, when the first
+//! event that will be written has no span of its own; later events of the
+//! request reuse it. The lines are the same as with a span made up front.
 //!
 //! # The access log
 //!
@@ -19,11 +30,17 @@
 //! `docs/BENCHMARKS.md`) while telling an operator nothing new. Every read
 //! is logged with `RUST_LOG=info,access=debug`.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use poem::http::{HeaderValue, Method, header::HeaderName};
+use poem::http::{HeaderValue, Method, Uri, header::HeaderName};
 use poem::{Request, Response};
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Event, Metadata, Subscriber};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
 /// The target of the access log's events (`RUST_LOG=info,access=debug` logs
 /// successful reads too).
@@ -36,15 +53,75 @@ pub const SLOW_REQUEST: Duration = Duration::from_secs(1);
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
-    static REQUEST_ID: String;
+    static REQUEST: RequestContext;
+}
+
+/// What a request's span is made of, kept in a task-local for the request's
+/// future (see the module docs).
+#[derive(Debug)]
+pub struct RequestContext {
+    id: String,
+    method: Method,
+    /// Cloning a `Uri` shares its bytes; the path is read only for a span.
+    uri: Uri,
+    client_ip: Option<IpAddr>,
+    key_id: RefCell<Option<String>>,
+    /// The span, once an event needed it.
+    span: RefCell<Option<tracing::Span>>,
+}
+
+impl RequestContext {
+    /// The context of `req`, whose id is `id`.
+    #[must_use]
+    pub fn new(id: String, req: &Request, client_ip: Option<IpAddr>) -> Self {
+        Self {
+            id,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            client_ip,
+            key_id: RefCell::new(None),
+            span: RefCell::new(None),
+        }
+    }
+
+    /// The request's span, made now if no event made it yet.
+    fn span(&self) -> tracing::Span {
+        if let Some(span) = self.span.borrow().as_ref() {
+            return span.clone();
+        }
+        let span = tracing::info_span!(
+            "request",
+            request_id = %self.id,
+            method = %self.method,
+            path = %self.uri.path(),
+            client_ip = self.client_ip.map(tracing::field::display),
+            key_id = tracing::field::Empty,
+        );
+        if let Some(key_id) = self.key_id.borrow().as_deref() {
+            span.record("key_id", tracing::field::display(key_id));
+        }
+        *self.span.borrow_mut() = Some(span.clone());
+        span
+    }
 }
 
 /// The current request's id (`-` outside a request).
 #[must_use]
 pub fn current() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
+    REQUEST
+        .try_with(|c| c.id.clone())
         .unwrap_or_else(|_| "-".to_owned())
+}
+
+/// Names the key that made the current request, in its span (now, or when
+/// the span is made). Nothing outside a request.
+pub fn record_key_id(key_id: &str) {
+    let _ = REQUEST.try_with(|c| {
+        *c.key_id.borrow_mut() = Some(key_id.to_owned());
+        if let Some(span) = c.span.borrow().as_ref() {
+            span.record("key_id", tracing::field::display(key_id));
+        }
+    });
 }
 
 /// The request id, also put into each request's extensions.
@@ -80,27 +157,14 @@ pub fn resolve(req: &Request) -> String {
         .map_or_else(|| ulid::Ulid::new().to_string(), ToOwned::to_owned)
 }
 
-/// Runs `fut` with `id` as the [`current`] request id.
-pub fn scope<F: Future>(id: String, fut: F) -> impl Future<Output = F::Output> {
-    REQUEST_ID.scope(id, fut)
-}
-
-/// The span of one request: the access log's and every event's context
-/// (`key_id` is recorded once known).
-#[must_use]
-pub fn span(id: &str, req: &Request, client_ip: Option<IpAddr>) -> tracing::Span {
-    tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %req.method(),
-        path = %req.uri().path(),
-        client_ip = client_ip.map(tracing::field::display),
-        key_id = tracing::field::Empty,
-    )
+/// Runs `fut` as the request of `context`: [`current`] answers its id and
+/// events logged meanwhile carry its span.
+pub fn scope<F: Future>(context: RequestContext, fut: F) -> impl Future<Output = F::Output> {
+    REQUEST.scope(context, fut)
 }
 
 /// The access log's `response` event of a finished request (call inside
-/// its span); see the module docs for its level.
+/// its [`scope`]); see the module docs for its level.
 pub fn log_response(method: &Method, status: u16, elapsed: Duration) {
     if is_routine(method, status, elapsed) {
         tracing::debug!(
@@ -123,5 +187,87 @@ pub fn log_response(method: &Method, status: u16, elapsed: Duration) {
 pub fn set_header(resp: &mut Response, id: &str) {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert(HEADER, v);
+    }
+}
+
+/// The layer around the log formatter `L` that gives an event logged during
+/// a request, with no span of its own, the request's span (made then, see
+/// the module docs). Everything else goes to `L` unchanged.
+#[derive(Debug)]
+pub struct RequestSpans<L> {
+    inner: L,
+}
+
+impl<L> RequestSpans<L> {
+    /// Wraps the formatting layer.
+    pub fn new(inner: L) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, L> Layer<S> for RequestSpans<L>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        self.inner.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.inner.on_layer(subscriber);
+    }
+
+    fn register_callsite(&self, metadata: &'static Metadata<'static>) -> Interest {
+        self.inner.register_callsite(metadata)
+    }
+
+    fn enabled(&self, metadata: &Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.enabled(metadata, ctx)
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_new_span(attrs, id, ctx);
+    }
+
+    fn on_record(&self, span: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        self.inner.on_record(span, values, ctx);
+    }
+
+    fn on_follows_from(&self, span: &Id, follows: &Id, ctx: Context<'_, S>) {
+        self.inner.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.inner.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if event.is_contextual()
+            && ctx.current_span().id().is_none()
+            && let Ok(span) = REQUEST.try_with(RequestContext::span)
+        {
+            // Entered, the span is the current one the formatter reads.
+            let _entered = span.enter();
+            self.inner.on_event(event, ctx);
+            return;
+        }
+        self.inner.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        self.inner.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        self.inner.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
+        self.inner.on_id_change(old, new, ctx);
     }
 }

@@ -378,4 +378,34 @@ async fn the_access_log_keeps_changes_and_failures_but_not_routine_reads() {
         access[0]["span"]["key_id"], "bootstrap-user",
         "an accepted request names its key id"
     );
+    // An event logged while a request runs carries the request's span too,
+    // and the request's access line the same span.
+    let warnings: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "unknown API key")
+        .collect();
+    assert_eq!(warnings.len(), 1, "one refused key: {log}");
+    assert_eq!(warnings[0]["level"], "WARN", "{}", warnings[0]);
+    assert_eq!(
+        warnings[0]["span"]["path"], "/api/v1/jobs",
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        warnings[0]["span"]["client_ip"], "127.0.0.1",
+        "{}",
+        warnings[0]
+    );
+    assert_eq!(
+        warnings[0]["span"]["request_id"], access[2]["span"]["request_id"],
+        "the warning and the access line of the refused request: {log}"
+    );
+    assert!(
+        access[2]["span"]["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 26),
+        "a generated request id: {}",
+        access[2]
+    );
 }
