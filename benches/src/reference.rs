@@ -55,21 +55,6 @@ impl DdResult {
     }
 }
 
-/// The median of three [`dd_write_once`]: a shared disk's speed moves a lot
-/// from one second to the next.
-///
-/// # Errors
-/// When `dd` is missing or fails.
-pub fn dd_write(dir: &Path, mib: u64) -> Result<DdResult> {
-    let mut runs = [
-        dd_write_once(dir, mib)?,
-        dd_write_once(dir, mib)?,
-        dd_write_once(dir, mib)?,
-    ];
-    runs.sort_by_key(|r| r.elapsed);
-    Ok(runs[1])
-}
-
 /// `dd if=/dev/zero of=DIR/dd.bin bs=1M count=MIB conv=fsync`: sequential
 /// write speed of the file system the server stores blobs on, flushed to
 /// disk as the local blob store flushes each blob. The file is removed.

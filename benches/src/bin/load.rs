@@ -136,7 +136,9 @@ struct Plan {
     connections: usize,
     warmup: Duration,
     window: Duration,
+    storm_rounds: u32,
     ingest_uploads: u64,
+    ingest_rounds: u32,
     ingest_concurrency: usize,
     dd_mib: u64,
     e2e_serial: u64,
@@ -154,9 +156,11 @@ impl Plan {
     fn full() -> Self {
         Self {
             connections: 64,
-            warmup: Duration::from_secs(2),
-            window: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            window: Duration::from_secs(12),
+            storm_rounds: 6,
             ingest_uploads: 300,
+            ingest_rounds: 3,
             ingest_concurrency: 8,
             dd_mib: 256,
             e2e_serial: 300,
@@ -176,7 +180,9 @@ impl Plan {
             connections: 64,
             warmup: Duration::from_millis(300),
             window: Duration::from_secs(1),
+            storm_rounds: 2,
             ingest_uploads: 20,
+            ingest_rounds: 2,
             ingest_concurrency: 4,
             dd_mib: 32,
             e2e_serial: 10,
@@ -305,22 +311,11 @@ async fn run(cli: &Cli) -> Result<()> {
     step!("reference: hello server");
     let hello = start_hello().await?;
     let hello_idle = memory::idle(hello.pid(), Duration::from_secs(1)).await?;
-    let mut hello_storm = storm::storm(
-        hello.addr,
-        "/",
-        None,
-        plan.connections,
-        plan.warmup,
-        plan.window,
-    )
-    .await?;
     let mut hello_one =
         storm::storm(hello.addr, "/", None, 1, plan.warmup / 2, plan.window / 2).await?;
-    hello.stop().await;
-    let hello_rps = hello_storm.per_second();
-    let hello_p99 = pct(&mut hello_storm.latencies, 99.0);
     let hello_rtt = pct(&mut hello_one.latencies, 50.0);
-    check(&mut problems, "hello storm errors", hello_storm.errors == 0);
+    // The hello server stays up: its storm alternates with the job-status
+    // storm below.
 
     // --- The fake FAL, at zero latency ------------------------------------
     let fake = match cli.generator {
@@ -371,16 +366,24 @@ async fn run(cli: &Cli) -> Result<()> {
         job
     };
     let status_path = format!("/api/v1/jobs/{job}");
-    let mut status = storm::storm(
-        a.addr,
-        &status_path,
-        Some(USER_KEY),
+    step!(
+        "  job status and the hello server, {} alternating rounds",
+        plan.storm_rounds
+    );
+    let (mut status, mut hello_storm) = storm::alternating(
+        (a.addr, &status_path, Some(USER_KEY)),
+        (hello.addr, "/", None),
         plan.connections,
         plan.warmup,
         plan.window,
+        plan.storm_rounds,
     )
     .await?;
+    hello.stop().await;
     check(&mut problems, "job status errors", status.errors == 0);
+    check(&mut problems, "hello storm errors", hello_storm.errors == 0);
+    let hello_rps = hello_storm.per_second();
+    let hello_p99 = pct(&mut hello_storm.latencies, 99.0);
     let mut serial = e2e::e2e(
         a.addr,
         USER_KEY,
@@ -465,7 +468,6 @@ async fn run(cli: &Cli) -> Result<()> {
         streaming.outcomes.iter().all(|o| o.starts_with("202")),
     );
     step!("  ingest of 1 MB uploads, dd, and the same files written alone");
-    let dd = reference::dd_write(&dir, plan.dd_mib)?;
     let one_mb = images::png_of_size(1_000_000);
     let png_form = Multipart::one_file("photo.png", "image/png");
     // Warm-up, not counted: the blocking pool's threads and the allocator's
@@ -481,16 +483,38 @@ async fn run(cli: &Cli) -> Result<()> {
     )
     .await?;
     check(&mut problems, "ingest warm-up errors", warmup.errors == 0);
-    let ingest = ingest::ingest(
-        b.addr,
-        USER_KEY,
-        &png_form,
-        &one_mb,
-        plan.ingest_concurrency,
-        plan.ingest_uploads,
-        Duration::from_secs(120),
-    )
-    .await?;
+    // `dd` and the uploads take turns, like the storms above: the disk's
+    // and the guest memory's speed drift from one second to the next.
+    let rounds = plan.ingest_rounds.max(1);
+    let mut dd = reference::DdResult {
+        bytes: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut ingest = ingest::Ingest {
+        accepted: 0,
+        errors: 0,
+        bytes: 0,
+        elapsed: Duration::ZERO,
+    };
+    for _ in 0..rounds {
+        let d = reference::dd_write_once(&dir, plan.dd_mib)?;
+        dd.bytes += d.bytes;
+        dd.elapsed += d.elapsed;
+        let i = ingest::ingest(
+            b.addr,
+            USER_KEY,
+            &png_form,
+            &one_mb,
+            plan.ingest_concurrency,
+            plan.ingest_uploads / u64::from(rounds),
+            Duration::from_secs(120),
+        )
+        .await?;
+        ingest.accepted += i.accepted;
+        ingest.errors += i.errors;
+        ingest.bytes += i.bytes;
+        ingest.elapsed += i.elapsed;
+    }
     check(&mut problems, "ingest errors", ingest.errors == 0);
     let durable = reference::durable_files_write(
         &dir,

@@ -29,6 +29,52 @@ impl Storm {
     pub fn per_second(&self) -> f64 {
         self.ok as f64 / self.window.as_secs_f64()
     }
+
+    /// Adds another storm's counts, window and latencies to this one's.
+    pub fn merge(&mut self, other: Storm) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.window += other.window;
+        self.latencies.merge(other.latencies);
+    }
+}
+
+/// Storms two servers in turns (`rounds` rounds of `window / rounds` each,
+/// each preceded by `warmup`), A first in odd rounds and B first in even
+/// ones, and adds up each server's rounds. On a shared machine whose speed
+/// drifts by the second, a figure and its reference measured in alternation
+/// see the same machine; measured one after the other, their ratio swung
+/// by a factor of two between runs.
+///
+/// # Errors
+/// When a connection cannot be opened.
+pub async fn alternating(
+    a: (SocketAddr, &str, Option<&str>),
+    b: (SocketAddr, &str, Option<&str>),
+    connections: usize,
+    warmup: Duration,
+    window: Duration,
+    rounds: u32,
+) -> Result<(Storm, Storm)> {
+    let rounds = rounds.max(1);
+    let slice = window / rounds;
+    let mut total: [Option<Storm>; 2] = [None, None];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let (addr, path, key) = if which == 0 { a } else { b };
+            let s = storm(addr, path, key, connections, warmup, slice).await?;
+            match &mut total[which] {
+                Some(t) => t.merge(s),
+                none => *none = Some(s),
+            }
+        }
+    }
+    let [a, b] = total;
+    Ok((
+        a.expect("at least one round"),
+        b.expect("at least one round"),
+    ))
 }
 
 /// Runs the storm: `warmup`, then `window` measured. A request counts when
