@@ -21,9 +21,9 @@
 //! [`staged::PUT_BATCH_BYTES`] and hands each batch to one blocking task: the
 //! first also makes the directories and the staged file, the last also
 //! syncs and renames it, so a body that fits in one batch costs one
-//! hand-off. No thread waits for a slow client, no more than one batch of
-//! the body is held in memory, and a body refused within its first batch
-//! never touches the disk. Where the file system allows, the staged file is
+//! hand-off. The next batch fills while one is written. No thread waits for
+//! a slow client, no more than two batches of the body are held in memory,
+//! and a body refused within its first batch never touches the disk. Where the file system allows, the staged file is
 //! written with direct I/O, around the page cache ([`staged`]).
 //!
 //! What it cannot stop: someone with write access to the root swapping a
@@ -42,6 +42,7 @@ use futures::StreamExt;
 use image2model_core::domain::{BlobKey, BlobPrefix};
 use image2model_core::ports::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream};
 use tokio::io::AsyncReadExt;
+use tokio::task::JoinHandle;
 
 mod staged;
 use staged::{Batch, StagedFile};
@@ -251,7 +252,7 @@ impl LocalBlobStore {
         file: Option<StagedFile>,
         mut batch: Batch,
         finish: bool,
-    ) -> Result<(Option<StagedFile>, Batch), BlobError> {
+    ) -> PutStep {
         let mut file = match file {
             Some(file) => file,
             None => {
@@ -423,10 +424,18 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T, BlobError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f)
-        .await
+    joined(tokio::task::spawn_blocking(f)).await
+}
+
+/// The result of blocking work already started.
+async fn joined<T>(task: JoinHandle<Result<T, BlobError>>) -> Result<T, BlobError> {
+    task.await
         .map_err(|e| BlobError::Backend(format!("a blob store task failed: {e}")))?
 }
+
+/// What a put's blocking step hands back: the staged file (until the last
+/// step publishes it) and the batch it wrote, emptied for reuse.
+type PutStep = Result<(Option<StagedFile>, Batch), BlobError>;
 
 fn modified(meta: &fs::Metadata) -> DateTime<Utc> {
     meta.modified()
@@ -445,19 +454,33 @@ impl BlobStore for LocalBlobStore {
             staging: staging.clone(),
             published: false,
         };
-        let mut file = None;
-        let mut batch = Batch::new();
+        // Two batches take turns: one fills from the body while the other
+        // is written, so a lone put does not stop reading while the disk
+        // takes each batch (direct writes return only once it has).
+        let mut filling = Batch::new();
+        let mut spare = None;
+        let mut step: Option<JoinHandle<PutStep>> = None;
         let mut written = 0u64;
         loop {
-            let ended = batch.fill(&mut body).await.map_err(BlobError::Body)?;
-            written += batch.len() as u64;
-            let (key, staging) = (key.clone(), staging.clone());
-            (file, batch) = self
-                .run(move |store| store.put_step(&key, &staging, file, batch, ended))
-                .await?;
+            let ended = filling.fill(&mut body).await.map_err(BlobError::Body)?;
+            written += filling.len() as u64;
+            let mut file = None;
+            if let Some(previous) = step.take() {
+                let (f, emptied) = joined(previous).await?;
+                file = f;
+                spare = Some(emptied);
+            }
+            let batch = filling.swap(spare.take().unwrap_or_else(Batch::new));
+            let (store, key, staging) = (self.clone(), key.clone(), staging.clone());
+            step = Some(tokio::task::spawn_blocking(move || {
+                store.put_step(&key, &staging, file, batch, ended)
+            }));
             if ended {
                 break;
             }
+        }
+        if let Some(last) = step {
+            joined(last).await?;
         }
         guard.published = true;
         Ok(written)

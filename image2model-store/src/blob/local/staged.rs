@@ -34,8 +34,9 @@ use image2model_core::ports::ByteStream;
 /// 4096 bytes).
 pub(super) const DIRECT_ALIGN: usize = 4096;
 
-/// Body bytes a put gathers before it hands them to one blocking write: the
-/// most of a body held in memory at once. A multiple of [`DIRECT_ALIGN`].
+/// Body bytes a put gathers before it hands them to one blocking write (a
+/// put holds at most two batches: one filling, one being written). A
+/// multiple of [`DIRECT_ALIGN`].
 /// Each hand-off to the blocking pool costs a few thread wake-ups, which at
 /// 64 KiB per write were most of the CPU an upload used.
 pub(super) const PUT_BATCH_BYTES: usize = 256 * 1024;
@@ -49,9 +50,9 @@ pub(super) const DIRECT_MIN_BYTES: usize = 64 * 1024;
 const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
 
 /// A put's buffer: up to [`PUT_BATCH_BYTES`] of the body, starting at an
-/// address aligned to [`DIRECT_ALIGN`]. Allocated once per put (on its first
-/// chunk) and handed back and forth between the put's future and its
-/// blocking steps.
+/// address aligned to [`DIRECT_ALIGN`]. Allocated on its first chunk; a
+/// put's two batches take turns between its future (filling) and its
+/// blocking steps (writing).
 pub(super) struct Batch {
     buf: Vec<u8>,
     /// Where the aligned area starts in `buf`.
@@ -101,6 +102,14 @@ impl Batch {
             }
         }
         Ok(false)
+    }
+
+    /// Hands the filled batch out and goes on filling `next` (an empty
+    /// batch), which takes over the part of the body's last chunk that did
+    /// not fit.
+    pub(super) fn swap(&mut self, mut next: Batch) -> Batch {
+        next.pending = self.pending.take();
+        std::mem::replace(self, next)
     }
 
     /// Copies as much of `chunk` as fits, and advances `chunk` past it.
@@ -188,6 +197,10 @@ impl StagedFile {
     /// the whole body (not yet synced).
     pub(super) fn write_batch(&mut self, batch: &mut Batch, last: bool) -> io::Result<()> {
         let bytes = batch.bytes();
+        if bytes.is_empty() {
+            // A body that ended on a batch boundary: nothing more to write.
+            return Ok(());
+        }
         if self.direct && batch.aligned() {
             let whole = bytes.len() - bytes.len() % DIRECT_ALIGN;
             self.write_aligned(&bytes[..whole])?;
@@ -301,23 +314,25 @@ mod tests {
         set_direct(&file, true).is_ok()
     }
 
-    /// Writes `body`, split into `chunk`-byte pieces, as a put does:
-    /// batch by batch into `file`.
+    /// Writes `body`, split into `chunk`-byte pieces, as a put does: batch
+    /// by batch into `file`, two batches taking turns.
     async fn write_as_a_put(file: fs::File, body: &[u8], chunk: usize) -> StagedFile {
         let chunks: Vec<io::Result<Bytes>> = body
             .chunks(chunk)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let mut stream: ByteStream = futures::stream::iter(chunks).boxed();
-        let mut batch = Batch::new();
+        let (mut filling, mut spare) = (Batch::new(), Batch::new());
         let mut file = Some(file);
         let mut staged = None;
         loop {
-            let last = batch.fill(&mut stream).await.expect("body");
+            let last = filling.fill(&mut stream).await.expect("body");
+            let mut batch = filling.swap(std::mem::replace(&mut spare, Batch::new()));
             let s = staged.get_or_insert_with(|| {
                 StagedFile::new(file.take().expect("the first batch"), &batch, last)
             });
             s.write_batch(&mut batch, last).expect("write");
+            spare = batch;
             if last {
                 return staged.expect("written");
             }
