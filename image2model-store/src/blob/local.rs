@@ -18,13 +18,13 @@
 //!
 //! File system work runs on tokio's blocking pool, one task per step rather
 //! than one per system call. A `put` gathers the body into batches of
-//! [`staged::PUT_BATCH_BYTES`] and hands each batch to one blocking task: the
+//! `PUT_BATCH_BYTES` (256 KiB) and hands each batch to one blocking task: the
 //! first also makes the directories and the staged file, the last also
 //! syncs and renames it, so a body that fits in one batch costs one
 //! hand-off. The next batch fills while one is written. No thread waits for
 //! a slow client, no more than two batches of the body are held in memory,
 //! and a body refused within its first batch never touches the disk. Where the file system allows, the staged file is
-//! written with direct I/O, around the page cache ([`staged`]).
+//! written with direct I/O, around the page cache (module `staged`).
 //!
 //! What it cannot stop: someone with write access to the root swapping a
 //! directory for a link between the check and the use.
