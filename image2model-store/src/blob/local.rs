@@ -23,8 +23,9 @@
 //! syncs and renames it, so a body that fits in one batch costs one
 //! hand-off. The next batch fills while one is written. No thread waits for
 //! a slow client, no more than two batches of the body are held in memory,
-//! and a body refused within its first batch never touches the disk. Where the file system allows, the staged file is
-//! written with direct I/O, around the page cache (module `staged`).
+//! and a body refused within its first batch never touches the disk. Where
+//! the file system allows, the staged file is written with direct I/O,
+//! around the page cache (module `staged`).
 //!
 //! What it cannot stop: someone with write access to the root swapping a
 //! directory for a link between the check and the use.
