@@ -39,7 +39,7 @@ pub async fn hello_server(listener: TcpListener) -> Result<()> {
 }
 
 /// What `dd` measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct DdResult {
     /// Bytes written.
     pub bytes: u64,
@@ -48,6 +48,12 @@ pub struct DdResult {
 }
 
 impl DdResult {
+    /// Adds another run's bytes and time to this one's.
+    pub fn merge(&mut self, other: DdResult) {
+        self.bytes += other.bytes;
+        self.elapsed += other.elapsed;
+    }
+
     /// MB/s (10^6 bytes per second).
     #[must_use]
     pub fn mb_per_s(&self) -> f64 {

@@ -486,34 +486,22 @@ async fn run(cli: &Cli) -> Result<()> {
     // `dd` and the uploads take turns, like the storms above: the disk's
     // and the guest memory's speed drift from one second to the next.
     let rounds = plan.ingest_rounds.max(1);
-    let mut dd = reference::DdResult {
-        bytes: 0,
-        elapsed: Duration::ZERO,
-    };
-    let mut ingest = ingest::Ingest {
-        accepted: 0,
-        errors: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut dd = reference::DdResult::default();
+    let mut ingest = ingest::Ingest::default();
     for _ in 0..rounds {
-        let d = reference::dd_write_once(&dir, plan.dd_mib)?;
-        dd.bytes += d.bytes;
-        dd.elapsed += d.elapsed;
-        let i = ingest::ingest(
-            b.addr,
-            USER_KEY,
-            &png_form,
-            &one_mb,
-            plan.ingest_concurrency,
-            plan.ingest_uploads / u64::from(rounds),
-            Duration::from_secs(120),
-        )
-        .await?;
-        ingest.accepted += i.accepted;
-        ingest.errors += i.errors;
-        ingest.bytes += i.bytes;
-        ingest.elapsed += i.elapsed;
+        dd.merge(reference::dd_write_once(&dir, plan.dd_mib)?);
+        ingest.merge(
+            ingest::ingest(
+                b.addr,
+                USER_KEY,
+                &png_form,
+                &one_mb,
+                plan.ingest_concurrency,
+                plan.ingest_uploads / u64::from(rounds),
+                Duration::from_secs(120),
+            )
+            .await?,
+        );
     }
     check(&mut problems, "ingest errors", ingest.errors == 0);
     let durable = reference::durable_files_write(

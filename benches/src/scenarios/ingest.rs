@@ -13,7 +13,7 @@ use crate::api::upload;
 use crate::client::{Conn, Multipart};
 
 /// What an ingest run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Ingest {
     /// Uploads answered 202.
     pub accepted: u64,
@@ -26,6 +26,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Adds another run's counts, bytes and time to this one's.
+    pub fn merge(&mut self, other: Ingest) {
+        self.accepted += other.accepted;
+        self.errors += other.errors;
+        self.bytes += other.bytes;
+        self.elapsed += other.elapsed;
+    }
+
     /// Image MB/s (10^6 bytes per second) accepted.
     #[must_use]
     pub fn mb_per_s(&self) -> f64 {
@@ -81,12 +89,7 @@ pub async fn ingest(
             })
         })
         .collect();
-    let mut out = Ingest {
-        accepted: 0,
-        errors: 0,
-        bytes: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut out = Ingest::default();
     for t in tasks {
         let (ok, errors) = t.await?;
         out.accepted += ok;
