@@ -1,6 +1,7 @@
 //! The references every figure is divided by, measured in the same run on
 //! the same machine: a bare hyper "hello" server (for request rates,
-//! latencies and memory) and `dd` (for write speed).
+//! latencies and memory) and `dd` (for write speed), and the state of the
+//! file system the blobs go to.
 
 use std::convert::Infallible;
 use std::path::Path;
@@ -90,6 +91,28 @@ pub fn dd_write_once(dir: &Path, mib: u64) -> Result<DdResult> {
         bytes: mib * 1024 * 1024,
         elapsed,
     })
+}
+
+/// The mean time to make a new directory and an empty file in it, `count`
+/// times in a folder of `dir` (left for the caller to remove with `dir`):
+/// the inode allocations each upload makes. It shows the file system's
+/// state, which moves the ingest figures: ext4 without a journal (this
+/// machine's) does not reuse an inode freed in the last five minutes and
+/// scans past each one, so just after many files were deleted (a previous
+/// run's data, say) every new file costs several times more.
+///
+/// # Errors
+/// File system errors.
+pub fn file_creation(dir: &Path, count: u32) -> Result<Duration> {
+    let root = dir.join("creation-probe");
+    std::fs::create_dir_all(&root)?;
+    let start = Instant::now();
+    for n in 0..count {
+        let folder = root.join(format!("d{n}"));
+        std::fs::create_dir(&folder)?;
+        std::fs::File::create_new(folder.join("f"))?;
+    }
+    Ok(start.elapsed() / count.max(1))
 }
 
 /// The file system work of storing `count` uploads of `size` bytes the way

@@ -35,6 +35,7 @@
 //! - [`security`]: the request gate that runs every step before the routes,
 //!   bearer auth schemes, request ids, security headers, rate limits, client
 //!   IPs, CORS, the host check.
+//! - [`routes`]: the top of the routes, `/api/v1` straight to the API.
 //! - [`server`]: the accept loop (hyper) with the header-size limit and the
 //!   header-read timeout.
 //! - [`web`]: the embedded web page.
@@ -45,6 +46,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod config;
 pub mod metrics;
+pub mod routes;
 pub mod security;
 pub mod server;
 pub mod web;
@@ -63,7 +65,7 @@ use image2model_core::ports::{
 };
 use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
 use poem::endpoint::BoxEndpoint;
-use poem::{EndpointExt, Route, get};
+use poem::{EndpointExt, IntoEndpoint, Route, get};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -71,6 +73,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditObserver, Entry};
 use crate::cleanup::CleanupSchedule;
 use crate::config::Config;
+use crate::routes::Routes;
 use crate::security::auth::Authenticator;
 use crate::security::body_limit::BodyLimit;
 use crate::security::client_ip::ClientIpResolver;
@@ -79,6 +82,9 @@ use crate::security::hosts::HostCheck;
 use crate::security::rate_limit::{RateLimitSettings, RateLimits, Rule};
 pub use crate::server::ServerLimits;
 pub use crate::wiring::BuildError;
+
+/// Where the OpenAPI document is served.
+const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 /// What a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -476,22 +482,28 @@ impl App {
 
     /// [`App::endpoint`] unboxed: the server runs it in place, so that a
     /// request's future is not copied into a box of its own.
-    fn gate(&self) -> Gate<Route> {
+    fn gate(&self) -> Gate<Routes<BoxEndpoint<'static>>> {
         let config = &self.state.config;
-        let mut routes = Route::new()
+        let mut other = Route::new()
             .at("/health", get(api::health::health))
             .at("/ready", get(api::health::ready));
+        let mut api = Route::new().boxed();
         if self.role.serves_api() {
             let service = api::service(&self.state);
             let spec = service.spec_endpoint();
             let docs = service.swagger_ui();
-            routes = routes
+            other = other
                 .at("/", get(web::index))
                 .at("/static/:file", get(web::asset))
-                .at("/api/v1/openapi.json", spec)
-                .nest("/docs", docs)
-                .nest("/api/v1", service);
+                .at(OPENAPI_PATH, spec)
+                .nest("/docs", docs);
+            api = service.into_endpoint();
         }
+        let routes = Routes {
+            api,
+            other,
+            exact: &[OPENAPI_PATH],
+        };
         let admission = Arc::new(Admission {
             routes,
             limits: self.rate_limits.clone(),

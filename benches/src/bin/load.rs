@@ -140,6 +140,7 @@ struct Plan {
     ingest_uploads: u64,
     ingest_rounds: u32,
     ingest_concurrency: usize,
+    creation_probe: u32,
     dd_mib: u64,
     e2e_serial: u64,
     e2e_concurrent: u64,
@@ -162,6 +163,7 @@ impl Plan {
             ingest_uploads: 300,
             ingest_rounds: 3,
             ingest_concurrency: 8,
+            creation_probe: 256,
             dd_mib: 256,
             e2e_serial: 300,
             e2e_concurrent: 1000,
@@ -184,6 +186,7 @@ impl Plan {
             ingest_uploads: 20,
             ingest_rounds: 2,
             ingest_concurrency: 4,
+            creation_probe: 32,
             dd_mib: 32,
             e2e_serial: 10,
             e2e_concurrent: 20,
@@ -486,6 +489,7 @@ async fn run(cli: &Cli) -> Result<()> {
     // `dd` and the uploads take turns, like the storms above: the disk's
     // and the guest memory's speed drift from one second to the next.
     let rounds = plan.ingest_rounds.max(1);
+    let creation = reference::file_creation(&dir, plan.creation_probe)?;
     let mut dd = reference::DdResult::default();
     let mut ingest = ingest::Ingest::default();
     for _ in 0..rounds {
@@ -569,6 +573,18 @@ async fn run(cli: &Cli) -> Result<()> {
         ),
         reference_value: Some(durable.mb_per_s()),
         reference_unit: "MB/s",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: "a new directory and a file in it, before the ingest".into(),
+        value: creation.as_secs_f64() * 1e6,
+        unit: "µs",
+        reference: format!(
+            "mean of {}: the file system's state (see docs/BENCHMARKS.md)",
+            plan.creation_probe
+        ),
+        reference_value: None,
+        reference_unit: "",
         target: Target::None,
     });
     figures.push(Figure {

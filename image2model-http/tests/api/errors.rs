@@ -1,4 +1,6 @@
-use crate::helpers::{USER_KEY, error_code, spawn_app};
+use image2model_http::ServeRole;
+
+use crate::helpers::{USER_KEY, error_code, spawn_app, spawn_app_built};
 
 #[tokio::test]
 async fn unknown_routes_are_an_enveloped_404() {
@@ -7,6 +9,12 @@ async fn unknown_routes_are_an_enveloped_404() {
         "/nope",
         "/api/v1/nope",
         "/api/v2/jobs",
+        "/api/v1",
+        "/api/v1/",
+        "/api/v10/jobs",
+        "/api/v1x/jobs",
+        "/api/v1//jobs",
+        "/api/v1/jobs/",
         "/static/../../Cargo.toml",
         "/static/secret.txt",
     ] {
@@ -56,4 +64,23 @@ async fn health_says_ok_and_nothing_else_and_ready_is_200() {
 
     assert_eq!(health, serde_json::json!({"status": "ok"}));
     assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test]
+async fn a_worker_serves_the_probes_and_nothing_of_the_api() {
+    let app = spawn_app_built(|_| {}, |b| b.role(ServeRole::Worker)).await;
+
+    assert_eq!(app.get("/health", None).await.status(), 200);
+    assert_eq!(app.get("/ready", None).await.status(), 200);
+    for path in [
+        "/",
+        "/api/v1/jobs",
+        "/api/v1/openapi.json",
+        "/docs",
+        "/static/app.js",
+    ] {
+        let resp = app.get(path, Some(USER_KEY)).await;
+        assert_eq!(resp.status(), 404, "{path}");
+        assert_eq!(error_code(resp).await, "not_found", "{path}");
+    }
 }
