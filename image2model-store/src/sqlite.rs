@@ -399,55 +399,60 @@ async fn save(conn: &mut SqliteConnection, loaded: &LoadedJob) -> Result<(), Sto
     Ok(())
 }
 
+/// Inserts `job` and its items with one command to the connection's thread
+/// (one statement per row, in one query string: sqlx binds the arguments to
+/// the statements in turn), not one per row: each command is a round trip
+/// between threads.
 async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+    const ITEM_INSERT: &str = "; INSERT INTO items (";
+    let mut sql =
+        format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    for _ in &job.items {
+        sql.push_str(ITEM_INSERT);
+        sql.push_str(ITEM_COLUMNS);
+        sql.push_str(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
     let row = JobRow::from_job(job);
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )))
-    .bind(row.job_id)
-    .bind(row.owner)
-    .bind(row.status)
-    .bind(row.progress)
-    .bind(row.model)
-    .bind(row.face_limit)
-    .bind(row.texture)
-    .bind(row.idempotency_key)
-    .bind(row.cancel_requested)
-    .bind(row.created_at_ms)
-    .bind(row.updated_at_ms)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("inserting a job"))?;
+    let mut query = sqlx::query(AssertSqlSafe(sql))
+        .bind(row.job_id)
+        .bind(row.owner)
+        .bind(row.status)
+        .bind(row.progress)
+        .bind(row.model)
+        .bind(row.face_limit)
+        .bind(row.texture)
+        .bind(row.idempotency_key)
+        .bind(row.cancel_requested)
+        .bind(row.created_at_ms)
+        .bind(row.updated_at_ms);
     for (position, item) in job.items.iter().enumerate() {
         let r = ItemRow::from_item(job.job_id, position, item, None);
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO items ({ITEM_COLUMNS}) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(r.item_id)
-        .bind(r.job_id)
-        .bind(r.position)
-        .bind(r.filename)
-        .bind(r.content_type)
-        .bind(r.size_bytes)
-        .bind(r.width)
-        .bind(r.height)
-        .bind(r.upload_key)
-        .bind(r.status)
-        .bind(r.progress)
-        .bind(r.error_code)
-        .bind(r.error_message)
-        .bind(r.model_key)
-        .bind(r.preview_key)
-        .bind(r.remote_request_id)
-        .bind(r.attempts)
-        .bind(r.lease_token)
-        .bind(r.lease_expires_at_ms)
-        .bind(r.updated_at_ms)
+        query = query
+            .bind(r.item_id)
+            .bind(r.job_id)
+            .bind(r.position)
+            .bind(r.filename)
+            .bind(r.content_type)
+            .bind(r.size_bytes)
+            .bind(r.width)
+            .bind(r.height)
+            .bind(r.upload_key)
+            .bind(r.status)
+            .bind(r.progress)
+            .bind(r.error_code)
+            .bind(r.error_message)
+            .bind(r.model_key)
+            .bind(r.preview_key)
+            .bind(r.remote_request_id)
+            .bind(r.attempts)
+            .bind(r.lease_token)
+            .bind(r.lease_expires_at_ms)
+            .bind(r.updated_at_ms);
+    }
+    query
         .execute(&mut *conn)
         .await
-        .map_err(db_error("inserting an item"))?;
-    }
+        .map_err(db_error("inserting a job"))?;
     Ok(())
 }
 

@@ -160,7 +160,7 @@ impl Plan {
             warmup: Duration::from_secs(1),
             window: Duration::from_secs(12),
             storm_rounds: 6,
-            ingest_uploads: 300,
+            ingest_uploads: 768,
             ingest_rounds: 3,
             ingest_concurrency: 8,
             creation_probe: 256,
