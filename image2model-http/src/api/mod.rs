@@ -73,7 +73,7 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
          `Authorization: Bearer <key>`. Every error is \
          `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
     )
-    .server("/api/v1")
+    .server(crate::routes::API_PREFIX)
 }
 
 /// The OpenAPI document as JSON, exactly as served at `/api/v1/openapi.json`.

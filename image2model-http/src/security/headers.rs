@@ -35,7 +35,7 @@ pub struct SecurityHeaders {
 /// Whether `path` is under the API (`/api/v1`).
 #[must_use]
 pub fn is_api(path: &str) -> bool {
-    path == "/api/v1" || path.starts_with("/api/v1/")
+    crate::routes::api_path(path).is_some()
 }
 
 /// The policy for a path.

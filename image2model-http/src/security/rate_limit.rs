@@ -124,7 +124,7 @@ impl BucketKind {
     pub fn of(method: &Method, path: &str) -> Option<Self> {
         if path == "/api/v1/upload" && (method == Method::GET || method == Method::POST) {
             Some(BucketKind::Upload)
-        } else if path == "/api/v1" || path.starts_with("/api/v1/") {
+        } else if crate::routes::api_path(path).is_some() {
             Some(BucketKind::General)
         } else {
             None
