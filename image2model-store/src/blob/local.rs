@@ -463,7 +463,18 @@ impl BlobStore for LocalBlobStore {
         let mut step: Option<JoinHandle<PutStep>> = None;
         let mut written = 0u64;
         loop {
-            let ended = filling.fill(&mut body).await.map_err(BlobError::Body)?;
+            let ended = match filling.fill(&mut body).await {
+                Ok(ended) => ended,
+                Err(e) => {
+                    // Let the step in flight finish first, so that the guard's
+                    // removal comes after its file exists: the put returns with
+                    // nothing on disk, not with a step still writing.
+                    if let Some(previous) = step.take() {
+                        let _ = previous.await;
+                    }
+                    return Err(BlobError::Body(e));
+                }
+            };
             written += filling.len() as u64;
             let mut file = None;
             if let Some(previous) = step.take() {
