@@ -30,7 +30,8 @@ use image2model_core::ports::{
     NewJob, QueueStats, StoreError,
 };
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 
@@ -55,6 +56,10 @@ pub struct SqliteJobStore {
     writer: SqlitePool,
     /// A writer's turn: held from before `BEGIN` to after `COMMIT`.
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Whether a write may be one command that begins and commits its own
+    /// transaction ([`WholeWrite`]): not in memory, where closing the one
+    /// connection would lose the database.
+    whole_writes: bool,
     /// What [`SqliteJobStore::describe`] shows: the file, or `:memory:`.
     location: String,
 }
@@ -96,7 +101,7 @@ impl SqliteJobStore {
             .connect_with(options)
             .await
             .map_err(db_error("opening the SQLite database"))?;
-        Self::migrated(pool, writer, path.display().to_string()).await
+        Self::migrated(pool, writer, path.display().to_string(), true).await
     }
 
     /// A private in-memory database, lost when the store is dropped.
@@ -119,13 +124,14 @@ impl SqliteJobStore {
             .connect_with(options)
             .await
             .map_err(db_error("opening the in-memory SQLite database"))?;
-        Self::migrated(pool.clone(), pool, ":memory:".to_owned()).await
+        Self::migrated(pool.clone(), pool, ":memory:".to_owned(), false).await
     }
 
     async fn migrated(
         pool: SqlitePool,
         writer: SqlitePool,
         location: String,
+        whole_writes: bool,
     ) -> Result<Self, StoreError> {
         MIGRATOR
             .run(&writer)
@@ -135,6 +141,7 @@ impl SqliteJobStore {
             pool,
             writer,
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
+            whole_writes,
             location,
         })
     }
@@ -186,6 +193,22 @@ impl SqliteJobStore {
         }
     }
 
+    /// A write connection for one whole-transaction command, in this
+    /// process's turn.
+    async fn whole_write(&self) -> Result<WholeWrite, StoreError> {
+        let turn = self.write_turn().await;
+        let conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(db_error("starting a write transaction"))?;
+        Ok(WholeWrite {
+            conn,
+            kept: false,
+            _turn: turn,
+        })
+    }
+
     /// A write transaction holding SQLite's write lock from its start, begun
     /// in this process's turn.
     async fn write(&self) -> Result<WriteTx, StoreError> {
@@ -196,6 +219,27 @@ impl SqliteJobStore {
             .await
             .map_err(db_error("starting a write transaction"))?;
         Ok(WriteTx { tx, _turn: turn })
+    }
+}
+
+/// A write connection for one command that begins and commits its own
+/// transaction (`BEGIN IMMEDIATE; …; COMMIT`), and the turn it holds: one
+/// round trip to the connection's thread instead of three. Unless `kept`,
+/// the connection is closed when this is dropped instead of going back to
+/// the pool: a command cut short (an error mid-way, or the future dropped
+/// while the connection's thread runs it) can leave its transaction open,
+/// and closing the connection rolls it back.
+struct WholeWrite {
+    conn: sqlx::pool::PoolConnection<Sqlite>,
+    kept: bool,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for WholeWrite {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.conn.close_on_drop();
+        }
     }
 }
 
@@ -399,18 +443,43 @@ async fn save(conn: &mut SqliteConnection, loaded: &LoadedJob) -> Result<(), Sto
     Ok(())
 }
 
-/// Inserts `job` and its items with one command to the connection's thread
-/// (one statement per row, in one query string: sqlx binds the arguments to
-/// the statements in turn), not one per row: each command is a round trip
-/// between threads.
+/// Inserts `job` and its items, in the transaction `conn` is in.
 async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
+    insert_query(job, false)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("inserting a job"))?;
+    Ok(())
+}
+
+/// Inserts `job` and its items in a transaction of their own, with one
+/// command (see [`WholeWrite`]).
+async fn insert_whole(write: &mut WholeWrite, job: &Job) -> Result<(), StoreError> {
+    insert_query(job, true)
+        .execute(&mut *write.conn)
+        .await
+        .map_err(db_error("inserting a job"))?;
+    Ok(())
+}
+
+/// The inserts of `job` and its items as one command to the connection's
+/// thread (one statement per row in one query string: sqlx binds the
+/// arguments to the statements in turn), not one per row: each command is a
+/// round trip between threads. `whole` wraps them in `BEGIN IMMEDIATE` and
+/// `COMMIT`.
+fn insert_query(job: &Job, whole: bool) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
     const ITEM_INSERT: &str = "; INSERT INTO items (";
-    let mut sql =
-        format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    let mut sql = String::from(if whole { "BEGIN IMMEDIATE; " } else { "" });
+    sql.push_str("INSERT INTO jobs (");
+    sql.push_str(JOB_COLUMNS);
+    sql.push_str(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     for _ in &job.items {
         sql.push_str(ITEM_INSERT);
         sql.push_str(ITEM_COLUMNS);
         sql.push_str(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    if whole {
+        sql.push_str("; COMMIT");
     }
     let row = JobRow::from_job(job);
     let mut query = sqlx::query(AssertSqlSafe(sql))
@@ -450,10 +519,6 @@ async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError
             .bind(r.updated_at_ms);
     }
     query
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("inserting a job"))?;
-    Ok(())
 }
 
 async fn find_key(
@@ -511,6 +576,14 @@ impl SqliteJobStore {
 #[async_trait]
 impl JobStore for SqliteJobStore {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+        if new.idempotency_key.is_none() && self.whole_writes {
+            // Nothing to look up first: the job goes in with one command.
+            let job = rows::new_job(new, rows::now())?;
+            let mut write = self.whole_write().await?;
+            insert_whole(&mut write, &job).await?;
+            write.kept = true;
+            return Ok(CreateOutcome::Created(rows::as_stored(&job)?));
+        }
         let mut tx = self.write().await?;
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = find_key(&mut tx, &new.owner, key).await?

@@ -236,3 +236,74 @@ async fn idempotent_create_is_atomic_across_two_stores() {
     assert_eq!(created, 1);
     assert_eq!(a.stats().await.unwrap().jobs, 1);
 }
+
+/// A new job goes in with one command that begins and commits its own
+/// transaction; these show that an insert failing half-way stores nothing
+/// and leaves no transaction open on a connection that later writes reuse.
+#[tokio::test]
+async fn a_create_failing_half_way_stores_nothing_and_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteJobStore::open(dir.path().join("jobs.db"))
+        .await
+        .unwrap();
+    let first = new_job(JobId::new(), &alice(), 2);
+    let taken = first.items[1].item_id;
+    store.create_job(first).await.unwrap();
+    // The job row goes in, then its second item collides with a stored one.
+    let clash_id = JobId::new();
+    let mut clash = new_job(clash_id, &alice(), 2);
+    clash.items[1].item_id = taken;
+
+    let got = store.create_job(clash).await;
+
+    assert!(got.is_err(), "got {got:?}");
+    assert!(
+        store.get_job(clash_id).await.unwrap().is_none(),
+        "the job row of the failed create was rolled back"
+    );
+    // More writes than there are write connections, with and without an
+    // idempotency key: each would fail on a connection left in a
+    // transaction ("cannot start a transaction within a transaction").
+    for n in 0..4 {
+        let mut next = new_job(JobId::new(), &alice(), 1);
+        if n % 2 == 1 {
+            next.idempotency_key = Some(format!("k{n}"));
+        }
+        store.create_job(next).await.unwrap();
+    }
+    assert_eq!(store.stats().await.unwrap().jobs, 5);
+}
+
+#[tokio::test]
+async fn creates_dropped_at_any_moment_store_whole_jobs_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteJobStore::open(dir.path().join("jobs.db"))
+            .await
+            .unwrap(),
+    );
+    let mut dropped = Vec::new();
+    // Cut short after 0, 50, 100… µs: before the command is sent, while the
+    // connection's thread runs it, after it ran.
+    for n in 0..60u64 {
+        let new = new_job(JobId::new(), &alice(), 3);
+        dropped.push(new.job_id);
+        let _ = tokio::time::timeout(Duration::from_micros(n * 50), store.create_job(new)).await;
+    }
+    // A connection left in a transaction would fail these, and a write lock
+    // never released would make them wait out the busy timeout and fail.
+    for _ in 0..4 {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            store.create_job(new_job(JobId::new(), &alice(), 1)),
+        )
+        .await
+        .expect("a write after the dropped ones finished")
+        .expect("a write after the dropped ones succeeded");
+    }
+    for id in dropped {
+        if let Some(job) = store.get_job(id).await.unwrap() {
+            assert_eq!(job.items.len(), 3, "job {id} was stored whole");
+        }
+    }
+}
