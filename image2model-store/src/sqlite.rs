@@ -16,6 +16,15 @@
 //! Other processes sharing the file still meet the lock, and the busy
 //! timeout still covers them. Reads use a pool of several connections and
 //! never wait for a writer (WAL).
+//!
+//! Every command is a round trip to the connection's thread (sqlx runs each
+//! SQLite connection on a thread of its own), so a new job without an
+//! idempotency key goes in with one: `BEGIN IMMEDIATE`, one `INSERT` per
+//! row, `COMMIT`, in one query string. A connection whose command was cut
+//! short (an error half-way, or the caller gone) may be left inside that
+//! transaction, so it is closed, which rolls it back, instead of going back
+//! to the pool. In memory, where closing the one connection would lose the
+//! database, the job goes in through an ordinary transaction.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
