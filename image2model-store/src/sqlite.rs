@@ -452,20 +452,12 @@ async fn save(conn: &mut SqliteConnection, loaded: &LoadedJob) -> Result<(), Sto
     Ok(())
 }
 
-/// Inserts `job` and its items, in the transaction `conn` is in.
-async fn insert(conn: &mut SqliteConnection, job: &Job) -> Result<(), StoreError> {
-    insert_query(job, false)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("inserting a job"))?;
-    Ok(())
-}
-
-/// Inserts `job` and its items in a transaction of their own, with one
+/// Inserts `job` and its items: in the transaction `conn` is in, or with
+/// `whole`, in a transaction of their own begun and committed by the same
 /// command (see [`WholeWrite`]).
-async fn insert_whole(write: &mut WholeWrite, job: &Job) -> Result<(), StoreError> {
-    insert_query(job, true)
-        .execute(&mut *write.conn)
+async fn insert(conn: &mut SqliteConnection, job: &Job, whole: bool) -> Result<(), StoreError> {
+    insert_query(job, whole)
+        .execute(&mut *conn)
         .await
         .map_err(db_error("inserting a job"))?;
     Ok(())
@@ -589,7 +581,7 @@ impl JobStore for SqliteJobStore {
             // Nothing to look up first: the job goes in with one command.
             let job = rows::new_job(new, rows::now())?;
             let mut write = self.whole_write().await?;
-            insert_whole(&mut write, &job).await?;
+            insert(&mut write.conn, &job, true).await?;
             write.kept = true;
             return Ok(CreateOutcome::Created(rows::as_stored(&job)?));
         }
@@ -600,7 +592,7 @@ impl JobStore for SqliteJobStore {
             return Ok(CreateOutcome::Existing(existing.job));
         }
         let job = rows::new_job(new, rows::now())?;
-        insert(&mut tx, &job).await?;
+        insert(&mut tx, &job, false).await?;
         let stored = rows::as_stored(&job)?;
         tx.commit()
             .await
