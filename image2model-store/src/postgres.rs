@@ -203,58 +203,27 @@ async fn save(conn: &mut PgConnection, loaded: &LoadedJob) -> Result<(), StoreEr
 /// Inserts a job and its items; `false` when the owner's idempotency key is
 /// taken (then nothing was inserted).
 async fn insert(conn: &mut PgConnection, job: &Job) -> Result<bool, StoreError> {
-    let row = JobRow::from_job(job);
-    let inserted: Option<String> = sqlx::query_scalar(AssertSqlSafe(format!(
-        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-         ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING job_id"
-    )))
-    .bind(row.job_id)
-    .bind(row.owner)
-    .bind(row.status)
-    .bind(row.progress)
-    .bind(row.model)
-    .bind(row.face_limit)
-    .bind(row.texture)
-    .bind(row.idempotency_key)
-    .bind(row.cancel_requested)
-    .bind(row.created_at_ms)
-    .bind(row.updated_at_ms)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error("inserting a job"))?;
+    let inserted = JobRow::from_job(job)
+        .bind_to(sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (owner, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+             RETURNING job_id"
+        ))))
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_error("inserting a job"))?;
     if inserted.is_none() {
         return Ok(false);
     }
     for (position, item) in job.items.iter().enumerate() {
-        let r = ItemRow::from_item(job.job_id, position, item, None);
-        sqlx::query(AssertSqlSafe(format!(
-            "INSERT INTO items ({ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-        )))
-        .bind(r.item_id)
-        .bind(r.job_id)
-        .bind(r.position)
-        .bind(r.filename)
-        .bind(r.content_type)
-        .bind(r.size_bytes)
-        .bind(r.width)
-        .bind(r.height)
-        .bind(r.upload_key)
-        .bind(r.status)
-        .bind(r.progress)
-        .bind(r.error_code)
-        .bind(r.error_message)
-        .bind(r.model_key)
-        .bind(r.preview_key)
-        .bind(r.remote_request_id)
-        .bind(r.attempts)
-        .bind(r.lease_token)
-        .bind(r.lease_expires_at_ms)
-        .bind(r.updated_at_ms)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_error("inserting an item"))?;
+        ItemRow::from_item(job.job_id, position, item, None)
+            .bind_to(sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO items ({ITEM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                 $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            ))))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_error("inserting an item"))?;
     }
     Ok(true)
 }

@@ -177,6 +177,69 @@ pub(crate) struct LoadedJob {
     pub dirty: Vec<usize>,
 }
 
+/// A query whose values are bound one after another, for either database.
+pub(crate) type Bound<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+impl JobRow {
+    /// Binds the row's values to `query`, in [`JOB_COLUMNS`] order.
+    pub(crate) fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.job_id)
+            .bind(self.owner)
+            .bind(self.status)
+            .bind(self.progress)
+            .bind(self.model)
+            .bind(self.face_limit)
+            .bind(self.texture)
+            .bind(self.idempotency_key)
+            .bind(self.cancel_requested)
+            .bind(self.created_at_ms)
+            .bind(self.updated_at_ms)
+    }
+}
+
+impl ItemRow {
+    /// Binds the row's values to `query`, in [`ITEM_COLUMNS`] order.
+    pub(crate) fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.item_id)
+            .bind(self.job_id)
+            .bind(self.position)
+            .bind(self.filename)
+            .bind(self.content_type)
+            .bind(self.size_bytes)
+            .bind(self.width)
+            .bind(self.height)
+            .bind(self.upload_key)
+            .bind(self.status)
+            .bind(self.progress)
+            .bind(self.error_code)
+            .bind(self.error_message)
+            .bind(self.model_key)
+            .bind(self.preview_key)
+            .bind(self.remote_request_id)
+            .bind(self.attempts)
+            .bind(self.lease_token)
+            .bind(self.lease_expires_at_ms)
+            .bind(self.updated_at_ms)
+    }
+}
+
 impl JobRow {
     /// The row for a new job.
     pub(crate) fn from_job(job: &Job) -> Self {

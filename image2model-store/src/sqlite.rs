@@ -482,42 +482,9 @@ fn insert_query(job: &Job, whole: bool) -> sqlx::query::Query<'static, Sqlite, S
     if whole {
         sql.push_str("; COMMIT");
     }
-    let row = JobRow::from_job(job);
-    let mut query = sqlx::query(AssertSqlSafe(sql))
-        .bind(row.job_id)
-        .bind(row.owner)
-        .bind(row.status)
-        .bind(row.progress)
-        .bind(row.model)
-        .bind(row.face_limit)
-        .bind(row.texture)
-        .bind(row.idempotency_key)
-        .bind(row.cancel_requested)
-        .bind(row.created_at_ms)
-        .bind(row.updated_at_ms);
+    let mut query = JobRow::from_job(job).bind_to(sqlx::query(AssertSqlSafe(sql)));
     for (position, item) in job.items.iter().enumerate() {
-        let r = ItemRow::from_item(job.job_id, position, item, None);
-        query = query
-            .bind(r.item_id)
-            .bind(r.job_id)
-            .bind(r.position)
-            .bind(r.filename)
-            .bind(r.content_type)
-            .bind(r.size_bytes)
-            .bind(r.width)
-            .bind(r.height)
-            .bind(r.upload_key)
-            .bind(r.status)
-            .bind(r.progress)
-            .bind(r.error_code)
-            .bind(r.error_message)
-            .bind(r.model_key)
-            .bind(r.preview_key)
-            .bind(r.remote_request_id)
-            .bind(r.attempts)
-            .bind(r.lease_token)
-            .bind(r.lease_expires_at_ms)
-            .bind(r.updated_at_ms);
+        query = ItemRow::from_item(job.job_id, position, item, None).bind_to(query);
     }
     query
 }
@@ -580,10 +547,12 @@ impl JobStore for SqliteJobStore {
         if new.idempotency_key.is_none() && self.whole_writes {
             // Nothing to look up first: the job goes in with one command.
             let job = rows::new_job(new, rows::now())?;
+            // Checked before it is written, as in the transaction below.
+            let stored = rows::as_stored(&job)?;
             let mut write = self.whole_write().await?;
             insert(&mut write.conn, &job, true).await?;
             write.kept = true;
-            return Ok(CreateOutcome::Created(rows::as_stored(&job)?));
+            return Ok(CreateOutcome::Created(stored));
         }
         let mut tx = self.write().await?;
         if let Some(key) = &new.idempotency_key
