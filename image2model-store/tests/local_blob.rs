@@ -171,7 +171,7 @@ async fn a_file_link_out_of_the_root_is_refused() {
     );
 }
 
-/// The store writes in 256 KiB batches, with direct I/O in 4 KiB blocks
+/// The store writes in 512 KiB batches, with direct I/O in 4 KiB blocks
 /// where the file system allows and the tail through the page cache: bodies
 /// on and around each of those sizes, in chunks that straddle them, come
 /// back byte for byte.
@@ -184,11 +184,12 @@ async fn bodies_around_the_batch_and_block_sizes_round_trip() {
         4096,
         65_535,
         65_536,
-        262_143,
-        262_144,
-        262_145,
-        524_288 + 4097,
+        524_287,
+        524_288,
+        524_289,
+        1_048_576 + 4097,
         1_000_000,
+        3_000_000,
     ];
     for (n, size) in sizes.into_iter().enumerate() {
         for chunk in [7777, 131_072, 300_001] {
@@ -237,7 +238,7 @@ async fn an_abandoned_put_leaves_no_file() {
     let store = store_in(dir.path()).await;
     // More than one write batch, then a body that never ends (a stalled
     // client): the first batch is on disk in the staged file by then.
-    let body = chunked(vec![pattern(400_000, 1)])
+    let body = chunked(vec![pattern(1_200_000, 1)])
         .chain(futures::stream::pending())
         .boxed();
     let k = key("uploads/j1/i1.png");

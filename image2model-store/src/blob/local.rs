@@ -17,15 +17,15 @@
 //!   `list` never shows staged files.
 //!
 //! File system work runs on tokio's blocking pool, one task per step rather
-//! than one per system call. A `put` gathers the body into batches of
-//! `PUT_BATCH_BYTES` (256 KiB) and hands each batch to one blocking task: the
-//! first also makes the directories and the staged file, the last also
-//! syncs and renames it, so a body that fits in one batch costs one
-//! hand-off. The next batch fills while one is written. No thread waits for
-//! a slow client, no more than two batches of the body are held in memory,
-//! and a body refused within its first batch never touches the disk. Where
-//! the file system allows, the staged file is written with direct I/O,
-//! around the page cache (module `staged`).
+//! than one per system call. A `put` gathers the body into a batch of
+//! `PUT_BATCH_BYTES` (512 KiB) and hands it to one blocking task, then fills
+//! the same batch again: the first task also makes the directories and the
+//! staged file, the last also syncs and renames it, so a body that fits in
+//! one batch costs one hand-off. No thread waits for a slow client, no more
+//! than one batch of the body is held in memory, and a body refused within
+//! its first batch never touches the disk. Where the file system allows,
+//! the staged file is written with direct I/O, around the page cache
+//! (module `staged`).
 //!
 //! What it cannot stop: someone with write access to the root swapping a
 //! directory for a link between the check and the use.
@@ -455,44 +455,25 @@ impl BlobStore for LocalBlobStore {
             staging: staging.clone(),
             published: false,
         };
-        // Two batches take turns: one fills from the body while the other
-        // is written, so a lone put does not stop reading while the disk
-        // takes each batch (direct writes return only once it has).
-        let mut filling = Batch::new();
-        let mut spare = None;
-        let mut step: Option<JoinHandle<PutStep>> = None;
+        // One batch, filled from the body and then written by one blocking
+        // step, again and again: a put holds at most one batch of its body,
+        // and a body error never meets a step in flight, so the guard's
+        // removal comes after every write.
+        let mut batch = Batch::new();
+        let mut file = None;
         let mut written = 0u64;
         loop {
-            let ended = match filling.fill(&mut body).await {
-                Ok(ended) => ended,
-                Err(e) => {
-                    // Let the step in flight finish first, so that the guard's
-                    // removal comes after its file exists: the put returns with
-                    // nothing on disk, not with a step still writing.
-                    if let Some(previous) = step.take() {
-                        let _ = previous.await;
-                    }
-                    return Err(BlobError::Body(e));
-                }
-            };
-            written += filling.len() as u64;
-            let mut file = None;
-            if let Some(previous) = step.take() {
-                let (f, emptied) = joined(previous).await?;
-                file = f;
-                spare = Some(emptied);
-            }
-            let batch = filling.swap(spare.take().unwrap_or_else(Batch::new));
+            let ended = batch.fill(&mut body).await.map_err(BlobError::Body)?;
+            written += batch.len() as u64;
             let (store, key, staging) = (self.clone(), key.clone(), staging.clone());
-            step = Some(tokio::task::spawn_blocking(move || {
+            let step = tokio::task::spawn_blocking(move || {
                 store.put_step(&key, &staging, file, batch, ended)
-            }));
+            });
+            let (staged, emptied) = joined(step).await?;
             if ended {
                 break;
             }
-        }
-        if let Some(last) = step {
-            joined(last).await?;
+            (file, batch) = (staged, emptied);
         }
         guard.published = true;
         Ok(written)

@@ -34,12 +34,17 @@ use image2model_core::ports::ByteStream;
 /// 4096 bytes).
 pub(super) const DIRECT_ALIGN: usize = 4096;
 
-/// Body bytes a put gathers before it hands them to one blocking write (a
-/// put holds at most two batches: one filling, one being written). A
-/// multiple of [`DIRECT_ALIGN`].
-/// Each hand-off to the blocking pool costs a few thread wake-ups, which at
-/// 64 KiB per write were most of the CPU an upload used.
-pub(super) const PUT_BATCH_BYTES: usize = 256 * 1024;
+/// Body bytes a put gathers before it hands them to one blocking write (the
+/// one batch a put holds). A multiple of [`DIRECT_ALIGN`].
+///
+/// Each hand-off to the blocking pool costs a few thread wake-ups (the
+/// blocking thread's, its sleep in the direct write, the task's), which at
+/// 64 KiB per write were most of the CPU an upload used. At 512 KiB a 1 MB
+/// photo is two hand-offs instead of four: one 512 KiB batch per put costs
+/// the memory that two 256 KiB batches (one filling while the other was
+/// written) did, with fewer context switches per upload
+/// (`docs/BENCHMARKS.md`, item 4).
+pub(super) const PUT_BATCH_BYTES: usize = 512 * 1024;
 
 /// A body smaller than this (it fits in its first batch) is written
 /// buffered: for a few kilobytes, switching the file's mode costs more
@@ -50,8 +55,8 @@ pub(super) const DIRECT_MIN_BYTES: usize = 64 * 1024;
 const EINVAL: i32 = rustix::io::Errno::INVAL.raw_os_error();
 
 /// A put's buffer: up to [`PUT_BATCH_BYTES`] of the body, starting at an
-/// address aligned to [`DIRECT_ALIGN`]. Allocated on its first chunk; a
-/// put's two batches take turns between its future (filling) and its
+/// address aligned to [`DIRECT_ALIGN`]. Allocated on its first chunk, then
+/// handed back and forth between its put's future (filling) and its
 /// blocking steps (writing).
 pub(super) struct Batch {
     buf: Vec<u8>,
@@ -102,14 +107,6 @@ impl Batch {
             }
         }
         Ok(false)
-    }
-
-    /// Hands the filled batch out and goes on filling `next` (an empty
-    /// batch), which takes over the part of the body's last chunk that did
-    /// not fit.
-    pub(super) fn swap(&mut self, mut next: Batch) -> Batch {
-        next.pending = self.pending.take();
-        std::mem::replace(self, next)
     }
 
     /// Copies as much of `chunk` as fits, and advances `chunk` past it.
@@ -315,24 +312,22 @@ mod tests {
     }
 
     /// Writes `body`, split into `chunk`-byte pieces, as a put does: batch
-    /// by batch into `file`, two batches taking turns.
+    /// by batch into `file`, one batch filled and written in turn.
     async fn write_as_a_put(file: fs::File, body: &[u8], chunk: usize) -> StagedFile {
         let chunks: Vec<io::Result<Bytes>> = body
             .chunks(chunk)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let mut stream: ByteStream = futures::stream::iter(chunks).boxed();
-        let (mut filling, mut spare) = (Batch::new(), Batch::new());
+        let mut batch = Batch::new();
         let mut file = Some(file);
         let mut staged = None;
         loop {
-            let last = filling.fill(&mut stream).await.expect("body");
-            let mut batch = filling.swap(std::mem::replace(&mut spare, Batch::new()));
+            let last = batch.fill(&mut stream).await.expect("body");
             let s = staged.get_or_insert_with(|| {
                 StagedFile::new(file.take().expect("the first batch"), &batch, last)
             });
             s.write_batch(&mut batch, last).expect("write");
-            spare = batch;
             if last {
                 return staged.expect("written");
             }
