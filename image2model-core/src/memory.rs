@@ -515,4 +515,11 @@ impl AuditLog for MemoryAuditLog {
         found.truncate(limit.min(1000) as usize);
         Ok(found)
     }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut events = self.events.lock().expect("memory audit lock");
+        let was = events.len();
+        events.retain(|e| e.at >= before);
+        Ok((was - events.len()) as u64)
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! Used by `POST /api/v1/admin/cleanup` (any age, optionally a dry run) and
 //! by the retention task ([`run_schedule`]), which removes what is older than
-//! `RETENTION_HOURS` every hour.
+//! `RETENTION_HOURS` every hour, and audit records older than
+//! `AUDIT_RETENTION_DAYS`.
 //!
 //! What counts:
 //! - **jobs**: ended jobs (`succeeded`, `partial`, `failed`, `cancelled`)
@@ -189,10 +190,13 @@ pub async fn cleanup(
     Ok(report)
 }
 
-/// The retention task: runs [`cleanup`] with `RETENTION_HOURS` on
-/// `schedule` until `shutdown` fires, logging and auditing each run.
+/// The retention task: runs [`cleanup`] with `RETENTION_HOURS` and prunes
+/// the audit records older than `AUDIT_RETENTION_DAYS` on `schedule` until
+/// `shutdown` fires, logging each run and auditing those that removed
+/// something.
 pub async fn run_schedule(state: AppState, schedule: CleanupSchedule, shutdown: CancellationToken) {
     let hours = u32::try_from(state.config.retention_hours).unwrap_or(u32::MAX);
+    let audit_days = i64::try_from(state.config.audit_retention_days).unwrap_or(i64::MAX);
     let mut wait = schedule.first_after;
     loop {
         tokio::select! {
@@ -200,6 +204,16 @@ pub async fn run_schedule(state: AppState, schedule: CleanupSchedule, shutdown: 
             () = shutdown.cancelled() => return,
         }
         wait = schedule.every;
+        let audit_cutoff = chrono::Duration::try_days(audit_days)
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let pruned = match state.audit_log.prune(audit_cutoff).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, code = e.code(), "pruning the audit trail failed");
+                0
+            }
+        };
         match cleanup(&state.pipeline, hours, false).await {
             Ok(report) => {
                 tracing::info!(
@@ -207,13 +221,15 @@ pub async fn run_schedule(state: AppState, schedule: CleanupSchedule, shutdown: 
                     job_files = report.job_files.objects,
                     orphan_files = report.orphan_files.objects,
                     bytes = report.job_files.bytes + report.orphan_files.bytes,
+                    audit_events = pruned,
                     retention_hours = hours,
+                    audit_retention_days = audit_days,
                     "retention cleanup done"
                 );
-                if !report.jobs.is_empty() || report.orphan_files.objects > 0 {
-                    state
-                        .audit(Entry::new(kind::CLEANUP).detail(report.audit_detail("schedule")))
-                        .await;
+                if !report.jobs.is_empty() || report.orphan_files.objects > 0 || pruned > 0 {
+                    let mut detail = report.audit_detail("schedule");
+                    detail["audit_events"] = pruned.into();
+                    state.audit(Entry::new(kind::CLEANUP).detail(detail)).await;
                 }
             }
             Err(e) => tracing::error!(error = %e, code = e.code(), "retention cleanup failed"),

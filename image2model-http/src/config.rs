@@ -100,6 +100,9 @@ pub struct Config {
     pub max_image_pixels: u64,
     /// `RETENTION_HOURS`.
     pub retention_hours: u64,
+    /// `AUDIT_RETENTION_DAYS`: audit records older than this are removed by
+    /// the retention task.
+    pub audit_retention_days: u64,
     /// `WORKER_CONCURRENCY`.
     pub worker_concurrency: usize,
     /// `WORKER_LEASE_SECONDS`: how long a worker's claim on an item holds
@@ -145,6 +148,7 @@ pub const VARIABLES: &[&str] = &[
     "MAX_FILE_BYTES",
     "MAX_IMAGE_PIXELS",
     "RETENTION_HOURS",
+    "AUDIT_RETENTION_DAYS",
     "WORKER_CONCURRENCY",
     "WORKER_LEASE_SECONDS",
     "JOB_CACHE_TTL_MS",
@@ -330,6 +334,7 @@ impl Config {
             max_file_bytes: r.positive("MAX_FILE_BYTES", 10 * 1024 * 1024),
             max_image_pixels: r.positive("MAX_IMAGE_PIXELS", 8192 * 8192),
             retention_hours: r.positive("RETENTION_HOURS", 168),
+            audit_retention_days: r.positive("AUDIT_RETENTION_DAYS", 365),
             worker_concurrency: r.positive("WORKER_CONCURRENCY", 4),
             worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
             job_cache_ttl_ms: r.parsed("JOB_CACHE_TTL_MS", 500),
@@ -481,6 +486,7 @@ impl Config {
             "MAX_FILE_BYTES": self.max_file_bytes,
             "MAX_IMAGE_PIXELS": self.max_image_pixels,
             "RETENTION_HOURS": self.retention_hours,
+            "AUDIT_RETENTION_DAYS": self.audit_retention_days,
             "WORKER_CONCURRENCY": self.worker_concurrency,
             "WORKER_LEASE_SECONDS": self.worker_lease_seconds,
             "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
@@ -574,6 +580,7 @@ mod tests {
         assert_eq!(c.max_file_bytes, 10_485_760);
         assert_eq!(c.max_image_pixels, 67_108_864);
         assert_eq!(c.retention_hours, 168);
+        assert_eq!(c.audit_retention_days, 365);
         assert_eq!(c.worker_concurrency, 4);
         assert!(c.metrics_addr.is_none());
     }

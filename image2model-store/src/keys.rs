@@ -17,6 +17,29 @@ use crate::sqlite::SqliteJobStore;
 /// The most events one `recent` call returns.
 const MAX_EVENTS: u32 = 1000;
 
+/// The most events one statement of `prune` removes: each batch is a short
+/// write of its own, so other writers wait for one batch, not the whole
+/// backlog.
+const PRUNE_BATCH: i64 = 500;
+
+/// Runs `batch` (one statement removing at most [`PRUNE_BATCH`] rows, which
+/// returns how many it removed) until one comes back short, and returns
+/// the total.
+async fn in_batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StoreError>>,
+{
+    let mut removed = 0;
+    loop {
+        let n = batch().await?;
+        removed += n;
+        if n < PRUNE_BATCH.unsigned_abs() {
+            return Ok(removed);
+        }
+    }
+}
+
 /// A row of `api_keys`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct KeyRow {
@@ -247,6 +270,23 @@ impl AuditLog for SqliteJobStore {
         .map_err(db_error("reading audit events"))?;
         events_of(rows)
     }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        in_batches(|| async {
+            let _turn = self.write_turn().await;
+            sqlx::query(
+                "DELETE FROM audit_events WHERE seq IN \
+                 (SELECT seq FROM audit_events WHERE at_ms < ? ORDER BY at_ms, seq LIMIT ?)",
+            )
+            .bind(to_ms(before))
+            .bind(PRUNE_BATCH)
+            .execute(self.writer())
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(db_error("pruning audit events"))
+        })
+        .await
+    }
 }
 
 // ---------------------------------------------------------------- Postgres
@@ -350,5 +390,21 @@ impl AuditLog for PostgresJobStore {
         .await
         .map_err(db_error("reading audit events"))?;
         events_of(rows)
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        in_batches(|| async {
+            sqlx::query(
+                "DELETE FROM audit_events WHERE seq IN \
+                 (SELECT seq FROM audit_events WHERE at_ms < $1 ORDER BY at_ms, seq LIMIT $2)",
+            )
+            .bind(to_ms(before))
+            .bind(PRUNE_BATCH)
+            .execute(self.pool())
+            .await
+            .map(|done| done.rows_affected())
+            .map_err(db_error("pruning audit events"))
+        })
+        .await
     }
 }

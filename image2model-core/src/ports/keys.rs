@@ -93,4 +93,8 @@ pub trait AuditLog: Send + Sync + fmt::Debug {
         limit: u32,
         before: Option<DateTime<Utc>>,
     ) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Removes every record from before `before` (the retention task's,
+    /// `AUDIT_RETENTION_DAYS`) and returns how many went. Stores remove them
+    /// in bounded batches, so writers wait for one batch at most.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
 }

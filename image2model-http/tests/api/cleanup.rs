@@ -225,11 +225,11 @@ async fn cleanup_needs_an_age_of_at_least_an_hour_and_an_explicit_dry_run() {
     assert_eq!(missing.status(), 400);
 }
 
-#[tokio::test]
-async fn the_retention_task_removes_what_is_older_than_retention_hours() {
-    let app = spawn_app_built(
+/// An app whose retention task runs every 200 ms, with `var` set to `value`.
+async fn with_retention_every_200ms(var: &str, value: &str) -> TestApp {
+    spawn_app_built(
         |vars| {
-            vars.insert("RETENTION_HOURS".into(), "24".into());
+            vars.insert(var.into(), value.into());
         },
         |b| {
             b.cleanup_schedule(CleanupSchedule {
@@ -238,7 +238,12 @@ async fn the_retention_task_removes_what_is_older_than_retention_hours() {
             })
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn the_retention_task_removes_what_is_older_than_retention_hours() {
+    let app = with_retention_every_200ms("RETENTION_HOURS", "24").await;
     let old = finished_job(&app).await;
     let recent = finished_job(&app).await;
 
@@ -267,4 +272,63 @@ async fn the_retention_task_removes_what_is_older_than_retention_hours() {
         .expect("the run is audited");
     assert_eq!(run["detail"]["trigger"], "schedule");
     assert_eq!(run["detail"]["jobs"], 1);
+}
+
+/// Adds an audit record of `kind`, `days` back, straight into the database.
+async fn old_audit_record(app: &TestApp, kind: &str, days: i64) {
+    let url = format!(
+        "sqlite://{}",
+        app.dir.path().join("image2model.db").display()
+    );
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let at_ms = chrono::Utc::now().timestamp_millis() - days * 24 * HOUR_MS;
+    sqlx::query(
+        "INSERT INTO audit_events (at_ms, kind, actor, client_ip, request_id, detail) \
+         VALUES (?, ?, NULL, NULL, NULL, '{}')",
+    )
+    .bind(at_ms)
+    .bind(kind)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn the_retention_task_prunes_audit_records_older_than_audit_retention_days() {
+    let app = with_retention_every_200ms("AUDIT_RETENTION_DAYS", "30").await;
+    old_audit_record(&app, "test_old", 31).await;
+    old_audit_record(&app, "test_kept", 29).await;
+
+    let kinds = |audit: &Value| -> Vec<String> {
+        audit["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let audit = loop {
+        let audit = app.audit_ok("?limit=1000").await;
+        if !kinds(&audit).iter().any(|k| k == "test_old") {
+            break audit;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the 31-day-old record is pruned within a few runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        kinds(&audit).iter().any(|k| k == "test_kept"),
+        "the 29-day-old record is kept"
+    );
+    let run = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "cleanup" && e["detail"]["audit_events"] == 1)
+        .expect("the run that pruned is audited with its count");
+    assert_eq!(run["detail"]["trigger"], "schedule");
 }

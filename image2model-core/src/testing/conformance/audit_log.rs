@@ -22,6 +22,7 @@ macro_rules! __audit_log_checks {
             recent_returns_at_most_limit_events,
             recent_caps_the_limit_at_1000,
             before_returns_only_older_events,
+            prune_removes_only_older_events_and_counts_them,
         ]}
     };
 }
@@ -132,4 +133,33 @@ pub async fn before_returns_only_older_events(log: Arc<dyn AuditLog>) {
 
     let kinds: Vec<&str> = read.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["e1", "e0"], "strictly before, newest first");
+}
+
+/// `prune(t)` removes exactly the events from before `t`, says how many,
+/// and leaves the rest readable; a second prune finds nothing. More old
+/// events than one batch of the SQL stores (500), so that every batch is
+/// counted and none is left behind.
+pub async fn prune_removes_only_older_events_and_counts_them(log: Arc<dyn AuditLog>) {
+    const OLD: i64 = 1203;
+    let cutoff = minutes_ago(60);
+    for n in 0..OLD {
+        log.record(event("old", minutes_ago(61 + n % 500)))
+            .await
+            .expect("record old");
+    }
+    let at_cutoff = event("at_cutoff", cutoff);
+    let recent = event("recent", minutes_ago(1));
+    log.record(at_cutoff.clone())
+        .await
+        .expect("record at cutoff");
+    log.record(recent.clone()).await.expect("record recent");
+
+    let removed = log.prune(cutoff).await.expect("prune");
+
+    assert_eq!(removed, OLD as u64, "every older event");
+    assert_eq!(
+        log.recent(10, None).await.expect("recent"),
+        vec![recent, at_cutoff]
+    );
+    assert_eq!(log.prune(cutoff).await.expect("prune again"), 0);
 }
