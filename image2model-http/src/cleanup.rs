@@ -1,8 +1,9 @@
 //! Removal of what is old: ended jobs with their files, and orphan files.
 //!
 //! Used by `POST /api/v1/admin/cleanup` (any age, optionally a dry run) and
-//! by the retention task ([`run_schedule`]), which removes what is older than
-//! `RETENTION_HOURS` every hour, and audit records older than
+//! by the retention task ([`run_schedule`]), which runs every
+//! `CLEANUP_INTERVAL_MINUTES` (an hour by default) and removes what is older
+//! than `RETENTION_HOURS`, and audit records older than
 //! `AUDIT_RETENTION_DAYS`.
 //!
 //! What counts:
@@ -47,9 +48,18 @@ pub struct CleanupSchedule {
 impl Default for CleanupSchedule {
     /// A minute after start, then hourly.
     fn default() -> Self {
+        Self::every_minutes(60)
+    }
+}
+
+impl CleanupSchedule {
+    /// A minute after start, then every `minutes` (`CLEANUP_INTERVAL_MINUTES`;
+    /// at least one).
+    #[must_use]
+    pub fn every_minutes(minutes: u64) -> Self {
         Self {
             first_after: Duration::from_secs(60),
-            every: Duration::from_secs(3600),
+            every: Duration::from_secs(minutes.max(1).saturating_mul(60)),
         }
     }
 }

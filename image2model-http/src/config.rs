@@ -103,6 +103,8 @@ pub struct Config {
     /// `AUDIT_RETENTION_DAYS`: audit records older than this are removed by
     /// the retention task.
     pub audit_retention_days: u64,
+    /// `CLEANUP_INTERVAL_MINUTES`: time between runs of the retention task.
+    pub cleanup_interval_minutes: u64,
     /// `WORKER_CONCURRENCY`.
     pub worker_concurrency: usize,
     /// `WORKER_LEASE_SECONDS`: how long a worker's claim on an item holds
@@ -149,6 +151,7 @@ pub const VARIABLES: &[&str] = &[
     "MAX_IMAGE_PIXELS",
     "RETENTION_HOURS",
     "AUDIT_RETENTION_DAYS",
+    "CLEANUP_INTERVAL_MINUTES",
     "WORKER_CONCURRENCY",
     "WORKER_LEASE_SECONDS",
     "JOB_CACHE_TTL_MS",
@@ -335,6 +338,7 @@ impl Config {
             max_image_pixels: r.positive("MAX_IMAGE_PIXELS", 8192 * 8192),
             retention_hours: r.positive("RETENTION_HOURS", 168),
             audit_retention_days: r.positive("AUDIT_RETENTION_DAYS", 365),
+            cleanup_interval_minutes: r.positive("CLEANUP_INTERVAL_MINUTES", 60),
             worker_concurrency: r.positive("WORKER_CONCURRENCY", 4),
             worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
             job_cache_ttl_ms: r.parsed("JOB_CACHE_TTL_MS", 500),
@@ -487,6 +491,7 @@ impl Config {
             "MAX_IMAGE_PIXELS": self.max_image_pixels,
             "RETENTION_HOURS": self.retention_hours,
             "AUDIT_RETENTION_DAYS": self.audit_retention_days,
+            "CLEANUP_INTERVAL_MINUTES": self.cleanup_interval_minutes,
             "WORKER_CONCURRENCY": self.worker_concurrency,
             "WORKER_LEASE_SECONDS": self.worker_lease_seconds,
             "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
@@ -581,6 +586,7 @@ mod tests {
         assert_eq!(c.max_image_pixels, 67_108_864);
         assert_eq!(c.retention_hours, 168);
         assert_eq!(c.audit_retention_days, 365);
+        assert_eq!(c.cleanup_interval_minutes, 60);
         assert_eq!(c.worker_concurrency, 4);
         assert!(c.metrics_addr.is_none());
     }
@@ -599,10 +605,19 @@ mod tests {
             ("MAX_FILES", "-1"),
             ("TRUSTED_PROXIES", "10.0.0.0/8, bogus"),
             ("ENVIRONMENT", "staging"),
+            ("CLEANUP_INTERVAL_MINUTES", "0"),
+            ("AUDIT_RETENTION_DAYS", "0"),
         ])
         .unwrap_err();
         let text = err.to_string();
-        for name in ["BIND_ADDR", "MAX_FILES", "TRUSTED_PROXIES", "ENVIRONMENT"] {
+        for name in [
+            "BIND_ADDR",
+            "MAX_FILES",
+            "TRUSTED_PROXIES",
+            "ENVIRONMENT",
+            "CLEANUP_INTERVAL_MINUTES",
+            "AUDIT_RETENTION_DAYS",
+        ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
     }

@@ -28,7 +28,7 @@
 //! - [`audit`]: the audit trail (structured log events and stored rows) and
 //!   the observer that records refused requests.
 //! - [`cleanup`]: removal of old jobs, their files and orphan files, for
-//!   `POST /api/v1/admin/cleanup` and the hourly `RETENTION_HOURS` task.
+//!   `POST /api/v1/admin/cleanup` and the `RETENTION_HOURS` task (hourly by default).
 //! - [`api`]: the `/api/v1` operations (`upload`, `jobs`, `admin`), the
 //!   probes (`health`), the JSON shapes (`dto`), downloads (`model`) and the
 //!   error envelope (`error`).
@@ -286,7 +286,7 @@ impl AppBuilder {
     }
 
     /// When the `RETENTION_HOURS` cleanup task runs (default: a minute after
-    /// start, then hourly).
+    /// start, then every `CLEANUP_INTERVAL_MINUTES`, hourly unless set).
     #[must_use]
     pub fn cleanup_schedule(mut self, schedule: CleanupSchedule) -> Self {
         self.cleanup = schedule;
@@ -439,6 +439,7 @@ impl App {
     /// A builder over `config`.
     #[must_use]
     pub fn builder(config: Config) -> AppBuilder {
+        let cleanup = CleanupSchedule::every_minutes(config.cleanup_interval_minutes);
         AppBuilder {
             config,
             role: ServeRole::default(),
@@ -449,7 +450,7 @@ impl App {
             bootstrap_keys: None,
             key_store: None,
             audit_log: None,
-            cleanup: CleanupSchedule::default(),
+            cleanup,
             worker: WorkerConfig::default(),
             event_poll_interval: None,
             server_limits: ServerLimits::default(),
@@ -602,5 +603,29 @@ impl App {
             handle,
             state,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retention_task_runs_every_cleanup_interval_minutes() {
+        let config = Config::from_lookup(|name| {
+            (name == "CLEANUP_INTERVAL_MINUTES").then(|| "15".to_owned())
+        })
+        .expect("config");
+
+        let builder = App::builder(config);
+
+        assert_eq!(
+            builder.cleanup.every,
+            std::time::Duration::from_secs(15 * 60)
+        );
+        assert_eq!(
+            builder.cleanup.first_after,
+            std::time::Duration::from_secs(60)
+        );
     }
 }
