@@ -242,7 +242,12 @@ pub async fn run_schedule(state: AppState, schedule: CleanupSchedule, shutdown: 
                     state.audit(Entry::new(kind::CLEANUP).detail(detail)).await;
                 }
             }
-            Err(e) => tracing::error!(error = %e, code = e.code(), "retention cleanup failed"),
+            Err(e) => tracing::error!(
+                error = %e,
+                code = e.code(),
+                audit_events = pruned,
+                "retention cleanup failed"
+            ),
         }
     }
 }

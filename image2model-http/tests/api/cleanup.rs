@@ -13,13 +13,18 @@ use crate::helpers::{ADMIN_KEY, TestApp, USER_KEY, error_code, png, spawn_app, s
 
 const HOUR_MS: i64 = 3_600_000;
 
-/// Moves a job's times `hours` back in the database.
-async fn age_job(app: &TestApp, job_id: &str, hours: i64) {
+/// A connection pool to the app's SQLite database, beside the server's.
+async fn database(app: &TestApp) -> sqlx::SqlitePool {
     let url = format!(
         "sqlite://{}",
         app.dir.path().join("image2model.db").display()
     );
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    sqlx::SqlitePool::connect(&url).await.unwrap()
+}
+
+/// Moves a job's times `hours` back in the database.
+async fn age_job(app: &TestApp, job_id: &str, hours: i64) {
+    let pool = database(app).await;
     let done = sqlx::query(
         "UPDATE jobs SET updated_at_ms = updated_at_ms - ?, created_at_ms = created_at_ms - ? \
          WHERE job_id = ?",
@@ -276,11 +281,7 @@ async fn the_retention_task_removes_what_is_older_than_retention_hours() {
 
 /// Adds an audit record of `kind`, `days` back, straight into the database.
 async fn old_audit_record(app: &TestApp, kind: &str, days: i64) {
-    let url = format!(
-        "sqlite://{}",
-        app.dir.path().join("image2model.db").display()
-    );
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let pool = database(app).await;
     let at_ms = chrono::Utc::now().timestamp_millis() - days * 24 * HOUR_MS;
     sqlx::query(
         "INSERT INTO audit_events (at_ms, kind, actor, client_ip, request_id, detail) \
