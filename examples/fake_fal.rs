@@ -90,6 +90,7 @@ async fn main() -> anyhow::Result<()> {
             queue_time: args.latency,
             progress_time: args.latency,
             scenario: args.scenario.clone(),
+            ..FakeFalConfig::default()
         },
     )?;
     println!("fake FAL running (scenario {:?})", args.scenario);

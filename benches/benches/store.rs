@@ -96,6 +96,7 @@ fn new_job(owner: &ApiKeyId) -> NewJob {
 const CLAIM: ClaimOptions = ClaimOptions {
     lease: Duration::from_secs(60),
     max_attempts: 3,
+    models: None,
 };
 
 /// create_job, get_job, and claim_next + finish_item on one store.

@@ -23,7 +23,7 @@
 //! most `capacity` jobs (`quick_cache`'s S3-FIFO eviction). Ages are read
 //! from tokio's clock, so tests can pause and advance it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,6 +166,37 @@ impl CachedJobStore {
         }
     }
 
+    /// [`Self::item_changed`] for many items at once: one epoch bump, and
+    /// each job forgotten once (every job if any item is unknown).
+    fn items_changed(&self, items: impl IntoIterator<Item = (ItemId, bool)>) {
+        let mut jobs = HashSet::new();
+        let mut unknown = false;
+        {
+            let mut map = self.items.lock().expect("item map lock");
+            for (item, done) in items {
+                let job = if done {
+                    map.remove(&item)
+                } else {
+                    map.get(&item).copied()
+                };
+                match job {
+                    Some(job) => {
+                        jobs.insert(job);
+                    }
+                    None => unknown = true,
+                }
+            }
+        }
+        if unknown {
+            self.changed_all();
+        } else if !jobs.is_empty() {
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            for job in jobs {
+                self.cache.remove(&job);
+            }
+        }
+    }
+
     fn remember_claim(&self, claim: &Claim) {
         let mut items = self.items.lock().expect("item map lock");
         if items.len() >= MAX_TRACKED_ITEMS {
@@ -249,6 +280,25 @@ impl JobStore for CachedJobStore {
     ) -> Result<bool, StoreError> {
         let result = self.inner.renew_lease(item, token, lease).await;
         self.item_changed(item, !matches!(result, Ok(true)));
+        result
+    }
+
+    /// As [`JobStore::renew_lease`] for each lease: a renewed item's job is
+    /// forgotten; a lost one (or every one, on an error, when the write may
+    /// or may not have happened) is forgotten with its job.
+    async fn renew_leases(
+        &self,
+        leases: &[(ItemId, LeaseToken)],
+        lease: Duration,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let result = self.inner.renew_leases(leases, lease).await;
+        match &result {
+            Ok(lost) => {
+                let lost: HashSet<ItemId> = lost.iter().copied().collect();
+                self.items_changed(leases.iter().map(|(item, _)| (*item, lost.contains(item))));
+            }
+            Err(_) => self.items_changed(leases.iter().map(|(item, _)| (*item, true))),
+        }
         result
     }
 

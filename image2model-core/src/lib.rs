@@ -58,5 +58,6 @@ pub mod validate;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub use pipeline::{
-    Generators, Pipeline, PipelineConfig, PipelineError, Scope, SubmitOptions, Worker, WorkerConfig,
+    Generators, Pipeline, PipelineConfig, PipelineError, Scope, SubmitOptions, Worker,
+    WorkerConfig, available_cores,
 };

@@ -139,6 +139,14 @@ impl JobStore for MemoryJobStore {
             if job.cancel_requested || job.status.is_terminal() {
                 continue;
             }
+            // Another model's items are not touched at all: not claimed, and
+            // not failed as `worker_lost` either (a worker with room for that
+            // model will do it).
+            if let Some(models) = &options.models
+                && !models.contains(&job.options.model)
+            {
+                continue;
+            }
             for idx in 0..job.items.len() {
                 let item = &job.items[idx];
                 let expired = item.status == ItemStatus::Running
@@ -215,6 +223,37 @@ impl JobStore for MemoryJobStore {
             },
         );
         Ok(true)
+    }
+
+    /// Under one lock; each lease changes exactly as [`renew_lease`] would
+    /// change it (only its expiry).
+    ///
+    /// [`renew_lease`]: JobStore::renew_lease
+    async fn renew_leases(
+        &self,
+        leases: &[(ItemId, LeaseToken)],
+        lease: Duration,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut st = self.state.lock().expect("memory store lock");
+        let expires_at = lease_until(lease);
+        let mut lost = Vec::new();
+        for (item, token) in leases {
+            if st.held(*item, token).is_none() {
+                lost.push(*item);
+                continue;
+            }
+            st.leases.insert(
+                *item,
+                Lease {
+                    token: token.clone(),
+                    expires_at,
+                },
+            );
+        }
+        Ok(lost)
     }
 
     async fn record_progress(

@@ -63,15 +63,17 @@ async fn submit_uses_the_whole_endpoint_id_and_requests_use_owner_app_only() {
     assert_eq!(submits.len(), 1);
     assert_eq!(submits[0].target, format!("POST /{TRIPO}"));
     assert_eq!(t.fake.submits_to(TRIPO), 1);
-    let polls: Vec<_> = events
+    let looks: Vec<_> = events
         .iter()
-        .filter(|e| e.kind == FakeEventKind::Status)
+        .filter(|e| matches!(e.kind, FakeEventKind::Status | FakeEventKind::StatusStream))
         .collect();
-    assert!(!polls.is_empty());
-    for poll in polls {
-        assert_eq!(
-            poll.target,
-            format!("GET /tripo3d/tripo/requests/{id}/status")
+    assert!(!looks.is_empty());
+    for look in looks {
+        let base = format!("GET /tripo3d/tripo/requests/{id}/status");
+        assert!(
+            look.target == base || look.target == format!("{base}/stream"),
+            "{}",
+            look.target
         );
     }
     let result = events
@@ -83,7 +85,7 @@ async fn submit_uses_the_whole_endpoint_id_and_requests_use_owner_app_only() {
 }
 
 #[tokio::test]
-async fn the_request_id_reaches_the_observer_before_the_first_status_poll() {
+async fn the_request_id_reaches_the_observer_before_the_first_status_look() {
     let t = spawn(Scenario::Success).await;
     let observer = Recorder::watching(&t.fake);
 
@@ -96,7 +98,7 @@ async fn the_request_id_reaches_the_observer_before_the_first_status_poll() {
         observer.request_ids(),
         vec![t.fake.last_submit().unwrap().request_id]
     );
-    assert!(t.fake.status_polls() >= 1);
+    assert!(t.fake.status_polls() + t.fake.status_streams() >= 1);
 }
 
 #[tokio::test]
@@ -114,6 +116,7 @@ async fn a_failure_to_persist_the_request_id_gives_up_without_polling() {
     assert_eq!(err.code(), "internal_error");
     assert_eq!(t.fake.submits(), 1);
     assert_eq!(t.fake.status_polls(), 0);
+    assert_eq!(t.fake.status_streams(), 0);
     assert_eq!(t.fake.results(), 0);
     // Nobody can collect it any more: it is cancelled rather than paid for.
     assert_eq!(t.fake.cancels(), 1);
@@ -313,7 +316,7 @@ async fn every_model_in_the_table_round_trips_through_the_fake() {
 }
 
 #[tokio::test]
-async fn the_hunyuan_sub_models_poll_under_owner_and_app() {
+async fn the_hunyuan_sub_models_follow_under_owner_and_app() {
     let t = spawn(Scenario::Success).await;
 
     generate_glb(&t, request("hunyuan3d-v2-mini"), &Recorder::default())
@@ -322,12 +325,10 @@ async fn the_hunyuan_sub_models_poll_under_owner_and_app() {
 
     assert_eq!(t.fake.submits_to("fal-ai/hunyuan3d/v2/mini"), 1);
     let id = t.fake.last_submit().unwrap().request_id;
-    assert!(
-        t.fake
-            .events()
-            .iter()
-            .any(|e| e.target == format!("GET /fal-ai/hunyuan3d/requests/{id}/status"))
-    );
+    assert!(t.fake.events().iter().any(|e| {
+        e.target
+            .starts_with(&format!("GET /fal-ai/hunyuan3d/requests/{id}/status"))
+    }));
     assert_eq!(t.fake.not_found(), 0);
 }
 
@@ -425,7 +426,8 @@ async fn transient_503s_on_status_are_retried_and_submitted_exactly_once() {
 
     assert_eq!(glb, cube_glb());
     assert_eq!(t.fake.submits(), 1);
-    assert!(t.fake.status_polls() >= 4);
+    // Three failed looks (streams fall back to polls), then one that works.
+    assert!(t.fake.status_polls() + t.fake.status_streams() >= 4);
 }
 
 #[tokio::test]
@@ -441,7 +443,7 @@ async fn a_500_on_status_is_retried() {
         .unwrap();
 
     assert_eq!(t.fake.submits(), 1);
-    assert!(t.fake.status_polls() >= 3);
+    assert!(t.fake.status_polls() + t.fake.status_streams() >= 3);
 }
 
 #[tokio::test]
@@ -856,7 +858,7 @@ async fn the_deadline_bounds_retries_too() {
 // ------------------------------------------------------------------ resume
 
 #[tokio::test]
-async fn a_resumed_request_is_polled_not_resubmitted() {
+async fn a_resumed_request_is_followed_not_resubmitted() {
     let t = spawn(Scenario::Success).await;
     let id = t.fake.seed_request(TRIPO);
     let mut req = request("tripo3d-v2.5");
@@ -866,7 +868,12 @@ async fn a_resumed_request_is_polled_not_resubmitted() {
 
     assert_eq!(glb, cube_glb());
     assert_eq!(t.fake.submits(), 0);
-    assert!(t.fake.status_polls_for(&id) >= 1);
+    assert!(
+        t.fake
+            .events()
+            .iter()
+            .any(|e| e.target.contains(&format!("/requests/{id}/status")))
+    );
     assert_eq!(t.fake.results(), 1);
 }
 

@@ -44,6 +44,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 const CLAIM: ClaimOptions = ClaimOptions {
     lease: Duration::from_secs(60),
     max_attempts: 3,
+    models: None,
 };
 
 /// A memory store that counts `get_job` calls and can hold a read between
@@ -52,6 +53,10 @@ const CLAIM: ClaimOptions = ClaimOptions {
 struct Probe {
     inner: MemoryJobStore,
     reads: AtomicUsize,
+    /// `renew_lease` calls.
+    renewals: AtomicUsize,
+    /// `renew_leases` calls.
+    batch_renewals: AtomicUsize,
     /// When set, each read waits here after taking its snapshot.
     gate: std::sync::Mutex<Option<Arc<Notify>>>,
     /// Told when a read has its snapshot and waits at the gate.
@@ -98,7 +103,16 @@ impl JobStore for Probe {
         token: &LeaseToken,
         lease: Duration,
     ) -> Result<bool, StoreError> {
+        self.renewals.fetch_add(1, Ordering::SeqCst);
         self.inner.renew_lease(item, token, lease).await
+    }
+    async fn renew_leases(
+        &self,
+        leases: &[(ItemId, LeaseToken)],
+        lease: Duration,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        self.batch_renewals.fetch_add(1, Ordering::SeqCst);
+        self.inner.renew_leases(leases, lease).await
     }
     async fn record_progress(
         &self,
@@ -336,6 +350,33 @@ async fn a_change_to_an_item_claimed_elsewhere_forgets_every_job() {
     );
     assert!(cache.is_empty());
     assert_eq!(get(&cache, claim.job.job_id).await.progress, progress(10));
+}
+
+#[tokio::test]
+async fn renew_leases_reach_the_backend_as_one_batch() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let job = create(&cache, 3).await;
+    let mut leases = Vec::new();
+    while let Some(c) = cache.claim_next(CLAIM).await.unwrap() {
+        leases.push((c.item.item_id, c.token));
+    }
+    let gone = create(&cache, 1).await;
+    let lost_claim = cache.claim_next(CLAIM).await.unwrap().unwrap();
+    cache.delete_job(gone.job_id).await.unwrap().unwrap();
+    leases.push((lost_claim.item.item_id, lost_claim.token));
+    let before = get(&cache, job.job_id).await;
+
+    let lost = cache.renew_leases(&leases, HOUR).await.unwrap();
+
+    assert_eq!(lost, vec![lost_claim.item.item_id]);
+    assert_eq!(probe.batch_renewals.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        probe.renewals.load(Ordering::SeqCst),
+        0,
+        "not one renew_lease per item"
+    );
+    assert_eq!(get(&cache, job.job_id).await, before);
 }
 
 #[tokio::test]

@@ -60,6 +60,9 @@ fn fast_worker() -> WorkerConfig {
         max_attempts: 3,
         idle_poll: Duration::from_millis(20),
         shutdown_grace: Duration::from_millis(200),
+        progress_interval: Duration::ZERO,
+        progress_step: 0,
+        claimers: 4,
     }
 }
 
@@ -425,6 +428,7 @@ async fn an_item_left_running_by_a_crashed_worker_is_reclaimed_after_its_lease()
         .claim_next(ClaimOptions {
             lease: Duration::from_millis(200),
             max_attempts: 3,
+            models: None,
         })
         .await
         .unwrap()
@@ -501,12 +505,13 @@ async fn an_item_whose_workers_keep_dying_fails_as_worker_lost() {
     let options = ClaimOptions {
         lease: Duration::from_millis(50),
         max_attempts: 2,
+        models: None,
     };
     for _ in 0..2 {
-        assert!(h.jobs.claim_next(options).await.unwrap().is_some());
+        assert!(h.jobs.claim_next(options.clone()).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
-    assert!(h.jobs.claim_next(options).await.unwrap().is_none());
+    assert!(h.jobs.claim_next(options.clone()).await.unwrap().is_none());
     let stored = h.pipeline.job(job.job_id, &Scope::Any).await.unwrap();
     assert_eq!(stored.status, JobStatus::Failed);
     assert_eq!(stored.items[0].error.as_ref().unwrap().code, "worker_lost");

@@ -59,6 +59,9 @@ fn worker_config() -> WorkerConfig {
         max_attempts: 3,
         idle_poll: Duration::from_millis(20),
         shutdown_grace: Duration::from_millis(200),
+        progress_interval: Duration::ZERO,
+        progress_step: 0,
+        claimers: 4,
     }
 }
 
@@ -219,7 +222,10 @@ async fn cancelling_a_job_cancels_its_fal_request() {
     let stop = CancellationToken::new();
     tokio::spawn(s.pipeline.worker(worker_config()).run(stop.clone()));
     let job = submit(&s.pipeline).await;
-    eventually("fal is polled", || s.fake.status_polls() > 0).await;
+    eventually("the request is followed", || {
+        s.fake.status_polls() + s.fake.status_streams() > 0
+    })
+    .await;
     s.pipeline
         .cancel(job.job_id, &Scope::Owner(owner()))
         .await

@@ -116,6 +116,10 @@ pub struct Config {
     pub job_cache_ttl_ms: u64,
     /// `METRICS_ADDR`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `PUBLIC_BASE_URL`: where the internet reaches this server (the
+    /// Cloudflare tunnel's hostname). With FAL, requests are submitted with a
+    /// webhook to [`crate::FAL_WEBHOOK_PATH`] under it.
+    pub public_base_url: Option<url::Url>,
 }
 
 /// Variables that could not be parsed.
@@ -156,6 +160,7 @@ pub const VARIABLES: &[&str] = &[
     "WORKER_LEASE_SECONDS",
     "JOB_CACHE_TTL_MS",
     "METRICS_ADDR",
+    "PUBLIC_BASE_URL",
 ];
 
 /// The shortest secret accepted in production.
@@ -273,13 +278,34 @@ impl Config {
         let storage_url = r
             .text("STORAGE_URL")
             .unwrap_or_else(|| "file://./data/blobs".to_owned());
-        let fal = match FalConfig::from_lookup(|name| (r.lookup)(name)) {
+        let public_base_url = match r.text("PUBLIC_BASE_URL") {
+            None => None,
+            Some(v) => match fal::parse_base_url("PUBLIC_BASE_URL", &v) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    r.errors.push(format!("{}: {}", e.name, e.message));
+                    None
+                }
+            },
+        };
+        let mut fal = match FalConfig::from_lookup(|name| (r.lookup)(name)) {
             Ok(fal) => fal,
             Err(e) => {
                 r.errors.push(format!("{}: {}", e.name, e.message));
                 None
             }
         };
+        if let (Some(fal), Some(base)) = (fal.as_mut(), public_base_url.as_ref()) {
+            let hook = format!(
+                "{}{}",
+                base.as_str().trim_end_matches('/'),
+                crate::FAL_WEBHOOK_PATH
+            );
+            match url::Url::parse(&hook) {
+                Ok(url) => fal.webhook_url = Some(url),
+                Err(e) => r.errors.push(format!("PUBLIC_BASE_URL: {e}")),
+            }
+        }
         let generator = match r.text("GENERATOR").map(|g| g.to_ascii_lowercase()) {
             None if fal.is_some() => GeneratorChoice::Fal,
             None => GeneratorChoice::Relief,
@@ -339,10 +365,12 @@ impl Config {
             retention_hours: r.positive("RETENTION_HOURS", 168),
             audit_retention_days: r.positive("AUDIT_RETENTION_DAYS", 365),
             cleanup_interval_minutes: r.positive("CLEANUP_INTERVAL_MINUTES", 60),
-            worker_concurrency: r.positive("WORKER_CONCURRENCY", 4),
+            worker_concurrency: r
+                .positive("WORKER_CONCURRENCY", image2model_core::available_cores()),
             worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
             job_cache_ttl_ms: r.parsed("JOB_CACHE_TTL_MS", 500),
             metrics_addr,
+            public_base_url,
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -496,6 +524,7 @@ impl Config {
             "WORKER_LEASE_SECONDS": self.worker_lease_seconds,
             "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
             "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
+            "PUBLIC_BASE_URL": self.public_base_url.as_ref().map(url::Url::as_str),
         })
     }
 }
@@ -587,7 +616,7 @@ mod tests {
         assert_eq!(c.retention_hours, 168);
         assert_eq!(c.audit_retention_days, 365);
         assert_eq!(c.cleanup_interval_minutes, 60);
-        assert_eq!(c.worker_concurrency, 4);
+        assert_eq!(c.worker_concurrency, image2model_core::available_cores());
         assert!(c.metrics_addr.is_none());
     }
 

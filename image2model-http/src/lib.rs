@@ -50,6 +50,7 @@ pub mod routes;
 pub mod security;
 pub mod server;
 pub mod web;
+pub mod webhooks;
 pub mod wiring;
 
 use std::io;
@@ -73,6 +74,7 @@ use tokio_util::sync::CancellationToken;
 use crate::audit::{AuditObserver, Entry};
 use crate::cleanup::CleanupSchedule;
 use crate::config::Config;
+pub use crate::routes::FAL_WEBHOOK_PATH;
 use crate::routes::Routes;
 use crate::security::auth::Authenticator;
 use crate::security::body_limit::BodyLimit;
@@ -149,6 +151,8 @@ pub struct SharedState {
     pub audit_log: Arc<dyn AuditLog>,
     /// Resolves client addresses (the TCP peer, or a trusted proxy's header).
     pub clients: ClientIpResolver,
+    /// The FAL generator, when configured: fal's webhooks go to it.
+    pub fal: Option<Arc<image2model_core::generators::fal::FalGenerator>>,
 }
 
 impl AppState {
@@ -330,11 +334,12 @@ impl AppBuilder {
             Some(s) => s,
             None => wiring::blob_store(&self.config).await?,
         };
-        let generators = match self.generators {
-            Some(list) => {
-                Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?
-            }
-            None => wiring::generators(&self.config)?,
+        let (generators, fal) = match self.generators {
+            Some(list) => (
+                Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?,
+                None,
+            ),
+            None => wiring::generators_and_fal(&self.config)?,
         };
         let mut pipeline_config = PipelineConfig {
             limits: self.config.upload_limits(),
@@ -395,6 +400,7 @@ impl AppBuilder {
             keys: registry,
             audit_log,
             clients,
+            fal,
         });
         Ok(App {
             state,
@@ -488,6 +494,9 @@ impl App {
         let mut other = Route::new()
             .at("/health", get(api::health::health))
             .at("/ready", get(api::health::ready));
+        if self.state.fal.is_some() {
+            other = other.at(FAL_WEBHOOK_PATH, poem::post(webhooks::fal));
+        }
         let mut api = Route::new().boxed();
         if self.role.serves_api() {
             let service = api::service(&self.state);

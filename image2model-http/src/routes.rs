@@ -17,6 +17,10 @@ use poem::{Endpoint, IntoResponse, Request, Response, Route};
 /// Where the API is served.
 pub const API_PREFIX: &str = "/api/v1";
 
+/// Where fal's webhooks arrive (outside the API: fal cannot send a bearer
+/// key; the signature authenticates them, see [`crate::webhooks`]).
+pub const FAL_WEBHOOK_PATH: &str = "/webhooks/fal";
+
 /// `/api/v1` to `api`, the rest to `other` (see the module docs).
 pub struct Routes<A> {
     /// The API (paths relative to [`API_PREFIX`]).

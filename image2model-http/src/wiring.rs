@@ -101,6 +101,17 @@ pub fn disk_path(config: &Config) -> PathBuf {
 /// [`BuildError::Generators`] when `GENERATOR=fal` has no key, or the FAL
 /// client cannot be built.
 pub fn generators(config: &Config) -> Result<Generators, BuildError> {
+    generators_and_fal(config).map(|(generators, _)| generators)
+}
+
+/// [`generators`], and the FAL generator among them when there is one (the
+/// server hands it fal's webhooks).
+///
+/// # Errors
+/// As [`generators`].
+pub fn generators_and_fal(
+    config: &Config,
+) -> Result<(Generators, Option<Arc<FalGenerator>>), BuildError> {
     let relief: Arc<dyn ModelGenerator> = Arc::new(ReliefGenerator::default());
     let fal = match &config.fal {
         Some(fal_config) => Some(Arc::new(
@@ -109,6 +120,7 @@ pub fn generators(config: &Config) -> Result<Generators, BuildError> {
         )),
         None => None,
     };
+    let fal_handle = fal.clone();
     let (list, default) = match (config.generator, fal) {
         (GeneratorChoice::Fal, Some(fal)) => {
             let default = fal.default_model();
@@ -127,12 +139,13 @@ pub fn generators(config: &Config) -> Result<Generators, BuildError> {
         (GeneratorChoice::Relief, None) => (vec![relief], None),
     };
     let generators = Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?;
-    match default {
+    let generators = match default {
         Some(model) => generators
             .with_default_model(model)
-            .map_err(|e| BuildError::Generators(e.to_string())),
-        None => Ok(generators),
-    }
+            .map_err(|e| BuildError::Generators(e.to_string()))?,
+        None => generators,
+    };
+    Ok((generators, fal_handle))
 }
 
 /// The pepper used without `SECRET_KEY` (development only: production

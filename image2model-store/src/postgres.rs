@@ -24,7 +24,7 @@ use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
 
 use crate::rows::{
     self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
-    db_error, to_ms,
+    RENEW_CHUNK, db_error, to_ms,
 };
 
 /// The migrations, embedded at build time from `migrations/postgres`.
@@ -246,6 +246,41 @@ async fn find_key(
     }
 }
 
+/// The claim's candidate: the oldest claimable item of any model, locked
+/// (an item another claimer has locked is skipped).
+const CLAIM_ANY_SQL: &str = "SELECT i.item_id, i.job_id FROM items i \
+     JOIN jobs j ON j.job_id = i.job_id \
+     WHERE NOT j.cancel_requested AND (i.status = 'queued' OR (i.status = 'running' \
+     AND (i.lease_expires_at_ms IS NULL OR i.lease_expires_at_ms <= $1))) \
+     ORDER BY i.job_id, i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED";
+
+/// [`CLAIM_ANY_SQL`] for jobs of the models in `$2` (a text array) only.
+const CLAIM_MODELS_SQL: &str = "SELECT i.item_id, i.job_id FROM items i \
+     JOIN jobs j ON j.job_id = i.job_id \
+     WHERE NOT j.cancel_requested AND (i.status = 'queued' OR (i.status = 'running' \
+     AND (i.lease_expires_at_ms IS NULL OR i.lease_expires_at_ms <= $1))) \
+     AND j.model = ANY($2::text[]) \
+     ORDER BY i.job_id, i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED";
+
+/// Renews the leases in `$1` (item ids) and `$2` (their tokens) still held
+/// by those tokens to `$3`, returning the renewed items and tokens.
+///
+/// The `held` step locks the rows first, in `(job_id, position)` order,
+/// the order every other writer locks a job's items in, so that a batch
+/// spanning many jobs cannot deadlock with a cancel or delete locking one
+/// job's items (an `UPDATE … FROM unnest(…)` alone would lock them in
+/// whatever order its join produced). A row changed by a writer that
+/// commits first is checked again on its new version (a cancelled or
+/// reclaimed item no longer matches). Only `lease_expires_at_ms` is written:
+/// see [`LoadedJob::renew`].
+const RENEW_SQL: &str = "WITH held AS (\
+     SELECT i.item_id FROM items i \
+     JOIN unnest($1::text[], $2::text[]) AS l(item_id, lease_token) \
+     ON i.item_id = l.item_id AND i.lease_token = l.lease_token \
+     WHERE i.status = 'running' ORDER BY i.job_id, i.position FOR UPDATE OF i) \
+     UPDATE items SET lease_expires_at_ms = $3 FROM held WHERE items.item_id = held.item_id \
+     RETURNING items.item_id, items.lease_token";
+
 impl PostgresJobStore {
     /// Runs `change` on the item's job when `token` holds the item, with the
     /// item and then its job locked; `Ok(false)` (nothing written) otherwise.
@@ -356,16 +391,23 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        let models: Option<Vec<String>> = options
+            .models
+            .as_deref()
+            .map(|m| m.iter().map(|m| m.as_str().to_owned()).collect());
+        if models.as_ref().is_some_and(Vec::is_empty) {
+            // No model is claimable: nothing to look at, nothing to fail.
+            return Ok(None);
+        }
         let mut tx = self.write().await?;
         let now = rows::now();
         loop {
-            let candidate: Option<(String, String)> = sqlx::query_as(
-                "SELECT i.item_id, i.job_id FROM items i JOIN jobs j ON j.job_id = i.job_id \
-                 WHERE NOT j.cancel_requested AND (i.status = 'queued' OR (i.status = 'running' \
-                 AND (i.lease_expires_at_ms IS NULL OR i.lease_expires_at_ms <= $1))) \
-                 ORDER BY i.job_id, i.position LIMIT 1 FOR UPDATE OF i SKIP LOCKED",
-            )
-            .bind(to_ms(now))
+            let candidate: Option<(String, String)> = match &models {
+                None => sqlx::query_as(AssertSqlSafe(CLAIM_ANY_SQL)).bind(to_ms(now)),
+                Some(models) => sqlx::query_as(AssertSqlSafe(CLAIM_MODELS_SQL))
+                    .bind(to_ms(now))
+                    .bind(models),
+            }
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_error("finding a claimable item"))?;
@@ -417,6 +459,32 @@ impl JobStore for PostgresJobStore {
             Ok(())
         })
         .await
+    }
+
+    /// One statement ([`RENEW_SQL`]) per [`RENEW_CHUNK`] leases, each its
+    /// own transaction: its row locks last one statement, and a chunk never
+    /// holds locks while it waits for another chunk's rows.
+    async fn renew_leases(
+        &self,
+        leases: &[(ItemId, LeaseToken)],
+        lease: Duration,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let mut lost = Vec::new();
+        for chunk in leases.chunks(RENEW_CHUNK) {
+            let (items, tokens): (Vec<String>, Vec<String>) = chunk
+                .iter()
+                .map(|(item, token)| (item.to_string(), token.as_str().to_owned()))
+                .unzip();
+            let renewed: Vec<(String, String)> = sqlx::query_as(AssertSqlSafe(RENEW_SQL))
+                .bind(items)
+                .bind(tokens)
+                .bind(to_ms(rows::lease_until(rows::now(), lease)))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error("renewing leases"))?;
+            lost.extend(rows::not_renewed(chunk, renewed));
+        }
+        Ok(lost)
     }
 
     async fn record_progress(

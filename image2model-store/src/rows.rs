@@ -26,6 +26,11 @@ const JOB_STATUSES: [JobStatus; 6] = [
     JobStatus::Cancelled,
 ];
 
+/// The most leases one `renew_leases` statement renews: larger batches go
+/// in chunks of this many (SQLite binds two values per lease, and a chunk
+/// bounds how long one statement holds the write lock or row locks).
+pub(crate) const RENEW_CHUNK: usize = 500;
+
 /// The job statuses that mean a job has ended, as stored text.
 pub(crate) const ENDED_STATUSES: [&str; 4] = ["succeeded", "partial", "failed", "cancelled"];
 
@@ -513,7 +518,13 @@ impl LoadedJob {
         Ok(())
     }
 
-    /// Extends the lease of held item `idx`.
+    /// Extends the lease of held item `idx`: only its expiry changes. The
+    /// item's and job's `updated_at` stay as they are (a renewal changes
+    /// nothing a client sees), so the batched `renew_leases` of both SQL
+    /// stores, which writes `lease_expires_at_ms` alone, changes exactly
+    /// what this does.
+    ///
+    /// Keep the two in step: whatever this changes, they must change too.
     pub(crate) fn renew(&mut self, idx: usize, lease: Duration, now: DateTime<Utc>) {
         let id = self.job.items[idx].item_id;
         if let Some(l) = self.leases.get_mut(&id) {
@@ -602,4 +613,21 @@ impl LoadedJob {
             })
             .collect()
     }
+}
+
+/// The items of `chunk` that a batched renewal did not renew, in `chunk`
+/// order: those whose `(item_id, lease_token)` is not among the `renewed`
+/// rows the statement returned.
+pub(crate) fn not_renewed(
+    chunk: &[(ItemId, LeaseToken)],
+    renewed: Vec<(String, String)>,
+) -> Vec<ItemId> {
+    let renewed: HashMap<String, String> = renewed.into_iter().collect();
+    chunk
+        .iter()
+        .filter(|(item, token)| {
+            renewed.get(&item.to_string()).map(String::as_str) != Some(token.as_str())
+        })
+        .map(|(item, _)| *item)
+        .collect()
 }

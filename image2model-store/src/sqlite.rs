@@ -48,7 +48,7 @@ use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::rows::{
     self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
-    db_error, to_ms,
+    RENEW_CHUNK, db_error, to_ms,
 };
 
 /// How long a connection waits for SQLite's write lock before giving up.
@@ -283,34 +283,70 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// A job with its items, for a change: one statement (the joined read), as
+/// every statement is a hand-off to and from the connection's thread.
 async fn load(conn: &mut SqliteConnection, job_id: &str) -> Result<Option<LoadedJob>, StoreError> {
-    let row: Option<JobRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = ?"
-    )))
-    .bind(job_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(db_error("reading a job"))?;
-    let Some(row) = row else { return Ok(None) };
-    let items: Vec<ItemRow> = sqlx::query_as(AssertSqlSafe(format!(
-        "SELECT {ITEM_COLUMNS} FROM items WHERE job_id = ? ORDER BY position"
-    )))
-    .bind(job_id)
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(db_error("reading a job's items"))?;
-    rows::load_job(row, items).map(Some)
+    let rows: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(JOINED_SQL))
+        .bind(job_id)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("reading a job"))?;
+    joined(rows)
 }
 
-/// The job and item columns of [`read_job`], job first, in [`JobRow`] then
-/// [`ItemRow`] order.
-const JOINED_SQL: &str = "SELECT j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
-     j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, j.updated_at_ms, \
-     i.item_id, i.job_id, i.position, i.filename, i.content_type, i.size_bytes, i.width, \
-     i.height, i.upload_key, i.status, i.progress, i.error_code, i.error_message, i.model_key, \
-     i.preview_key, i.remote_request_id, i.attempts, i.lease_token, i.lease_expires_at_ms, \
-     i.updated_at_ms \
-     FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id WHERE j.job_id = ? ORDER BY i.position";
+/// The job of `item` when `token` holds it (running), loaded whole by one
+/// statement; `None` when the token does not hold it.
+async fn load_held(
+    conn: &mut SqliteConnection,
+    item: ItemId,
+    token: &LeaseToken,
+) -> Result<Option<LoadedJob>, StoreError> {
+    let rows: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(HELD_SQL))
+        .bind(item.to_string())
+        .bind(token.as_str())
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_error("checking a lease"))?;
+    joined(rows)
+}
+
+/// Assembles the rows of a joined read into the job.
+fn joined(rows: Vec<JoinedRow>) -> Result<Option<LoadedJob>, StoreError> {
+    let mut rows = rows.into_iter();
+    let Some(first) = rows.next() else {
+        return Ok(None);
+    };
+    let items: Vec<ItemRow> = first
+        .item
+        .into_iter()
+        .chain(rows.filter_map(|r| r.item))
+        .collect();
+    rows::load_job(first.job, items).map(Some)
+}
+
+/// The job and item columns of a joined read, job first, in [`JobRow`] then
+/// [`ItemRow`] order, for the job named by the `WHERE` that follows.
+macro_rules! joined_select {
+    () => {
+        "SELECT j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
+         j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, j.updated_at_ms, \
+         i.item_id, i.job_id, i.position, i.filename, i.content_type, i.size_bytes, i.width, \
+         i.height, i.upload_key, i.status, i.progress, i.error_code, i.error_message, i.model_key, \
+         i.preview_key, i.remote_request_id, i.attempts, i.lease_token, i.lease_expires_at_ms, \
+         i.updated_at_ms \
+         FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id "
+    };
+}
+
+/// One job and its items ([`read_job`], [`load`]).
+const JOINED_SQL: &str = concat!(joined_select!(), "WHERE j.job_id = ? ORDER BY i.position");
+
+/// The job of an item its token holds ([`load_held`]).
+const HELD_SQL: &str = concat!(
+    joined_select!(),
+    "WHERE j.job_id = (SELECT job_id FROM items WHERE item_id = ? AND status = 'running' \
+     AND lease_token = ?) ORDER BY i.position"
+);
 
 /// A row of [`JOINED_SQL`]: the job, and one of its items (none for a job
 /// without items, which the row parser then reports).
@@ -377,16 +413,7 @@ async fn read_job(pool: &SqlitePool, job_id: &str) -> Result<Option<Job>, StoreE
         .fetch_all(pool)
         .await
         .map_err(db_error("reading a job"))?;
-    let mut rows = rows.into_iter();
-    let Some(first) = rows.next() else {
-        return Ok(None);
-    };
-    let items: Vec<ItemRow> = first
-        .item
-        .into_iter()
-        .chain(rows.filter_map(|r| r.item))
-        .collect();
-    rows::load_job(first.job, items).map(|l| Some(l.job))
+    joined(rows).map(|l| l.map(|l| l.job))
 }
 
 /// Loads the jobs of these rows with their items.
@@ -508,6 +535,39 @@ async fn find_key(
     }
 }
 
+/// The claim's candidate query: the oldest claimable item, of a job with one
+/// of `models` models (bound as `?2`, `?3`, … after the time `?1`) when
+/// `models` is not zero, of any model when it is.
+///
+/// Two halves, each answered from an index without reading the items it
+/// passes over: the oldest queued item (`items_status_job_position`, in
+/// order), and the oldest running item whose lease expired
+/// (`items_status_lease`, only the expired ones). One query with an `OR` of
+/// the two read every running item per claim, which grew with the items in
+/// flight (thousands waiting on FAL).
+fn claim_sql(models: usize) -> String {
+    let filter = if models > 0 {
+        let params: Vec<String> = (2..models + 2).map(|n| format!("?{n}")).collect();
+        format!(" AND j.model IN ({})", params.join(", "))
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT item_id, job_id FROM (\
+         SELECT * FROM (SELECT i.item_id, i.job_id, i.position FROM items i \
+         JOIN jobs j ON j.job_id = i.job_id \
+         WHERE i.status = 'queued' AND j.cancel_requested = 0{filter} \
+         ORDER BY i.job_id, i.position LIMIT 1) \
+         UNION ALL \
+         SELECT * FROM (SELECT i.item_id, i.job_id, i.position FROM items i \
+         JOIN jobs j ON j.job_id = i.job_id \
+         WHERE i.status = 'running' AND i.lease_expires_at_ms <= ?1 \
+         AND j.cancel_requested = 0{filter} \
+         ORDER BY i.job_id, i.position LIMIT 1)) \
+         ORDER BY job_id, position LIMIT 1"
+    )
+}
+
 impl SqliteJobStore {
     /// Runs `change` on the item's job when `token` holds the item, in one
     /// write transaction; `Ok(false)` (and nothing written) when it does not.
@@ -518,18 +578,7 @@ impl SqliteJobStore {
         change: impl FnOnce(&mut LoadedJob, usize, DateTime<Utc>) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
-        let job_id: Option<String> = sqlx::query_scalar(
-            "SELECT job_id FROM items WHERE item_id = ? AND status = 'running' AND lease_token = ?",
-        )
-        .bind(item.to_string())
-        .bind(token.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error("checking a lease"))?;
-        let Some(job_id) = job_id else {
-            return Ok(false);
-        };
-        let Some(mut loaded) = load(&mut tx, &job_id).await? else {
+        let Some(mut loaded) = load_held(&mut tx, item, token).await? else {
             return Ok(false);
         };
         let Some(idx) = loaded.held(item, token) else {
@@ -624,19 +673,22 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        if options.models.as_deref().is_some_and(<[_]>::is_empty) {
+            // No model is claimable: nothing to look at, nothing to fail.
+            return Ok(None);
+        }
+        let sql = claim_sql(options.models.as_deref().map_or(0, <[_]>::len));
         let mut tx = self.write().await?;
         let now = rows::now();
         loop {
-            let candidate: Option<(String, String)> = sqlx::query_as(
-                "SELECT i.item_id, i.job_id FROM items i JOIN jobs j ON j.job_id = i.job_id \
-                 WHERE j.cancel_requested = 0 AND (i.status = 'queued' OR (i.status = 'running' \
-                 AND (i.lease_expires_at_ms IS NULL OR i.lease_expires_at_ms <= ?))) \
-                 ORDER BY i.job_id, i.position LIMIT 1",
-            )
-            .bind(to_ms(now))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_error("finding a claimable item"))?;
+            let mut query = sqlx::query_as(AssertSqlSafe(sql.as_str())).bind(to_ms(now));
+            for model in options.models.iter().flat_map(|m| m.iter()) {
+                query = query.bind(model.as_str());
+            }
+            let candidate: Option<(String, String)> = query
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error("finding a claimable item"))?;
             let Some((item_id, job_id)) = candidate else {
                 // Commit any worker_lost failures made on the way.
                 tx.commit().await.map_err(db_error("committing"))?;
@@ -683,6 +735,50 @@ impl JobStore for SqliteJobStore {
         .await
     }
 
+    /// One `UPDATE … FROM (VALUES …) … RETURNING` per [`RENEW_CHUNK`]
+    /// leases, each chunk in a write transaction (and turn) of its own, so
+    /// other writers wait for one chunk at most; a lease is independent of
+    /// the others, so nothing needs the chunks to commit together. The
+    /// statement finds each pair by the `items` primary key (a row-value
+    /// `IN (VALUES …)` was planned as a scan of every running item).
+    ///
+    /// It writes `lease_expires_at_ms` alone: that is all `renew_lease`
+    /// changes ([`LoadedJob::renew`] leaves the item's and the job's
+    /// `updated_at`, status and progress as they were; it rewrites the job
+    /// row with its own values).
+    async fn renew_leases(
+        &self,
+        leases: &[(ItemId, LeaseToken)],
+        lease: Duration,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let mut lost = Vec::new();
+        for chunk in leases.chunks(RENEW_CHUNK) {
+            let mut tx = self.write().await?;
+            // Timed once the turn is ours, as `renew_lease` times it.
+            let mut q = QueryBuilder::<Sqlite>::new("UPDATE items SET lease_expires_at_ms = ");
+            q.push_bind(to_ms(rows::lease_until(rows::now(), lease)))
+                .push(" FROM (");
+            q.push_values(chunk, |mut row, (item, token)| {
+                row.push_bind(item.to_string())
+                    .push_bind(token.as_str().to_owned());
+            });
+            q.push(
+                ") AS l WHERE items.item_id = l.column1 AND items.lease_token = l.column2 \
+                 AND items.status = 'running' RETURNING item_id, lease_token",
+            );
+            let renewed: Vec<(String, String)> = q
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error("renewing leases"))?;
+            tx.commit()
+                .await
+                .map_err(db_error("committing lease renewals"))?;
+            lost.extend(rows::not_renewed(chunk, renewed));
+        }
+        Ok(lost)
+    }
+
     async fn record_progress(
         &self,
         item: ItemId,
@@ -702,11 +798,43 @@ impl JobStore for SqliteJobStore {
         token: &LeaseToken,
         request_id: &str,
     ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.remote_request(idx, request_id, now);
-            Ok(())
-        })
+        if !self.whole_writes {
+            return self
+                .with_held(item, token, |l, idx, now| {
+                    l.remote_request(idx, request_id, now);
+                    Ok(())
+                })
+                .await;
+        }
+        // One command, one round trip to the connection's thread: the
+        // change is the same as `LoadedJob::remote_request` makes (the id
+        // and both times; the job's status and progress do not depend on
+        // it), made only while the token holds the item.
+        let now = to_ms(rows::now());
+        let (item, token) = (item.to_string(), token.as_str());
+        let mut write = self.whole_write().await?;
+        // `RETURNING` says whether the item was held (a change count would
+        // not: SQLite reports the last change of the connection).
+        let held: Vec<(String,)> = sqlx::query_as(
+            "BEGIN IMMEDIATE; \
+             UPDATE jobs SET updated_at_ms = ? WHERE job_id = (SELECT job_id FROM items \
+             WHERE item_id = ? AND lease_token = ? AND status = 'running'); \
+             UPDATE items SET remote_request_id = ?, updated_at_ms = ? \
+             WHERE item_id = ? AND lease_token = ? AND status = 'running' RETURNING item_id; \
+             COMMIT",
+        )
+        .bind(now)
+        .bind(&item)
+        .bind(token)
+        .bind(request_id)
+        .bind(now)
+        .bind(&item)
+        .bind(token)
+        .fetch_all(&mut *write.conn)
         .await
+        .map_err(db_error("recording a remote request"))?;
+        write.kept = true;
+        Ok(!held.is_empty())
     }
 
     async fn finish_item(

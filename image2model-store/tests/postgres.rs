@@ -128,6 +128,7 @@ mod audit_log_conformance {
 const LONG: ClaimOptions = ClaimOptions {
     lease: Duration::from_secs(60),
     max_attempts: 3,
+    models: None,
 };
 
 fn alice() -> ApiKeyId {
@@ -207,6 +208,63 @@ async fn cancel_racing_workers_leaves_no_item_running() {
         after.items.iter().all(|i| i.status.is_terminal()),
         "every item ended: {:?}",
         after.items.iter().map(|i| i.status).collect::<Vec<_>>()
+    );
+}
+
+/// A batch renewal locks its rows in the order cancels and deletes lock a
+/// job's items (by job, then position), whatever order the leases come in:
+/// renewals of every lease, last item first, racing cancels of every job
+/// never deadlock (Postgres would abort one of them with an error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_renewals_racing_cancels_never_deadlock() {
+    let Some(store) = fresh_store().await else {
+        return;
+    };
+    let store = Arc::new(store);
+    let mut jobs = Vec::new();
+    for _ in 0..12 {
+        let id = JobId::new();
+        store.create_job(new_job(id, &alice(), 25)).await.unwrap();
+        jobs.push(id);
+    }
+    let mut leases = Vec::new();
+    while let Some(c) = store.claim_next(LONG).await.expect("claim_next") {
+        leases.push((c.item.item_id, c.token));
+    }
+    assert_eq!(leases.len(), 300);
+    leases.reverse();
+    let leases = Arc::new(leases);
+
+    let renewers: Vec<_> = (0..2)
+        .map(|_| {
+            let store = store.clone();
+            let leases = leases.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    store
+                        .renew_leases(&leases, LONG.lease)
+                        .await
+                        .expect("renew_leases never deadlocks");
+                }
+            })
+        })
+        .collect();
+    for id in &jobs {
+        store
+            .cancel_job(*id)
+            .await
+            .expect("cancel_job never deadlocks");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for r in renewers {
+        r.await.expect("renewer");
+    }
+
+    let lost = store.renew_leases(&leases, LONG.lease).await.unwrap();
+    assert_eq!(
+        lost.len(),
+        300,
+        "every item was cancelled: no lease is held"
     );
 }
 

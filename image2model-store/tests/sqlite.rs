@@ -63,6 +63,7 @@ mod audit_log_conformance {
 const LONG: ClaimOptions = ClaimOptions {
     lease: Duration::from_secs(60),
     max_attempts: 3,
+    models: None,
 };
 
 fn alice() -> ApiKeyId {

@@ -100,6 +100,19 @@ impl Generators {
         &self.default_model
     }
 
+    /// Each generator with the models it offers, in order.
+    pub fn each(&self) -> impl Iterator<Item = (&Arc<dyn ModelGenerator>, Vec<ModelName>)> {
+        self.generators.iter().enumerate().map(|(idx, g)| {
+            let models = self
+                .by_model
+                .iter()
+                .filter(|&(_, &i)| i == idx)
+                .map(|(m, _)| m.clone())
+                .collect();
+            (g, models)
+        })
+    }
+
     /// Each generator's name and health.
     #[must_use]
     pub fn health(&self) -> Vec<(String, GeneratorHealth)> {

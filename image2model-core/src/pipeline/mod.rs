@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::{BodyLimitError, ErrorKind, PipelineError};
 pub use generators::Generators;
 pub use upload::{SubmitOptions, Upload, UploadStart};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Worker, WorkerConfig, available_cores};
 
 use crate::domain::{ApiKeyId, BlobKey, ImageKind, Item, ItemId, ItemStatus, Job, JobId};
 use crate::ports::{

@@ -1,27 +1,48 @@
 //! The worker: claims queued items under leases and turns them into models.
 //!
+//! Limits: local work and remote waiting are limited separately. Every
+//! [`Capacity::Local`] generator (relief) shares one pool of
+//! [`WorkerConfig::concurrency`] slots, about one per core; each
+//! [`Capacity::Remote`] generator (FAL) has its own in-flight limit, and an
+//! item waiting on the remote service holds no local slot. The claim loop
+//! asks the job store only for items of generators that have room
+//! ([`ClaimOptions::models`]), so an item this worker could not start stays
+//! claimable by other workers, and a whole batch starts at once when the
+//! limits allow.
+//!
 //! Crash safety: an item is claimed with a lease that the worker renews while
-//! it works. If the process dies, the lease expires and any worker reclaims the
+//! it works: one [`JobStore::renew_leases`](crate::ports::JobStore::renew_leases)
+//! call per worker every third of the lease, whatever the number of items in
+//! flight. If the process dies, the lease expires and any worker reclaims the
 //! item (up to `max_attempts` claims); a generator that started a remote request
 //! persisted its id first, so the new attempt resumes it instead of paying for
 //! a second run. On graceful shutdown, in-flight items get `shutdown_grace` to
 //! finish; the rest are released back to `queued` at once.
+//!
+//! Progress is written to the job store only when it rose by at least
+//! [`WorkerConfig::progress_step`] points and [`WorkerConfig::progress_interval`]
+//! has passed since the claim or the last write: with thousands of items in
+//! flight, a write per status event would cost more than the items, and the
+//! item's end writes 100 anyway. Both at zero write every rise.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use tokio::sync::Semaphore;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::domain::{BlobKey, ItemError, Progress};
+use crate::domain::{BlobKey, ItemError, ItemId, ModelName, Progress};
 use crate::gltf::inspect_glb_stream;
 use crate::ports::{
-    BlobError, Claim, ClaimOptions, GenerateContext, GenerateError, GenerateRequest,
-    GeneratedModel, GenerationObserver, ItemOutcome,
+    BlobError, Capacity, Claim, ClaimOptions, GenerateContext, GenerateError, GenerateRequest,
+    GeneratedModel, GenerationObserver, ItemOutcome, LeaseToken,
 };
 
 use super::Pipeline;
@@ -29,7 +50,9 @@ use super::Pipeline;
 /// Settings of a [`Worker`].
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// Items generated at once.
+    /// Local slots: items of [`Capacity::Local`] generators (relief)
+    /// generated at once. Remote generators have their own in-flight limit.
+    /// Defaults to the number of cores.
     pub concurrency: usize,
     /// How long a claim holds without renewal; renewed every third of it.
     pub lease: Duration,
@@ -39,16 +62,33 @@ pub struct WorkerConfig {
     pub idle_poll: Duration,
     /// How long in-flight items may run on after shutdown is requested.
     pub shutdown_grace: Duration,
+    /// The shortest time between the claim or a progress write of one item
+    /// and its next progress write.
+    pub progress_interval: Duration,
+    /// The smallest rise (in percentage points) worth a progress write.
+    pub progress_step: u8,
+    /// Claims in flight at once: each is a store round trip, so one at a
+    /// time would cap a worker at one item per round trip.
+    pub claimers: usize,
+}
+
+/// The number of cores this process may use (at least 1).
+#[must_use]
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            concurrency: 4,
+            concurrency: available_cores(),
             lease: Duration::from_secs(30),
             max_attempts: 3,
             idle_poll: Duration::from_millis(500),
             shutdown_grace: Duration::from_secs(10),
+            progress_interval: Duration::from_secs(2),
+            progress_step: 10,
+            claimers: 4,
         }
     }
 }
@@ -60,6 +100,95 @@ pub struct Worker {
     config: WorkerConfig,
 }
 
+/// One limit: the local slots, or one remote generator's in-flight limit.
+struct Lane {
+    name: String,
+    permits: Arc<Semaphore>,
+    models: Vec<ModelName>,
+}
+
+/// The lanes of a pipeline's generators, and which lane serves each model.
+fn lanes(pipeline: &Pipeline, local_slots: usize) -> (Vec<Lane>, HashMap<ModelName, usize>) {
+    let mut lanes: Vec<Lane> = Vec::new();
+    let mut local: Option<usize> = None;
+    let mut lane_of = HashMap::new();
+    for (generator, models) in pipeline.inner.generators.each() {
+        let idx = match generator.capacity() {
+            Capacity::Local => *local.get_or_insert_with(|| {
+                lanes.push(Lane {
+                    name: "local".into(),
+                    permits: Arc::new(Semaphore::new(local_slots.max(1))),
+                    models: Vec::new(),
+                });
+                lanes.len() - 1
+            }),
+            Capacity::Remote { max_in_flight } => {
+                lanes.push(Lane {
+                    name: generator.name().to_owned(),
+                    permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+                    models: Vec::new(),
+                });
+                lanes.len() - 1
+            }
+        };
+        for m in models {
+            lane_of.insert(m.clone(), idx);
+            lanes[idx].models.push(m);
+        }
+    }
+    (lanes, lane_of)
+}
+
+/// The leases this worker holds, renewed together.
+#[derive(Default)]
+struct Leases {
+    held: Mutex<HashMap<ItemId, (LeaseToken, CancellationToken)>>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ItemId, (LeaseToken, CancellationToken)>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Renews every held lease with one store call every third of `lease`
+    /// until `stop` fires; an item whose lease was refused (cancelled or
+    /// taken over) is told to stop.
+    async fn renew(self: Arc<Self>, pipeline: Pipeline, lease: Duration, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(lease / 3);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let held: Vec<(ItemId, LeaseToken)> = self
+                .lock()
+                .iter()
+                .map(|(id, (token, _))| (*id, token.clone()))
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            match pipeline.inner.jobs.renew_leases(&held, lease).await {
+                Ok(lost) => {
+                    let held = self.lock();
+                    for id in lost {
+                        if let Some((_, cancel)) = held.get(&id) {
+                            cancel.cancel();
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, items = held.len(), "lease renewal failed");
+                }
+            }
+        }
+    }
+}
+
 impl Worker {
     pub(super) fn new(pipeline: Pipeline, config: WorkerConfig) -> Self {
         Self { pipeline, config }
@@ -67,57 +196,111 @@ impl Worker {
 
     /// Runs until `shutdown` fires, then drains (see the module docs).
     pub async fn run(self, shutdown: CancellationToken) {
-        let concurrency = self.config.concurrency.max(1);
-        let permits = Arc::new(Semaphore::new(concurrency));
+        let local_slots = self.config.concurrency.max(1);
+        let claimers = self.config.claimers.max(1);
+        let (lanes, lane_of) = lanes(&self.pipeline, local_slots);
+        // Wakes the claim loop when an item ends and its slot is free again.
+        let slot_freed = Arc::new(Notify::new());
         // Fires when the grace period after shutdown is over.
         let stop_now = CancellationToken::new();
+        let leases = Arc::new(Leases::default());
+        let stop_renewing = CancellationToken::new();
+        let renewer = tokio::spawn(leases.clone().renew(
+            self.pipeline.clone(),
+            self.config.lease,
+            stop_renewing.clone(),
+        ));
         let mut tasks = JoinSet::new();
-        let claim_options = ClaimOptions {
-            lease: self.config.lease,
-            max_attempts: self.config.max_attempts,
-        };
-        tracing::info!(concurrency, "worker started");
+        let mut claims = FuturesUnordered::new();
+        tracing::info!(
+            local_slots,
+            claimers,
+            lanes = ?lanes.iter().map(|l| (l.name.as_str(), l.permits.available_permits())).collect::<Vec<_>>(),
+            "worker started"
+        );
+        let work = &self.pipeline.inner.work;
+        // Registered before claiming, so that a job created while a claim
+        // comes back empty still wakes us.
+        let mut notified = Box::pin(work.notified());
+        notified.as_mut().enable();
+        // The last claim found nothing (or failed): wait for news first.
+        let mut idle = false;
         let mut failures = 0u32;
         loop {
             while tasks.try_join_next().is_some() {}
-            let permit = tokio::select! {
-                p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
-                () = shutdown.cancelled() => break,
+            // Keep up to `claimers` claims in flight: one at a time would
+            // cap a worker at one item per store round trip. Each claim
+            // holds one slot of every lane it may claim for, so claims in
+            // flight never take more items than there is room for; the slot
+            // of the lane it did claim for goes to the item.
+            while !idle && claims.len() < claimers {
+                let reserved: Vec<(usize, OwnedSemaphorePermit)> = lanes
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, l)| l.permits.clone().try_acquire_owned().ok().map(|p| (i, p)))
+                    .collect();
+                if reserved.is_empty() {
+                    break;
+                }
+                // Only items of generators with room, unless every one has
+                // room (then also items of unknown models, which fail at once).
+                let models: Option<Arc<[ModelName]>> = (reserved.len() < lanes.len()).then(|| {
+                    reserved
+                        .iter()
+                        .flat_map(|(i, _)| lanes[*i].models.iter().cloned())
+                        .collect()
+                });
+                let options = ClaimOptions {
+                    lease: self.config.lease,
+                    max_attempts: self.config.max_attempts,
+                    models,
+                };
+                let jobs = self.pipeline.inner.jobs.clone();
+                claims.push(async move { (jobs.claim_next(options).await, reserved) });
+            }
+            let wait = if failures > 0 {
+                Duration::from_millis(100 * 2u64.pow(failures.min(6)))
+            } else {
+                self.config.idle_poll
             };
-            // Register interest before claiming so that a job created between
-            // an empty claim and the wait still wakes us.
-            let notified = self.pipeline.inner.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.pipeline.inner.jobs.claim_next(claim_options).await {
-                Ok(Some(claim)) => {
-                    failures = 0;
-                    let pipeline = self.pipeline.clone();
-                    let config = self.config.clone();
-                    let stop_now = stop_now.clone();
-                    tasks.spawn(async move {
-                        process(pipeline, config, claim, stop_now).await;
-                        drop(permit);
-                    });
-                }
-                Ok(None) => {
-                    drop(permit);
-                    tokio::select! {
-                        () = &mut notified => {}
-                        () = tokio::time::sleep(self.config.idle_poll) => {}
-                        () = shutdown.cancelled() => break,
+            tokio::select! {
+                Some((claimed, reserved)) = claims.next(), if !claims.is_empty() => match claimed {
+                    Ok(Some(claim)) => {
+                        failures = 0;
+                        let lane = lane_of.get(&claim.job.options.model).copied();
+                        // Unknown model: it fails at once and needs no slot.
+                        let permit = reserved
+                            .into_iter()
+                            .find_map(|(i, p)| (Some(i) == lane).then_some(p));
+                        tasks.spawn(self.start(claim, permit, &leases, &stop_now, &slot_freed));
                     }
-                }
-                Err(e) => {
-                    drop(permit);
-                    failures = failures.saturating_add(1);
-                    let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
-                    tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "worker could not claim");
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = shutdown.cancelled() => break,
+                    Ok(None) => idle = true,
+                    Err(e) => {
+                        failures = failures.saturating_add(1);
+                        idle = true;
+                        tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "worker could not claim");
                     }
+                },
+                () = &mut notified => {
+                    idle = false;
+                    notified.set(work.notified());
+                    notified.as_mut().enable();
                 }
+                () = slot_freed.notified() => idle = false,
+                () = tokio::time::sleep(wait), if idle || claims.is_empty() => idle = false,
+                () = shutdown.cancelled() => break,
+            }
+        }
+        // Claims that were in flight: give their items back at once.
+        while let Some((claimed, _)) = claims.next().await {
+            if let Ok(Some(claim)) = claimed {
+                let _ = self
+                    .pipeline
+                    .inner
+                    .jobs
+                    .finish_item(claim.item.item_id, &claim.token, ItemOutcome::Release)
+                    .await;
+                self.pipeline.notify(claim.job.job_id);
             }
         }
         tracing::info!(in_flight = tasks.len(), "worker stopping");
@@ -129,7 +312,29 @@ impl Worker {
             stop_now.cancel();
             while tasks.join_next().await.is_some() {}
         }
+        stop_renewing.cancel();
+        let _ = renewer.await;
         tracing::info!("worker stopped");
+    }
+
+    /// The task that processes a claimed item, holding its lane's slot.
+    fn start(
+        &self,
+        claim: Claim,
+        permit: Option<OwnedSemaphorePermit>,
+        leases: &Arc<Leases>,
+        stop_now: &CancellationToken,
+        slot_freed: &Arc<Notify>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let pipeline = self.pipeline.clone();
+        let config = self.config.clone();
+        let stop_now = stop_now.clone();
+        let leases = leases.clone();
+        let slot_freed = slot_freed.clone();
+        async move {
+            process(pipeline, config, claim, leases, stop_now, permit).await;
+            slot_freed.notify_one();
+        }
     }
 }
 
@@ -137,7 +342,10 @@ impl Worker {
 struct LeaseObserver {
     pipeline: Pipeline,
     claim: Claim,
-    last: std::sync::Mutex<Progress>,
+    interval: Duration,
+    step: u8,
+    /// The progress last written, and when (or when the item was claimed).
+    last: Mutex<(Progress, Instant)>,
 }
 
 #[async_trait]
@@ -145,10 +353,14 @@ impl GenerationObserver for LeaseObserver {
     async fn progress(&self, progress: Progress) {
         {
             let mut last = self.last.lock().expect("progress lock");
-            if progress <= *last {
+            let now = Instant::now();
+            if progress <= last.0
+                || progress.get() < last.0.get().saturating_add(self.step)
+                || now.duration_since(last.1) < self.interval
+            {
                 return;
             }
-            *last = progress;
+            *last = (progress, now);
         }
         let store = &self.pipeline.inner.jobs;
         match store
@@ -187,7 +399,9 @@ async fn process(
     pipeline: Pipeline,
     config: WorkerConfig,
     claim: Claim,
+    leases: Arc<Leases>,
     stop_now: CancellationToken,
+    permit: Option<OwnedSemaphorePermit>,
 ) {
     let job_id = claim.job.job_id;
     let item_id = claim.item.item_id;
@@ -197,34 +411,13 @@ async fn process(
         metrics::counter!("image2model_items_claimed_total").increment(1);
         let cancel = CancellationToken::new();
         pipeline.inner.running.lock().expect("running lock").insert(item_id, cancel.clone());
+        // The worker's renewal task keeps the lease while the item is here; a
+        // refused renewal (cancelled or taken over) fires `cancel`.
+        leases.lock().insert(item_id, (claim.token.clone(), cancel.clone()));
         pipeline.notify(job_id);
 
-        // Renew the lease while working; a refused renewal means the item was
-        // cancelled or taken over, so stop generating.
-        let renewer = {
-            let pipeline = pipeline.clone();
-            let token = claim.token.clone();
-            let cancel = cancel.clone();
-            let lease = config.lease;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(lease / 3);
-                tick.tick().await;
-                loop {
-                    tick.tick().await;
-                    match pipeline.inner.jobs.renew_lease(item_id, &token, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            cancel.cancel();
-                            return;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
-                    }
-                }
-            })
-        };
-
         let started = std::time::Instant::now();
-        let work = std::panic::AssertUnwindSafe(run_item(&pipeline, &claim, cancel.clone())).catch_unwind();
+        let work = std::panic::AssertUnwindSafe(run_item(&pipeline, &claim, cancel.clone(), &config)).catch_unwind();
         let ending = tokio::select! {
             result = work => match result {
                 Ok(ending) => ending,
@@ -240,7 +433,6 @@ async fn process(
             // if any, stays persisted and is resumed by the next worker).
             () = stop_now.cancelled() => Ending::Outcome(ItemOutcome::Release),
         };
-        renewer.abort();
         pipeline.inner.running.lock().expect("running lock").remove(&item_id);
 
         if let Ending::Outcome(outcome) = ending {
@@ -271,6 +463,8 @@ async fn process(
                 Err(e) => tracing::error!(error = %e, "could not record the item's outcome; its lease will expire and it will be retried"),
             }
         }
+        leases.lock().remove(&item_id);
+        drop(permit);
         pipeline.notify(job_id);
     }
     .instrument(span)
@@ -291,7 +485,12 @@ fn failed(e: &GenerateError) -> Ending {
     }))
 }
 
-async fn run_item(pipeline: &Pipeline, claim: &Claim, cancel: CancellationToken) -> Ending {
+async fn run_item(
+    pipeline: &Pipeline,
+    claim: &Claim,
+    cancel: CancellationToken,
+    config: &WorkerConfig,
+) -> Ending {
     let job = &claim.job;
     let item = &claim.item;
     let Some(generator) = pipeline
@@ -315,7 +514,9 @@ async fn run_item(pipeline: &Pipeline, claim: &Claim, cancel: CancellationToken)
     let observer = LeaseObserver {
         pipeline: pipeline.clone(),
         claim: claim.clone(),
-        last: std::sync::Mutex::new(item.progress),
+        interval: config.progress_interval,
+        step: config.progress_step,
+        last: Mutex::new((item.progress, Instant::now())),
     };
     let request = GenerateRequest {
         job_id: job.job_id,

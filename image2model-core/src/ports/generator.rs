@@ -203,6 +203,24 @@ impl GenerateError {
     }
 }
 
+/// What limits how many generations of one generator a worker runs at once.
+///
+/// The worker keeps one pool of local slots (about one per core) for every
+/// [`Capacity::Local`] generator, and a separate in-flight limit for each
+/// [`Capacity::Remote`] one: an item waiting on a remote service holds no
+/// local slot, so remote throughput is bound by the service, not by cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// The work burns this machine's CPU (e.g. the relief generator).
+    Local,
+    /// The work waits on a remote service; at most `max_in_flight` at once
+    /// per worker process.
+    Remote {
+        /// Generations in flight at once (at least 1).
+        max_in_flight: usize,
+    },
+}
+
 /// Builds a 3D model from an image.
 #[async_trait]
 pub trait ModelGenerator: Send + Sync + fmt::Debug {
@@ -222,5 +240,11 @@ pub trait ModelGenerator: Send + Sync + fmt::Debug {
     /// Its current health (cheap; no I/O).
     fn health(&self) -> GeneratorHealth {
         GeneratorHealth::Healthy
+    }
+
+    /// What limits it (see [`Capacity`]); local CPU slots unless it says
+    /// otherwise.
+    fn capacity(&self) -> Capacity {
+        Capacity::Local
     }
 }

@@ -1,6 +1,7 @@
 //! Job metadata: jobs, items, the work queue with leases.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     ApiKeyId, BlobKey, DisplayName, GenerateOptions, ImageKind, Item, ItemError, ItemId,
-    ItemStatus, Job, JobId, JobStatus, Progress,
+    ItemStatus, Job, JobId, JobStatus, ModelName, Progress,
 };
 
 /// A job to create, with its items (whose images are already stored).
@@ -153,13 +154,17 @@ impl fmt::Debug for LeaseToken {
 }
 
 /// How [`JobStore::claim_next`] claims.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ClaimOptions {
     /// How long the claim holds without renewal.
     pub lease: Duration,
     /// An item whose lease expired after this many claims is failed with
     /// `worker_lost` instead of being claimed again.
     pub max_attempts: u32,
+    /// Only items of jobs whose model is one of these; `None` for any model.
+    /// A worker passes the models of the generators that have room, so an
+    /// item it could not start at once stays claimable by other workers.
+    pub models: Option<Arc<[ModelName]>>,
 }
 
 /// An item claimed by a worker.
@@ -245,6 +250,10 @@ impl StoreError {
 ///   or `running` with an expired lease (a crashed worker). It sets the item
 ///   `running`, a fresh token, `lease_expires_at = now + lease` and
 ///   `attempts + 1`. Items of a job with `cancel_requested` are never claimed.
+///   With [`ClaimOptions::models`] set, only items of jobs with one of those
+///   models are claimable (and only those are failed as `worker_lost`).
+/// - `renew_leases` renews every listed lease its token still holds, as
+///   `renew_lease` would, and returns the items it did not renew.
 /// - Calls that take a [`LeaseToken`] return `Ok(false)` and change nothing when
 ///   the token no longer holds the item (lease taken over, item cancelled or
 ///   deleted).
@@ -280,6 +289,26 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         token: &LeaseToken,
         lease: Duration,
     ) -> Result<bool, StoreError>;
+
+    /// Extends many leases to `now + lease` at once (a worker renews all its
+    /// items with one call per interval). Returns the items whose token no
+    /// longer holds them; those are left unchanged.
+    ///
+    /// The default renews one by one; stores override it with one statement
+    /// per batch.
+    async fn renew_leases(
+        &self,
+        leases: &[(ItemId, LeaseToken)],
+        lease: Duration,
+    ) -> Result<Vec<ItemId>, StoreError> {
+        let mut lost = Vec::new();
+        for (item, token) in leases {
+            if !self.renew_lease(*item, token, lease).await? {
+                lost.push(*item);
+            }
+        }
+        Ok(lost)
+    }
 
     /// Raises a running item's progress (never lowers it).
     async fn record_progress(

@@ -14,7 +14,7 @@ mod keys;
 pub use auth::{AuthError, AuthPolicy, Principal, Role};
 pub use blob_store::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Usage, bytes_stream};
 pub use generator::{
-    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GeneratedPreview,
+    Capacity, GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GeneratedPreview,
     GenerationObserver, GeneratorHealth, ModelGenerator, ModelInfo,
 };
 #[cfg(test)]

@@ -9,8 +9,8 @@ use bytes::Bytes;
 
 use crate::domain::{ModelName, Progress};
 use crate::ports::{
-    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, ModelGenerator, ModelInfo,
-    bytes_stream,
+    Capacity, GenerateContext, GenerateError, GenerateRequest, GeneratedModel, ModelGenerator,
+    ModelInfo, bytes_stream,
 };
 
 /// The smallest valid GLB: a JSON chunk with an empty asset, no buffers.
@@ -57,6 +57,27 @@ pub struct ScriptedGenerator {
     script: Mutex<Script>,
     calls: AtomicUsize,
     seen: Mutex<Vec<GenerateRequest>>,
+    capacity: Capacity,
+    /// Generations running now, and the most ever at once.
+    running: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// Counts a generation as running while it lives.
+struct Running<'a>(&'a ScriptedGenerator);
+
+impl<'a> Running<'a> {
+    fn start(g: &'a ScriptedGenerator) -> Self {
+        let now = g.running.fetch_add(1, Ordering::SeqCst) + 1;
+        g.peak.fetch_max(now, Ordering::SeqCst);
+        Self(g)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl ScriptedGenerator {
@@ -68,7 +89,30 @@ impl ScriptedGenerator {
             script: Mutex::new(script),
             calls: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            capacity: Capacity::Local,
+            running: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         }
+    }
+
+    /// The same generator declaring another [`Capacity`] (e.g. remote, to
+    /// stand in for FAL in worker tests).
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: Capacity) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Generations running now.
+    #[must_use]
+    pub fn running_now(&self) -> usize {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// The most generations that ever ran at once.
+    #[must_use]
+    pub fn peak_concurrency(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
     }
 
     /// Changes what later calls do.
@@ -109,6 +153,7 @@ impl ModelGenerator for ScriptedGenerator {
         ctx: GenerateContext<'_>,
     ) -> Result<GeneratedModel, GenerateError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let _running = Running::start(self);
         self.seen.lock().expect("seen lock").push(request);
         let script = self.script.lock().expect("script lock").clone();
         match script {
@@ -144,5 +189,9 @@ impl ModelGenerator for ScriptedGenerator {
             }
             Script::Panic => panic!("scripted generator panic"),
         }
+    }
+
+    fn capacity(&self) -> Capacity {
+        self.capacity
     }
 }

@@ -103,7 +103,8 @@ pub fn face_limit(n: u32) -> Option<FaceLimit> {
 }
 
 /// Records progress and request ids; optionally fails to persist the id, and
-/// notes how many status polls the fake had seen when the id arrived.
+/// notes how many status looks (polls and streams) the fake had seen when the
+/// id arrived.
 #[derive(Default)]
 pub struct Recorder {
     pub progress: Mutex<Vec<u8>>,
@@ -141,7 +142,7 @@ impl GenerationObserver for Recorder {
             self.polls_when_persisted
                 .lock()
                 .unwrap()
-                .push(probe.status_polls());
+                .push(probe.status_polls() + probe.status_streams());
         }
         if self.fail_persist {
             return Err(GenerateError::Internal("the job store is down".into()));

@@ -46,10 +46,11 @@ async fn a_server_killed_mid_request_completes_the_job_after_restart_with_one_su
         .unwrap();
     let job_id = job["job_id"].as_str().unwrap().to_owned();
 
-    // Once fal is being polled, the request id is in the database: kill -9.
+    // Once fal's status is being followed (stream or poll), the request id
+    // is in the database: kill -9.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while fake.status_polls() == 0 {
-        assert!(Instant::now() < deadline, "fal was never polled");
+    while fake.status_polls() + fake.status_streams() == 0 {
+        assert!(Instant::now() < deadline, "fal's status was never followed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     server.child.kill().unwrap();

@@ -1,6 +1,6 @@
 //! The FAL generator wired from configuration, against the fake FAL server.
 
-use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig};
+use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, WebhookDelivery};
 use serde_json::Value;
 
 use crate::helpers::{USER_KEY, png, spawn_app_configured};
@@ -64,4 +64,99 @@ async fn without_a_fal_key_relief_is_the_only_generator() {
 
     assert_eq!(policy["default_model"], "relief");
     assert_eq!(policy["models"].as_array().unwrap().len(), 1);
+}
+
+/// A server configured for FAL with webhooks: PUBLIC_BASE_URL is its own
+/// loopback address, so the fake FAL calls it back at /webhooks/fal.
+async fn webhook_app(fake: &FakeFal, safety_secs: u32) -> crate::helpers::TestApp {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (key, queue, storage, jwks) = (
+        fake.key().to_owned(),
+        fake.queue_base_url(),
+        fake.storage_base_url(),
+        fake.jwks_url(),
+    );
+    spawn_app_configured(move |vars| {
+        vars.insert("BIND_ADDR".into(), format!("127.0.0.1:{port}"));
+        vars.insert("PUBLIC_BASE_URL".into(), format!("http://127.0.0.1:{port}"));
+        vars.insert("FAL_API_KEY".into(), key);
+        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
+        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
+        vars.insert("FAL_JWKS_URL".into(), jwks);
+        vars.insert("FAL_WEBHOOK_SAFETY_SECS".into(), safety_secs.to_string());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn with_a_public_url_an_item_finishes_by_fals_signed_webhook() {
+    let fake = FakeFal::start(FakeFalConfig::default()).await;
+    // The safety net would look after 60 s: only the webhook ends it sooner.
+    let app = webhook_app(&fake, 60).await;
+
+    let job = app.upload_ok(vec![("cube.png", png(16, 16))]).await;
+    let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
+
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let submit = fake.last_submit().unwrap();
+    let hook = submit.webhook.expect("submitted with a webhook");
+    assert!(hook.ends_with("/webhooks/fal"), "{hook}");
+    let deliveries = fake.webhook_deliveries();
+    assert_eq!(deliveries.len(), 1, "{deliveries:?}");
+    assert_eq!(deliveries[0].response, Some(200));
+    assert_eq!(
+        fake.status_streams() + fake.status_polls(),
+        0,
+        "not followed"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_webhook_still_ends_the_item_through_the_status_stream() {
+    let fake = FakeFal::start(FakeFalConfig::default()).await;
+    fake.set_webhook_delivery(WebhookDelivery::Drop);
+    let app = webhook_app(&fake, 1).await;
+
+    let job = app.upload_ok(vec![("cube.png", png(16, 16))]).await;
+    let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
+
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(fake.webhooks_dropped(), 1);
+    assert_eq!(
+        fake.status_streams(),
+        1,
+        "the safety net followed the stream"
+    );
+    assert_eq!(fake.submits(), 1);
+}
+
+#[tokio::test]
+async fn a_forged_webhook_is_refused_with_401() {
+    let fake = FakeFal::start(FakeFalConfig::default()).await;
+    let app = webhook_app(&fake, 60).await;
+
+    let resp = app
+        .client
+        .post(app.url("/webhooks/fal"))
+        .header(
+            "x-fal-webhook-request-id",
+            "764cabcf-b745-4b3e-ae38-1200304cf45b",
+        )
+        .header("x-fal-webhook-user-id", "someone")
+        .header(
+            "x-fal-webhook-timestamp",
+            chrono::Utc::now().timestamp().to_string(),
+        )
+        .header("x-fal-webhook-signature", "00".repeat(64))
+        .body(r#"{"request_id":"764cabcf-b745-4b3e-ae38-1200304cf45b","status":"OK","payload":{}}"#)
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(resp.status(), 401);
+    assert_eq!(crate::helpers::error_code(resp).await, "bad_signature");
 }

@@ -147,10 +147,12 @@ async fn spawn(
         .build()
         .await
         .expect("app builds");
-    let app = app
-        .spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("server starts");
+    // A test that must know its address before the server starts (e.g. for
+    // PUBLIC_BASE_URL) sets BIND_ADDR.
+    let addr = vars
+        .get("BIND_ADDR")
+        .map_or_else(|| "127.0.0.1:0".parse().unwrap(), |a| a.parse().unwrap());
+    let app = app.spawn(addr).await.expect("server starts");
     TestApp {
         base: format!("http://{}", app.addr),
         client: reqwest::Client::builder()

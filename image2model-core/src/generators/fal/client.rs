@@ -41,26 +41,48 @@ pub(crate) enum StatusAnswer {
 }
 
 /// Talks to fal's queue and storage hosts.
+///
+/// Two connection pools, each shared by every request of the process:
+/// - `http` for short calls (submit, status, result, cancel, storage and
+///   file downloads): HTTP/2 where the host offers it (ALPN), else pooled
+///   HTTP/1.1 keep-alive connections;
+/// - `streams` for status streams, HTTP/1.1 only: a stream lasts as long as
+///   its request runs, and on one HTTP/2 connection a few hundred of them
+///   would reach the host's concurrent-stream limit and queue the short calls
+///   behind them.
 #[derive(Debug, Clone)]
 pub(crate) struct FalClient {
     http: reqwest::Client,
+    streams: reqwest::Client,
     config: Arc<FalConfig>,
 }
 
 impl FalClient {
     /// A client with the configured connect and read timeouts.
     pub(crate) fn new(config: Arc<FalConfig>) -> Result<Self, GenerateError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .user_agent(concat!("image2model/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| GenerateError::Internal(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, config })
+        let build = |b: reqwest::ClientBuilder| {
+            b.connect_timeout(config.connect_timeout)
+                .read_timeout(config.read_timeout)
+                .user_agent(concat!("image2model/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| GenerateError::Internal(format!("building the HTTP client: {e}")))
+        };
+        let http = build(reqwest::Client::builder())?;
+        let streams = build(reqwest::Client::builder().http1_only())?;
+        Ok(Self {
+            http,
+            streams,
+            config,
+        })
     }
 
     pub(crate) fn config(&self) -> &FalConfig {
         &self.config
+    }
+
+    /// The pool for short calls (shared with the webhook key-set fetches).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// `Authorization: Key …`, marked sensitive so it never shows in logs.
@@ -211,15 +233,23 @@ impl FalClient {
         Ok(target.file_url)
     }
 
-    /// Submits `input` to the endpoint (the whole id).
+    /// Submits `input` to the endpoint (the whole id), asking fal to call
+    /// `webhook` when the request ends.
     pub(crate) async fn submit(
         &self,
         endpoint: &EndpointId,
         input: &Value,
         queue_timeout: Option<Duration>,
+        webhook: Option<&url::Url>,
     ) -> Result<SubmitResponse, GenerateError> {
         let auth = self.auth()?;
-        let url = self.queue_url(endpoint.as_str());
+        let mut url = self.queue_url(endpoint.as_str());
+        if let Some(hook) = webhook {
+            let query: String = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("fal_webhook", hook.as_str())
+                .finish();
+            url = format!("{url}?{query}");
+        }
         let response = self
             .send("submit", CallKind::Call, || {
                 let mut rb = self
@@ -264,6 +294,35 @@ impl FalClient {
         serde_json::from_str(&answer.body)
             .map(StatusAnswer::Status)
             .map_err(|e| GenerateError::Upstream(format!("status: unexpected answer: {e}")))
+    }
+
+    /// Opens a request's status stream (`…/status/stream?logs=1`), once: the
+    /// caller falls back to polling when it fails. `Ok(None)` when fal does
+    /// not know the request; a retryable failure is `Unavailable`.
+    pub(crate) async fn status_stream(
+        &self,
+        endpoint: &EndpointId,
+        request_id: &str,
+    ) -> Result<Option<Response>, GenerateError> {
+        let auth = self.auth()?;
+        let url = self.request_url(endpoint, request_id, "/status/stream?logs=1");
+        let response = self
+            .streams
+            .get(&url)
+            .header(AUTHORIZATION, auth)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| GenerateError::Unavailable(format!("status stream: {}", describe(&e))))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(Some(response));
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let answer = Self::read("status stream", response).await?;
+        Err(error_for("status stream", &answer, CallKind::StatusPoll))
     }
 
     /// Fetches a completed request's result: status code and body as fal sent

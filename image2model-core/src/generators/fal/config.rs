@@ -14,6 +14,9 @@ use crate::domain::ModelName;
 pub const DEFAULT_QUEUE_BASE_URL: &str = "https://queue.fal.run";
 /// fal's REST host (storage uploads).
 pub const DEFAULT_STORAGE_BASE_URL: &str = "https://rest.fal.ai";
+/// Requests in flight per worker process unless `FAL_MAX_IN_FLIGHT` says
+/// otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// Everything the FAL generator needs. Build it with [`FalConfig::new`] or
 /// [`FalConfig::from_lookup`], then adjust the public fields.
@@ -51,6 +54,25 @@ pub struct FalConfig {
     /// The best-effort cancel sent on timeout or cancellation waits at most
     /// this long.
     pub cancel_timeout: Duration,
+    /// Requests in flight at once per worker process (`FAL_MAX_IN_FLIGHT`).
+    /// A waiting request costs this process a few KiB and no CPU; fal's own
+    /// account concurrency decides how many run at once, the rest wait in
+    /// fal's queue, so this only bounds what one process keeps open.
+    pub max_in_flight: usize,
+    /// Follow each request's status stream to see its completion at once
+    /// (`FAL_STATUS_STREAM`, default on); off, the status is polled per
+    /// [`FalConfig::poll`]. Either way polling takes over when a stream
+    /// breaks.
+    pub status_stream: bool,
+    /// Where fal should call back when a request ends (the server's public
+    /// URL of its FAL webhook route); `None` sends no webhook.
+    pub webhook_url: Option<Url>,
+    /// With a webhook, how long to wait for it before following the request's
+    /// status anyway (`FAL_WEBHOOK_SAFETY_SECS`): the safety net for a lost
+    /// webhook.
+    pub webhook_safety: Duration,
+    /// Where fal publishes the keys that sign its webhooks (`FAL_JWKS_URL`).
+    pub jwks_url: Url,
 }
 
 impl fmt::Debug for FalConfig {
@@ -69,6 +91,11 @@ impl fmt::Debug for FalConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
             .field("cancel_timeout", &self.cancel_timeout)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("status_stream", &self.status_stream)
+            .field("webhook_url", &self.webhook_url.as_ref().map(Url::as_str))
+            .field("webhook_safety", &self.webhook_safety)
+            .field("jwks_url", &self.jwks_url.as_str())
             .finish()
     }
 }
@@ -108,6 +135,11 @@ impl FalConfig {
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
             cancel_timeout: Duration::from_secs(2),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            status_stream: true,
+            webhook_url: None,
+            webhook_safety: Duration::from_secs(60),
+            jwks_url: Url::parse(super::webhook::DEFAULT_JWKS_URL).expect("a valid default URL"),
         }
     }
 
@@ -120,7 +152,12 @@ impl FalConfig {
     /// - `DEFAULT_MODEL`: used when it names a FAL model; another valid model
     ///   name (e.g. `relief`) is left to the other generators;
     /// - `FAL_QUEUE_TIMEOUT_SECS` (0 sends no queue timeout),
-    ///   `FAL_DATA_URI_MAX_BYTES`, `FAL_MAX_MODEL_BYTES`.
+    ///   `FAL_DATA_URI_MAX_BYTES`, `FAL_MAX_MODEL_BYTES`;
+    /// - `FAL_MAX_IN_FLIGHT` (at least 1), `FAL_STATUS_STREAM` (`true` or
+    ///   `false`), `FAL_WEBHOOK_SAFETY_SECS` (at least 1), `FAL_JWKS_URL`.
+    ///
+    /// The webhook URL is not read here: the server sets it from its public
+    /// URL.
     ///
     /// Returns `Ok(None)` when no key is set.
     ///
@@ -178,6 +215,36 @@ impl FalConfig {
         if let Some(v) = get("FAL_MAX_MODEL_BYTES") {
             config.max_model_bytes = parse_number("FAL_MAX_MODEL_BYTES", &v)?;
         }
+        if let Some(v) = get("FAL_MAX_IN_FLIGHT") {
+            config.max_in_flight = parse_positive("FAL_MAX_IN_FLIGHT", &v)?;
+        }
+        if let Some(v) = get("FAL_STATUS_STREAM") {
+            config.status_stream = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => {
+                    return Err(config_err(
+                        "FAL_STATUS_STREAM",
+                        format!("{v:?} is not true or false"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("FAL_JWKS_URL") {
+            let url = Url::parse(v.trim())
+                .map_err(|e| config_err("FAL_JWKS_URL", format!("{v:?} is not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(config_err(
+                    "FAL_JWKS_URL",
+                    "the scheme must be http or https",
+                ));
+            }
+            config.jwks_url = url;
+        }
+        if let Some(v) = get("FAL_WEBHOOK_SAFETY_SECS") {
+            let secs: usize = parse_positive("FAL_WEBHOOK_SAFETY_SECS", &v)?;
+            config.webhook_safety = Duration::from_secs(secs as u64);
+        }
         Ok(Some(config))
     }
 }
@@ -189,6 +256,16 @@ fn parse_number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, FalC
             format!("{value:?} is not a non-negative whole number"),
         )
     })
+}
+
+fn parse_positive(name: &str, value: &str) -> Result<usize, FalConfigError> {
+    match value.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(config_err(
+            name,
+            format!("{value:?} is not a whole number of at least 1"),
+        )),
+    }
 }
 
 /// Parses a base URL: `http` or `https`, a host, no query, fragment or
@@ -321,11 +398,35 @@ mod tests {
             ("FAL_STORAGE_BASE_URL", "http://h/?q=1"),
             ("DEFAULT_MODEL", "../etc"),
             ("FAL_MAX_MODEL_BYTES", "lots"),
+            ("FAL_MAX_IN_FLIGHT", "0"),
+            ("FAL_STATUS_STREAM", "maybe"),
+            ("FAL_WEBHOOK_SAFETY_SECS", "-1"),
+            ("FAL_JWKS_URL", "ftp://keys"),
         ] {
             let err =
                 FalConfig::from_lookup(lookup(&[("FAL_KEY", "k"), (name, value)])).unwrap_err();
             assert_eq!(err.name, name, "{value}");
         }
+    }
+
+    #[test]
+    fn in_flight_stream_and_safety_are_read() {
+        let c = FalConfig::from_lookup(lookup(&[("FAL_KEY", "k")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert!(c.status_stream);
+        let c = FalConfig::from_lookup(lookup(&[
+            ("FAL_KEY", "k"),
+            ("FAL_MAX_IN_FLIGHT", "2048"),
+            ("FAL_STATUS_STREAM", "false"),
+            ("FAL_WEBHOOK_SAFETY_SECS", "5"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.max_in_flight, 2048);
+        assert!(!c.status_stream);
+        assert_eq!(c.webhook_safety, Duration::from_secs(5));
     }
 
     #[test]

@@ -16,8 +16,10 @@
 //! `data:` URI (small) or through fal storage (big); the request is submitted
 //! to the model's whole endpoint id; its id is handed to
 //! [`GenerationObserver::remote_request`] (which persists it) before the first
-//! poll; the status is polled (owner/app URLs only) with a growing interval
-//! while progress is reported; on `COMPLETED` the result endpoint decides the
+//! look at its status; the image is dropped; completion is awaited through
+//! fal's status stream, a webhook when the server has a public URL, or
+//! polling when a stream breaks (owner/app URLs only, see `follow`) while
+//! progress is reported; on `COMPLETED` the result endpoint decides the
 //! outcome; the model file is downloaded at once, streamed and size-capped.
 //! A request id from an earlier attempt is resumed instead of resubmitted.
 //! On deadline or cancellation fal's cancel is sent, best effort.
@@ -28,15 +30,21 @@
 //! - `models`: the model table ([`MODELS`]) and [`EndpointId`].
 //! - `protocol`: fal's wire types.
 //! - `retry`: [`RetryPolicy`] and [`PollPolicy`].
-//! - `client`: HTTP calls with retries and fal's errors mapped.
+//! - `client`: HTTP calls with retries and fal's errors mapped; the two
+//!   shared connection pools.
+//! - `follow`: waiting for completion (status stream, webhook, polling).
+//! - `sse`: a bounded reader of the status stream's events.
 //! - `output`: downloading the model and the preview.
 
 mod client;
 mod config;
+mod follow;
 mod models;
 mod output;
 pub mod protocol;
 mod retry;
+mod sse;
+pub mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,20 +55,23 @@ use serde_json::Value;
 use tracing::Instrument;
 
 pub use config::{
-    DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL, FalConfig, FalConfigError, parse_base_url,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL, FalConfig,
+    FalConfigError, parse_base_url,
 };
 pub use models::{DEFAULT_MODEL, EndpointId, EndpointIdError, FalModel, MODELS, find_model};
 pub use retry::{PollPolicy, RetryPolicy};
 
-use self::client::{FalClient, StatusAnswer, error_for, is_valid_request_id};
+use self::client::{FalClient, error_for, is_valid_request_id};
+use self::follow::Waiters;
 use self::output::{download_model, download_preview, file_ref};
 use self::protocol::{QueueStatus, StatusResponse};
 use self::retry::CallKind;
-use crate::domain::{ModelName, Progress};
+use crate::domain::{GenerateOptions, ImageKind, ModelName, Progress};
 use crate::ports::{
-    GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GenerationObserver,
+    Capacity, GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GenerationObserver,
     GeneratorHealth, ModelGenerator, ModelInfo,
 };
+use bytes::Bytes;
 
 /// The generator's name, as in [`ModelInfo::generator`].
 pub const GENERATOR_NAME: &str = "fal";
@@ -73,6 +84,10 @@ pub struct FalGenerator {
     /// The last account verdict: set to `Unhealthy` by a 401/403, back to
     /// `Healthy` by the next success. Read by the admin health view.
     health: Mutex<GeneratorHealth>,
+    /// Requests waiting for their webhook.
+    waiters: Waiters,
+    /// Checks webhooks' signatures against fal's published keys.
+    verifier: webhook::WebhookVerifier,
 }
 
 /// What the generator knows of the remote request, shared with the code that
@@ -90,10 +105,62 @@ impl FalGenerator {
     /// # Errors
     /// `Internal` when the HTTP client cannot be built (e.g. no TLS roots).
     pub fn new(config: FalConfig) -> Result<Self, GenerateError> {
+        let client = FalClient::new(Arc::new(config))?;
+        let verifier =
+            webhook::WebhookVerifier::new(client.config().jwks_url.clone(), client.http().clone());
         Ok(Self {
-            client: FalClient::new(Arc::new(config))?,
+            client,
             health: Mutex::new(GeneratorHealth::Healthy),
+            waiters: Waiters::default(),
+            verifier,
         })
+    }
+
+    /// Handles a webhook fal sent to the server's public URL: checks its
+    /// signature against fal's keys, then wakes the generation waiting for
+    /// that request, which fetches the result as usual (the webhook's payload
+    /// is not trusted for the outcome, only as the signal). A webhook for a
+    /// request this process is not waiting for (another worker's, or one
+    /// that came before its submit was answered) is remembered for a while
+    /// and otherwise harmless: the safety net follows every request anyway.
+    ///
+    /// # Errors
+    /// The [`webhook::WebhookError`] that refused it; only
+    /// [`webhook::WebhookError::is_transient`] ones are worth fal's retry.
+    pub async fn handle_webhook(
+        &self,
+        headers: &reqwest::header::HeaderMap,
+        body: &[u8],
+    ) -> Result<webhook::WebhookPayload, webhook::WebhookError> {
+        let payload = match self.verifier.verify(headers, body).await {
+            Ok(payload) => payload,
+            Err(e) => {
+                metrics::counter!("image2model_fal_webhooks_total", "outcome" => "refused")
+                    .increment(1);
+                tracing::warn!(code = e.code(), error = %e, "fal webhook refused");
+                return Err(e);
+            }
+        };
+        let error = match payload.status {
+            webhook::WebhookStatus::Ok => None,
+            webhook::WebhookStatus::Error => Some(
+                payload
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "fal reported an error".to_owned()),
+            ),
+        };
+        let woke = self.waiters.completed(&payload.request_id, error);
+        let outcome = if woke { "woke" } else { "no_waiter" };
+        metrics::counter!("image2model_fal_webhooks_total", "outcome" => outcome).increment(1);
+        tracing::info!(request_id = %payload.request_id, status = ?payload.status, woke, "fal webhook");
+        Ok(payload)
+    }
+
+    /// Generations waiting for their webhook now.
+    #[must_use]
+    pub fn awaiting_webhooks(&self) -> usize {
+        self.waiters.len()
     }
 
     /// The model clients get when they name none.
@@ -128,14 +195,12 @@ impl FalGenerator {
     }
 
     /// The image as fal gets it: a data URI when small, else a storage URL.
-    async fn image_url(&self, request: &GenerateRequest) -> Result<String, GenerateError> {
-        if request.image.len() <= self.client.config().data_uri_max_bytes {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(&request.image);
-            Ok(format!("data:{};base64,{b64}", request.image_kind.mime()))
+    async fn image_url(&self, image: Bytes, kind: ImageKind) -> Result<String, GenerateError> {
+        if image.len() <= self.client.config().data_uri_max_bytes {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
+            Ok(format!("data:{};base64,{b64}", kind.mime()))
         } else {
-            self.client
-                .upload(request.image.clone(), request.image_kind)
-                .await
+            self.client.upload(image, kind).await
         }
     }
 
@@ -148,20 +213,31 @@ impl FalGenerator {
     }
 
     /// Submits the image and persists the request id through the observer.
+    /// The image and its encoding are gone once this returns: a request that
+    /// waits for fal keeps only its id.
     async fn submit(
         &self,
         model: &FalModel,
-        request: &GenerateRequest,
+        image: Bytes,
+        kind: ImageKind,
+        options: &GenerateOptions,
         ctx: &GenerateContext<'_>,
         remote: &Mutex<Remote>,
     ) -> Result<String, GenerateError> {
         let endpoint = model.endpoint();
-        let image_url = self.image_url(request).await?;
-        let input = model.input(&image_url, &request.options);
-        let submitted = self
-            .client
-            .submit(&endpoint, &input, self.queue_timeout(ctx.deadline))
-            .await?;
+        let submitted = {
+            let image_url = self.image_url(image, kind).await?;
+            let input = model.input(&image_url, options);
+            drop(image_url);
+            self.client
+                .submit(
+                    &endpoint,
+                    &input,
+                    self.queue_timeout(ctx.deadline),
+                    self.client.config().webhook_url.as_ref(),
+                )
+                .await?
+        };
         let id = submitted.request_id;
         if !is_valid_request_id(&id) {
             return Err(GenerateError::Upstream(format!(
@@ -181,52 +257,25 @@ impl FalGenerator {
         Ok(id)
     }
 
-    /// Polls until the request is `COMPLETED`. `Ok(None)` when fal does not
-    /// know the id on the first poll (an expired or foreign resume id).
-    async fn wait(
-        &self,
-        model: &FalModel,
-        request_id: &str,
-        observer: &dyn GenerationObserver,
-    ) -> Result<Option<StatusResponse>, GenerateError> {
-        let endpoint = model.endpoint();
-        let poll = &self.client.config().poll;
-        let mut interval = poll.initial;
-        let mut tracker = ProgressTracker::default();
-        let mut first = true;
-        loop {
-            match self.client.status(&endpoint, request_id).await? {
-                StatusAnswer::Unknown if first => return Ok(None),
-                StatusAnswer::Unknown => {
-                    return Err(GenerateError::Upstream(format!(
-                        "fal no longer knows request {request_id}"
-                    )));
-                }
-                StatusAnswer::Status(status) => {
-                    if status.status == QueueStatus::Completed {
-                        return Ok(Some(status));
-                    }
-                    report(observer, tracker.update(&status)).await;
-                }
-            }
-            first = false;
-            tokio::time::sleep(interval).await;
-            interval = poll.next(interval);
-        }
-    }
-
     /// The whole lifecycle, without the deadline and cancellation (see
     /// [`ModelGenerator::generate`]).
     async fn run(
         &self,
         model: &FalModel,
-        request: &GenerateRequest,
+        request: GenerateRequest,
         ctx: &GenerateContext<'_>,
         remote: &Mutex<Remote>,
     ) -> Result<GeneratedModel, GenerateError> {
         let endpoint = model.endpoint();
-        let resumed = request
-            .resume_remote_request
+        let GenerateRequest {
+            options,
+            image,
+            image_kind,
+            resume_remote_request,
+            ..
+        } = request;
+        let mut image = Some(image);
+        let resumed = resume_remote_request
             .as_deref()
             .filter(|id| is_valid_request_id(id));
         let mut completed = None;
@@ -235,19 +284,24 @@ impl FalGenerator {
             tracing::info!(request_id = %id, "resuming fal request");
             lock(remote).request_id = Some(id.to_owned());
             request_id = id.to_owned();
-            completed = self.wait(model, id, ctx.observer).await?;
+            completed = self.wait(model, id, ctx.observer, false).await?;
             if completed.is_none() {
                 tracing::info!(request_id = %id, "fal does not know the resumed request; submitting anew");
                 lock(remote).request_id = None;
             }
-        } else if let Some(id) = &request.resume_remote_request {
+        } else if let Some(id) = &resume_remote_request {
             tracing::warn!(request_id = %id, "ignoring a malformed resume request id; submitting anew");
         }
         let status = match completed {
             Some(status) => status,
             None => {
-                request_id = self.submit(model, request, ctx, remote).await?;
-                self.wait(model, &request_id, ctx.observer)
+                let image = image.take().ok_or_else(|| {
+                    GenerateError::Internal("the image was already submitted".into())
+                })?;
+                request_id = self
+                    .submit(model, image, image_kind, &options, ctx, remote)
+                    .await?;
+                self.wait(model, &request_id, ctx.observer, true)
                     .await?
                     .ok_or_else(|| {
                         GenerateError::Upstream(format!(
@@ -412,7 +466,7 @@ impl ModelGenerator for FalGenerator {
                 () = tokio::time::sleep(ctx.deadline) => Err(GenerateError::Timeout(format!(
                     "no model within {:?}", ctx.deadline
                 ))),
-                outcome = self.run(model, &request, &ctx, &remote) => Ok(outcome),
+                outcome = self.run(model, request, &ctx, &remote) => Ok(outcome),
             }
         }
         .instrument(span.clone())
@@ -445,6 +499,13 @@ impl ModelGenerator for FalGenerator {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Remote: a request waiting on fal holds no local slot.
+    fn capacity(&self) -> Capacity {
+        Capacity::Remote {
+            max_in_flight: self.client.config().max_in_flight.max(1),
+        }
     }
 }
 

@@ -38,6 +38,11 @@ macro_rules! __job_store_checks {
             expired_lease_is_reclaimed_with_a_new_token,
             renewed_lease_is_not_reclaimed,
             lease_expired_max_attempts_times_fails_the_item_with_worker_lost,
+            claim_with_models_takes_only_those_models_oldest_first,
+            claim_leaves_an_expired_item_of_another_model_alone,
+            renew_leases_renews_held_leases_and_returns_the_lost_ones,
+            renew_leases_of_no_leases_is_empty,
+            renew_leases_renews_a_batch_larger_than_one_chunk,
             stale_token_returns_false_and_changes_nothing,
             progress_rises_but_never_falls,
             job_status_and_progress_follow_the_items,
@@ -65,6 +70,7 @@ pub const CHECKS: &[Check<dyn JobStore>] = crate::__job_store_checks!(array());
 const LONG: ClaimOptions = ClaimOptions {
     lease: Duration::from_secs(60),
     max_attempts: 3,
+    models: None,
 };
 
 /// A short lease for expiry checks.
@@ -113,6 +119,30 @@ pub fn new_job(job_id: JobId, owner: &ApiKeyId, items: usize) -> NewJob {
             })
             .collect(),
     }
+}
+
+/// [`new_job`] for `model` instead of the default one.
+fn new_job_of(job_id: JobId, owner: &ApiKeyId, items: usize, model: &str) -> NewJob {
+    let mut new = new_job(job_id, owner, items);
+    new.options.model = ModelName::parse(model).expect("test model names are valid");
+    new
+}
+
+/// Claim options with a long lease for jobs of `models` only.
+fn long_for(models: &[&str]) -> ClaimOptions {
+    ClaimOptions {
+        models: Some(
+            models
+                .iter()
+                .map(|m| ModelName::parse(m).expect("test model names are valid"))
+                .collect(),
+        ),
+        ..LONG
+    }
+}
+
+fn item_ids(job: &Job) -> Vec<ItemId> {
+    job.items.iter().map(|i| i.item_id).collect()
 }
 
 async fn create(store: &Arc<dyn JobStore>, new: NewJob) -> Job {
@@ -576,12 +606,13 @@ pub async fn expired_lease_is_reclaimed_with_a_new_token(store: Arc<dyn JobStore
     let short = ClaimOptions {
         lease: SHORT_LEASE,
         max_attempts: 3,
+        models: None,
     };
-    let first = claim(&store, short).await;
+    let first = claim(&store, short.clone()).await;
     assert_nothing_claimable(&store, "the only item's lease has not expired").await;
 
     tokio::time::sleep(PAST_SHORT_LEASE).await;
-    let second = claim(&store, short).await;
+    let second = claim(&store, short.clone()).await;
 
     assert_eq!(second.item.item_id, first.item.item_id);
     assert_eq!(second.item.attempts, 2, "the reclaim counts an attempt");
@@ -634,6 +665,7 @@ pub async fn renewed_lease_is_not_reclaimed(store: Arc<dyn JobStore>) {
         ClaimOptions {
             lease: Duration::from_millis(300),
             max_attempts: 3,
+            models: None,
         },
     )
     .await;
@@ -658,11 +690,12 @@ pub async fn lease_expired_max_attempts_times_fails_the_item_with_worker_lost(
     let opts = ClaimOptions {
         lease: SHORT_LEASE,
         max_attempts: 2,
+        models: None,
     };
-    let first = claim(&store, opts).await;
+    let first = claim(&store, opts.clone()).await;
     assert_eq!(first.item.item_id, job.items[0].item_id);
     tokio::time::sleep(PAST_SHORT_LEASE).await;
-    let second = claim(&store, opts).await;
+    let second = claim(&store, opts.clone()).await;
     assert_eq!(second.item.item_id, job.items[0].item_id, "first reclaim");
     assert_eq!(second.item.attempts, 2);
     tokio::time::sleep(PAST_SHORT_LEASE).await;
@@ -672,6 +705,7 @@ pub async fn lease_expired_max_attempts_times_fails_the_item_with_worker_lost(
         ClaimOptions {
             lease: LONG.lease,
             max_attempts: 2,
+            models: None,
         },
     )
     .await;
@@ -697,6 +731,320 @@ pub async fn lease_expired_max_attempts_times_fails_the_item_with_worker_lost(
     );
     assert_eq!(stored.status, JobStatus::Running);
     assert_refreshed(&stored, "after worker_lost");
+}
+
+/// With `models` set, a claim takes only items of jobs with one of those
+/// models, oldest job first and in upload order, passing over older jobs of
+/// other models (which stay queued, untouched); with `None` any model's
+/// items are claimable, again oldest first.
+pub async fn claim_with_models_takes_only_those_models_oldest_first(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let ids = job_ids(4);
+    let other_old = create(&store, new_job_of(ids[0], &alice, 2, "other-model")).await;
+    let tripo = create(&store, new_job_of(ids[1], &alice, 2, "tripo3d-v2.5")).await;
+    let other_new = create(&store, new_job_of(ids[2], &alice, 1, "other-model")).await;
+    let relief = create(&store, new_job_of(ids[3], &alice, 2, "relief")).await;
+    let filter = long_for(&["relief", "tripo3d-v2.5"]);
+
+    let mut claimed = Vec::new();
+    while let Some(c) = store.claim_next(filter.clone()).await.expect("claim_next") {
+        let model = c.job.options.model.as_str().to_owned();
+        assert!(
+            model == "tripo3d-v2.5" || model == "relief",
+            "claimed item {} of model {model}, outside the filter",
+            c.item.item_id
+        );
+        claimed.push(c.item.item_id);
+    }
+
+    let expected: Vec<ItemId> = item_ids(&tripo)
+        .into_iter()
+        .chain(item_ids(&relief))
+        .collect();
+    assert_eq!(
+        claimed, expected,
+        "the filtered models' items, oldest job first, in upload order"
+    );
+    for job in [&other_old, &other_new] {
+        assert_eq!(
+            &get(&store, job.job_id).await,
+            job,
+            "a job of another model is left as it was"
+        );
+    }
+    let none = store
+        .claim_next(long_for(&["no-such-model"]))
+        .await
+        .expect("claim_next");
+    assert!(none.is_none(), "no job has that model");
+
+    let mut rest = Vec::new();
+    while let Some(c) = store.claim_next(LONG).await.expect("claim_next") {
+        rest.push(c.item.item_id);
+    }
+    let expected: Vec<ItemId> = item_ids(&other_old)
+        .into_iter()
+        .chain(item_ids(&other_new))
+        .collect();
+    assert_eq!(
+        rest, expected,
+        "models: None claims any model, oldest first"
+    );
+}
+
+/// A running item of a model outside the filter whose lease expired is
+/// neither reclaimed nor failed as `worker_lost` by a filtered claim, even
+/// at `max_attempts`; a claim that includes its model does fail it.
+pub async fn claim_leaves_an_expired_item_of_another_model_alone(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let ids = job_ids(2);
+    let other = create(&store, new_job_of(ids[0], &alice, 1, "other-model")).await;
+    let tripo = create(&store, new_job_of(ids[1], &alice, 2, "tripo3d-v2.5")).await;
+    let lost = claim(
+        &store,
+        ClaimOptions {
+            lease: SHORT_LEASE,
+            max_attempts: 1,
+            models: None,
+        },
+    )
+    .await;
+    assert_eq!(lost.item.item_id, other.items[0].item_id);
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let running = get(&store, other.job_id).await;
+
+    // Reclaimable by attempts (3 > 1), but not of a filtered model.
+    let first = claim(&store, long_for(&["tripo3d-v2.5"])).await;
+    // At max_attempts (1), but not of a filtered model.
+    let second = claim(
+        &store,
+        ClaimOptions {
+            max_attempts: 1,
+            ..long_for(&["tripo3d-v2.5"])
+        },
+    )
+    .await;
+    let none = store
+        .claim_next(ClaimOptions {
+            max_attempts: 1,
+            ..long_for(&["tripo3d-v2.5"])
+        })
+        .await
+        .expect("claim_next");
+
+    assert_eq!(
+        vec![first.item.item_id, second.item.item_id],
+        item_ids(&tripo),
+        "the filtered claims take the newer job of the filtered model"
+    );
+    assert!(none.is_none(), "nothing else of that model is claimable");
+    let after = get(&store, other.job_id).await;
+    assert_eq!(
+        after, running,
+        "the expired item of another model was neither claimed nor failed"
+    );
+    assert_eq!(after.items[0].status, ItemStatus::Running);
+    assert_eq!(after.items[0].error, None);
+
+    // The same claim with its model does fail it: the check above is live.
+    let control = store
+        .claim_next(ClaimOptions {
+            max_attempts: 1,
+            ..long_for(&["other-model", "tripo3d-v2.5"])
+        })
+        .await
+        .expect("claim_next");
+    assert!(control.is_none(), "the lost item is failed, not claimed");
+    let failed = get(&store, other.job_id).await;
+    assert_eq!(failed.items[0].status, ItemStatus::Failed);
+    assert_eq!(
+        failed.items[0].error.as_ref().map(|e| e.code.as_str()),
+        Some("worker_lost")
+    );
+}
+
+/// `renew_leases` renews every lease its token still holds (those items are
+/// not reclaimable after their old expiry, and nothing a client sees
+/// changes) and returns exactly the others: an item of a cancelled job, one
+/// reclaimed by another token after its lease expired, one of a deleted
+/// job, an unknown one. The reclaimer's lease is left alone.
+pub async fn renew_leases_renews_held_leases_and_returns_the_lost_ones(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    // The reclaimed item's job is the oldest, so that it is the one
+    // reclaimed after every lease has expired.
+    let ids = job_ids(4);
+    let reclaimed_job = create(&store, new_job(ids[0], &alice, 1)).await;
+    let held_job = create(&store, new_job(ids[1], &alice, 2)).await;
+    let cancelled_job = create(&store, new_job(ids[2], &alice, 1)).await;
+    let deleted_job = create(&store, new_job(ids[3], &alice, 1)).await;
+    let short = ClaimOptions {
+        lease: SHORT_LEASE,
+        max_attempts: 3,
+        models: None,
+    };
+    let mut claims = Vec::new();
+    for _ in 0..5 {
+        claims.push(claim(&store, short.clone()).await);
+    }
+    let [reclaimed, held_a, held_b, cancelled, deleted] =
+        <[Claim; 5]>::try_from(claims).expect("five claims");
+    assert_eq!(reclaimed.job.job_id, reclaimed_job.job_id);
+    assert_eq!(held_a.job.job_id, held_job.job_id);
+    assert_eq!(held_b.job.job_id, held_job.job_id);
+    assert_eq!(cancelled.job.job_id, cancelled_job.job_id);
+    assert_eq!(deleted.job.job_id, deleted_job.job_id);
+    store
+        .cancel_job(cancelled_job.job_id)
+        .await
+        .expect("cancel_job");
+    store
+        .delete_job(deleted_job.job_id)
+        .await
+        .expect("delete_job");
+    tokio::time::sleep(PAST_SHORT_LEASE).await;
+    let taker = claim(&store, LONG).await;
+    assert_eq!(
+        taker.item.item_id, reclaimed.item.item_id,
+        "the oldest expired item is reclaimed"
+    );
+    let held_before = get(&store, held_job.job_id).await;
+    let cancelled_before = get(&store, cancelled_job.job_id).await;
+    let reclaimed_before = get(&store, reclaimed_job.job_id).await;
+    let unknown = ItemId::new();
+
+    let leases = vec![
+        (held_a.item.item_id, held_a.token.clone()),
+        (reclaimed.item.item_id, reclaimed.token.clone()),
+        (cancelled.item.item_id, cancelled.token.clone()),
+        (unknown, LeaseToken::generate()),
+        (deleted.item.item_id, deleted.token.clone()),
+        (held_b.item.item_id, held_b.token.clone()),
+    ];
+    let mut lost = store
+        .renew_leases(&leases, LONG.lease)
+        .await
+        .expect("renew_leases");
+
+    lost.sort();
+    let mut expected = vec![
+        reclaimed.item.item_id,
+        cancelled.item.item_id,
+        unknown,
+        deleted.item.item_id,
+    ];
+    expected.sort();
+    assert_eq!(
+        lost, expected,
+        "exactly the leases not held are returned, each once"
+    );
+    assert_nothing_claimable(
+        &store,
+        "the held leases were renewed past their old expiry (and the others are taken or ended)",
+    )
+    .await;
+    assert_eq!(
+        get(&store, held_job.job_id).await,
+        held_before,
+        "a renewal changes nothing a client sees, updated_at included"
+    );
+    assert_eq!(
+        get(&store, cancelled_job.job_id).await,
+        cancelled_before,
+        "the cancelled item is left as it was"
+    );
+    assert_eq!(
+        get(&store, reclaimed_job.job_id).await,
+        reclaimed_before,
+        "the reclaimed item is left as it was"
+    );
+    assert!(
+        store
+            .get_job(deleted_job.job_id)
+            .await
+            .expect("get")
+            .is_none()
+    );
+    for c in [&held_a, &held_b] {
+        assert!(
+            store
+                .record_progress(c.item.item_id, &c.token, progress(10))
+                .await
+                .expect("record_progress"),
+            "the renewed lease's token still holds its item"
+        );
+    }
+    assert!(
+        store
+            .record_progress(taker.item.item_id, &taker.token, progress(10))
+            .await
+            .expect("record_progress"),
+        "the reclaimer's token still holds its item"
+    );
+}
+
+/// `renew_leases` of no leases returns no items.
+pub async fn renew_leases_of_no_leases_is_empty(store: Arc<dyn JobStore>) {
+    create(&store, new_job(JobId::new(), &owner("alice"), 1)).await;
+    claim(&store, LONG).await;
+
+    let lost = store
+        .renew_leases(&[], LONG.lease)
+        .await
+        .expect("renew_leases of nothing");
+
+    assert!(lost.is_empty(), "nothing to renew, nothing lost: {lost:?}");
+}
+
+/// A batch of 1,200 leases across 40 jobs (more than the SQL stores renew
+/// with one statement), in the reverse of the claims' order, is renewed whole:
+/// here to a zero lease, after which every held item, and only those, is
+/// claimable again. One job is cancelled first: its items, which straddle
+/// the stores' 500-lease chunk boundary, are returned as lost.
+pub async fn renew_leases_renews_a_batch_larger_than_one_chunk(store: Arc<dyn JobStore>) {
+    const JOBS: usize = 40;
+    const ITEMS: usize = 30;
+    let alice = owner("alice");
+    let jobs = create_jobs(&store, &alice, JOBS, ITEMS).await;
+    let mut leases = Vec::with_capacity(JOBS * ITEMS);
+    while let Some(c) = store.claim_next(LONG).await.expect("claim_next") {
+        leases.push((c.item.item_id, c.token));
+    }
+    assert_eq!(leases.len(), JOBS * ITEMS, "every item is claimed");
+    // Newest job first, each job's items last to first.
+    leases.reverse();
+    // Its items are leases 480..=509 now: across the first 500-lease chunk's
+    // end.
+    let cancelled = &jobs[23];
+    store
+        .cancel_job(cancelled.job_id)
+        .await
+        .expect("cancel_job");
+
+    let mut lost = store
+        .renew_leases(&leases, Duration::ZERO)
+        .await
+        .expect("renew_leases");
+
+    lost.sort();
+    let mut expected = item_ids(cancelled);
+    expected.sort();
+    assert_eq!(lost, expected, "only the cancelled job's items are lost");
+    let mut reclaimed = HashSet::new();
+    while let Some(c) = store.claim_next(LONG).await.expect("claim_next") {
+        assert_eq!(c.item.attempts, 2, "a reclaim of a renewed lease");
+        assert!(reclaimed.insert(c.item.item_id), "claimed twice");
+    }
+    let expected: HashSet<ItemId> = jobs
+        .iter()
+        .filter(|j| j.job_id != cancelled.job_id)
+        .flat_map(item_ids)
+        .collect();
+    assert_eq!(
+        reclaimed.len(),
+        expected.len(),
+        "every renewed lease, in every chunk, now ends at once"
+    );
+    assert_eq!(reclaimed, expected);
 }
 
 /// A token that does not hold the item gets `Ok(false)` from every call and
@@ -1132,6 +1480,7 @@ pub async fn items_of_a_cancelled_job_are_never_claimed(store: Arc<dyn JobStore>
         ClaimOptions {
             lease: SHORT_LEASE,
             max_attempts: 3,
+            models: None,
         },
     )
     .await;

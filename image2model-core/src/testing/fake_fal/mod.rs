@@ -3,13 +3,15 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, Scenario};
+//! use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, Scenario, WebhookDelivery};
 //!
 //! let fake = FakeFal::start(FakeFalConfig::default()).await;
 //! println!("queue at {}, storage at {}", fake.queue_base_url(), fake.storage_base_url());
 //! fake.set_scenario(Scenario::SubmitFails { status: 503, times: 2, retry_after: None });
 //! // … point a FalGenerator at it, with key `fake.key()` …
 //! assert_eq!(fake.submits(), 0);
+//! // Webhooks are signed with the fake's own key, published at `fake.jwks_url()`.
+//! fake.set_webhook_delivery(WebhookDelivery::BadSignature);
 //! # }
 //! ```
 //!
@@ -19,8 +21,27 @@
 //! - submit (`POST /{endpoint_id}`) for the endpoints it knows (see
 //!   [`ENDPOINTS`]), checking the model's image field; status
 //!   (`GET /{owner}/{app}/requests/{id}/status`, 202 `IN_QUEUE` → 202
-//!   `IN_PROGRESS` with logs → 200 `COMPLETED`), its SSE stream, result,
-//!   cancel; request URLs built with the sub path get a 404;
+//!   `IN_PROGRESS` with logs → 200 `COMPLETED`), result, cancel; request URLs
+//!   built with the sub path get a 404;
+//! - the status stream (`GET …/requests/{id}/status/stream`, SSE), event
+//!   driven: the current status at once, then one event at each phase change
+//!   (at `created + queue_time` and `created + queue_time + progress_time`),
+//!   an `IN_PROGRESS` event every [`FakeFalConfig::stream_progress_interval`]
+//!   while running, `COMPLETED` and the end of the stream; a cancel wakes the
+//!   request's streams at once; a keep-alive comment every 15 s. An open
+//!   stream costs a sleeping task, nothing more, so thousands can be open;
+//! - webhooks: a submit with `?fal_webhook=<url>` is `POST`ed, when the
+//!   request ends, `{"request_id", "gateway_request_id", "status": "OK" |
+//!   "ERROR", "payload", "error"}` (the payload is the result endpoint's JSON;
+//!   a failed result is `ERROR` with `Invalid status code: N`, a cancel is
+//!   `ERROR` with a `null` payload), signed as fal signs (Ed25519 over
+//!   `request_id \n user_id \n timestamp \n sha256hex(body)`, headers
+//!   `X-Fal-Webhook-{Request-Id,User-Id,Timestamp,Signature}`; see
+//!   [`crate::generators::fal::webhook`]). The fake makes its key pair at
+//!   start and publishes the public key as a JSON Web Key Set at
+//!   `{storage}/.well-known/jwks.json` ([`FakeFalProbe::jwks_url`]). A failed
+//!   delivery (connection error or non-2xx) is tried [`WEBHOOK_ATTEMPTS`]
+//!   times in all, with a short doubling backoff, from a task of its own;
 //! - storage upload (initiate + `PUT`), and the files themselves: a real GLB
 //!   cube and a PNG preview;
 //! - keeps each request's state keyed by its id, so a client that "restarts"
@@ -28,10 +49,14 @@
 //!
 //! Behaviour is scripted with a [`Scenario`], set at start or changed at
 //! runtime; a request keeps the scenario in force when it was submitted.
+//! Streams can be made to break ([`FakeFal::set_stream_breaks`],
+//! [`FakeFal::set_stream_refusals`]) and webhooks to be lost or forged
+//! ([`FakeFal::set_webhook_delivery`]) to test a client's fallbacks.
 //! Counters and an event log let tests assert what the client did.
 
 mod glb;
 mod server;
+mod webhooks;
 
 use std::collections::HashMap;
 use std::io;
@@ -40,16 +65,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::SigningKey;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use glb::{GLB_MAGIC, cube_glb, cube_glb_padded};
 pub use server::{ENDPOINTS, FakeEndpoint};
 
+use crate::generators::fal::webhook::WebhookStatus;
+
 /// The key the fake accepts unless configured otherwise.
 pub const DEFAULT_FAKE_KEY: &str = "fake-key-id:fake-key-secret";
+
+/// The user id the fake's webhooks carry (`X-Fal-Webhook-User-Id`).
+pub const FAKE_WEBHOOK_USER_ID: &str = "fake-fal-user";
+
+/// How many times in all the fake tries to deliver one webhook (fal: the
+/// first try and 10 retries over 2 hours; the fake: 50 ms, 100 ms, 200 ms
+/// apart).
+pub const WEBHOOK_ATTEMPTS: u32 = 4;
 
 /// What the fake does; one failure at a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +104,8 @@ pub enum Scenario {
         /// `Retry-After` seconds on a 429.
         retry_after: Option<u32>,
     },
-    /// The first `times` status polls answer `status`, then polls work.
+    /// The first `times` status polls (or status stream opens) answer
+    /// `status`, then they work.
     StatusFails {
         /// The HTTP status.
         status: u16,
@@ -80,9 +118,10 @@ pub enum Scenario {
     ContentPolicy,
     /// The status is `COMPLETED` with an `error`; the result is a 500.
     CompletedWithError,
-    /// The request stays `IN_PROGRESS` forever.
+    /// The request stays `IN_PROGRESS` forever (until cancelled): no
+    /// `COMPLETED` event, no webhook.
     NeverCompletes,
-    /// The status answers are not JSON.
+    /// The status answers (and stream events) are not JSON.
     MalformedStatus,
     /// The result is a 200 whose body is not JSON.
     MalformedResult,
@@ -193,6 +232,9 @@ pub struct FakeFalConfig {
     pub progress_time: Duration,
     /// The initial scenario.
     pub scenario: Scenario,
+    /// How often a status stream sends an `IN_PROGRESS` event while the
+    /// request runs (default 1 s).
+    pub stream_progress_interval: Duration,
 }
 
 impl Default for FakeFalConfig {
@@ -202,8 +244,42 @@ impl Default for FakeFalConfig {
             queue_time: Duration::from_millis(30),
             progress_time: Duration::from_millis(60),
             scenario: Scenario::Success,
+            stream_progress_interval: Duration::from_secs(1),
         }
     }
+}
+
+/// What the fake does with the webhooks it owes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WebhookDelivery {
+    /// Sends them, correctly signed.
+    #[default]
+    Deliver,
+    /// Loses them (counted by [`FakeFalProbe::webhooks_dropped`]).
+    Drop,
+    /// Sends them with a signature that does not verify.
+    BadSignature,
+}
+
+/// One webhook delivery attempt, in the order made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAttempt {
+    /// The request it reports.
+    pub request_id: String,
+    /// Where it went (the submit's `fal_webhook`).
+    pub url: String,
+    /// 1 for the first try.
+    pub attempt: u32,
+    /// The webhook's `status`.
+    pub status: WebhookStatus,
+    /// Whether it was signed correctly (not under
+    /// [`WebhookDelivery::BadSignature`]).
+    pub signed: bool,
+    /// The HTTP status the receiver answered; `None` when it could not be
+    /// reached (then `error` says why).
+    pub response: Option<u16>,
+    /// The connection error, if any.
+    pub error: Option<String>,
 }
 
 /// What kind of call the fake received.
@@ -223,6 +299,8 @@ pub enum FakeEventKind {
     UploadInitiate,
     /// `PUT /uploads/{token}`.
     Upload,
+    /// `GET /.well-known/jwks.json` (storage host).
+    Jwks,
     /// `GET /files/…`.
     Download,
     /// Anything answered 404 for its path.
@@ -270,6 +348,8 @@ pub struct RecordedSubmit {
     pub image: ImageSource,
     /// The request id given.
     pub request_id: String,
+    /// The `fal_webhook` query parameter (decoded), when sent.
+    pub webhook: Option<String>,
 }
 
 /// A running fake. Shuts down when dropped (or through [`FakeFal::shutdown`]).
@@ -299,6 +379,14 @@ pub(crate) struct Counters {
     /// Requests to presigned upload or public file URLs that carried an
     /// `Authorization` header: the key must never go there.
     pub credential_leaks: AtomicU64,
+    /// Streams closed early or refused by `set_stream_breaks`/`_refusals`.
+    pub streams_broken: AtomicU64,
+    pub webhooks_sent: AtomicU64,
+    pub webhook_attempts: AtomicU64,
+    pub webhooks_dropped: AtomicU64,
+    /// Webhooks given up after [`WEBHOOK_ATTEMPTS`] failed tries.
+    pub webhooks_failed: AtomicU64,
+    pub jwks_fetches: AtomicU64,
 }
 
 /// One request the fake knows.
@@ -312,6 +400,27 @@ pub(crate) struct FakeRequest {
     pub cancelled: bool,
     /// `quad: true` makes Tripo answer with FBX.
     pub quad: bool,
+    /// Where to `POST` the outcome.
+    pub webhook: Option<String>,
+    /// Signalled when the request changes other than by the clock (a
+    /// cancel): wakes its streams and its webhook task.
+    pub changes: Arc<watch::Sender<()>>,
+}
+
+impl FakeRequest {
+    pub(crate) fn new(endpoint: &'static FakeEndpoint, state: &State) -> Self {
+        Self {
+            endpoint,
+            created: Instant::now(),
+            queue_time: state.queue_time,
+            progress_time: state.progress_time,
+            scenario: state.scenario.clone(),
+            cancelled: false,
+            quad: false,
+            webhook: None,
+            changes: Arc::new(watch::Sender::new(())),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -328,6 +437,24 @@ pub(crate) struct State {
     pub submits_by_endpoint: HashMap<String, u64>,
     pub polls_by_request: HashMap<String, u64>,
     pub events: Vec<FakeEvent>,
+    pub stream_progress_interval: Duration,
+    /// Streams still to close after their first event.
+    pub stream_breaks: u32,
+    /// Stream opens still to answer 503.
+    pub stream_refusals: u32,
+    pub webhook_delivery: WebhookDelivery,
+    pub webhook_log: Vec<WebhookAttempt>,
+}
+
+/// The webhook signing keys: the current one signs; the JWKS lists both.
+#[derive(Debug)]
+pub(crate) struct WebhookKeys {
+    pub current: SigningKey,
+    pub previous: Option<SigningKey>,
+}
+
+fn random_signing_key() -> SigningKey {
+    SigningKey::from_bytes(&rand::random::<[u8; 32]>())
 }
 
 #[derive(Debug)]
@@ -337,11 +464,20 @@ pub(crate) struct Shared {
     pub storage_base: String,
     pub counters: Counters,
     pub state: Mutex<State>,
+    pub webhook_keys: Mutex<WebhookKeys>,
+    /// One client for every webhook delivery.
+    pub http: reqwest::Client,
+    /// Cancelled at shutdown: ends streams and webhook tasks.
+    pub shutdown: CancellationToken,
 }
 
 impl Shared {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn webhook_keys(&self) -> std::sync::MutexGuard<'_, WebhookKeys> {
+        self.webhook_keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn event(&self, kind: FakeEventKind, target: String) {
@@ -382,6 +518,12 @@ impl FakeFal {
     ) -> io::Result<FakeFal> {
         let queue_addr = queue.local_addr()?;
         let storage_addr = storage.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(15))
+            .build()
+            .map_err(io::Error::other)?;
         let shared = Arc::new(Shared {
             key: config.key,
             queue_base: format!("http://{queue_addr}"),
@@ -398,9 +540,19 @@ impl FakeFal {
                 submits_by_endpoint: HashMap::new(),
                 polls_by_request: HashMap::new(),
                 events: Vec::new(),
+                stream_progress_interval: config.stream_progress_interval,
+                stream_breaks: 0,
+                stream_refusals: 0,
+                webhook_delivery: WebhookDelivery::Deliver,
+                webhook_log: Vec::new(),
             }),
+            webhook_keys: Mutex::new(WebhookKeys {
+                current: random_signing_key(),
+                previous: None,
+            }),
+            http,
+            shutdown: shutdown.clone(),
         });
-        let shutdown = CancellationToken::new();
         let tasks = vec![
             serve(
                 queue,
@@ -499,17 +651,41 @@ impl FakeFal {
             .unwrap_or_else(|| panic!("the fake knows no endpoint {endpoint_id}"));
         let id = server::new_request_id();
         let mut state = self.shared.state();
-        let request = FakeRequest {
-            endpoint,
-            created: Instant::now(),
-            queue_time: state.queue_time,
-            progress_time: state.progress_time,
-            scenario: state.scenario.clone(),
-            cancelled: false,
-            quad: false,
-        };
+        let request = FakeRequest::new(endpoint, &state);
         state.requests.insert(id.clone(), request);
         id
+    }
+
+    /// Sets how often status streams opened from now on send an
+    /// `IN_PROGRESS` event while the request runs.
+    pub fn set_stream_progress_interval(&self, interval: Duration) {
+        self.shared.state().stream_progress_interval = interval;
+    }
+
+    /// Makes the next `n` status streams close after their first event,
+    /// without `COMPLETED` (as a dropped connection would), so a client's
+    /// fallback to polling can be tested. `0` stops it.
+    pub fn set_stream_breaks(&self, n: u32) {
+        self.shared.state().stream_breaks = n;
+    }
+
+    /// Makes the next `n` status stream opens answer 503 (fal's runner
+    /// failure body). `0` stops it.
+    pub fn set_stream_refusals(&self, n: u32) {
+        self.shared.state().stream_refusals = n;
+    }
+
+    /// Sets what happens to the webhooks that fall due from now on.
+    pub fn set_webhook_delivery(&self, delivery: WebhookDelivery) {
+        self.shared.state().webhook_delivery = delivery;
+    }
+
+    /// Makes a new webhook signing key: it signs from now on, and the key
+    /// set lists it beside the previous one (as during fal's rotations).
+    pub fn rotate_webhook_key(&self) {
+        let mut keys = self.shared.webhook_keys();
+        let old = std::mem::replace(&mut keys.current, random_signing_key());
+        keys.previous = Some(old);
     }
 }
 
@@ -666,5 +842,65 @@ impl FakeFalProbe {
     #[must_use]
     pub fn request_ids(&self) -> Vec<String> {
         self.shared.state().requests.keys().cloned().collect()
+    }
+
+    /// Status streams that were closed early or refused on purpose
+    /// ([`FakeFal::set_stream_breaks`], [`FakeFal::set_stream_refusals`]).
+    #[must_use]
+    pub fn streams_broken(&self) -> u64 {
+        self.count(|c| &c.streams_broken)
+    }
+
+    /// Webhooks delivered (answered 2xx).
+    #[must_use]
+    pub fn webhooks_sent(&self) -> u64 {
+        self.count(|c| &c.webhooks_sent)
+    }
+
+    /// Webhook `POST`s tried, failed ones included.
+    #[must_use]
+    pub fn webhook_attempts(&self) -> u64 {
+        self.count(|c| &c.webhook_attempts)
+    }
+
+    /// Webhooks lost on purpose ([`WebhookDelivery::Drop`]).
+    #[must_use]
+    pub fn webhooks_dropped(&self) -> u64 {
+        self.count(|c| &c.webhooks_dropped)
+    }
+
+    /// Webhooks given up after [`WEBHOOK_ATTEMPTS`] failed tries.
+    #[must_use]
+    pub fn webhooks_failed(&self) -> u64 {
+        self.count(|c| &c.webhooks_failed)
+    }
+
+    /// Every webhook delivery attempt so far, in order.
+    #[must_use]
+    pub fn webhook_deliveries(&self) -> Vec<WebhookAttempt> {
+        self.shared.state().webhook_log.clone()
+    }
+
+    /// Fetches of the key set.
+    #[must_use]
+    pub fn jwks_fetches(&self) -> u64 {
+        self.count(|c| &c.jwks_fetches)
+    }
+
+    /// Where the fake publishes its webhook keys:
+    /// `{storage}/.well-known/jwks.json` (fal: on its REST host).
+    #[must_use]
+    pub fn jwks_url(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.shared.storage_base)
+    }
+
+    /// The public key that verifies the webhooks signed from now on.
+    #[must_use]
+    pub fn webhook_public_key(&self) -> [u8; 32] {
+        self.shared
+            .webhook_keys()
+            .current
+            .verifying_key()
+            .to_bytes()
     }
 }

@@ -16,7 +16,9 @@ use axum::routing::{get, post, put};
 use base64::Engine;
 use futures::stream;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
+use super::webhooks;
 use super::{FakeEventKind, FakeRequest, ImageSource, RecordedSubmit, Scenario, Shared};
 use super::{cube_glb, cube_glb_padded};
 use crate::testing::images;
@@ -128,6 +130,7 @@ pub(crate) fn storage_router(shared: Arc<Shared>) -> Router {
         .route("/storage/upload/initiate", post(upload_initiate))
         .route("/uploads/{token}", put(upload))
         .route("/files/{*path}", get(file))
+        .route("/.well-known/jwks.json", get(webhooks::jwks))
         .fallback(storage_not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
@@ -212,13 +215,50 @@ fn injected(status: u16, retry_after: Option<u32>) -> Response {
     response
 }
 
-enum Phase {
+pub(crate) enum Phase {
     InQueue(u64),
     InProgress(u64),
     Completed,
 }
 
-fn phase(r: &FakeRequest, now: Instant) -> Phase {
+/// A phase without its numbers, for noticing changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PhaseKind {
+    InQueue,
+    InProgress,
+    Completed,
+}
+
+impl Phase {
+    pub(crate) fn kind(&self) -> PhaseKind {
+        match self {
+            Phase::InQueue(_) => PhaseKind::InQueue,
+            Phase::InProgress(_) => PhaseKind::InProgress,
+            Phase::Completed => PhaseKind::Completed,
+        }
+    }
+}
+
+/// When the request leaves `kind` by the clock alone (`None`: never, e.g.
+/// [`Scenario::NeverCompletes`]).
+pub(crate) fn phase_end(r: &FakeRequest, kind: PhaseKind) -> Option<Instant> {
+    match kind {
+        PhaseKind::InQueue => Some(r.created + r.queue_time),
+        PhaseKind::InProgress if r.scenario == Scenario::NeverCompletes => None,
+        PhaseKind::InProgress => Some(r.created + r.queue_time + r.progress_time),
+        PhaseKind::Completed => None,
+    }
+}
+
+/// Sleeps until `deadline` (forever when `None`).
+pub(crate) async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(crate) fn phase(r: &FakeRequest, now: Instant) -> Phase {
     if r.cancelled {
         return Phase::Completed;
     }
@@ -249,14 +289,21 @@ fn log(message: String) -> Value {
     })
 }
 
-/// The status object and its HTTP status (202 until completed, then 200).
-fn status_body(s: &Shared, id: &str, r: &FakeRequest, with_logs: bool) -> (StatusCode, Value) {
+/// The status object at `now` and its HTTP status (202 until completed,
+/// then 200).
+fn status_body(
+    s: &Shared,
+    id: &str,
+    r: &FakeRequest,
+    with_logs: bool,
+    now: Instant,
+) -> (StatusCode, Value) {
     let response_url = format!(
         "{}/{}/requests/{id}",
         s.queue_base,
         r.endpoint.requests_prefix()
     );
-    match phase(r, Instant::now()) {
+    match phase(r, now) {
         Phase::InQueue(position) => (
             StatusCode::ACCEPTED,
             json!({"status": "IN_QUEUE", "queue_position": position, "response_url": response_url}),
@@ -325,7 +372,7 @@ async fn queue(
         return match (&method, &segments[i + 1..]) {
             (&Method::GET, [id, "status"]) => status(&s, &prefix, id, query, target),
             (&Method::GET, [id, "status", "stream"]) => {
-                status_stream(s.clone(), &prefix, id, query, target)
+                status_stream(&s, &prefix, id, query, target)
             }
             (&Method::GET, [id]) => result(&s, &prefix, id, target),
             (&Method::PUT, [id, "cancel"]) => cancel(&s, &prefix, id, target),
@@ -333,7 +380,7 @@ async fn queue(
         };
     }
     if method == Method::POST {
-        return submit(&s, &path, &headers, &body, target);
+        return submit(&s, &path, uri.query(), &headers, &body, target);
     }
     not_found(&s, target, "Not Found")
 }
@@ -355,8 +402,9 @@ fn validation(field: &str, msg: &str, kind: &str) -> Response {
 }
 
 fn submit(
-    s: &Shared,
+    s: &Arc<Shared>,
     endpoint_id: &str,
+    query: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
     target: String,
@@ -395,22 +443,33 @@ fn submit(
             "file_download_error",
         );
     };
+    let webhook = query
+        .into_iter()
+        .flat_map(|q| url::form_urlencoded::parse(q.as_bytes()))
+        .find(|(k, _)| k == "fal_webhook")
+        .map(|(_, v)| v.into_owned());
+    if let Some(url) = &webhook
+        && !url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"detail": [{"loc": ["query", "fal_webhook"], "msg": "Invalid webhook URL", "type": "value_error.url"}]}),
+        );
+    }
     let id = new_request_id();
     let mut state = s.state();
-    let request = FakeRequest {
-        endpoint,
-        created: Instant::now(),
-        queue_time: state.queue_time,
-        progress_time: state.progress_time,
-        scenario: state.scenario.clone(),
-        cancelled: false,
-        quad: input.get("quad").and_then(Value::as_bool) == Some(true),
-    };
+    let mut request = FakeRequest::new(endpoint, &state);
+    request.quad = input.get("quad").and_then(Value::as_bool) == Some(true);
+    request.webhook.clone_from(&webhook);
     let position = match phase(&request, Instant::now()) {
         Phase::InQueue(p) => p,
         _ => 0,
     };
+    let changes = request.changes.subscribe();
     state.requests.insert(id.clone(), request);
+    if let Some(url) = &webhook {
+        webhooks::spawn(s.clone(), id.clone(), url.clone(), changes);
+    }
     state.last_submit = Some(RecordedSubmit {
         endpoint_id: endpoint_id.to_owned(),
         body: input,
@@ -420,6 +479,7 @@ fn submit(
             .map(str::to_owned),
         image,
         request_id: id.clone(),
+        webhook,
     });
     let base = format!(
         "{}/{}/requests/{id}",
@@ -494,38 +554,141 @@ fn status(s: &Shared, prefix: &str, id: &str, query: &str, target: String) -> Re
             .into_response();
     }
     let with_logs = query.split('&').any(|kv| kv == "logs=1");
-    let (code, body) = status_body(s, id, &request, with_logs);
+    let (code, body) = status_body(s, id, &request, with_logs, Instant::now());
     json_response(code, body)
 }
 
-fn status_stream(s: Arc<Shared>, prefix: &str, id: &str, query: &str, target: String) -> Response {
+/// What a stream does besides reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamMode {
+    Normal,
+    /// Close after the first event (`set_stream_breaks`).
+    Break,
+    /// Send non-JSON data ([`Scenario::MalformedStatus`]).
+    Malformed,
+}
+
+/// One open status stream: it sleeps until the request's next phase change,
+/// its next progress event, a change signalled by a cancel, or shutdown.
+struct StatusStream {
+    s: Arc<Shared>,
+    id: String,
+    with_logs: bool,
+    changes: watch::Receiver<()>,
+    interval: Duration,
+    mode: StreamMode,
+    /// The phase of the last event sent.
+    last: Option<PhaseKind>,
+    /// When the next `IN_PROGRESS` event is due.
+    next_progress: Option<Instant>,
+    done: bool,
+}
+
+impl StatusStream {
+    async fn next_event(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let request = self.s.state().requests.get(&self.id).cloned()?;
+            let now = Instant::now();
+            let kind = phase(&request, now).kind();
+            let due = match self.last {
+                None => true,
+                Some(last) if last != kind => true,
+                Some(_) => {
+                    kind == PhaseKind::InProgress && self.next_progress.is_some_and(|t| now >= t)
+                }
+            };
+            if due {
+                if kind == PhaseKind::InProgress {
+                    self.next_progress = Some(match (self.last, self.next_progress) {
+                        // A periodic event: keep the beat.
+                        (Some(PhaseKind::InProgress), Some(t)) => {
+                            (t + self.interval).max(now + self.interval / 2)
+                        }
+                        _ => now + self.interval,
+                    });
+                }
+                self.last = Some(kind);
+                self.done = kind == PhaseKind::Completed || self.mode == StreamMode::Break;
+                let data = if self.mode == StreamMode::Malformed {
+                    "<html><body>Bad Gateway</body></html>".to_owned()
+                } else {
+                    status_body(&self.s, &self.id, &request, self.with_logs, now)
+                        .1
+                        .to_string()
+                };
+                return Some((Ok(Event::default().data(data)), self));
+            }
+            let deadline = match (phase_end(&request, kind), self.next_progress) {
+                (end, Some(progress)) if kind == PhaseKind::InProgress => {
+                    Some(end.map_or(progress, |end| end.min(progress)))
+                }
+                (end, _) => end,
+            };
+            tokio::select! {
+                () = sleep_until(deadline) => {}
+                changed = self.changes.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+                () = self.s.shutdown.cancelled() => return None,
+            }
+        }
+    }
+}
+
+fn status_stream(s: &Arc<Shared>, prefix: &str, id: &str, query: &str, target: String) -> Response {
     s.counters.status_streams.fetch_add(1, Ordering::SeqCst);
     s.event(FakeEventKind::StatusStream, target.clone());
-    if lookup(&s, prefix, id).is_none() {
-        return not_found(&s, target, "Request not found");
-    }
-    let with_logs = query.split('&').any(|kv| kv == "logs=1");
-    let id = id.to_owned();
-    let events = stream::unfold(false, move |done| {
-        let s = s.clone();
-        let id = id.clone();
-        async move {
-            if done {
-                return None;
-            }
-            let request = s.state().requests.get(&id).cloned()?;
-            let (code, body) = status_body(&s, &id, &request, with_logs);
-            let finished = code == StatusCode::OK;
-            if !finished {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Some((
-                Ok::<Event, Infallible>(Event::default().data(body.to_string())),
-                finished,
-            ))
+    let Some(request) = lookup(s, prefix, id) else {
+        return not_found(s, target, "Request not found");
+    };
+    let (interval, breaks) = {
+        let mut state = s.state();
+        if let Scenario::StatusFails { status, times } = request.scenario
+            && state.injected < times
+        {
+            state.injected += 1;
+            return injected(status, None);
         }
-    });
-    Sse::new(events)
+        if state.stream_refusals > 0 {
+            state.stream_refusals -= 1;
+            drop(state);
+            s.counters.streams_broken.fetch_add(1, Ordering::SeqCst);
+            return injected(503, None);
+        }
+        let breaks = state.stream_breaks > 0;
+        if breaks {
+            state.stream_breaks -= 1;
+        }
+        (state.stream_progress_interval, breaks)
+    };
+    if breaks {
+        s.counters.streams_broken.fetch_add(1, Ordering::SeqCst);
+    }
+    let mode = if breaks {
+        StreamMode::Break
+    } else if request.scenario == Scenario::MalformedStatus {
+        StreamMode::Malformed
+    } else {
+        StreamMode::Normal
+    };
+    let stream = StatusStream {
+        s: s.clone(),
+        id: id.to_owned(),
+        with_logs: query.split('&').any(|kv| kv == "logs=1"),
+        changes: request.changes.subscribe(),
+        // A zero interval would spin.
+        interval: interval.max(Duration::from_millis(1)),
+        mode,
+        last: None,
+        next_progress: None,
+        done: false,
+    };
+    Sse::new(stream::unfold(stream, StatusStream::next_event))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
@@ -544,7 +707,13 @@ fn result(s: &Shared, prefix: &str, id: &str, target: String) -> Response {
     let Some(request) = lookup(s, prefix, id) else {
         return not_found(s, target, "Request not found");
     };
-    if !matches!(phase(&request, Instant::now()), Phase::Completed) {
+    result_response(s, id, &request)
+}
+
+/// The result endpoint's answer for a known request (what a webhook's
+/// payload is made from too).
+pub(crate) fn result_response(s: &Shared, id: &str, request: &FakeRequest) -> Response {
+    if !matches!(phase(request, Instant::now()), Phase::Completed) {
         return detail(StatusCode::BAD_REQUEST, "Request is still in progress");
     }
     if request.cancelled {
@@ -598,7 +767,7 @@ fn result(s: &Shared, prefix: &str, id: &str, target: String) -> Response {
             );
             r
         }
-        scenario => json_response(StatusCode::OK, output(s, id, &request, scenario)),
+        scenario => json_response(StatusCode::OK, output(s, id, request, scenario)),
     };
     if let Ok(v) = HeaderValue::from_str(id) {
         response.headers_mut().insert("x-fal-request-id", v);
@@ -668,6 +837,8 @@ fn cancel(s: &Shared, prefix: &str, id: &str, target: String) -> Response {
         );
     }
     request.cancelled = true;
+    // Wake its streams and its webhook.
+    request.changes.send_replace(());
     json_response(
         StatusCode::ACCEPTED,
         json!({"status": "CANCELLATION_REQUESTED"}),

@@ -1,0 +1,329 @@
+//! Waiting for a request to complete: fal's status stream, polling when the
+//! stream breaks, and webhooks when the server has a public URL.
+//!
+//! - **Stream** (`FalConfig::status_stream`, on by default): one
+//!   `…/status/stream` per request, which fal ends with the `COMPLETED`
+//!   event, so completion is seen as soon as fal sends it; the events also
+//!   carry progress. A stream that fails or ends early is followed by one
+//!   status poll and then reopened; after [`MAX_STREAM_FAILURES`] failures in
+//!   a row without an event the request is polled with the growing interval of
+//!   `FalConfig::poll` until it completes.
+//! - **Webhook** (`FalConfig::webhook_url` set): a fresh request waits for
+//!   fal's callback (routed here through [`Waiters::completed`]) and opens no
+//!   stream meanwhile; if none arrives within `FalConfig::webhook_safety` it
+//!   is followed as above. A resumed request (after a restart) is followed at
+//!   once: its webhook may have gone to the process that died.
+//!
+//! Turning the stream off (`FAL_STATUS_STREAM=false`) leaves plain polling,
+//! the behaviour before streams, to rule the stream out in a bug report.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::Notify;
+
+use super::client::{StatusAnswer, describe};
+use super::models::{EndpointId, FalModel};
+use super::protocol::{QueueStatus, StatusResponse};
+use super::sse::SseReader;
+use super::{FalGenerator, ProgressTracker, report};
+use crate::ports::{GenerateError, GenerationObserver};
+
+/// Stream failures in a row (without an event in between) before a request
+/// is only polled.
+pub(crate) const MAX_STREAM_FAILURES: u32 = 3;
+
+/// How long a webhook for a request nobody waits for yet is remembered (it
+/// can arrive before the submit's answer has been handled).
+const EARLY_TTL: Duration = Duration::from_secs(600);
+/// At most this many such early webhooks are remembered.
+const EARLY_MAX: usize = 10_000;
+
+/// How a status stream ended.
+enum StreamEnd {
+    Completed(StatusResponse),
+    /// fal does not know the request (404).
+    Unknown,
+    /// The stream failed or ended early; `events` were read before.
+    Broken {
+        reason: String,
+        events: u32,
+    },
+}
+
+/// The requests waiting for their webhook, by request id.
+#[derive(Debug, Default)]
+pub(crate) struct Waiters {
+    inner: Mutex<WaitersInner>,
+}
+
+#[derive(Debug, Default)]
+struct WaitersInner {
+    waiting: HashMap<String, Arc<Slot>>,
+    /// Webhooks that arrived before their waiter registered, with their
+    /// error message.
+    early: HashMap<String, (Instant, Option<String>)>,
+}
+
+/// Where a webhook leaves its news for one waiter.
+#[derive(Debug, Default)]
+struct Slot {
+    notify: Notify,
+    /// `Some` once the webhook came: fal's error message, if any.
+    ended: Mutex<Option<Option<String>>>,
+}
+
+impl Slot {
+    fn end(&self, error: Option<String>) {
+        *self
+            .ended
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error);
+        self.notify.notify_one();
+    }
+}
+
+/// A registered waiter; unregisters when dropped.
+pub(crate) struct Waiter<'a> {
+    waiters: &'a Waiters,
+    request_id: String,
+    slot: Arc<Slot>,
+}
+
+impl Waiter<'_> {
+    /// Waits for the webhook; returns its error message, if any.
+    pub(crate) async fn ended(&self) -> Option<String> {
+        loop {
+            if let Some(error) = self
+                .slot
+                .ended
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+            {
+                return error;
+            }
+            self.slot.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.waiters.lock().waiting.remove(&self.request_id);
+    }
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WaitersInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn register(&self, request_id: &str) -> Waiter<'_> {
+        let slot = Arc::new(Slot::default());
+        let mut inner = self.lock();
+        if let Some((_, error)) = inner.early.remove(request_id) {
+            slot.end(error);
+        }
+        inner.waiting.insert(request_id.to_owned(), slot.clone());
+        Waiter {
+            waiters: self,
+            request_id: request_id.to_owned(),
+            slot,
+        }
+    }
+
+    /// fal says the request ended (with `error`, if it says one): wakes its
+    /// waiter, or remembers it for a while. Returns whether a waiter was
+    /// woken.
+    pub(crate) fn completed(&self, request_id: &str, error: Option<String>) -> bool {
+        let mut inner = self.lock();
+        if let Some(slot) = inner.waiting.get(request_id) {
+            slot.end(error);
+            return true;
+        }
+        let now = Instant::now();
+        inner
+            .early
+            .retain(|_, (at, _)| now.duration_since(*at) < EARLY_TTL);
+        if inner.early.len() < EARLY_MAX {
+            inner.early.insert(request_id.to_owned(), (now, error));
+        }
+        false
+    }
+
+    /// Requests waiting for their webhook now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().waiting.len()
+    }
+}
+
+fn no_longer_known(request_id: &str) -> GenerateError {
+    GenerateError::Upstream(format!("fal no longer knows request {request_id}"))
+}
+
+impl FalGenerator {
+    /// Waits until the request is `COMPLETED` (see the module docs).
+    /// `Ok(None)` when fal does not know the id at the first look (an expired
+    /// or foreign resume id). `fresh` is false for a resumed request.
+    pub(super) async fn wait(
+        &self,
+        model: &FalModel,
+        request_id: &str,
+        observer: &dyn GenerationObserver,
+        fresh: bool,
+    ) -> Result<Option<StatusResponse>, GenerateError> {
+        let config = self.client.config();
+        if fresh && config.webhook_url.is_some() {
+            let waiter = self.waiters.register(request_id);
+            tokio::select! {
+                error = waiter.ended() => {
+                    // Signed by fal: the request has ended; the result
+                    // endpoint tells how.
+                    tracing::debug!(request_id, "fal webhook received");
+                    return Ok(Some(StatusResponse {
+                        status: QueueStatus::Completed,
+                        queue_position: None,
+                        logs: None,
+                        metrics: None,
+                        error,
+                        error_type: None,
+                        response_url: None,
+                    }));
+                }
+                () = tokio::time::sleep(config.webhook_safety) => {
+                    metrics::counter!("image2model_fal_webhook_safety_net_total").increment(1);
+                    tracing::info!(request_id, "no fal webhook yet; following the request's status");
+                }
+            }
+        }
+        let endpoint = model.endpoint();
+        let poll = &config.poll;
+        let mut tracker = ProgressTracker::default();
+        let mut first = true;
+        let mut stream_failures = 0u32;
+        let mut interval = poll.initial;
+        loop {
+            if config.status_stream && stream_failures < MAX_STREAM_FAILURES {
+                match self
+                    .follow_stream(&endpoint, request_id, &mut tracker, observer)
+                    .await?
+                {
+                    StreamEnd::Completed(status) => return Ok(Some(status)),
+                    StreamEnd::Unknown if first => return Ok(None),
+                    StreamEnd::Unknown => return Err(no_longer_known(request_id)),
+                    StreamEnd::Broken { reason, events } => {
+                        if events > 0 {
+                            first = false;
+                            stream_failures = 0;
+                        }
+                        stream_failures += 1;
+                        metrics::counter!("image2model_fal_stream_breaks_total").increment(1);
+                        tracing::debug!(request_id, reason, "fal status stream broke; polling");
+                    }
+                }
+            }
+            match self.client.status(&endpoint, request_id).await? {
+                StatusAnswer::Unknown if first => return Ok(None),
+                StatusAnswer::Unknown => return Err(no_longer_known(request_id)),
+                StatusAnswer::Status(status) => {
+                    if status.status == QueueStatus::Completed {
+                        return Ok(Some(status));
+                    }
+                    report(observer, tracker.update(&status)).await;
+                }
+            }
+            first = false;
+            tokio::time::sleep(interval).await;
+            interval = poll.next(interval);
+        }
+    }
+
+    /// Reads one status stream until `COMPLETED`, reporting progress.
+    async fn follow_stream(
+        &self,
+        endpoint: &EndpointId,
+        request_id: &str,
+        tracker: &mut ProgressTracker,
+        observer: &dyn GenerationObserver,
+    ) -> Result<StreamEnd, GenerateError> {
+        let response = match self.client.status_stream(endpoint, request_id).await {
+            Ok(Some(response)) => response,
+            Ok(None) => return Ok(StreamEnd::Unknown),
+            Err(GenerateError::Unavailable(reason)) => {
+                return Ok(StreamEnd::Broken { reason, events: 0 });
+            }
+            Err(e) => return Err(e),
+        };
+        let mut reader = SseReader::default();
+        let mut body = response.bytes_stream();
+        let mut events = 0u32;
+        while let Some(chunk) = body.next().await {
+            let broken = |reason: String, events: u32| Ok(StreamEnd::Broken { reason, events });
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(e) => return broken(describe(&e), events),
+            };
+            let datas = match reader.push(&chunk) {
+                Ok(datas) => datas,
+                Err(e) => return broken(e.to_string(), events),
+            };
+            for data in datas {
+                let status: StatusResponse = match serde_json::from_str(&data) {
+                    Ok(status) => status,
+                    Err(e) => {
+                        return broken(format!("an event is not a status: {e}"), events);
+                    }
+                };
+                events += 1;
+                if status.status == QueueStatus::Completed {
+                    return Ok(StreamEnd::Completed(status));
+                }
+                report(observer, tracker.update(&status)).await;
+            }
+        }
+        Ok(StreamEnd::Broken {
+            reason: "the stream ended before COMPLETED".into(),
+            events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_webhook_wakes_its_waiter_even_when_it_came_first() {
+        let w = Waiters::default();
+        assert!(
+            !w.completed("early", Some("boom".into())),
+            "nobody waits yet"
+        );
+        let waiter = w.register("early");
+        let error = tokio::time::timeout(Duration::from_secs(1), waiter.ended())
+            .await
+            .expect("the early webhook is remembered");
+        assert_eq!(error.as_deref(), Some("boom"));
+        drop(waiter);
+        assert_eq!(w.len(), 0, "a dropped waiter unregisters");
+
+        let waiter = w.register("later");
+        let other = w.register("other");
+        assert!(w.completed("later", None));
+        let error = tokio::time::timeout(Duration::from_secs(1), waiter.ended())
+            .await
+            .expect("woken");
+        assert_eq!(error, None);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), other.ended())
+                .await
+                .is_err(),
+            "another request's webhook wakes nobody else"
+        );
+    }
+}

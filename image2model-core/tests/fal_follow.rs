@@ -1,0 +1,268 @@
+//! How the FAL generator learns that a request completed: fal's status
+//! stream, polling when the stream breaks, and signed webhooks with the
+//! stream as their safety net. Against the fake FAL over real sockets, with a
+//! webhook receiver on 127.0.0.1 that hands each callback to
+//! `FalGenerator::handle_webhook`, as the server does.
+
+mod fal_helpers;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use fal_helpers::*;
+use image2model_core::generators::fal::{FalConfig, FalGenerator};
+use image2model_core::testing::fake_fal::{
+    FakeFal, FakeFalConfig, Scenario, WebhookDelivery, cube_glb,
+};
+use tokio_util::sync::CancellationToken;
+
+// ------------------------------------------------------------------ stream
+
+#[tokio::test]
+async fn completion_is_seen_on_the_status_stream_without_polling() {
+    let t = spawn(Scenario::Success).await;
+    t.fake
+        .set_latency(Duration::from_millis(50), Duration::from_millis(150));
+    let observer = Recorder::default();
+
+    let (glb, _) = generate_glb(&t, request("tripo3d-v2.5"), &observer)
+        .await
+        .unwrap();
+
+    assert_eq!(glb, cube_glb());
+    assert_eq!(
+        t.fake.status_streams(),
+        1,
+        "one stream followed it to the end"
+    );
+    assert_eq!(t.fake.status_polls(), 0, "nothing was polled");
+    let progress = observer.progress();
+    assert!(
+        progress.iter().any(|&p| (20..90).contains(&p)),
+        "the stream's events carried progress: {progress:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_broken_stream_falls_back_to_a_poll_then_streams_again() {
+    let t = spawn(Scenario::Success).await;
+    t.fake
+        .set_latency(Duration::from_millis(100), Duration::from_millis(200));
+    t.fake.set_stream_breaks(1);
+
+    let (glb, _) = generate_glb(&t, request("tripo3d-v2.5"), &Recorder::default())
+        .await
+        .unwrap();
+
+    assert_eq!(glb, cube_glb());
+    assert_eq!(t.fake.streams_broken(), 1);
+    assert!(t.fake.status_polls() >= 1, "a poll followed the break");
+    assert!(t.fake.status_streams() >= 2, "the stream was opened again");
+    assert_eq!(t.fake.submits(), 1);
+}
+
+#[tokio::test]
+async fn streams_that_keep_failing_leave_the_request_to_polling() {
+    let t = spawn(Scenario::Success).await;
+    t.fake
+        .set_latency(Duration::from_millis(50), Duration::from_millis(150));
+    t.fake.set_stream_refusals(100);
+
+    let (glb, _) = generate_glb(&t, request("tripo3d-v2.5"), &Recorder::default())
+        .await
+        .unwrap();
+
+    assert_eq!(glb, cube_glb());
+    assert_eq!(
+        t.fake.status_streams(),
+        3,
+        "three refusals, then no more tries"
+    );
+    assert!(t.fake.status_polls() >= 2);
+}
+
+#[tokio::test]
+async fn with_the_stream_switched_off_the_status_is_polled() {
+    let t = spawn_with(Scenario::Success, |c| c.status_stream = false).await;
+
+    let (glb, _) = generate_glb(&t, request("tripo3d-v2.5"), &Recorder::default())
+        .await
+        .unwrap();
+
+    assert_eq!(glb, cube_glb());
+    assert_eq!(t.fake.status_streams(), 0);
+    assert!(t.fake.status_polls() >= 1);
+}
+
+// ----------------------------------------------------------------- webhooks
+
+/// A fake FAL, a webhook receiver on 127.0.0.1 and a generator that asks fal
+/// to call the receiver.
+struct Hooked {
+    fake: FakeFal,
+    generator: Arc<FalGenerator>,
+    /// The receiver's answers, in order.
+    answers: Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+async fn hooked(
+    scenario: Scenario,
+    safety: Duration,
+    tweak: impl FnOnce(&mut FalConfig),
+) -> Hooked {
+    let fake = FakeFal::start(FakeFalConfig {
+        scenario,
+        queue_time: Duration::from_millis(50),
+        progress_time: Duration::from_millis(150),
+        ..FakeFalConfig::default()
+    })
+    .await;
+    let slot: Arc<OnceLock<Arc<FalGenerator>>> = Arc::new(OnceLock::new());
+    let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    type ReceiverState = (
+        Arc<OnceLock<Arc<FalGenerator>>>,
+        Arc<std::sync::Mutex<Vec<u16>>>,
+    );
+    async fn receive(
+        State((slot, answers)): State<ReceiverState>,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        let generator = slot.get().expect("the generator is set before any submit");
+        let status = match generator.handle_webhook(&headers, &body).await {
+            Ok(_) => StatusCode::OK,
+            Err(_) => StatusCode::UNAUTHORIZED,
+        };
+        answers.lock().unwrap().push(status.as_u16());
+        status
+    }
+    let app = axum::Router::new()
+        .route("/hooks/fal", post(receive))
+        .with_state((slot.clone(), answers.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut config = fast_config(&fake, fake.key());
+    config.webhook_url = Some(format!("http://{addr}/hooks/fal").parse().unwrap());
+    config.jwks_url = fake.jwks_url().parse().unwrap();
+    config.webhook_safety = safety;
+    tweak(&mut config);
+    let generator = Arc::new(FalGenerator::new(config).unwrap());
+    slot.set(generator.clone()).unwrap();
+    Hooked {
+        fake,
+        generator,
+        answers,
+    }
+}
+
+async fn run(h: &Hooked, model: &str) -> Result<Vec<u8>, image2model_core::ports::GenerateError> {
+    let mut model = generate(
+        &h.generator,
+        request(model),
+        &Recorder::default(),
+        Duration::from_secs(10),
+        CancellationToken::new(),
+    )
+    .await?;
+    let glb = std::mem::replace(&mut model.glb, Box::pin(futures::stream::empty()));
+    collect(glb).await
+}
+
+#[tokio::test]
+async fn a_request_finishes_by_webhook_without_following_its_status() {
+    // The safety net would follow the status after 60 s: only the webhook
+    // can end this generation within the 10 s deadline.
+    let h = hooked(Scenario::Success, Duration::from_secs(60), |_| {}).await;
+
+    let glb = run(&h, "tripo3d-v2.5").await.unwrap();
+
+    assert_eq!(glb, cube_glb());
+    let submit = h.fake.last_submit().unwrap();
+    assert!(submit.webhook.is_some(), "the submit named the webhook");
+    assert_eq!(h.fake.webhooks_sent(), 1);
+    assert_eq!(*h.answers.lock().unwrap(), vec![200]);
+    assert_eq!(h.fake.status_streams(), 0, "no stream was opened");
+    assert_eq!(h.fake.status_polls(), 0, "nothing was polled");
+    assert_eq!(h.fake.results(), 1);
+    assert_eq!(h.generator.awaiting_webhooks(), 0);
+}
+
+#[tokio::test]
+async fn a_lost_webhook_is_covered_by_the_status_stream() {
+    let h = hooked(Scenario::Success, Duration::from_millis(400), |_| {}).await;
+    h.fake.set_webhook_delivery(WebhookDelivery::Drop);
+
+    let glb = run(&h, "tripo3d-v2.5").await.unwrap();
+
+    assert_eq!(glb, cube_glb());
+    assert_eq!(h.fake.webhooks_dropped(), 1);
+    assert!(h.answers.lock().unwrap().is_empty(), "no webhook arrived");
+    assert_eq!(
+        h.fake.status_streams(),
+        1,
+        "the safety net followed the stream"
+    );
+    assert_eq!(h.fake.submits(), 1);
+}
+
+#[tokio::test]
+async fn a_webhook_with_a_bad_signature_is_refused_and_the_stream_finishes() {
+    let h = hooked(Scenario::Success, Duration::from_millis(400), |_| {}).await;
+    h.fake.set_webhook_delivery(WebhookDelivery::BadSignature);
+
+    let glb = run(&h, "tripo3d-v2.5").await.unwrap();
+
+    assert_eq!(glb, cube_glb());
+    let answers = h.answers.lock().unwrap().clone();
+    assert!(
+        !answers.is_empty() && answers.iter().all(|&a| a == 401),
+        "{answers:?}"
+    );
+    assert_eq!(h.fake.status_streams(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_request_reported_by_webhook_fails_with_the_results_code() {
+    let h = hooked(
+        Scenario::ResultInvalidInput,
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await;
+
+    let err = run(&h, "tripo3d-v2.5").await.unwrap_err();
+
+    assert_eq!(err.code(), "generation_rejected");
+    assert_eq!(h.fake.webhooks_sent(), 1);
+    assert_eq!(h.fake.status_streams() + h.fake.status_polls(), 0);
+}
+
+#[tokio::test]
+async fn a_resumed_request_is_followed_at_once_not_left_to_its_webhook() {
+    // After a restart the webhook may have gone to the process that died.
+    let h = hooked(Scenario::Success, Duration::from_secs(60), |_| {}).await;
+    let id = h.fake.seed_request("tripo3d/tripo/v2.5/image-to-3d");
+    let mut req = request("tripo3d-v2.5");
+    req.resume_remote_request = Some(id);
+
+    let model = generate(
+        &h.generator,
+        req,
+        &Recorder::default(),
+        Duration::from_secs(10),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    assert_eq!(collect(model.glb).await.unwrap(), cube_glb());
+    assert_eq!(h.fake.submits(), 0);
+    assert_eq!(h.fake.status_streams(), 1);
+}
