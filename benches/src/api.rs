@@ -40,6 +40,58 @@ pub fn job_id_of(body: &[u8]) -> Result<String> {
         .ok_or_else(|| "the job has no job_id".into())
 }
 
+/// A job's status and its items' statuses, as `GET /api/v1/jobs/{id}`
+/// shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    /// The job's status.
+    pub status: String,
+    /// Each item's status, in upload order.
+    pub items: Vec<String>,
+}
+
+impl JobState {
+    /// Whether the job has ended.
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        is_terminal(&self.status)
+    }
+}
+
+/// Whether a job status is one after which nothing changes.
+#[must_use]
+pub fn is_terminal(status: &str) -> bool {
+    TERMINAL.contains(&status)
+}
+
+/// `GET /api/v1/jobs/{id}`: the job's state.
+///
+/// # Errors
+/// On a connection failure, any answer but 200, or a body that is not a job.
+pub async fn job_state(conn: &mut Conn, key: &str, job_id: &str) -> Result<JobState> {
+    let req = conn
+        .request(Method::GET, &format!("/api/v1/jobs/{job_id}"), Some(key))
+        .body(empty())?;
+    let (status, body) = conn.fetch(req).await?;
+    if status != StatusCode::OK {
+        return Err(format!("job {job_id} answered {status}").into());
+    }
+    job_state_of(&body)
+}
+
+/// The [`JobState`] of a job's JSON.
+fn job_state_of(body: &[u8]) -> Result<JobState> {
+    let v: serde_json::Value = serde_json::from_slice(body)?;
+    let text = |v: &serde_json::Value| v.get("status")?.as_str().map(str::to_owned);
+    let status = text(&v).ok_or("the job has no status")?;
+    let items = v
+        .get("items")
+        .and_then(|i| i.as_array())
+        .map(|items| items.iter().map(|i| text(i).unwrap_or_default()).collect())
+        .unwrap_or_default();
+    Ok(JobState { status, items })
+}
+
 /// `GET /api/v1/jobs/{id}/events`, answered 200; the stream to read.
 ///
 /// # Errors
@@ -122,6 +174,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_job_state_is_read_from_a_job() {
+        let job = br#"{"job_id":"j","status":"partial","items":[{"status":"succeeded"},{"status":"failed"}]}"#;
+        let state = job_state_of(job).unwrap();
+        assert_eq!(state.status, "partial");
+        assert_eq!(state.items, ["succeeded", "failed"]);
+        assert!(state.is_terminal());
+        assert!(!is_terminal("running"));
+        assert!(job_state_of(b"{}").is_err());
+    }
 
     #[test]
     fn the_job_status_is_read_from_an_event() {

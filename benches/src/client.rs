@@ -139,6 +139,26 @@ impl Multipart {
         Bytes::from(all)
     }
 
+    /// The body of an upload of `copies` files, each `file` under this
+    /// framing's name (at least one).
+    #[must_use]
+    pub fn body_of_copies(&self, file: &[u8], copies: usize) -> Bytes {
+        let copies = copies.max(1);
+        let part = self.head.len() + file.len();
+        let mut all = Vec::with_capacity(copies * (part + 2) + self.tail.len());
+        for i in 0..copies {
+            if i > 0 {
+                // The CRLF that ends the previous part; `head` starts with
+                // the next boundary.
+                all.extend_from_slice(b"\r\n");
+            }
+            all.extend_from_slice(&self.head);
+            all.extend_from_slice(file);
+        }
+        all.extend_from_slice(&self.tail);
+        Bytes::from(all)
+    }
+
     /// The `Content-Type` header value.
     #[must_use]
     pub fn content_type(&self) -> String {
@@ -180,5 +200,22 @@ pub async fn wait_for_ok(addr: SocketAddr, path: &str, timeout: Duration) -> Res
             return Err(format!("{addr}{path} did not answer 200 within {timeout:?}").into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_share_one_boundary_and_one_tail() {
+        let form = Multipart::one_file("a.png", "image/png");
+        assert_eq!(form.body_of_copies(b"IMG", 1), form.body(b"IMG"));
+        let two = form.body_of_copies(b"IMG", 2);
+        let text = String::from_utf8(two.to_vec()).unwrap();
+        let boundary = format!("--{}", form.boundary);
+        assert_eq!(text.matches(&boundary).count(), 3);
+        assert!(text.contains(&format!("IMG\r\n{boundary}\r\nContent-Disposition")));
+        assert!(text.ends_with(&format!("IMG\r\n{boundary}--\r\n")));
     }
 }

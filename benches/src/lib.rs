@@ -21,12 +21,14 @@
 //! - [`process`], [`server`]: child processes; the server's environment.
 //! - [`scenarios`]: the measurements, each bounded in count and time.
 //! - [`rss`]: resident memory of a process, sampled and peak.
+//! - [`cpu`]: CPU time of a process or of some of its threads.
 //! - [`stats`]: latency percentiles.
 //! - [`report`]: figures, ratios, targets; the table and its JSON.
 //! - [`images`]: upload bodies of exact sizes that validate as images.
 
 pub mod api;
 pub mod client;
+pub mod cpu;
 pub mod images;
 pub mod process;
 pub mod reference;

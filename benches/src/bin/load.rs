@@ -7,6 +7,16 @@
 //! cargo run --release -p image2model-benches --bin load -- --full
 //! cargo run -p image2model-benches --bin load -- --quick   # CI: does it still work?
 //! ```
+//!
+//! `load fal-bound` measures the FAL-bound path instead (a fake FAL with
+//! latency L; see `scenarios::fal_bound`):
+//!
+//! ```text
+//! load fal-bound --latency-ms 1000 --clients 200 --jobs 2000     # jobs/s against C ÷ L
+//! load fal-bound --latency-ms 0 --clients 16 --jobs 2000         # server CPU per job
+//! load fal-bound --in-flight 2000 --latency-ms 30000 --server-env FAL_MAX_IN_FLIGHT=2048
+//! load fal-bound --quick                                         # CI: both, a few seconds
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,9 +27,12 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use image2model_benches::client::Multipart;
 use image2model_benches::process::{Served, free_loopback_addr};
-use image2model_benches::report::{Figure, Target, markdown};
+use image2model_benches::report::{Figure, Target, markdown, num};
 use image2model_benches::rss::MIB;
-use image2model_benches::scenarios::{e2e, ingest, memory, relief, storm};
+use image2model_benches::scenarios::fal_bound::{
+    ClosedLoop, ClosedLoopPlan, FakeFalHost, InFlight, InFlightPlan, ms_per, poll_floor,
+};
+use image2model_benches::scenarios::{e2e, fal_bound as fb, ingest, memory, relief, storm};
 use image2model_benches::server::{self, Generator, Role, ServerSetup, USER_KEY};
 use image2model_benches::stats::ms;
 use image2model_benches::{Result, api, client, images, reference};
@@ -36,40 +49,40 @@ struct Cli {
     full: bool,
     /// A few seconds of each measurement: checks that the harness and the
     /// server still work, not how fast they are (CI).
-    #[arg(long)]
+    #[arg(long, global = true)]
     quick: bool,
     /// The `image2model` binary. By default it is built with cargo (same
     /// profile as this harness) when run through `cargo run`, else looked
     /// for beside this binary.
-    #[arg(long)]
+    #[arg(long, global = true)]
     server_bin: Option<PathBuf>,
     /// The generator the server uses.
     #[arg(long, value_enum, default_value_t = GeneratorArg::Fal)]
     generator: GeneratorArg,
     /// `DATABASE_URL` for the server (default: a SQLite file in the data
     /// directory).
-    #[arg(long)]
+    #[arg(long, global = true)]
     database_url: Option<String>,
     /// `STORAGE_URL` for the server (default: a directory in the data
     /// directory).
-    #[arg(long)]
+    #[arg(long, global = true)]
     storage_url: Option<String>,
     /// Where the servers keep their data and where `dd` writes (a temporary
     /// directory is made inside; default: the system's temp directory).
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// `RUST_LOG` for the server (default: the server's own default).
-    #[arg(long)]
+    #[arg(long, global = true)]
     server_log: Option<String>,
     /// An extra `NAME=VALUE` for the server's environment (repeatable), for
     /// experiments such as `--server-env MALLOC_ARENA_MAX=2`.
-    #[arg(long, value_parser = parse_env_pair)]
+    #[arg(long, global = true, value_parser = parse_env_pair)]
     server_env: Vec<(String, String)>,
     /// Also write the figures as JSON here.
-    #[arg(long)]
+    #[arg(long, global = true)]
     json: Option<PathBuf>,
     /// Keep the data directory (server logs, database) after the run.
-    #[arg(long)]
+    #[arg(long, global = true)]
     keep: bool,
 }
 
@@ -120,6 +133,59 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         connections: usize,
     },
+    /// The product's main path with FAL's latency: the real server, a fake
+    /// FAL in this process answering after L, and either C clients in a
+    /// closed loop (jobs/s against the bound C ÷ L, overhead over L, CPU
+    /// per job) or `--in-flight N` items at once (all finish? RSS, CPU per
+    /// item). The shared options (`--server-env`, `--database-url`,
+    /// `--quick`, `--json`…) apply.
+    FalBound(FalBoundArgs),
+}
+
+/// `load fal-bound`'s options; the defaults are for the issue's targets
+/// (`--quick` makes them small).
+#[derive(Debug, clap::Args)]
+struct FalBoundArgs {
+    /// FAL's latency L in ms, 20 % of it queued and 80 % running
+    /// [default: 1000; --quick: 200].
+    #[arg(long)]
+    latency_ms: Option<u64>,
+    /// Time queued at the fake FAL, in place of 20 % of L.
+    #[arg(long)]
+    queue_ms: Option<u64>,
+    /// Time running at the fake FAL, in place of the rest of L.
+    #[arg(long)]
+    run_ms: Option<u64>,
+    /// Closed loop: concurrent clients C [default: 200; --quick: 8].
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Closed loop: jobs measured, after the warm-up [default: 2000;
+    /// --quick: 40].
+    #[arg(long)]
+    jobs: Option<u64>,
+    /// Closed loop: the most seconds measured (jobs still followed then are
+    /// abandoned) [default: 120; --quick: 10]. In flight: the time limit
+    /// [default: 4 L + 60 s; --quick: 30].
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Closed loop: jobs that end before the measurement starts
+    /// [default: one per client]; the warm-up lasts 2 L + 5 s at most.
+    #[arg(long)]
+    warmup_jobs: Option<u64>,
+    /// Instead of the closed loop, put N items in flight at once and follow
+    /// them to the end. (`--quick` without it runs both, 25 items here.)
+    #[arg(long)]
+    in_flight: Option<u64>,
+    /// In flight: images per job (the server's `MAX_FILES` is 25 by
+    /// default).
+    #[arg(long, default_value_t = 25)]
+    files_per_job: usize,
+    /// In flight: connections that upload, then poll.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// In flight: how often each job is polled, in ms.
+    #[arg(long, default_value_t = 1000)]
+    poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -272,6 +338,7 @@ fn main() -> ExitCode {
                 );
                 Ok(())
             }
+            Some(Command::FalBound(ref args)) => fal_bound(&cli, args).await,
             None => run(&cli).await,
         }
     });
@@ -724,6 +791,482 @@ async fn run(cli: &Cli) -> Result<()> {
         eprintln!("{a_log}");
         Err(format!("problems:\n  - {}", problems.join("\n  - ")).into())
     }
+}
+
+/// One measurement of `fal-bound`.
+#[derive(Debug, Clone, Copy)]
+enum FalMode {
+    Closed(ClosedLoopPlan),
+    InFlight(InFlightPlan),
+}
+
+/// `load fal-bound`: see [`FalBoundArgs`] and `scenarios::fal_bound`. Each
+/// measurement gets a server of its own (so the peak RSS is its own); the
+/// fake FAL is shared.
+async fn fal_bound(cli: &Cli, args: &FalBoundArgs) -> Result<()> {
+    let quick = cli.quick;
+    let latency = Duration::from_millis(args.latency_ms.unwrap_or(if quick { 200 } else { 1000 }));
+    let queue = args.queue_ms.map_or(latency / 5, Duration::from_millis);
+    let running = args
+        .run_ms
+        .map_or(latency.saturating_sub(queue), Duration::from_millis);
+    let l = queue + running;
+    let clients = args.clients.unwrap_or(if quick { 8 } else { 200 }).max(1);
+    let mut modes = Vec::new();
+    if args.in_flight.is_none() {
+        modes.push(FalMode::Closed(ClosedLoopPlan {
+            clients,
+            warmup_jobs: args.warmup_jobs.unwrap_or(clients as u64),
+            warmup_max: 2 * l + Duration::from_secs(5),
+            jobs: args.jobs.unwrap_or(if quick { 40 } else { 2000 }),
+            window_max: Duration::from_secs(args.seconds.unwrap_or(if quick { 10 } else { 120 })),
+        }));
+    }
+    if let Some(items) = args.in_flight.or(quick.then_some(25)) {
+        modes.push(FalMode::InFlight(InFlightPlan {
+            items: items.max(1),
+            files_per_job: args.files_per_job.max(1),
+            connections: args.connections.max(1),
+            poll: Duration::from_millis(args.poll_ms.max(1)),
+            max_time: args.seconds.map_or(
+                if quick {
+                    Duration::from_secs(30)
+                } else {
+                    4 * l + Duration::from_secs(60)
+                },
+                Duration::from_secs,
+            ),
+        }));
+    }
+    // One connection per client and per SSE stream here; the fake FAL's
+    // side of the server's connections; the server inherits the limit.
+    let items = args.in_flight.unwrap_or(25);
+    raise_open_files_limit(2 * clients as u64 + 4 * items + 1024)?;
+    let bin = server_binary(cli)?;
+    let base = cli.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let data = tempfile::Builder::new()
+        .prefix("i2m-fal-bound-")
+        .tempdir_in(&base)?;
+    let dir = data.path().to_path_buf();
+    step!(
+        "fal-bound{}: L = {} ms ({} queued, {} running); server {}; data in {}",
+        if quick { " (quick)" } else { "" },
+        l.as_millis(),
+        queue.as_millis(),
+        running.as_millis(),
+        bin.display(),
+        dir.display()
+    );
+    let host = FakeFalHost::start(queue, running).await?;
+    let setup = |name: &str| ServerSetup {
+        bin: bin.clone(),
+        dir: dir.join(name),
+        role: Role::All,
+        generator: host.generator(),
+        database_url: cli.database_url.clone(),
+        storage_url: cli.storage_url.clone(),
+        log_filter: cli.server_log.clone(),
+        max_file_bytes: None,
+        extra_env: cli.server_env.clone(),
+    };
+
+    // The server's CPU when idle: its fixed cost, beside the loaded figures.
+    let idle_wait = Duration::from_millis(if quick { 500 } else { 3000 });
+    let mut figures = Vec::new();
+    let mut problems = Vec::new();
+    let mut outcomes = Vec::new();
+    let mut runs = Vec::new();
+    for mode in modes {
+        match mode {
+            FalMode::Closed(plan) => {
+                let server = server::start(&setup("closed-loop")).await?;
+                let idle = fb::idle_cpu(server.pid(), idle_wait).await;
+                step!(
+                    "closed loop: {} clients, {} + {} jobs, at most {} s measured",
+                    plan.clients,
+                    plan.warmup_jobs,
+                    plan.jobs,
+                    plan.window_max.as_secs()
+                );
+                let probe = host.fake().probe();
+                let mut r =
+                    fb::closed_loop(server.addr, server.pid(), USER_KEY, &probe, plan).await?;
+                let label = format!(
+                    "closed loop, C = {}, L = {} ms",
+                    plan.clients,
+                    l.as_millis()
+                );
+                closed_loop_figures(&mut figures, &label, &mut r, plan.clients, l, idle);
+                let before = problems.len();
+                check(
+                    &mut problems,
+                    &format!("{label}: no job failed ({} did)", r.failed_in_all),
+                    r.failed_in_all == 0,
+                );
+                check(
+                    &mut problems,
+                    &format!("{label}: some job succeeded in the window"),
+                    r.succeeded > 0,
+                );
+                if problems.len() > before {
+                    eprintln!("{}", server.log_tail());
+                }
+                outcomes.push(format!(
+                    "{label}: {} jobs succeeded and {} failed in {} s measured ({} failed in all); warm-up {} jobs{}; {}; latency p50 {} ms, p99 {} ms; fake FAL: {} submits, {} status polls per submit.",
+                    r.succeeded,
+                    r.failed,
+                    num(r.cpu.wall.as_secs_f64()),
+                    r.failed_in_all,
+                    r.warmup_finished,
+                    if r.warmup_cut { " (cut by time)" } else { "" },
+                    if r.window_cut {
+                        format!("the window ended by time, {} jobs abandoned", r.abandoned)
+                    } else {
+                        "every job ended".to_owned()
+                    },
+                    fmt_ms(pct(&mut r.latencies, 50.0)),
+                    fmt_ms(pct(&mut r.latencies, 99.0)),
+                    r.fal.submits,
+                    num(r.fal.status_polls as f64 / r.fal.submits.max(1) as f64),
+                ));
+                runs.push(serde_json::json!({
+                    "kind": "closed_loop",
+                    "clients": plan.clients,
+                    "warmup_jobs": r.warmup_finished,
+                    "warmup_cut": r.warmup_cut,
+                    "window_s": r.cpu.wall.as_secs_f64(),
+                    "window_cut": r.window_cut,
+                    "succeeded": r.succeeded,
+                    "failed": r.failed,
+                    "failed_in_all": r.failed_in_all,
+                    "abandoned": r.abandoned,
+                    "jobs_per_s": r.per_second(),
+                    "latency_p50_ms": pct(&mut r.latencies, 50.0),
+                    "latency_p99_ms": pct(&mut r.latencies, 99.0),
+                    "server_cpu_s": r.cpu.server.as_secs_f64(),
+                    "server_idle_cpu_percent": idle,
+                    "harness_cpu_s": r.cpu.harness.as_secs_f64(),
+                    "fake_fal_cpu_s": r.cpu.fake_fal.as_secs_f64(),
+                    "other_processes_cpu_s": r.cpu.others.as_secs_f64(),
+                    "server_peak_rss_bytes": r.peak_rss,
+                    "fal_peak_in_flight": r.fal.peak_in_flight,
+                    "fal_submits": r.fal.submits,
+                    "fal_status_polls": r.fal.status_polls,
+                }));
+                server.stop().await;
+            }
+            FalMode::InFlight(plan) => {
+                let server = server::start(&setup("in-flight")).await?;
+                let idle = fb::idle_cpu(server.pid(), idle_wait).await;
+                step!(
+                    "in flight: {} items in jobs of {}, from {} connections, at most {} s",
+                    plan.items,
+                    plan.files_per_job,
+                    plan.connections,
+                    plan.max_time.as_secs()
+                );
+                let probe = host.fake().probe();
+                let r = fb::in_flight(server.addr, server.pid(), USER_KEY, &probe, plan).await?;
+                let label = format!("in flight, N = {}, L = {} ms", plan.items, l.as_millis());
+                in_flight_figures(&mut figures, &label, &r, l, plan.poll, idle);
+                let before = problems.len();
+                check(
+                    &mut problems,
+                    &format!(
+                        "{label}: every item succeeded ({} of {}: {} failed, {} unfinished, {} not uploaded)",
+                        r.succeeded, r.items, r.failed, r.unfinished, r.not_uploaded
+                    ),
+                    r.all_succeeded(),
+                );
+                if problems.len() > before {
+                    eprintln!("{}", server.log_tail());
+                }
+                outcomes.push(format!(
+                    "{label}: {} items in {} jobs: {} succeeded, {} failed, {} unfinished, {} not uploaded; uploads took {} s; {} polls ({} failed); fake FAL: {} submits, {} status polls per submit.",
+                    r.items,
+                    r.jobs,
+                    r.succeeded,
+                    r.failed,
+                    r.unfinished,
+                    r.not_uploaded,
+                    num(r.uploads_took.as_secs_f64()),
+                    r.polls,
+                    r.poll_errors,
+                    r.fal.submits,
+                    num(r.fal.status_polls as f64 / r.fal.submits.max(1) as f64),
+                ));
+                runs.push(serde_json::json!({
+                    "kind": "in_flight",
+                    "items": r.items,
+                    "jobs": r.jobs,
+                    "files_per_job": plan.files_per_job,
+                    "succeeded": r.succeeded,
+                    "failed": r.failed,
+                    "unfinished": r.unfinished,
+                    "not_uploaded": r.not_uploaded,
+                    "uploads_s": r.uploads_took.as_secs_f64(),
+                    "wall_s": r.cpu.wall.as_secs_f64(),
+                    "polls": r.polls,
+                    "poll_errors": r.poll_errors,
+                    "server_cpu_s": r.cpu.server.as_secs_f64(),
+                    "server_idle_cpu_percent": idle,
+                    "harness_cpu_s": r.cpu.harness.as_secs_f64(),
+                    "fake_fal_cpu_s": r.cpu.fake_fal.as_secs_f64(),
+                    "other_processes_cpu_s": r.cpu.others.as_secs_f64(),
+                    "server_peak_rss_bytes": r.peak_rss,
+                    "fal_peak_in_flight": r.fal.peak_in_flight,
+                    "fal_submits": r.fal.submits,
+                    "fal_status_polls": r.fal.status_polls,
+                }));
+                server.stop().await;
+            }
+        }
+    }
+    host.stop().await;
+
+    println!("{}", markdown(&figures));
+    for o in &outcomes {
+        println!("{o}");
+    }
+    let env: Vec<String> = cli
+        .server_env
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!(
+        "Fake FAL: {} ms queued + {} ms running; server environment extras: {}.",
+        queue.as_millis(),
+        running.as_millis(),
+        if env.is_empty() {
+            "none".to_owned()
+        } else {
+            env.join(" ")
+        }
+    );
+    println!("{}", machine(&bin));
+    if let Some(path) = &cli.json {
+        let json = serde_json::json!({
+            "scenario": "fal-bound",
+            "mode": if quick { "quick" } else { "full" },
+            "machine": machine(&bin),
+            "queue_ms": queue.as_secs_f64() * 1000.0,
+            "run_ms": running.as_secs_f64() * 1000.0,
+            "server_env": env,
+            "figures": figures,
+            "runs": runs,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
+    if cli.keep {
+        let kept = data.keep();
+        step!("data kept in {}", kept.display());
+    }
+    if problems.is_empty() {
+        step!("every item ended and succeeded");
+        Ok(())
+    } else {
+        Err(format!("problems:\n  - {}", problems.join("\n  - ")).into())
+    }
+}
+
+/// The closed loop's rows.
+fn closed_loop_figures(
+    figures: &mut Vec<Figure>,
+    label: &str,
+    r: &mut ClosedLoop,
+    clients: usize,
+    l: Duration,
+    idle: f64,
+) {
+    let l_ms = ms(l);
+    let bound = (!l.is_zero()).then(|| clients as f64 / l.as_secs_f64());
+    figures.push(Figure {
+        name: format!("{label}: jobs/s"),
+        value: r.per_second(),
+        unit: "jobs/s",
+        reference: if bound.is_some() {
+            "the bound C ÷ L".into()
+        } else {
+            "no bound at L = 0".into()
+        },
+        reference_value: bound,
+        reference_unit: "jobs/s",
+        target: if bound.is_some() {
+            Target::RatioAtLeast(0.9)
+        } else {
+            Target::None
+        },
+    });
+    // Every latency is at least L (the fake answers no sooner), so the
+    // overhead's percentiles are the latency's less L.
+    let floor = fmt_ms(ms(poll_floor(l)));
+    for (p, below) in [(50.0, 50.0), (99.0, 250.0)] {
+        let latency = pct(&mut r.latencies, p);
+        figures.push(Figure {
+            name: format!("{label}: overhead over L p{p}"),
+            value: latency - l_ms,
+            unit: "ms",
+            reference: format!(
+                "latency p{p} {} ms; FAL's status poll schedule alone adds {floor} ms",
+                fmt_ms(latency)
+            ),
+            reference_value: None,
+            reference_unit: "",
+            target: Target::Below(below),
+        });
+    }
+    let finished = r.finished();
+    figures.push(Figure {
+        name: format!("{label}: server CPU per job"),
+        value: ms_per(r.cpu.server, finished),
+        unit: "ms",
+        reference: "the harness's CPU per job (clients, fake FAL)".into(),
+        reference_value: Some(ms_per(r.cpu.harness, finished)),
+        reference_unit: "ms",
+        target: Target::Below(2.0),
+    });
+    shared_figures(
+        figures,
+        label,
+        &SharedRows {
+            peak_rss: r.peak_rss,
+            fal_peak: r.fal.peak_in_flight,
+            offered: clients as u64,
+            offered_name: "clients C",
+            cpu: r.cpu,
+            idle,
+        },
+    );
+}
+
+/// The in-flight run's rows.
+fn in_flight_figures(
+    figures: &mut Vec<Figure>,
+    label: &str,
+    r: &InFlight,
+    l: Duration,
+    poll: Duration,
+    idle: f64,
+) {
+    figures.push(Figure {
+        name: format!("{label}: items succeeded"),
+        value: r.succeeded as f64,
+        unit: "items",
+        reference: "items put in flight".into(),
+        reference_value: Some(r.items as f64),
+        reference_unit: "items",
+        target: Target::RatioAtLeast(1.0),
+    });
+    figures.push(Figure {
+        name: format!("{label}: first upload → last job seen ended"),
+        value: r.cpu.wall.as_secs_f64(),
+        unit: "s",
+        reference: format!(
+            "L (FAL's status poll schedule adds {} s; this poll every {} s; the uploads took {} s)",
+            num(poll_floor(l).as_secs_f64()),
+            num(poll.as_secs_f64()),
+            num(r.uploads_took.as_secs_f64())
+        ),
+        reference_value: (!l.is_zero()).then_some(l.as_secs_f64()),
+        reference_unit: "s",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: format!("{label}: server CPU per item"),
+        value: ms_per(r.cpu.server, r.items),
+        unit: "ms",
+        reference: "the harness's CPU per item (clients, fake FAL)".into(),
+        reference_value: Some(ms_per(r.cpu.harness, r.items)),
+        reference_unit: "ms",
+        target: Target::Below(2.0),
+    });
+    shared_figures(
+        figures,
+        label,
+        &SharedRows {
+            peak_rss: r.peak_rss,
+            fal_peak: r.fal.peak_in_flight,
+            offered: r.items,
+            offered_name: "items N",
+            cpu: r.cpu,
+            idle,
+        },
+    );
+}
+
+/// What both measurements report beside their own rows.
+#[derive(Debug, Clone, Copy)]
+struct SharedRows {
+    /// The server's peak RSS, bytes.
+    peak_rss: u64,
+    /// The most requests the fake FAL held at once.
+    fal_peak: u64,
+    /// Clients or items: how many requests could be at FAL at once.
+    offered: u64,
+    offered_name: &'static str,
+    /// CPU over the measurement.
+    cpu: fb::CpuUse,
+    /// The server's CPU when idle, % of a core.
+    idle: f64,
+}
+
+/// The rows both measurements have: RSS, requests in flight, CPU load.
+fn shared_figures(figures: &mut Vec<Figure>, label: &str, rows: &SharedRows) {
+    let SharedRows {
+        peak_rss,
+        fal_peak,
+        offered,
+        offered_name,
+        cpu,
+        idle,
+    } = *rows;
+    figures.push(Figure {
+        name: format!("{label}: server peak RSS"),
+        value: peak_rss as f64 / MIB,
+        unit: "MiB",
+        reference: String::new(),
+        reference_value: None,
+        reference_unit: "",
+        target: Target::Below(150.0),
+    });
+    figures.push(Figure {
+        name: format!("{label}: requests at the fake FAL at once, peak"),
+        value: fal_peak as f64,
+        unit: "requests",
+        reference: offered_name.into(),
+        reference_value: Some(offered as f64),
+        reference_unit: "",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: format!("{label}: server CPU"),
+        value: cpu.percent_of_a_core(cpu.server),
+        unit: "% of a core",
+        reference: "the same server idle, just before".into(),
+        reference_value: Some(idle),
+        reference_unit: "% of a core",
+        target: Target::None,
+    });
+    figures.push(Figure {
+        name: format!("{label}: harness CPU (clients, fake FAL, samplers)"),
+        value: cpu.percent_of_a_core(cpu.harness),
+        unit: "% of a core",
+        reference: "of which the fake FAL".into(),
+        reference_value: Some(cpu.percent_of_a_core(cpu.fake_fal)),
+        reference_unit: "% of a core",
+        target: Target::None,
+    });
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    figures.push(Figure {
+        name: format!("{label}: other processes' CPU (neither server nor harness)"),
+        value: cpu.percent_of_a_core(cpu.others),
+        unit: "% of a core",
+        reference: "all the machine's cores".into(),
+        reference_value: Some(100.0 * cores as f64),
+        reference_unit: "% of a core",
+        target: Target::None,
+    });
 }
 
 fn check(problems: &mut Vec<String>, what: &str, ok: bool) {

@@ -34,8 +34,12 @@ impl EndToEnd {
     }
 }
 
-/// One upload followed to its end.
-async fn one(
+/// One upload followed to its end: the time from sending the upload to
+/// reading the event that shows the job succeeded.
+///
+/// # Errors
+/// When a request fails or the job ends other than `succeeded`.
+pub async fn one(
     conn: &mut Conn,
     key: &str,
     form: &Multipart,
