@@ -27,6 +27,14 @@
 //! transaction, so it is closed, which rolls it back, instead of going back
 //! to the pool. In memory, where closing the one connection would lose the
 //! database, the job goes in through an ordinary transaction.
+//!
+//! The other writes follow the same rule (one job's changes): a claim and
+//! every change under a lease are two commands, `BEGIN IMMEDIATE` with the
+//! read of the job (one joined statement), then every `UPDATE` with the
+//! `COMMIT`; a remote request id is one. A job is read whole by one
+//! statement. Thousands of items in flight made every statement count: the
+//! writer's turn queue was the latency of the FAL-bound load
+//! (`docs/BENCHMARKS.md`, "FAL-bound throughput").
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -326,27 +334,51 @@ fn joined(rows: Vec<JoinedRow>) -> Result<Option<LoadedJob>, StoreError> {
 
 /// The job and item columns of a joined read, job first, in [`JobRow`] then
 /// [`ItemRow`] order, for the job named by the `WHERE` that follows.
-macro_rules! joined_select {
+macro_rules! joined_columns {
     () => {
-        "SELECT j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
+        "j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
          j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, j.updated_at_ms, \
          i.item_id, i.job_id, i.position, i.filename, i.content_type, i.size_bytes, i.width, \
          i.height, i.upload_key, i.status, i.progress, i.error_code, i.error_message, i.model_key, \
          i.preview_key, i.remote_request_id, i.attempts, i.lease_token, i.lease_expires_at_ms, \
-         i.updated_at_ms \
-         FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id "
+         i.updated_at_ms"
     };
+}
+macro_rules! joined_select {
+    () => {
+        concat!(
+            "SELECT ",
+            joined_columns!(),
+            " FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id "
+        )
+    };
+}
+
+/// The claim's candidate (see [`claim_sql`]) and its job with every item,
+/// in one statement; the candidate item's id is the last column.
+fn claim_load_sql(models: usize) -> String {
+    format!(
+        "WITH c AS ({}) SELECT {}, c.item_id FROM c JOIN jobs j ON j.job_id = c.job_id \
+         LEFT JOIN items i ON i.job_id = j.job_id ORDER BY i.position",
+        claim_sql(models),
+        joined_columns!()
+    )
 }
 
 /// One job and its items ([`read_job`], [`load`]).
 const JOINED_SQL: &str = concat!(joined_select!(), "WHERE j.job_id = ? ORDER BY i.position");
 
 /// The job of an item its token holds ([`load_held`]).
-const HELD_SQL: &str = concat!(
-    joined_select!(),
-    "WHERE j.job_id = (SELECT job_id FROM items WHERE item_id = ? AND status = 'running' \
-     AND lease_token = ?) ORDER BY i.position"
-);
+macro_rules! held_sql {
+    () => {
+        concat!(
+            joined_select!(),
+            "WHERE j.job_id = (SELECT job_id FROM items WHERE item_id = ? AND status = 'running' \
+             AND lease_token = ?) ORDER BY i.position"
+        )
+    };
+}
+const HELD_SQL: &str = held_sql!();
 
 /// A row of [`JOINED_SQL`]: the job, and one of its items (none for a job
 /// without items, which the row parser then reports).
@@ -442,41 +474,65 @@ async fn with_items(
 
 /// Writes back a loaded job's changed items and its status, progress and times.
 async fn save(conn: &mut SqliteConnection, loaded: &LoadedJob) -> Result<(), StoreError> {
-    for row in loaded.dirty_rows() {
-        sqlx::query(
-            "UPDATE items SET status = ?, progress = ?, error_code = ?, error_message = ?, \
-             model_key = ?, preview_key = ?, remote_request_id = ?, attempts = ?, \
-             lease_token = ?, lease_expires_at_ms = ?, updated_at_ms = ? WHERE item_id = ?",
-        )
-        .bind(row.status)
-        .bind(row.progress)
-        .bind(row.error_code)
-        .bind(row.error_message)
-        .bind(row.model_key)
-        .bind(row.preview_key)
-        .bind(row.remote_request_id)
-        .bind(row.attempts)
-        .bind(row.lease_token)
-        .bind(row.lease_expires_at_ms)
-        .bind(row.updated_at_ms)
-        .bind(row.item_id)
+    save_query(loaded, false)
         .execute(&mut *conn)
         .await
-        .map_err(db_error("updating an item"))?;
-    }
-    let job = JobRow::from_job(&loaded.job);
-    sqlx::query(
+        .map_err(db_error("updating a job"))?;
+    Ok(())
+}
+
+/// The updates of a changed job (its changed items, then the job) as one
+/// command to the connection's thread; with `commit`, ending in `COMMIT`.
+fn save_query(
+    loaded: &LoadedJob,
+    commit: bool,
+) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
+    const ITEM_UPDATE: &str = "UPDATE items SET status = ?, progress = ?, error_code = ?, \
+         error_message = ?, model_key = ?, preview_key = ?, remote_request_id = ?, attempts = ?, \
+         lease_token = ?, lease_expires_at_ms = ?, updated_at_ms = ? WHERE item_id = ?; ";
+    let rows = loaded.dirty_rows();
+    let mut sql = ITEM_UPDATE.repeat(rows.len());
+    sql.push_str(
         "UPDATE jobs SET status = ?, progress = ?, cancel_requested = ?, updated_at_ms = ? \
          WHERE job_id = ?",
-    )
-    .bind(job.status)
-    .bind(job.progress)
-    .bind(job.cancel_requested)
-    .bind(job.updated_at_ms)
-    .bind(job.job_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("updating a job"))?;
+    );
+    if commit {
+        sql.push_str("; COMMIT");
+    }
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for row in rows {
+        query = query
+            .bind(row.status)
+            .bind(row.progress)
+            .bind(row.error_code)
+            .bind(row.error_message)
+            .bind(row.model_key)
+            .bind(row.preview_key)
+            .bind(row.remote_request_id)
+            .bind(row.attempts)
+            .bind(row.lease_token)
+            .bind(row.lease_expires_at_ms)
+            .bind(row.updated_at_ms)
+            .bind(row.item_id);
+    }
+    let job = JobRow::from_job(&loaded.job);
+    query
+        .bind(job.status)
+        .bind(job.progress)
+        .bind(job.cancel_requested)
+        .bind(job.updated_at_ms)
+        .bind(job.job_id)
+}
+
+/// Ends a [`WholeWrite`]'s transaction without change and keeps the
+/// connection (were the rollback to fail, dropping the write closes the
+/// connection, which rolls back too).
+async fn rollback(write: &mut WholeWrite) -> Result<(), StoreError> {
+    sqlx::query("ROLLBACK")
+        .execute(&mut *write.conn)
+        .await
+        .map_err(db_error("rolling back"))?;
+    write.kept = true;
     Ok(())
 }
 
@@ -569,6 +625,74 @@ fn claim_sql(models: usize) -> String {
 }
 
 impl SqliteJobStore {
+    /// [`JobStore::claim_next`] as whole-write commands: the first begins
+    /// the transaction and reads the candidate with its job, the last writes
+    /// the claim and commits (a `worker_lost` failure on the way adds one
+    /// write and one read). Two round trips to the connection's thread for
+    /// a claim instead of six.
+    async fn claim_whole(&self, options: &ClaimOptions) -> Result<Option<Claim>, StoreError> {
+        use sqlx::{FromRow, Row};
+        let select = claim_load_sql(options.models.as_deref().map_or(0, <[_]>::len));
+        let mut write = self.whole_write().await?;
+        let now = rows::now();
+        let mut begin = "BEGIN IMMEDIATE; ";
+        loop {
+            let mut query = sqlx::query(AssertSqlSafe(format!("{begin}{select}"))).bind(to_ms(now));
+            begin = "";
+            for model in options.models.iter().flat_map(|m| m.iter()) {
+                query = query.bind(model.as_str());
+            }
+            let found = query
+                .fetch_all(&mut *write.conn)
+                .await
+                .map_err(db_error("finding a claimable item"))?;
+            let Some(first) = found.first() else {
+                // Commit any worker_lost failures made on the way.
+                sqlx::query("COMMIT")
+                    .execute(&mut *write.conn)
+                    .await
+                    .map_err(db_error("committing"))?;
+                write.kept = true;
+                return Ok(None);
+            };
+            let item_id: String = first
+                .try_get(31)
+                .map_err(db_error("reading a claimable item"))?;
+            let rows = found
+                .iter()
+                .map(JoinedRow::from_row)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_error("reading a claimable item"))?;
+            let mut loaded = joined(rows)?
+                .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
+            let idx = loaded
+                .job
+                .items
+                .iter()
+                .position(|i| i.item_id.to_string() == item_id)
+                .ok_or_else(|| StoreError::Corrupt("a claimable item not in its job".into()))?;
+            let item = &loaded.job.items[idx];
+            if item.status == ItemStatus::Running && item.attempts >= options.max_attempts {
+                loaded.fail_worker_lost(idx, now)?;
+                save(&mut write.conn, &loaded).await?;
+                continue;
+            }
+            let lease = loaded.claim(idx, options.lease, now)?;
+            save_query(&loaded, true)
+                .execute(&mut *write.conn)
+                .await
+                .map_err(db_error("committing a claim"))?;
+            write.kept = true;
+            let item = loaded.job.items[idx].clone();
+            return Ok(Some(Claim {
+                job: loaded.job,
+                item,
+                token: lease.token,
+                lease_expires_at: lease.expires_at,
+            }));
+        }
+    }
+
     /// Runs `change` on the item's job when `token` holds the item, in one
     /// write transaction; `Ok(false)` (and nothing written) when it does not.
     async fn with_held(
@@ -577,6 +701,33 @@ impl SqliteJobStore {
         token: &LeaseToken,
         change: impl FnOnce(&mut LoadedJob, usize, DateTime<Utc>) -> Result<(), StoreError>,
     ) -> Result<bool, StoreError> {
+        if self.whole_writes {
+            // Two commands, two round trips to the connection's thread:
+            // begin and read, then the updates and the commit.
+            let mut write = self.whole_write().await?;
+            let rows: Vec<JoinedRow> =
+                sqlx::query_as(AssertSqlSafe(concat!("BEGIN IMMEDIATE; ", held_sql!())))
+                    .bind(item.to_string())
+                    .bind(token.as_str())
+                    .fetch_all(&mut *write.conn)
+                    .await
+                    .map_err(db_error("checking a lease"))?;
+            let held = joined(rows)?.and_then(|l| l.held(item, token).map(|idx| (l, idx)));
+            let Some((mut loaded, idx)) = held else {
+                rollback(&mut write).await?;
+                return Ok(false);
+            };
+            if let Err(e) = change(&mut loaded, idx, rows::now()) {
+                rollback(&mut write).await?;
+                return Err(e);
+            }
+            save_query(&loaded, true)
+                .execute(&mut *write.conn)
+                .await
+                .map_err(db_error("committing"))?;
+            write.kept = true;
+            return Ok(true);
+        }
         let mut tx = self.write().await?;
         let Some(mut loaded) = load_held(&mut tx, item, token).await? else {
             return Ok(false);
@@ -676,6 +827,9 @@ impl JobStore for SqliteJobStore {
         if options.models.as_deref().is_some_and(<[_]>::is_empty) {
             // No model is claimable: nothing to look at, nothing to fail.
             return Ok(None);
+        }
+        if self.whole_writes {
+            return self.claim_whole(&options).await;
         }
         let sql = claim_sql(options.models.as_deref().map_or(0, <[_]>::len));
         let mut tx = self.write().await?;
