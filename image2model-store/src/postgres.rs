@@ -163,40 +163,23 @@ async fn with_items(conn: &mut PgConnection, jobs: Vec<JobRow>) -> Result<Vec<Jo
 
 async fn save(conn: &mut PgConnection, loaded: &LoadedJob) -> Result<(), StoreError> {
     for row in loaded.dirty_rows() {
-        sqlx::query(
+        row.bind_update_to(sqlx::query(
             "UPDATE items SET status = $1, progress = $2, error_code = $3, error_message = $4, \
              model_key = $5, preview_key = $6, remote_request_id = $7, attempts = $8, \
              lease_token = $9, lease_expires_at_ms = $10, updated_at_ms = $11 WHERE item_id = $12",
-        )
-        .bind(row.status)
-        .bind(row.progress)
-        .bind(row.error_code)
-        .bind(row.error_message)
-        .bind(row.model_key)
-        .bind(row.preview_key)
-        .bind(row.remote_request_id)
-        .bind(row.attempts)
-        .bind(row.lease_token)
-        .bind(row.lease_expires_at_ms)
-        .bind(row.updated_at_ms)
-        .bind(row.item_id)
+        ))
         .execute(&mut *conn)
         .await
         .map_err(db_error("updating an item"))?;
     }
-    let job = JobRow::from_job(&loaded.job);
-    sqlx::query(
-        "UPDATE jobs SET status = $1, progress = $2, cancel_requested = $3, updated_at_ms = $4 \
-         WHERE job_id = $5",
-    )
-    .bind(job.status)
-    .bind(job.progress)
-    .bind(job.cancel_requested)
-    .bind(job.updated_at_ms)
-    .bind(job.job_id)
-    .execute(&mut *conn)
-    .await
-    .map_err(db_error("updating a job"))?;
+    JobRow::from_job(&loaded.job)
+        .bind_update_to(sqlx::query(
+            "UPDATE jobs SET status = $1, progress = $2, cancel_requested = $3, updated_at_ms = $4 \
+             WHERE job_id = $5",
+        ))
+        .execute(&mut *conn)
+        .await
+        .map_err(db_error("updating a job"))?;
     Ok(())
 }
 

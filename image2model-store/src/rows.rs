@@ -211,7 +211,53 @@ impl JobRow {
     }
 }
 
+impl JobRow {
+    /// Binds what a change may alter, in the order of the stores' job
+    /// `UPDATE`: status, progress, cancel_requested, updated_at_ms, then the
+    /// job id of its `WHERE`.
+    pub(crate) fn bind_update_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> bool: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.status)
+            .bind(self.progress)
+            .bind(self.cancel_requested)
+            .bind(self.updated_at_ms)
+            .bind(self.job_id)
+    }
+}
+
 impl ItemRow {
+    /// Binds what a change may alter, in the order of the stores' item
+    /// `UPDATE` (status through updated_at_ms), then the item id of its
+    /// `WHERE`.
+    pub(crate) fn bind_update_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.status)
+            .bind(self.progress)
+            .bind(self.error_code)
+            .bind(self.error_message)
+            .bind(self.model_key)
+            .bind(self.preview_key)
+            .bind(self.remote_request_id)
+            .bind(self.attempts)
+            .bind(self.lease_token)
+            .bind(self.lease_expires_at_ms)
+            .bind(self.updated_at_ms)
+            .bind(self.item_id)
+    }
+
     /// Binds the row's values to `query`, in [`ITEM_COLUMNS`] order.
     pub(crate) fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
     where

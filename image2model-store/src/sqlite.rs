@@ -501,27 +501,26 @@ fn save_query(
     }
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for row in rows {
-        query = query
-            .bind(row.status)
-            .bind(row.progress)
-            .bind(row.error_code)
-            .bind(row.error_message)
-            .bind(row.model_key)
-            .bind(row.preview_key)
-            .bind(row.remote_request_id)
-            .bind(row.attempts)
-            .bind(row.lease_token)
-            .bind(row.lease_expires_at_ms)
-            .bind(row.updated_at_ms)
-            .bind(row.item_id);
+        query = row.bind_update_to(query);
     }
-    let job = JobRow::from_job(&loaded.job);
-    query
-        .bind(job.status)
-        .bind(job.progress)
-        .bind(job.cancel_requested)
-        .bind(job.updated_at_ms)
-        .bind(job.job_id)
+    JobRow::from_job(&loaded.job).bind_update_to(query)
+}
+
+/// Where the claim's candidate is in its loaded job.
+fn candidate_index(loaded: &LoadedJob, item_id: &str) -> Result<usize, StoreError> {
+    loaded
+        .job
+        .items
+        .iter()
+        .position(|i| i.item_id.to_string() == item_id)
+        .ok_or_else(|| StoreError::Corrupt("a claimable item not in its job".into()))
+}
+
+/// Whether the candidate is a crashed worker's item claimed too often: it is
+/// failed as `worker_lost` instead of claimed.
+fn worker_lost(loaded: &LoadedJob, idx: usize, options: &ClaimOptions) -> bool {
+    let item = &loaded.job.items[idx];
+    item.status == ItemStatus::Running && item.attempts >= options.max_attempts
 }
 
 /// Ends a [`WholeWrite`]'s transaction without change and keeps the
@@ -665,14 +664,8 @@ impl SqliteJobStore {
                 .map_err(db_error("reading a claimable item"))?;
             let mut loaded = joined(rows)?
                 .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
-            let idx = loaded
-                .job
-                .items
-                .iter()
-                .position(|i| i.item_id.to_string() == item_id)
-                .ok_or_else(|| StoreError::Corrupt("a claimable item not in its job".into()))?;
-            let item = &loaded.job.items[idx];
-            if item.status == ItemStatus::Running && item.attempts >= options.max_attempts {
+            let idx = candidate_index(&loaded, &item_id)?;
+            if worker_lost(&loaded, idx, options) {
                 loaded.fail_worker_lost(idx, now)?;
                 save(&mut write.conn, &loaded).await?;
                 continue;
@@ -851,14 +844,8 @@ impl JobStore for SqliteJobStore {
             let mut loaded = load(&mut tx, &job_id)
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
-            let idx = loaded
-                .job
-                .items
-                .iter()
-                .position(|i| i.item_id.to_string() == item_id)
-                .ok_or_else(|| StoreError::Corrupt("a claimable item not in its job".into()))?;
-            let item = &loaded.job.items[idx];
-            if item.status == ItemStatus::Running && item.attempts >= options.max_attempts {
+            let idx = candidate_index(&loaded, &item_id)?;
+            if worker_lost(&loaded, idx, &options) {
                 loaded.fail_worker_lost(idx, now)?;
                 save(&mut tx, &loaded).await?;
                 continue;
