@@ -71,6 +71,9 @@ pub struct ServerSetup {
     pub max_file_bytes: Option<u64>,
     /// More variables, set last (they override the ones above).
     pub extra_env: Vec<(String, String)>,
+    /// Sets `PUBLIC_BASE_URL` to the server's own loopback address, so that
+    /// the fake FAL calls its webhook route.
+    pub public_base_url: bool,
 }
 
 /// Starts the server and waits for `/ready`.
@@ -88,6 +91,9 @@ pub async fn start(setup: &ServerSetup) -> Result<Served> {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(env_for(setup, &setup.dir));
+    if setup.public_base_url {
+        cmd.env("PUBLIC_BASE_URL", format!("http://{addr}"));
+    }
     let log = setup.dir.join("server.log");
     Served::start("image2model", cmd, addr, "/ready", Some(&log)).await
 }

@@ -186,6 +186,11 @@ struct FalBoundArgs {
     /// In flight: how often each job is polled, in ms.
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
+    /// Give the server its own address as `PUBLIC_BASE_URL`, so that FAL
+    /// calls back its webhook route instead of being followed by a status
+    /// stream per request.
+    #[arg(long)]
+    webhooks: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -417,6 +422,7 @@ async fn run(cli: &Cli) -> Result<()> {
         log_filter: cli.server_log.clone(),
         max_file_bytes: None,
         extra_env: cli.server_env.clone(),
+        public_base_url: false,
     };
 
     // --- Server A: the default deployment (API and worker) ----------------
@@ -868,7 +874,14 @@ async fn fal_bound(cli: &Cli, args: &FalBoundArgs) -> Result<()> {
         storage_url: cli.storage_url.clone(),
         log_filter: cli.server_log.clone(),
         max_file_bytes: None,
-        extra_env: cli.server_env.clone(),
+        extra_env: {
+            let mut env = cli.server_env.clone();
+            if args.webhooks {
+                env.push(("FAL_JWKS_URL".into(), host.fake().jwks_url()));
+            }
+            env
+        },
+        public_base_url: args.webhooks,
     };
 
     // The server's CPU when idle: its fixed cost, beside the loaded figures.
