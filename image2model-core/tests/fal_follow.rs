@@ -162,10 +162,13 @@ async fn hooked(
     }
 }
 
-async fn run(h: &Hooked, model: &str) -> Result<Vec<u8>, image2model_core::ports::GenerateError> {
+async fn run(
+    h: &Hooked,
+    request: image2model_core::ports::GenerateRequest,
+) -> Result<Vec<u8>, image2model_core::ports::GenerateError> {
     let mut model = generate(
         &h.generator,
-        request(model),
+        request,
         &Recorder::default(),
         Duration::from_secs(10),
         CancellationToken::new(),
@@ -181,7 +184,7 @@ async fn a_request_finishes_by_webhook_without_following_its_status() {
     // can end this generation within the 10 s deadline.
     let h = hooked(Scenario::Success, Duration::from_secs(60), |_| {}).await;
 
-    let glb = run(&h, "tripo3d-v2.5").await.unwrap();
+    let glb = run(&h, request("tripo3d-v2.5")).await.unwrap();
 
     assert_eq!(glb, cube_glb());
     let submit = h.fake.last_submit().unwrap();
@@ -199,7 +202,7 @@ async fn a_lost_webhook_is_covered_by_the_status_stream() {
     let h = hooked(Scenario::Success, Duration::from_millis(400), |_| {}).await;
     h.fake.set_webhook_delivery(WebhookDelivery::Drop);
 
-    let glb = run(&h, "tripo3d-v2.5").await.unwrap();
+    let glb = run(&h, request("tripo3d-v2.5")).await.unwrap();
 
     assert_eq!(glb, cube_glb());
     assert_eq!(h.fake.webhooks_dropped(), 1);
@@ -217,7 +220,7 @@ async fn a_webhook_with_a_bad_signature_is_refused_and_the_stream_finishes() {
     let h = hooked(Scenario::Success, Duration::from_millis(400), |_| {}).await;
     h.fake.set_webhook_delivery(WebhookDelivery::BadSignature);
 
-    let glb = run(&h, "tripo3d-v2.5").await.unwrap();
+    let glb = run(&h, request("tripo3d-v2.5")).await.unwrap();
 
     assert_eq!(glb, cube_glb());
     let answers = h.answers.lock().unwrap().clone();
@@ -237,7 +240,7 @@ async fn a_failed_request_reported_by_webhook_fails_with_the_results_code() {
     )
     .await;
 
-    let err = run(&h, "tripo3d-v2.5").await.unwrap_err();
+    let err = run(&h, request("tripo3d-v2.5")).await.unwrap_err();
 
     assert_eq!(err.code(), "generation_rejected");
     assert_eq!(h.fake.webhooks_sent(), 1);
@@ -252,17 +255,9 @@ async fn a_resumed_request_is_followed_at_once_not_left_to_its_webhook() {
     let mut req = request("tripo3d-v2.5");
     req.resume_remote_request = Some(id);
 
-    let model = generate(
-        &h.generator,
-        req,
-        &Recorder::default(),
-        Duration::from_secs(10),
-        CancellationToken::new(),
-    )
-    .await
-    .unwrap();
+    let glb = run(&h, req).await.unwrap();
 
-    assert_eq!(collect(model.glb).await.unwrap(), cube_glb());
+    assert_eq!(glb, cube_glb());
     assert_eq!(h.fake.submits(), 0);
     assert_eq!(h.fake.status_streams(), 1);
 }

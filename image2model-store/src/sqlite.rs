@@ -31,7 +31,7 @@
 //! The other writes follow the same rule (one job's changes): a claim and
 //! every change under a lease are two commands, `BEGIN IMMEDIATE` with the
 //! read of the job (one joined statement), then every `UPDATE` with the
-//! `COMMIT`; a remote request id is one. A job is read whole by one
+//! `COMMIT`. A job is read whole by one
 //! statement. Thousands of items in flight made every statement count: the
 //! writer's turn queue was the latency of the FAL-bound load
 //! (`docs/BENCHMARKS.md`, "FAL-bound throughput").
@@ -939,43 +939,11 @@ impl JobStore for SqliteJobStore {
         token: &LeaseToken,
         request_id: &str,
     ) -> Result<bool, StoreError> {
-        if !self.whole_writes {
-            return self
-                .with_held(item, token, |l, idx, now| {
-                    l.remote_request(idx, request_id, now);
-                    Ok(())
-                })
-                .await;
-        }
-        // One command, one round trip to the connection's thread: the
-        // change is the same as `LoadedJob::remote_request` makes (the id
-        // and both times; the job's status and progress do not depend on
-        // it), made only while the token holds the item.
-        let now = to_ms(rows::now());
-        let (item, token) = (item.to_string(), token.as_str());
-        let mut write = self.whole_write().await?;
-        // `RETURNING` says whether the item was held (a change count would
-        // not: SQLite reports the last change of the connection).
-        let held: Vec<(String,)> = sqlx::query_as(
-            "BEGIN IMMEDIATE; \
-             UPDATE jobs SET updated_at_ms = ? WHERE job_id = (SELECT job_id FROM items \
-             WHERE item_id = ? AND lease_token = ? AND status = 'running'); \
-             UPDATE items SET remote_request_id = ?, updated_at_ms = ? \
-             WHERE item_id = ? AND lease_token = ? AND status = 'running' RETURNING item_id; \
-             COMMIT",
-        )
-        .bind(now)
-        .bind(&item)
-        .bind(token)
-        .bind(request_id)
-        .bind(now)
-        .bind(&item)
-        .bind(token)
-        .fetch_all(&mut *write.conn)
+        self.with_held(item, token, |l, idx, now| {
+            l.remote_request(idx, request_id, now);
+            Ok(())
+        })
         .await
-        .map_err(db_error("recording a remote request"))?;
-        write.kept = true;
-        Ok(!held.is_empty())
     }
 
     async fn finish_item(
