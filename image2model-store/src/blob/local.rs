@@ -434,6 +434,12 @@ async fn joined<T>(task: JoinHandle<Result<T, BlobError>>) -> Result<T, BlobErro
         .map_err(|e| BlobError::Backend(format!("a blob store task failed: {e}")))?
 }
 
+/// A blob opened for a get: small ones are read at once.
+enum Opened {
+    Whole(Vec<u8>),
+    File(fs::File),
+}
+
 /// What a put's blocking step hands back: the staged file (until the last
 /// step publishes it) and the batch it wrote, emptied for reuse.
 type PutStep = Result<(Option<StagedFile>, Batch), BlobError>;
@@ -480,11 +486,11 @@ impl BlobStore for LocalBlobStore {
     }
 
     async fn get(&self, key: &BlobKey) -> Result<BlobObject, BlobError> {
-        let (file, size) = {
+        let (opened, size) = {
             let key = key.clone();
             self.run(move |store| {
                 let (path, _) = store.existing(&key)?;
-                let file = match fs::File::open(&path) {
+                let mut file = match fs::File::open(&path) {
                     Ok(f) => f,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         return Err(BlobError::NotFound(key.clone()));
@@ -496,9 +502,29 @@ impl BlobStore for LocalBlobStore {
                     .metadata()
                     .map_err(|e| backend("inspecting a blob", e))?
                     .len();
-                Ok((file, size))
+                // A small blob (an upload, a preview) is read in this same
+                // step: streaming it would cost two more hand-offs to the
+                // blocking pool (its bytes, then the end of the file).
+                if size <= READ_CHUNK as u64 {
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    io::Read::read_to_end(&mut io::Read::take(&mut file, size), &mut bytes)
+                        .map_err(|e| backend("reading a blob", e))?;
+                    let size = bytes.len() as u64;
+                    return Ok((Opened::Whole(bytes), size));
+                }
+                Ok((Opened::File(file), size))
             })
             .await?
+        };
+        let file = match opened {
+            Opened::File(file) => file,
+            Opened::Whole(bytes) => {
+                let chunk = (!bytes.is_empty()).then(|| Ok(bytes.into()));
+                return Ok(BlobObject {
+                    size,
+                    stream: futures::stream::iter(chunk).boxed(),
+                });
+            }
         };
         let stream =
             futures::stream::try_unfold(tokio::fs::File::from_std(file), |mut f| async move {
