@@ -133,6 +133,8 @@ pub const VARIABLES: &[&str] = &[
     "BIND_ADDR",
     "DATABASE_URL",
     "STORAGE_URL",
+    "BLOB_DIRECT_IO",
+    "SQLITE_FAST_WRITES",
     "REDIS_URL",
     "API_KEY",
     "ADMIN_API_KEY",
@@ -278,6 +280,10 @@ impl Config {
         let storage_url = r
             .text("STORAGE_URL")
             .unwrap_or_else(|| "file://./data/blobs".to_owned());
+        // The stores read their switches when they open; checked here too so
+        // that `config check` reports a bad value with the rest.
+        let switch_errors = image2model_store::open::check_switches(|name| r.text(name));
+        r.errors.extend(switch_errors);
         let public_base_url = match r.text("PUBLIC_BASE_URL") {
             None => None,
             Some(v) => match fal::parse_base_url("PUBLIC_BASE_URL", &v) {
@@ -636,6 +642,8 @@ mod tests {
             ("ENVIRONMENT", "staging"),
             ("CLEANUP_INTERVAL_MINUTES", "0"),
             ("AUDIT_RETENTION_DAYS", "0"),
+            ("BLOB_DIRECT_IO", "sometimes"),
+            ("SQLITE_FAST_WRITES", "2"),
         ])
         .unwrap_err();
         let text = err.to_string();
@@ -646,6 +654,8 @@ mod tests {
             "ENVIRONMENT",
             "CLEANUP_INTERVAL_MINUTES",
             "AUDIT_RETENTION_DAYS",
+            "BLOB_DIRECT_IO",
+            "SQLITE_FAST_WRITES",
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }

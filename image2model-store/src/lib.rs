@@ -44,7 +44,7 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 
-pub use blob::{LocalBlobStore, ObjectBlobStore, S3Config};
+pub use blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
 pub use open::{Database, OpenError, open_blob_store, open_database, open_job_store, redact_url};
 pub use postgres::PostgresJobStore;
-pub use sqlite::SqliteJobStore;
+pub use sqlite::{SqliteJobStore, SqliteOptions};

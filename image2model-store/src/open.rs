@@ -12,6 +12,12 @@
 //! [`open_database`] gives the job store, key store and audit log of one
 //! `DATABASE_URL` (one connection pool); [`open_job_store`] only the first.
 //!
+//! Two switches turn the stores' performance-only paths off, so that a bug
+//! report can rule them out ([`SWITCHES`]; both default to `true`):
+//! `BLOB_DIRECT_IO` (a `file://` store's direct I/O, [`LocalOptions`]) and
+//! `SQLITE_FAST_WRITES` (SQLite's own writer connection and two-command
+//! writes, [`SqliteOptions`]).
+//!
 //! Errors never contain a URL's password: it is replaced by `REDACTED`.
 
 use std::sync::Arc;
@@ -19,9 +25,44 @@ use std::sync::Arc;
 use image2model_core::domain::BlobPrefix;
 use image2model_core::ports::{AuditLog, BlobError, BlobStore, JobStore, KeyStore, StoreError};
 
-use crate::blob::{LocalBlobStore, ObjectBlobStore, S3Config};
+use crate::blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
 use crate::postgres::PostgresJobStore;
-use crate::sqlite::SqliteJobStore;
+use crate::sqlite::{SqliteJobStore, SqliteOptions};
+
+/// The environment variables the stores read beside `DATABASE_URL` and
+/// `STORAGE_URL`: switches of performance-only paths, `true` by default.
+pub const SWITCHES: &[&str] = &["BLOB_DIRECT_IO", "SQLITE_FAST_WRITES"];
+
+/// Parses a switch's value: `true`/`false` (also `1`/`0`, `yes`/`no`,
+/// `on`/`off`, any case); empty means `default`.
+///
+/// # Errors
+/// A message naming the variable and the value.
+pub fn parse_switch(name: &str, value: &str, default: bool) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(default),
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("{name}: {value:?} is not true or false")),
+    }
+}
+
+/// Every error in the [`SWITCHES`] that `lookup` gives (for `config check`).
+pub fn check_switches(lookup: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    SWITCHES
+        .iter()
+        .filter_map(|name| parse_switch(name, &lookup(name)?, true).err())
+        .collect()
+}
+
+/// A switch from the environment.
+fn switch(name: &'static str) -> Result<bool, OpenError> {
+    match std::env::var(name) {
+        Ok(value) => parse_switch(name, &value, true)
+            .map_err(|reason| OpenError::InvalidSetting { name, reason }),
+        Err(_) => Ok(true),
+    }
+}
 
 /// Why a store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +88,14 @@ pub enum OpenError {
         /// What is wrong.
         reason: String,
     },
+    /// A setting beside the URL ([`SWITCHES`]) has a value it cannot take.
+    #[error("invalid {name}: {reason}")]
+    InvalidSetting {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The job store failed to open.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -60,7 +109,9 @@ impl OpenError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            OpenError::UnknownScheme { .. } | OpenError::InvalidUrl { .. } => "invalid_config",
+            OpenError::UnknownScheme { .. }
+            | OpenError::InvalidUrl { .. }
+            | OpenError::InvalidSetting { .. } => "invalid_config",
             OpenError::Store(e) => e.code(),
             OpenError::Blob(e) => e.code(),
         }
@@ -146,7 +197,12 @@ pub async fn open_database(url: &str) -> Result<Database, OpenError> {
     if url.starts_with("sqlite:") {
         return Ok(match SqliteJobStore::path_from_url(url) {
             None => Database::of(SqliteJobStore::in_memory().await?),
-            Some(path) => Database::of(SqliteJobStore::open(path).await?),
+            Some(path) => {
+                let options = SqliteOptions {
+                    fast_writes: switch("SQLITE_FAST_WRITES")?,
+                };
+                Database::of(SqliteJobStore::open_with(path, options).await?)
+            }
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -193,7 +249,10 @@ pub async fn open_blob_store(url: &str) -> Result<Arc<dyn BlobStore>, OpenError>
                 "file:// needs a directory, e.g. file://./data/blobs",
             ));
         }
-        return Ok(Arc::new(LocalBlobStore::open(path).await?));
+        let options = LocalOptions {
+            direct_io: switch("BLOB_DIRECT_IO")?,
+        };
+        return Ok(Arc::new(LocalBlobStore::open_with(path, options).await?));
     }
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(ObjectBlobStore::memory()));

@@ -35,6 +35,13 @@
 //! statement. Thousands of items in flight made every statement count: the
 //! writer's turn queue was the latency of the FAL-bound load
 //! (`docs/BENCHMARKS.md`, "FAL-bound throughput").
+//!
+//! The dedicated writer connection and the two-command writes exist only
+//! for speed. `SQLITE_FAST_WRITES=false` ([`SqliteOptions`]) turns both
+//! off: writes then use the read pool's connections and ordinary
+//! transactions (a statement per command), as the in-memory database always
+//! does, so a bug report can rule them out. The conformance suite runs on
+//! both paths; a change to either must keep it passing on both.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -65,19 +72,37 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The migrations, embedded at build time from `migrations/sqlite`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
+/// How a [`SqliteJobStore`] writes. The default is the fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Writes go through a connection of their own and, where a write is
+    /// one job's changes, as two commands (`BEGIN IMMEDIATE` with the read;
+    /// the updates with `COMMIT`). Off, writes share the read pool and run
+    /// as ordinary transactions.
+    pub fast_writes: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { fast_writes: true }
+    }
+}
+
 /// A [`JobStore`] in a SQLite database (WAL mode, foreign keys on).
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     /// Reads (several connections).
     pool: SqlitePool,
-    /// Writes: two connections (the same pool as `pool` in memory), used
-    /// one at a time.
+    /// Writes: a pool of one connection of their own (`pool` itself in
+    /// memory and without [`SqliteOptions::fast_writes`]), used one writer
+    /// at a time.
     writer: SqlitePool,
     /// A writer's turn: held from before `BEGIN` to after `COMMIT`.
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// Whether a write may be one command that begins and commits its own
     /// transaction ([`WholeWrite`]): not in memory, where closing the one
-    /// connection would lose the database.
+    /// connection would lose the database, nor without
+    /// [`SqliteOptions::fast_writes`].
     whole_writes: bool,
     /// What [`SqliteJobStore::describe`] shows: the file, or `:memory:`.
     location: String,
@@ -91,13 +116,26 @@ impl SqliteJobStore {
     /// [`StoreError::Unavailable`] when the directory or file cannot be made
     /// or opened, [`StoreError::Backend`] when a migration fails.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Opens the database file at `path` as [`SqliteJobStore::open`] does,
+    /// writing as `options` say.
+    ///
+    /// # Errors
+    /// As for [`SqliteJobStore::open`].
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let fast_writes = options.fast_writes;
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             tokio::fs::create_dir_all(parent).await.map_err(|e| {
                 StoreError::Unavailable(format!("creating the database directory: {e}"))
             })?;
         }
-        let options = SqliteConnectOptions::new()
+        let connect = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -111,15 +149,20 @@ impl SqliteJobStore {
             // ping before each acquire was one more round trip to the
             // connection's thread on every query (see docs/BENCHMARKS.md).
             .test_before_acquire(false)
-            .connect_with(options.clone())
+            .connect_with(connect.clone())
             .await
             .map_err(db_error("opening the SQLite database"))?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .test_before_acquire(false)
-            .connect_with(options)
+            .connect_with(connect)
             .await
             .map_err(db_error("opening the SQLite database"))?;
+        if !fast_writes {
+            writer.close().await;
+            let location = path.display().to_string();
+            return Self::migrated(pool.clone(), pool, location, false).await;
+        }
         Self::migrated(pool, writer, path.display().to_string(), true).await
     }
 

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use image2model_core::domain::{BlobKey, BlobPrefix};
 use image2model_core::ports::{BlobError, BlobStore};
 use image2model_core::testing::conformance::blob_store::{chunked, failing, pattern};
-use image2model_store::LocalBlobStore;
+use image2model_store::{LocalBlobStore, LocalOptions};
 
 mod conformance {
     use super::*;
@@ -18,6 +18,22 @@ mod conformance {
     image2model_core::blob_store_conformance_tests!(|| async {
         let dir = tempfile::tempdir().expect("tempdir").keep();
         let store = LocalBlobStore::open(dir.join("blobs")).await.expect("open");
+        Some(Arc::new(store) as Arc<dyn BlobStore>)
+    });
+}
+
+/// `BLOB_DIRECT_IO=false`: every staged file is written through the page
+/// cache; the store behaves the same.
+mod conformance_without_direct_io {
+    use super::*;
+
+    image2model_core::blob_store_conformance_tests!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let options = LocalOptions { direct_io: false };
+        let store = LocalBlobStore::open_with(dir.join("blobs"), options)
+            .await
+            .expect("open");
+        assert_eq!(store.options(), options);
         Some(Arc::new(store) as Arc<dyn BlobStore>)
     });
 }

@@ -191,3 +191,28 @@ async fn a_malformed_postgres_url_is_invalid_and_redacted() {
     assert!(matches!(e, OpenError::InvalidUrl { .. }), "{e:?}");
     assert!(!e.to_string().contains("hunter2"));
 }
+
+#[test]
+fn the_stores_switches_default_on_and_refuse_what_is_not_a_boolean() {
+    use image2model_store::open::{SWITCHES, check_switches, parse_switch};
+    assert_eq!(SWITCHES, ["BLOB_DIRECT_IO", "SQLITE_FAST_WRITES"]);
+    for on in ["true", "1", "YES", " on "] {
+        assert_eq!(parse_switch("BLOB_DIRECT_IO", on, false), Ok(true), "{on}");
+    }
+    for off in ["false", "0", "No", "OFF"] {
+        assert_eq!(
+            parse_switch("BLOB_DIRECT_IO", off, true),
+            Ok(false),
+            "{off}"
+        );
+    }
+    assert_eq!(parse_switch("SQLITE_FAST_WRITES", "", true), Ok(true));
+    let refused = parse_switch("SQLITE_FAST_WRITES", "maybe", true).unwrap_err();
+    assert!(refused.contains("SQLITE_FAST_WRITES") && refused.contains("maybe"));
+
+    assert!(check_switches(|_| None).is_empty(), "unset is fine");
+    let errors =
+        check_switches(|name| Some(if name == "BLOB_DIRECT_IO" { "off" } else { "2" }.into()));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("SQLITE_FAST_WRITES"), "{errors:?}");
+}

@@ -11,7 +11,7 @@ use image2model_core::ports::{
     AuditLog, ClaimOptions, CreateOutcome, JobStore, KeyStore, StoreError,
 };
 use image2model_core::testing::conformance::job_store::new_job;
-use image2model_store::SqliteJobStore;
+use image2model_store::{SqliteJobStore, SqliteOptions};
 
 mod conformance_file {
     use super::*;
@@ -21,6 +21,21 @@ mod conformance_file {
     image2model_core::job_store_conformance_tests!(|| async {
         let dir = tempfile::tempdir().expect("tempdir").keep();
         let store = SqliteJobStore::open(dir.join("jobs.db"))
+            .await
+            .expect("open");
+        Some(Arc::new(store) as Arc<dyn JobStore>)
+    });
+}
+
+/// `SQLITE_FAST_WRITES=false`: writes share the read pool and run as
+/// ordinary transactions; the file behaves the same.
+mod conformance_file_without_fast_writes {
+    use super::*;
+
+    image2model_core::job_store_conformance_tests!(|| async {
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let options = SqliteOptions { fast_writes: false };
+        let store = SqliteJobStore::open_with(dir.join("jobs.db"), options)
             .await
             .expect("open");
         Some(Arc::new(store) as Arc<dyn JobStore>)

@@ -56,6 +56,24 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct LocalBlobStore {
     /// Canonical (absolute, link-free) root; every path starts here.
     root: PathBuf,
+    /// Staged files may be written with direct I/O ([`LocalOptions`]).
+    direct_io: bool,
+}
+
+/// How a [`LocalBlobStore`] writes. The default is the fast path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalOptions {
+    /// Write staged files with direct I/O where the file system takes it
+    /// (module `staged`): a performance-only path. Off (`BLOB_DIRECT_IO=false`),
+    /// every byte goes through the page cache, which rules it out of a bug
+    /// report without changing what is stored.
+    pub direct_io: bool,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self { direct_io: true }
+    }
 }
 
 fn backend(context: &str, e: io::Error) -> BlobError {
@@ -146,6 +164,17 @@ impl LocalBlobStore {
     /// [`BlobError::Unavailable`] when the root cannot be created or resolved,
     /// or is not a directory.
     pub async fn open(root: impl AsRef<Path>) -> Result<Self, BlobError> {
+        Self::open_with(root, LocalOptions::default()).await
+    }
+
+    /// Opens a store rooted at `root` that writes as `options` say.
+    ///
+    /// # Errors
+    /// As [`LocalBlobStore::open`].
+    pub async fn open_with(
+        root: impl AsRef<Path>,
+        options: LocalOptions,
+    ) -> Result<Self, BlobError> {
         let root = root.as_ref().to_path_buf();
         blocking(move || {
             fs::create_dir_all(&root).map_err(|e| {
@@ -160,9 +189,20 @@ impl LocalBlobStore {
                     root.display()
                 )));
             }
-            Ok(Self { root })
+            Ok(Self {
+                root,
+                direct_io: options.direct_io,
+            })
         })
         .await
+    }
+
+    /// How this store writes.
+    #[must_use]
+    pub fn options(&self) -> LocalOptions {
+        LocalOptions {
+            direct_io: self.direct_io,
+        }
     }
 
     /// The canonical root directory.
@@ -259,7 +299,7 @@ impl LocalBlobStore {
             None => {
                 let file = self.create_staged(key, staging)?;
                 staging.check()?;
-                StagedFile::new(file, &batch, finish)
+                StagedFile::new(file, &batch, finish, self.direct_io)
             }
         };
         file.write_batch(&mut batch, finish)

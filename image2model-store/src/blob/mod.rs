@@ -4,5 +4,5 @@
 pub mod local;
 pub mod object;
 
-pub use local::LocalBlobStore;
+pub use local::{LocalBlobStore, LocalOptions};
 pub use object::{ObjectBlobStore, S3Config};

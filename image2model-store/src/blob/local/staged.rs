@@ -21,6 +21,12 @@
 //!
 //! Buffered files get their writeback started after each batch instead
 //! ([`start_writeback`]), so the final `fsync` has little left to wait for.
+//!
+//! Direct I/O is a performance-only path: `BLOB_DIRECT_IO=false`
+//! ([`super::LocalOptions`]) writes every file buffered, to rule it out.
+//! Changing it safely: keep every write but the last whole blocks from an
+//! aligned buffer at an aligned offset, and keep the fallback to buffered
+//! writes at the same offset; the tests below cover both.
 
 use std::fs;
 use std::io::{self, Write};
@@ -171,14 +177,15 @@ pub(super) struct StagedFile {
 impl StagedFile {
     /// Wraps a file just created (at offset 0), whose first batch is
     /// `first` (`whole`: that batch is the whole body). Direct I/O is tried
-    /// unless the body is smaller than [`DIRECT_MIN_BYTES`].
-    pub(super) fn new(file: fs::File, first: &Batch, whole: bool) -> Self {
+    /// when `direct` allows it, unless the body is smaller than
+    /// [`DIRECT_MIN_BYTES`].
+    pub(super) fn new(file: fs::File, first: &Batch, whole: bool, direct: bool) -> Self {
         let mut staged = Self {
             file,
             written: 0,
             direct: false,
         };
-        if first.aligned() && (first.len() >= DIRECT_MIN_BYTES || !whole) {
+        if direct && first.aligned() && (first.len() >= DIRECT_MIN_BYTES || !whole) {
             staged.direct = set_direct(&staged.file, true).is_ok();
         }
         staged
@@ -325,7 +332,7 @@ mod tests {
         loop {
             let last = batch.fill(&mut stream).await.expect("body");
             let s = staged.get_or_insert_with(|| {
-                StagedFile::new(file.take().expect("the first batch"), &batch, last)
+                StagedFile::new(file.take().expect("the first batch"), &batch, last, true)
             });
             s.write_batch(&mut batch, last).expect("write");
             if last {
