@@ -33,9 +33,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::domain::{ApiKeyId, ItemId, Job, JobId, Progress};
+use crate::domain::{ApiKeyId, ItemId, Job, JobId};
 use crate::ports::{
-    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken, ListQuery,
     NewJob, QueueStats, StoreError,
 };
 
@@ -272,18 +272,21 @@ impl JobStore for CachedJobStore {
         result
     }
 
-    async fn renew_lease(
+    async fn change_held(
         &self,
         item: ItemId,
         token: &LeaseToken,
-        lease: Duration,
+        change: HeldChange,
     ) -> Result<bool, StoreError> {
-        let result = self.inner.renew_lease(item, token, lease).await;
-        self.item_changed(item, !matches!(result, Ok(true)));
+        let ends = matches!(change, HeldChange::Finish(_));
+        let result = self.inner.change_held(item, token, change).await;
+        // A lost lease forgets the job; an ending item too, even on an
+        // error, since the write may have committed.
+        self.item_changed(item, ends || !matches!(result, Ok(true)));
         result
     }
 
-    /// As [`JobStore::renew_lease`] for each lease: a renewed item's job is
+    /// As [`JobStore::change_held`] renewing each lease: a renewed item's job is
     /// forgotten; a lost one (or every one, on an error, when the write may
     /// or may not have happened) is forgotten with its job.
     async fn renew_leases(
@@ -299,43 +302,6 @@ impl JobStore for CachedJobStore {
             }
             Err(_) => self.items_changed(leases.iter().map(|(item, _)| (*item, true))),
         }
-        result
-    }
-
-    async fn record_progress(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        progress: Progress,
-    ) -> Result<bool, StoreError> {
-        let result = self.inner.record_progress(item, token, progress).await;
-        self.item_changed(item, !matches!(result, Ok(true)));
-        result
-    }
-
-    async fn record_remote_request(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        let result = self
-            .inner
-            .record_remote_request(item, token, request_id)
-            .await;
-        self.item_changed(item, !matches!(result, Ok(true)));
-        result
-    }
-
-    async fn finish_item(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        outcome: ItemOutcome,
-    ) -> Result<bool, StoreError> {
-        let result = self.inner.finish_item(item, token, outcome).await;
-        // Even on an error the write may have committed: forget the job.
-        self.item_changed(item, true);
         result
     }
 

@@ -16,8 +16,8 @@ use crate::domain::{
 };
 use crate::ports::{
     AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim,
-    ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, KeyStore, LeaseToken, ListQuery,
-    NewJob, QueueStats, StoreError, StoredKey, bytes_stream,
+    ClaimOptions, CreateOutcome, HeldChange, ItemOutcome, JobPage, JobStore, KeyStore, LeaseToken,
+    ListQuery, NewJob, QueueStats, StoreError, StoredKey, bytes_stream,
 };
 
 #[derive(Debug, Clone)]
@@ -205,23 +205,63 @@ impl JobStore for MemoryJobStore {
         }))
     }
 
-    async fn renew_lease(
+    async fn change_held(
         &self,
         item: ItemId,
         token: &LeaseToken,
-        lease: Duration,
+        change: HeldChange,
     ) -> Result<bool, StoreError> {
         let mut st = self.state.lock().expect("memory store lock");
-        if st.held(item, token).is_none() {
-            return Ok(false);
-        }
-        st.leases.insert(
-            item,
-            Lease {
+        if let HeldChange::Renew(lease) = change {
+            // Only the expiry changes: neither the item nor its job.
+            if st.held(item, token).is_none() {
+                return Ok(false);
+            }
+            let renewed = Lease {
                 token: token.clone(),
                 expires_at: lease_until(lease),
-            },
-        );
+            };
+            st.leases.insert(item, renewed);
+            return Ok(true);
+        }
+        let Some((job, idx)) = st.held(item, token) else {
+            return Ok(false);
+        };
+        let it = &mut job.items[idx];
+        let ends = match change {
+            HeldChange::Renew(_) => false,
+            HeldChange::Progress(progress) => {
+                it.progress = it.progress.advance(progress.min(Progress::clamped(99)));
+                false
+            }
+            HeldChange::RemoteRequest(request_id) => {
+                it.remote_request_id = Some(request_id);
+                false
+            }
+            HeldChange::Finish(ItemOutcome::Succeeded {
+                model_key,
+                preview_key,
+            }) => {
+                it.status = ItemStatus::Succeeded;
+                it.progress = Progress::DONE;
+                it.model_key = Some(model_key);
+                it.preview_key = preview_key;
+                true
+            }
+            HeldChange::Finish(ItemOutcome::Failed(error)) => {
+                it.status = ItemStatus::Failed;
+                it.error = Some(error);
+                true
+            }
+            HeldChange::Finish(ItemOutcome::Release) => {
+                it.status = ItemStatus::Queued;
+                true
+            }
+        };
+        touch(job, Some(idx));
+        if ends {
+            st.leases.remove(&item);
+        }
         Ok(true)
     }
 
@@ -254,69 +294,6 @@ impl JobStore for MemoryJobStore {
             );
         }
         Ok(lost)
-    }
-
-    async fn record_progress(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        progress: Progress,
-    ) -> Result<bool, StoreError> {
-        let mut st = self.state.lock().expect("memory store lock");
-        let Some((job, idx)) = st.held(item, token) else {
-            return Ok(false);
-        };
-        let it = &mut job.items[idx];
-        it.progress = it.progress.advance(progress.min(Progress::clamped(99)));
-        touch(job, Some(idx));
-        Ok(true)
-    }
-
-    async fn record_remote_request(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        let mut st = self.state.lock().expect("memory store lock");
-        let Some((job, idx)) = st.held(item, token) else {
-            return Ok(false);
-        };
-        job.items[idx].remote_request_id = Some(request_id.to_owned());
-        touch(job, Some(idx));
-        Ok(true)
-    }
-
-    async fn finish_item(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        outcome: ItemOutcome,
-    ) -> Result<bool, StoreError> {
-        let mut st = self.state.lock().expect("memory store lock");
-        let Some((job, idx)) = st.held(item, token) else {
-            return Ok(false);
-        };
-        let it = &mut job.items[idx];
-        match outcome {
-            ItemOutcome::Succeeded {
-                model_key,
-                preview_key,
-            } => {
-                it.status = ItemStatus::Succeeded;
-                it.progress = Progress::DONE;
-                it.model_key = Some(model_key);
-                it.preview_key = preview_key;
-            }
-            ItemOutcome::Failed(error) => {
-                it.status = ItemStatus::Failed;
-                it.error = Some(error);
-            }
-            ItemOutcome::Release => it.status = ItemStatus::Queued,
-        }
-        touch(job, Some(idx));
-        st.leases.remove(&item);
-        Ok(true)
     }
 
     async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -14,8 +14,8 @@ use image2model_core::domain::{ApiKeyId, ItemId, Job, JobId, JobStatus, Progress
 use image2model_core::job_cache::{CachedJobStore, JobCacheConfig};
 use image2model_core::memory::MemoryJobStore;
 use image2model_core::ports::{
-    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
-    NewJob, QueueStats, StoreError,
+    Claim, ClaimOptions, CreateOutcome, HeldChange, ItemOutcome, JobPage, JobStore, LeaseToken,
+    ListQuery, NewJob, QueueStats, StoreError,
 };
 use image2model_core::testing::conformance::job_store::new_job;
 
@@ -97,14 +97,16 @@ impl JobStore for Probe {
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
         self.inner.claim_next(options).await
     }
-    async fn renew_lease(
+    async fn change_held(
         &self,
         item: ItemId,
         token: &LeaseToken,
-        lease: Duration,
+        change: HeldChange,
     ) -> Result<bool, StoreError> {
-        self.renewals.fetch_add(1, Ordering::SeqCst);
-        self.inner.renew_lease(item, token, lease).await
+        if matches!(change, HeldChange::Renew(_)) {
+            self.renewals.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.change_held(item, token, change).await
     }
     async fn renew_leases(
         &self,
@@ -113,32 +115,6 @@ impl JobStore for Probe {
     ) -> Result<Vec<ItemId>, StoreError> {
         self.batch_renewals.fetch_add(1, Ordering::SeqCst);
         self.inner.renew_leases(leases, lease).await
-    }
-    async fn record_progress(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        progress: Progress,
-    ) -> Result<bool, StoreError> {
-        self.inner.record_progress(item, token, progress).await
-    }
-    async fn record_remote_request(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .record_remote_request(item, token, request_id)
-            .await
-    }
-    async fn finish_item(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        outcome: ItemOutcome,
-    ) -> Result<bool, StoreError> {
-        self.inner.finish_item(item, token, outcome).await
     }
     async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.inner.cancel_job(id).await

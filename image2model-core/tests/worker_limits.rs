@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use image2model_core::domain::{ApiKeyId, ItemId, Job, JobId, JobStatus, ModelName, Progress};
 use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
 use image2model_core::ports::{
-    Capacity, Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken,
+    Capacity, Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken,
     ListQuery, NewJob, QueueStats, StoreError,
 };
 use image2model_core::testing::generators::{Script, ScriptedGenerator};
@@ -52,14 +52,18 @@ impl JobStore for Counting {
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
         self.inner.claim_next(options).await
     }
-    async fn renew_lease(
+    async fn change_held(
         &self,
         item: ItemId,
         token: &LeaseToken,
-        lease: Duration,
+        change: HeldChange,
     ) -> Result<bool, StoreError> {
-        self.renew_one.fetch_add(1, Ordering::SeqCst);
-        self.inner.renew_lease(item, token, lease).await
+        match change {
+            HeldChange::Renew(_) => self.renew_one.fetch_add(1, Ordering::SeqCst),
+            HeldChange::Progress(_) => self.progress_writes.fetch_add(1, Ordering::SeqCst),
+            _ => 0,
+        };
+        self.inner.change_held(item, token, change).await
     }
     async fn renew_leases(
         &self,
@@ -70,33 +74,6 @@ impl JobStore for Counting {
         self.renewed_items
             .fetch_add(leases.len() as u64, Ordering::SeqCst);
         self.inner.renew_leases(leases, lease).await
-    }
-    async fn record_progress(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        progress: Progress,
-    ) -> Result<bool, StoreError> {
-        self.progress_writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.record_progress(item, token, progress).await
-    }
-    async fn record_remote_request(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        self.inner
-            .record_remote_request(item, token, request_id)
-            .await
-    }
-    async fn finish_item(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        outcome: ItemOutcome,
-    ) -> Result<bool, StoreError> {
-        self.inner.finish_item(item, token, outcome).await
     }
     async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.inner.cancel_job(id).await

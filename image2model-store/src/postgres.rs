@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId, Progress};
+use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId};
 use image2model_core::ports::{
-    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken, ListQuery,
     NewJob, QueueStats, StoreError,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -264,40 +264,7 @@ const RENEW_SQL: &str = "WITH held AS (\
      UPDATE items SET lease_expires_at_ms = $3 FROM held WHERE items.item_id = held.item_id \
      RETURNING items.item_id, items.lease_token";
 
-impl PostgresJobStore {
-    /// Runs `change` on the item's job when `token` holds the item, with the
-    /// item and then its job locked; `Ok(false)` (nothing written) otherwise.
-    async fn with_held(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        change: impl FnOnce(&mut LoadedJob, usize, DateTime<Utc>) -> Result<(), StoreError>,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let job_id: Option<String> = sqlx::query_scalar(
-            "SELECT job_id FROM items WHERE item_id = $1 AND status = 'running' \
-             AND lease_token = $2 FOR UPDATE",
-        )
-        .bind(item.to_string())
-        .bind(token.as_str())
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(db_error("checking a lease"))?;
-        let Some(job_id) = job_id else {
-            return Ok(false);
-        };
-        let Some(mut loaded) = load_after_item_lock(&mut tx, &job_id).await? else {
-            return Ok(false);
-        };
-        let Some(idx) = loaded.held(item, token) else {
-            return Ok(false);
-        };
-        change(&mut loaded, idx, rows::now())?;
-        save(&mut tx, &loaded).await?;
-        tx.commit().await.map_err(db_error("committing"))?;
-        Ok(true)
-    }
-}
+impl PostgresJobStore {}
 
 #[async_trait]
 impl JobStore for PostgresJobStore {
@@ -431,17 +398,37 @@ impl JobStore for PostgresJobStore {
         }
     }
 
-    async fn renew_lease(
+    /// Makes `change` to the item's job when `token` holds the item, with the
+    /// item and then its job locked; `Ok(false)` (nothing written) otherwise.
+    async fn change_held(
         &self,
         item: ItemId,
         token: &LeaseToken,
-        lease: Duration,
+        change: HeldChange,
     ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.renew(idx, lease, now);
-            Ok(())
-        })
+        let mut tx = self.write().await?;
+        let job_id: Option<String> = sqlx::query_scalar(
+            "SELECT job_id FROM items WHERE item_id = $1 AND status = 'running' \
+             AND lease_token = $2 FOR UPDATE",
+        )
+        .bind(item.to_string())
+        .bind(token.as_str())
+        .fetch_optional(&mut *tx)
         .await
+        .map_err(db_error("checking a lease"))?;
+        let Some(job_id) = job_id else {
+            return Ok(false);
+        };
+        let Some(mut loaded) = load_after_item_lock(&mut tx, &job_id).await? else {
+            return Ok(false);
+        };
+        let Some(idx) = loaded.held(item, token) else {
+            return Ok(false);
+        };
+        loaded.apply(idx, change, rows::now())?;
+        save(&mut tx, &loaded).await?;
+        tx.commit().await.map_err(db_error("committing"))?;
+        Ok(true)
     }
 
     /// One statement ([`RENEW_SQL`]) per [`RENEW_CHUNK`] leases, each its
@@ -468,42 +455,6 @@ impl JobStore for PostgresJobStore {
             lost.extend(rows::not_renewed(chunk, renewed));
         }
         Ok(lost)
-    }
-
-    async fn record_progress(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        progress: Progress,
-    ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.progress(idx, progress, now);
-            Ok(())
-        })
-        .await
-    }
-
-    async fn record_remote_request(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.remote_request(idx, request_id, now);
-            Ok(())
-        })
-        .await
-    }
-
-    async fn finish_item(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        outcome: ItemOutcome,
-    ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| l.finish(idx, outcome, now))
-            .await
     }
 
     async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

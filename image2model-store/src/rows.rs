@@ -14,7 +14,7 @@ use image2model_core::domain::{
     ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ImageKind, Item, ItemError, ItemId,
     ItemStatus, Job, JobId, JobStatus, ModelName, Progress, Texture,
 };
-use image2model_core::ports::{ItemOutcome, LeaseToken, NewJob, StoreError};
+use image2model_core::ports::{HeldChange, ItemOutcome, LeaseToken, NewJob, StoreError};
 
 /// Every job status, to parse stored text strictly.
 const JOB_STATUSES: [JobStatus; 6] = [
@@ -564,6 +564,22 @@ impl LoadedJob {
         Ok(())
     }
 
+    /// Makes `change` to held item `idx`.
+    pub(crate) fn apply(
+        &mut self,
+        idx: usize,
+        change: HeldChange,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match change {
+            HeldChange::Renew(lease) => self.renew(idx, lease, now),
+            HeldChange::Progress(to) => self.progress(idx, to, now),
+            HeldChange::RemoteRequest(id) => self.remote_request(idx, id, now),
+            HeldChange::Finish(outcome) => return self.finish(idx, outcome, now),
+        }
+        Ok(())
+    }
+
     /// Extends the lease of held item `idx`: only its expiry changes. The
     /// item's and job's `updated_at` stay as they are (a renewal changes
     /// nothing a client sees), so the batched `renew_leases` of both SQL
@@ -583,15 +599,15 @@ impl LoadedJob {
 
     /// Raises held item `idx`'s progress (a running item stays below 100:
     /// 100 means succeeded).
-    pub(crate) fn progress(&mut self, idx: usize, to: Progress, now: DateTime<Utc>) {
+    fn progress(&mut self, idx: usize, to: Progress, now: DateTime<Utc>) {
         let item = &mut self.job.items[idx];
         item.progress = item.progress.advance(to.min(Progress::clamped(99)));
         self.touch(idx, now);
     }
 
     /// Records held item `idx`'s remote request id.
-    pub(crate) fn remote_request(&mut self, idx: usize, request_id: &str, now: DateTime<Utc>) {
-        self.job.items[idx].remote_request_id = Some(request_id.to_owned());
+    fn remote_request(&mut self, idx: usize, request_id: String, now: DateTime<Utc>) {
+        self.job.items[idx].remote_request_id = Some(request_id);
         self.touch(idx, now);
     }
 

@@ -50,9 +50,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId, Progress};
+use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId};
 use image2model_core::ports::{
-    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
+    Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken, ListQuery,
     NewJob, QueueStats, StoreError,
 };
 use sqlx::sqlite::{
@@ -728,54 +728,6 @@ impl SqliteJobStore {
             }));
         }
     }
-
-    /// Runs `change` on the item's job when `token` holds the item, in one
-    /// write transaction; `Ok(false)` (and nothing written) when it does not.
-    async fn with_held(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        change: impl FnOnce(&mut LoadedJob, usize, DateTime<Utc>) -> Result<(), StoreError>,
-    ) -> Result<bool, StoreError> {
-        if self.whole_writes {
-            // Two commands, two round trips to the connection's thread:
-            // begin and read, then the updates and the commit.
-            let mut write = self.whole_write().await?;
-            let rows: Vec<JoinedRow> =
-                sqlx::query_as(AssertSqlSafe(concat!("BEGIN IMMEDIATE; ", held_sql!())))
-                    .bind(item.to_string())
-                    .bind(token.as_str())
-                    .fetch_all(&mut *write.conn)
-                    .await
-                    .map_err(db_error("checking a lease"))?;
-            let held = joined(rows)?.and_then(|l| l.held(item, token).map(|idx| (l, idx)));
-            let Some((mut loaded, idx)) = held else {
-                rollback(&mut write).await?;
-                return Ok(false);
-            };
-            if let Err(e) = change(&mut loaded, idx, rows::now()) {
-                rollback(&mut write).await?;
-                return Err(e);
-            }
-            save_query(&loaded, true)
-                .execute(&mut *write.conn)
-                .await
-                .map_err(db_error("committing"))?;
-            write.kept = true;
-            return Ok(true);
-        }
-        let mut tx = self.write().await?;
-        let Some(mut loaded) = load_held(&mut tx, item, token).await? else {
-            return Ok(false);
-        };
-        let Some(idx) = loaded.held(item, token) else {
-            return Ok(false);
-        };
-        change(&mut loaded, idx, rows::now())?;
-        save(&mut tx, &loaded).await?;
-        tx.commit().await.map_err(db_error("committing"))?;
-        Ok(true)
-    }
 }
 
 #[async_trait]
@@ -906,17 +858,52 @@ impl JobStore for SqliteJobStore {
         }
     }
 
-    async fn renew_lease(
+    /// Makes `change` to the item's job when `token` holds the item, in one
+    /// write transaction; `Ok(false)` (and nothing written) when it does not.
+    async fn change_held(
         &self,
         item: ItemId,
         token: &LeaseToken,
-        lease: Duration,
+        change: HeldChange,
     ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.renew(idx, lease, now);
-            Ok(())
-        })
-        .await
+        if self.whole_writes {
+            // Two commands, two round trips to the connection's thread:
+            // begin and read, then the updates and the commit.
+            let mut write = self.whole_write().await?;
+            let rows: Vec<JoinedRow> =
+                sqlx::query_as(AssertSqlSafe(concat!("BEGIN IMMEDIATE; ", held_sql!())))
+                    .bind(item.to_string())
+                    .bind(token.as_str())
+                    .fetch_all(&mut *write.conn)
+                    .await
+                    .map_err(db_error("checking a lease"))?;
+            let held = joined(rows)?.and_then(|l| l.held(item, token).map(|idx| (l, idx)));
+            let Some((mut loaded, idx)) = held else {
+                rollback(&mut write).await?;
+                return Ok(false);
+            };
+            if let Err(e) = loaded.apply(idx, change, rows::now()) {
+                rollback(&mut write).await?;
+                return Err(e);
+            }
+            save_query(&loaded, true)
+                .execute(&mut *write.conn)
+                .await
+                .map_err(db_error("committing"))?;
+            write.kept = true;
+            return Ok(true);
+        }
+        let mut tx = self.write().await?;
+        let Some(mut loaded) = load_held(&mut tx, item, token).await? else {
+            return Ok(false);
+        };
+        let Some(idx) = loaded.held(item, token) else {
+            return Ok(false);
+        };
+        loaded.apply(idx, change, rows::now())?;
+        save(&mut tx, &loaded).await?;
+        tx.commit().await.map_err(db_error("committing"))?;
+        Ok(true)
     }
 
     /// One `UPDATE … FROM (VALUES …) … RETURNING` per [`RENEW_CHUNK`]
@@ -961,42 +948,6 @@ impl JobStore for SqliteJobStore {
             lost.extend(rows::not_renewed(chunk, renewed));
         }
         Ok(lost)
-    }
-
-    async fn record_progress(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        progress: Progress,
-    ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.progress(idx, progress, now);
-            Ok(())
-        })
-        .await
-    }
-
-    async fn record_remote_request(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        request_id: &str,
-    ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| {
-            l.remote_request(idx, request_id, now);
-            Ok(())
-        })
-        .await
-    }
-
-    async fn finish_item(
-        &self,
-        item: ItemId,
-        token: &LeaseToken,
-        outcome: ItemOutcome,
-    ) -> Result<bool, StoreError> {
-        self.with_held(item, token, |l, idx, now| l.finish(idx, outcome, now))
-            .await
     }
 
     async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

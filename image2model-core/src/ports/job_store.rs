@@ -180,6 +180,19 @@ pub struct Claim {
     pub lease_expires_at: DateTime<Utc>,
 }
 
+/// A change to an item that a lease holds ([`JobStore::change_held`]).
+#[derive(Debug, Clone)]
+pub enum HeldChange {
+    /// Extend the lease to `now + this`.
+    Renew(Duration),
+    /// Raise the item's progress (never lower it).
+    Progress(crate::domain::Progress),
+    /// Record the generator's remote request id.
+    RemoteRequest(String),
+    /// End (or release) the item.
+    Finish(ItemOutcome),
+}
+
 /// How a claimed item ends.
 #[derive(Debug, Clone)]
 pub enum ItemOutcome {
@@ -282,13 +295,26 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Claims the oldest claimable item.
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError>;
 
+    /// Changes an item its token holds, as [`HeldChange`] says, in one
+    /// write; `Ok(false)` (and nothing changed) when the token no longer
+    /// holds it. The one write a store implements for the four below.
+    async fn change_held(
+        &self,
+        item: ItemId,
+        token: &LeaseToken,
+        change: HeldChange,
+    ) -> Result<bool, StoreError>;
+
     /// Extends a lease to `now + lease`.
     async fn renew_lease(
         &self,
         item: ItemId,
         token: &LeaseToken,
         lease: Duration,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.change_held(item, token, HeldChange::Renew(lease))
+            .await
+    }
 
     /// Extends many leases to `now + lease` at once (a worker renews all its
     /// items with one call per interval). Returns the items whose token no
@@ -316,7 +342,10 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         item: ItemId,
         token: &LeaseToken,
         progress: crate::domain::Progress,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.change_held(item, token, HeldChange::Progress(progress))
+            .await
+    }
 
     /// Persists the generator's remote request id.
     async fn record_remote_request(
@@ -324,7 +353,10 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         item: ItemId,
         token: &LeaseToken,
         request_id: &str,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        let change = HeldChange::RemoteRequest(request_id.to_owned());
+        self.change_held(item, token, change).await
+    }
 
     /// Ends (or releases) a claimed item.
     async fn finish_item(
@@ -332,7 +364,10 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         item: ItemId,
         token: &LeaseToken,
         outcome: ItemOutcome,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<bool, StoreError> {
+        self.change_held(item, token, HeldChange::Finish(outcome))
+            .await
+    }
 
     /// Requests cancellation; returns the job after it, `None` if missing.
     async fn cancel_job(&self, id: JobId) -> Result<Option<Job>, StoreError>;

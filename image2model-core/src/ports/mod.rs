@@ -20,7 +20,7 @@ pub use generator::{
 #[cfg(test)]
 pub(crate) use job_store::MockJobStore;
 pub use job_store::{
-    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobPage, JobStore, LeaseToken, ListQuery,
-    NewItem, NewJob, QueueStats, StoreError,
+    Claim, ClaimOptions, CreateOutcome, HeldChange, ItemOutcome, JobPage, JobStore, LeaseToken,
+    ListQuery, NewItem, NewJob, QueueStats, StoreError,
 };
 pub use keys::{AuditEvent, AuditLog, KeyStore, StoredKey};
