@@ -20,7 +20,7 @@ use image2model_core::ports::{
     NewJob, QueueStats, StoreError,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 use crate::rows::{
     self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
@@ -313,31 +313,15 @@ impl JobStore for PostgresJobStore {
     async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
         let limit = query.limit.clamp(1, MAX_PAGE);
         let mut tx = self.read().await?;
-        let mut q =
-            QueryBuilder::<Postgres>::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE TRUE"));
-        if let Some(owner) = &query.owner {
-            q.push(" AND owner = ").push_bind(owner.as_str().to_owned());
-        }
-        if let Some(cursor) = query.cursor {
-            q.push(" AND job_id < ").push_bind(cursor.to_string());
-        }
-        q.push(" ORDER BY job_id DESC LIMIT ")
-            .push_bind(i64::from(limit) + 1);
-        let mut job_rows: Vec<JobRow> = q
+        let job_rows: Vec<JobRow> = rows::list_statement::<Postgres>(query, limit)
             .build_query_as()
             .fetch_all(&mut *tx)
             .await
             .map_err(db_error("listing jobs"))?;
-        let more = job_rows.len() > limit as usize;
-        job_rows.truncate(limit as usize);
+        let (job_rows, more) = rows::page_rows(job_rows, limit);
         let jobs = with_items(&mut tx, job_rows).await?;
         tx.commit().await.map_err(db_error("ending a read"))?;
-        let next_cursor = if more {
-            jobs.last().map(|j| j.job_id)
-        } else {
-            None
-        };
-        Ok(JobPage { jobs, next_cursor })
+        Ok(rows::page(jobs, more))
     }
 
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
@@ -506,27 +490,10 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
-        let (queued, running, jobs): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM items WHERE status = 'queued'), \
-                    (SELECT COUNT(*) FROM items WHERE status = 'running'), \
-                    (SELECT COUNT(*) FROM jobs)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error("counting the queue"))?;
-        let count = |n: i64| u64::try_from(n).unwrap_or(0);
-        Ok(QueueStats {
-            queued: count(queued),
-            running: count(running),
-            jobs: count(jobs),
-        })
+        rows::queue_stats(&self.pool).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(db_error("ping"))?;
-        Ok(())
+        rows::ping(&self.pool).await
     }
 }

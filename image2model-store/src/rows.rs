@@ -14,7 +14,9 @@ use image2model_core::domain::{
     ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ImageKind, Item, ItemError, ItemId,
     ItemStatus, Job, JobId, JobStatus, ModelName, Progress, Texture,
 };
-use image2model_core::ports::{HeldChange, ItemOutcome, LeaseToken, NewJob, StoreError};
+use image2model_core::ports::{
+    HeldChange, ItemOutcome, JobPage, LeaseToken, ListQuery, NewJob, QueueStats, StoreError,
+};
 
 /// Every job status, to parse stored text strictly.
 const JOB_STATUSES: [JobStatus; 6] = [
@@ -692,4 +694,83 @@ pub(crate) fn not_renewed(
         })
         .map(|(item, _)| *item)
         .collect()
+}
+
+/// The queue's counts ([`JobStore::stats`](image2model_core::ports::JobStore::stats)):
+/// the same statement on either SQL store.
+pub(crate) async fn queue_stats<DB>(pool: &sqlx::Pool<DB>) -> Result<QueueStats, StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    (i64, i64, i64): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    let (queued, running, jobs): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM items WHERE status = 'queued'), \
+                (SELECT COUNT(*) FROM items WHERE status = 'running'), \
+                (SELECT COUNT(*) FROM jobs)",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db_error("counting the queue"))?;
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    Ok(QueueStats {
+        queued: count(queued),
+        running: count(running),
+        jobs: count(jobs),
+    })
+}
+
+/// Checks that the database answers
+/// ([`JobStore::ping`](image2model_core::ports::JobStore::ping)).
+pub(crate) async fn ping<DB>(pool: &sqlx::Pool<DB>) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map_err(db_error("ping"))?;
+    Ok(())
+}
+
+/// The statement of a [`ListQuery`] page (newest first, one row more than
+/// `limit` to tell whether another page follows): the same on both SQL
+/// stores.
+pub(crate) fn list_statement<DB>(query: &ListQuery, limit: u32) -> sqlx::QueryBuilder<DB>
+where
+    DB: sqlx::Database,
+    String: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new(format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1"));
+    if let Some(owner) = &query.owner {
+        q.push(" AND owner = ").push_bind(owner.as_str().to_owned());
+    }
+    if let Some(cursor) = query.cursor {
+        q.push(" AND job_id < ").push_bind(cursor.to_string());
+    }
+    q.push(" ORDER BY job_id DESC LIMIT ")
+        .push_bind(i64::from(limit) + 1);
+    q
+}
+
+/// The rows of a page that [`list_statement`] fetched, at most `limit`, and
+/// whether more follow.
+pub(crate) fn page_rows(mut rows: Vec<JobRow>, limit: u32) -> (Vec<JobRow>, bool) {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    (rows, more)
+}
+
+/// The page of `jobs` (a whole page when `more` follow).
+pub(crate) fn page(jobs: Vec<Job>, more: bool) -> JobPage {
+    let next_cursor = if more {
+        jobs.last().map(|j| j.job_id)
+    } else {
+        None
+    };
+    JobPage { jobs, next_cursor }
 }
