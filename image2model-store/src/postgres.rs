@@ -372,13 +372,7 @@ impl JobStore for PostgresJobStore {
             let lease = loaded.claim(idx, options.lease, now)?;
             save(&mut tx, &loaded).await?;
             tx.commit().await.map_err(db_error("committing a claim"))?;
-            let item = loaded.job.items[idx].clone();
-            return Ok(Some(Claim {
-                job: loaded.job,
-                item,
-                token: lease.token,
-                lease_expires_at: lease.expires_at,
-            }));
+            return Ok(Some(loaded.into_claim(idx, lease)));
         }
     }
 

@@ -15,7 +15,7 @@ use image2model_core::domain::{
     ItemStatus, Job, JobId, JobStatus, ModelName, Progress, Texture,
 };
 use image2model_core::ports::{
-    HeldChange, ItemOutcome, JobPage, LeaseToken, ListQuery, NewJob, QueueStats, StoreError,
+    Claim, HeldChange, ItemOutcome, JobPage, LeaseToken, ListQuery, NewJob, QueueStats, StoreError,
 };
 
 /// Every job status, to parse stored text strictly.
@@ -564,6 +564,17 @@ impl LoadedJob {
         self.leases.remove(&item.item_id);
         self.touch(idx, now);
         Ok(())
+    }
+
+    /// The claim of item `idx` under `lease`, with the job as it now is.
+    pub(crate) fn into_claim(self, idx: usize, lease: Lease) -> Claim {
+        let item = self.job.items[idx].clone();
+        Claim {
+            job: self.job,
+            item,
+            token: lease.token,
+            lease_expires_at: lease.expires_at,
+        }
     }
 
     /// Makes `change` to held item `idx`.
