@@ -40,6 +40,8 @@
 //! - [`job_cache`]: [`job_cache::CachedJobStore`], which answers repeated job
 //!   reads from memory.
 //! - [`checked_stream`]: checking a byte stream while a store consumes it.
+//! - [`error_code`]: the one registry of stable error codes
+//!   ([`error_code::ErrorCode`]), which `docs/ERRORS.md` lists.
 //! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
 //! - `testing` (feature `testing`): conformance suites for the ports and the
 //!   fake FAL server.
@@ -47,6 +49,7 @@
 pub mod auth;
 pub mod checked_stream;
 pub mod domain;
+pub mod error_code;
 pub mod generators;
 pub mod gltf;
 pub mod job_cache;
@@ -57,6 +60,7 @@ pub mod validate;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+pub use error_code::ErrorCode;
 pub use pipeline::{
     Generators, Pipeline, PipelineConfig, PipelineError, Scope, SubmitOptions, Worker,
     WorkerConfig, available_cores,

@@ -2,6 +2,7 @@
 //! embedding without persistence. They honour the same contracts as the real
 //! stores (checked by the same conformance suites).
 
+use crate::error_code::ErrorCode;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -164,7 +165,7 @@ impl JobStore for MemoryJobStore {
                         let it = &mut job.items[idx];
                         it.status = ItemStatus::Failed;
                         it.error = Some(ItemError {
-                            code: "worker_lost".into(),
+                            code: ErrorCode::WorkerLost.into(),
                             message: format!(
                                 "the worker stopped during each of {} attempts",
                                 it.attempts

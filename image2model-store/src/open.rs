@@ -22,6 +22,7 @@
 
 use std::sync::Arc;
 
+use image2model_core::ErrorCode;
 use image2model_core::domain::BlobPrefix;
 use image2model_core::ports::{AuditLog, BlobError, BlobStore, JobStore, KeyStore, StoreError};
 
@@ -111,7 +112,7 @@ impl OpenError {
         match self {
             OpenError::UnknownScheme { .. }
             | OpenError::InvalidUrl { .. }
-            | OpenError::InvalidSetting { .. } => "invalid_config",
+            | OpenError::InvalidSetting { .. } => ErrorCode::InvalidConfig.as_str(),
             OpenError::Store(e) => e.code(),
             OpenError::Blob(e) => e.code(),
         }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use image2model_core::ErrorCode;
 use image2model_core::domain::{
     ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ImageKind, Item, ItemError, ItemId,
     ItemStatus, Job, JobId, JobStatus, ModelName, Progress, Texture,
@@ -555,7 +556,7 @@ impl LoadedJob {
         self.set_status(idx, ItemStatus::Failed)?;
         let item = &mut self.job.items[idx];
         item.error = Some(ItemError {
-            code: "worker_lost".into(),
+            code: ErrorCode::WorkerLost.into(),
             message: format!(
                 "the worker stopped during each of {} attempts",
                 item.attempts

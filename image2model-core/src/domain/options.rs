@@ -1,6 +1,7 @@
 //! What a client may choose about a job: the image kinds we accept and the
 //! generation options.
 
+use crate::error_code::ErrorCode;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -80,7 +81,7 @@ impl FaceLimit {
             Ok(Self(faces))
         } else {
             Err(OptionError {
-                code: "invalid_face_limit",
+                code: ErrorCode::InvalidFaceLimit.as_str(),
                 message: format!("face_limit must be between {} and {}", Self::MIN, Self::MAX),
             })
         }
@@ -92,7 +93,7 @@ impl FaceLimit {
     /// `invalid_face_limit` when it is not a number in range.
     pub fn parse(text: &str) -> Result<Self, OptionError> {
         let faces = text.trim().parse::<u32>().map_err(|_| OptionError {
-            code: "invalid_face_limit",
+            code: ErrorCode::InvalidFaceLimit.as_str(),
             message: "face_limit must be a whole number".to_owned(),
         })?;
         Self::new(faces)
@@ -141,7 +142,7 @@ impl Texture {
             "standard" | "yes" | "true" => Ok(Texture::Standard),
             "hd" => Ok(Texture::Hd),
             _ => Err(OptionError {
-                code: "invalid_texture",
+                code: ErrorCode::InvalidTexture.as_str(),
                 message: "texture must be one of no, standard, hd".to_owned(),
             }),
         }
@@ -182,7 +183,7 @@ impl ModelName {
             Ok(Self(text.to_owned()))
         } else {
             Err(OptionError {
-                code: "invalid_model",
+                code: ErrorCode::InvalidModel.as_str(),
                 message: "model must be 1 to 64 characters of [a-z0-9._-]".to_owned(),
             })
         }

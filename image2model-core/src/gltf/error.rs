@@ -1,5 +1,6 @@
 //! The error type of the glTF module.
 
+use crate::error_code::ErrorCode;
 use crate::ports::GenerateError;
 
 /// Why a GLB could not be written, read or converted.
@@ -42,9 +43,9 @@ impl GltfError {
             GltfError::NotGlb
             | GltfError::UnsupportedVersion(_)
             | GltfError::Malformed(_)
-            | GltfError::Unsupported(_) => "invalid_model_output",
-            GltfError::TooLarge(_) => "model_too_large",
-            GltfError::InvalidMesh(_) => "internal_error",
+            | GltfError::Unsupported(_) => ErrorCode::InvalidModelOutput.as_str(),
+            GltfError::TooLarge(_) => ErrorCode::ModelTooLarge.as_str(),
+            GltfError::InvalidMesh(_) => ErrorCode::InternalError.as_str(),
         }
     }
 }

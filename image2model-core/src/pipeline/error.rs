@@ -1,6 +1,7 @@
 //! The pipeline's error type.
 
 use crate::domain::{ModelName, OptionError};
+use crate::error_code::ErrorCode;
 use crate::ports::{BlobError, GenerateError, StoreError};
 use crate::validate::ValidationError;
 
@@ -71,12 +72,12 @@ impl PipelineError {
         match self {
             PipelineError::Validation(e) => e.code(),
             PipelineError::InvalidOption(e) => e.code,
-            PipelineError::UnknownModel(_) => "unknown_model",
-            PipelineError::InvalidIdempotencyKey => "invalid_idempotency_key",
-            PipelineError::NotFound => "not_found",
-            PipelineError::ModelNotReady(_) => "model_not_ready",
-            PipelineError::Interrupted(_) => "upload_interrupted",
-            PipelineError::Config(_) => "invalid_configuration",
+            PipelineError::UnknownModel(_) => ErrorCode::UnknownModel.as_str(),
+            PipelineError::InvalidIdempotencyKey => ErrorCode::InvalidIdempotencyKey.as_str(),
+            PipelineError::NotFound => ErrorCode::NotFound.as_str(),
+            PipelineError::ModelNotReady(_) => ErrorCode::ModelNotReady.as_str(),
+            PipelineError::Interrupted(_) => ErrorCode::UploadInterrupted.as_str(),
+            PipelineError::Config(_) => ErrorCode::InvalidConfiguration.as_str(),
             PipelineError::Store(e) => e.code(),
             PipelineError::Blob(e) => e.code(),
             PipelineError::Generate(e) => e.code(),
@@ -99,7 +100,9 @@ impl PipelineError {
             PipelineError::NotFound | PipelineError::Blob(BlobError::NotFound(_)) => {
                 ErrorKind::NotFound
             }
-            PipelineError::ModelNotReady(_) => ErrorKind::Conflict,
+            PipelineError::ModelNotReady(_) | PipelineError::Store(StoreError::Conflict(_)) => {
+                ErrorKind::Conflict
+            }
             PipelineError::Store(StoreError::Unavailable(_))
             | PipelineError::Blob(BlobError::Unavailable(_)) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,

@@ -25,6 +25,7 @@
 //! flight, a write per status event would cost more than the items, and the
 //! item's end writes 100 anyway. Both at zero write every rise.
 
+use crate::error_code::ErrorCode;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -424,7 +425,7 @@ async fn process(
                 Err(_) => {
                     tracing::error!("generator panicked");
                     Ending::Outcome(ItemOutcome::Failed(ItemError {
-                        code: "internal_error".into(),
+                        code: ErrorCode::InternalError.into(),
                         message: "the generator failed unexpectedly".into(),
                     }))
                 }
@@ -506,7 +507,7 @@ async fn run_item(
         Err(e) => {
             tracing::error!(error = %e, "uploaded image unreadable");
             return Ending::Outcome(ItemOutcome::Failed(ItemError {
-                code: "upload_missing".into(),
+                code: ErrorCode::UploadMissing.into(),
                 message: "the uploaded image could not be read".into(),
             }));
         }

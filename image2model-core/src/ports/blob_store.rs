@@ -1,5 +1,6 @@
 //! Blob storage: uploaded images, generated models and previews.
 
+use crate::error_code::ErrorCode;
 use std::fmt;
 use std::io;
 
@@ -79,10 +80,10 @@ impl BlobError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            BlobError::NotFound(_) => "not_found",
-            BlobError::Body(_) => "upload_interrupted",
-            BlobError::Unavailable(_) => "storage_unavailable",
-            BlobError::Backend(_) => "internal_error",
+            BlobError::NotFound(_) => ErrorCode::NotFound.as_str(),
+            BlobError::Body(_) => ErrorCode::UploadInterrupted.as_str(),
+            BlobError::Unavailable(_) => ErrorCode::StorageUnavailable.as_str(),
+            BlobError::Backend(_) => ErrorCode::InternalError.as_str(),
         }
     }
 }

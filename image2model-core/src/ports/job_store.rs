@@ -1,5 +1,6 @@
 //! Job metadata: jobs, items, the work queue with leases.
 
+use crate::error_code::ErrorCode;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -244,9 +245,9 @@ impl StoreError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            StoreError::Unavailable(_) => "store_unavailable",
-            StoreError::Conflict(_) => "conflict",
-            StoreError::Corrupt(_) | StoreError::Backend(_) => "internal_error",
+            StoreError::Unavailable(_) => ErrorCode::StoreUnavailable.as_str(),
+            StoreError::Conflict(_) => ErrorCode::Conflict.as_str(),
+            StoreError::Corrupt(_) | StoreError::Backend(_) => ErrorCode::InternalError.as_str(),
         }
     }
 }

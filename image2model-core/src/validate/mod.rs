@@ -21,6 +21,7 @@ mod header;
 mod inspect;
 mod sniff;
 
+use crate::error_code::ErrorCode;
 pub use header::dimensions;
 pub use inspect::{FileInspector, InspectedFile, InspectionHandle, inspect_stream};
 pub use sniff::sniff;
@@ -110,14 +111,14 @@ impl ValidationError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            ValidationError::NoFiles => "no_files",
-            ValidationError::TooManyFiles { .. } => "too_many_files",
-            ValidationError::EmptyFile => "empty_file",
-            ValidationError::FileTooLarge { .. } => "file_too_large",
-            ValidationError::RequestTooLarge { .. } => "request_too_large",
-            ValidationError::UnsupportedType => "unsupported_type",
-            ValidationError::InvalidImage => "invalid_image",
-            ValidationError::ImageTooLarge { .. } => "image_too_large",
+            ValidationError::NoFiles => ErrorCode::NoFiles.as_str(),
+            ValidationError::TooManyFiles { .. } => ErrorCode::TooManyFiles.as_str(),
+            ValidationError::EmptyFile => ErrorCode::EmptyFile.as_str(),
+            ValidationError::FileTooLarge { .. } => ErrorCode::FileTooLarge.as_str(),
+            ValidationError::RequestTooLarge { .. } => ErrorCode::RequestTooLarge.as_str(),
+            ValidationError::UnsupportedType => ErrorCode::UnsupportedType.as_str(),
+            ValidationError::InvalidImage => ErrorCode::InvalidImage.as_str(),
+            ValidationError::ImageTooLarge { .. } => ErrorCode::ImageTooLarge.as_str(),
         }
     }
 
