@@ -34,15 +34,17 @@
 //!   streaming, dimensions from the header before any decode.
 //! - [`pipeline`]: [`Pipeline`] (submit, job, subscribe, cancel, model) and the
 //!   [`pipeline::Worker`] that claims items and runs generators.
-//! - [`generators`]: the offline relief generator and the FAL.AI client.
+//! - [`generators`]: the offline relief generator, the FAL.AI client and the
+//!   registry that builds generators from configuration.
 //! - [`gltf`]: writing, reading and converting binary glTF.
 //! - [`memory`]: in-memory job and blob stores.
 //! - [`job_cache`]: [`job_cache::CachedJobStore`], which answers repeated job
 //!   reads from memory.
 //! - [`checked_stream`]: checking a byte stream while a store consumes it.
 //! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
-//! - `testing` (feature `testing`): conformance suites for the ports and the
-//!   fake FAL server.
+//! - `testing` (feature `testing`): conformance suites for the ports (the
+//!   stores and the model generators), the scripted generator and the fake
+//!   FAL server.
 
 pub mod auth;
 pub mod checked_stream;
