@@ -34,7 +34,8 @@
 //!   streaming, dimensions from the header before any decode.
 //! - [`pipeline`]: [`Pipeline`] (submit, job, subscribe, cancel, model) and the
 //!   [`pipeline::Worker`] that claims items and runs generators.
-//! - [`generators`]: the offline relief generator and the FAL.AI client.
+//! - [`generators`]: the offline relief generator, the FAL.AI client and the
+//!   registry that builds generators from configuration.
 //! - [`gltf`]: writing, reading and converting binary glTF.
 //! - [`memory`]: in-memory job and blob stores.
 //! - [`job_cache`]: [`job_cache::CachedJobStore`], which answers repeated job
@@ -43,8 +44,9 @@
 //! - [`error_code`]: the one registry of stable error codes
 //!   ([`error_code::ErrorCode`]), which `docs/ERRORS.md` lists.
 //! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
-//! - `testing` (feature `testing`): conformance suites for the ports and the
-//!   fake FAL server.
+//! - `testing` (feature `testing`): conformance suites for the ports (the
+//!   stores and the model generators), the scripted generator and the fake
+//!   FAL server.
 
 pub mod auth;
 pub mod checked_stream;

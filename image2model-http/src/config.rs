@@ -11,7 +11,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
-use image2model_core::generators::fal::{self, FalConfig};
+use image2model_core::generators::fal;
+use image2model_core::generators::registry::{GeneratorRegistry, GeneratorSettings, Surroundings};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -36,26 +37,6 @@ impl Environment {
     }
 }
 
-/// Which generator serves clients that name no model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GeneratorChoice {
-    /// FAL.AI (needs a FAL key).
-    Fal,
-    /// The offline relief generator.
-    Relief,
-}
-
-impl GeneratorChoice {
-    /// The text form.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GeneratorChoice::Fal => "fal",
-            GeneratorChoice::Relief => "relief",
-        }
-    }
-}
-
 /// The whole configuration of the server and the worker. Field docs name the
 /// environment variable each comes from; API.md has the defaults.
 #[derive(Debug, Clone)]
@@ -76,12 +57,11 @@ pub struct Config {
     pub admin_api_key: Option<SecretString>,
     /// `SECRET_KEY`: the server secret.
     pub secret_key: Option<SecretString>,
-    /// `FAL_*` (and `DEFAULT_MODEL`): `None` without a FAL key.
-    pub fal: Option<FalConfig>,
-    /// `GENERATOR`.
-    pub generator: GeneratorChoice,
-    /// `DEFAULT_MODEL`: the default FAL model.
-    pub default_model: String,
+    /// `GENERATOR` and each generator's own section (`FAL_*`,
+    /// `DEFAULT_MODEL`, …), read by the generator registry
+    /// ([`GeneratorRegistry::builtin`]); [`crate::wiring::generators`] builds
+    /// them.
+    pub generators: GeneratorSettings,
     /// `BACKEND_CORS_ORIGINS`: exact origins.
     pub cors_origins: Vec<String>,
     /// `ALLOWED_HOSTS`: host names (without port), lower-case.
@@ -127,8 +107,8 @@ pub struct Config {
 #[error("invalid configuration: {}", .0.join("; "))]
 pub struct ConfigError(pub Vec<String>);
 
-/// Every variable [`Config::from_lookup`] reads.
-pub const VARIABLES: &[&str] = &[
+/// The server's own variables; [`variables`] adds the generators'.
+pub const SERVER_VARIABLES: &[&str] = &[
     "ENVIRONMENT",
     "BIND_ADDR",
     "DATABASE_URL",
@@ -139,14 +119,6 @@ pub const VARIABLES: &[&str] = &[
     "API_KEY",
     "ADMIN_API_KEY",
     "SECRET_KEY",
-    "FAL_API_KEY",
-    "FAL_KEY",
-    "FAL_KEY_ID",
-    "FAL_KEY_SECRET",
-    "FAL_QUEUE_BASE_URL",
-    "FAL_STORAGE_BASE_URL",
-    "GENERATOR",
-    "DEFAULT_MODEL",
     "BACKEND_CORS_ORIGINS",
     "ALLOWED_HOSTS",
     "TRUSTED_PROXIES",
@@ -164,6 +136,24 @@ pub const VARIABLES: &[&str] = &[
     "METRICS_ADDR",
     "PUBLIC_BASE_URL",
 ];
+
+/// Every variable [`Config::from_lookup`] reads: the server's, then
+/// `GENERATOR` and each registered generator's.
+#[must_use]
+pub fn variables() -> Vec<&'static str> {
+    let mut names = SERVER_VARIABLES.to_vec();
+    for name in GeneratorRegistry::builtin().variables() {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// Where generators are called back, under `PUBLIC_BASE_URL`: generator `x`
+/// at `{PUBLIC_BASE_URL}{WEBHOOKS_PATH}x` ([`crate::FAL_WEBHOOK_PATH`] for
+/// FAL).
+pub const WEBHOOKS_PATH: &str = "/webhooks/";
 
 /// The shortest secret accepted in production.
 pub const MIN_SECRET_LEN: usize = 32;
@@ -294,33 +284,26 @@ impl Config {
                 }
             },
         };
-        let mut fal = match FalConfig::from_lookup(|name| (r.lookup)(name)) {
-            Ok(fal) => fal,
-            Err(e) => {
-                r.errors.push(format!("{}: {}", e.name, e.message));
-                None
-            }
-        };
-        if let (Some(fal), Some(base)) = (fal.as_mut(), public_base_url.as_ref()) {
-            let hook = format!(
-                "{}{}",
-                base.as_str().trim_end_matches('/'),
-                crate::FAL_WEBHOOK_PATH
-            );
-            match url::Url::parse(&hook) {
-                Ok(url) => fal.webhook_url = Some(url),
+        let mut around = Surroundings::default();
+        if let Some(base) = &public_base_url {
+            let hooks = format!("{}{WEBHOOKS_PATH}", base.as_str().trim_end_matches('/'));
+            match url::Url::parse(&hooks) {
+                Ok(url) => around = Surroundings::with_webhook_base(url),
                 Err(e) => r.errors.push(format!("PUBLIC_BASE_URL: {e}")),
             }
         }
-        let generator = match r.text("GENERATOR").map(|g| g.to_ascii_lowercase()) {
-            None if fal.is_some() => GeneratorChoice::Fal,
-            None => GeneratorChoice::Relief,
-            Some(g) if g == "fal" => GeneratorChoice::Fal,
-            Some(g) if g == "relief" => GeneratorChoice::Relief,
-            Some(g) => {
-                r.errors
-                    .push(format!("GENERATOR: {g:?} is neither fal nor relief"));
-                GeneratorChoice::Relief
+        let registry = GeneratorRegistry::builtin();
+        let generators = match registry.configure(|name| (r.lookup)(name), &around) {
+            Ok(settings) => settings,
+            Err(errors) => {
+                r.errors.extend(errors.iter().map(ToString::to_string));
+                // Never used (the errors refuse this configuration): the
+                // settings of an empty environment, so that the variables
+                // below are still read and their errors reported too.
+                match registry.configure(|_| None, &Surroundings::default()) {
+                    Ok(settings) => settings,
+                    Err(_) => return Err(ConfigError(r.errors)),
+                }
             }
         };
         let mut trusted_proxies = Vec::new();
@@ -351,11 +334,7 @@ impl Config {
             api_key: r.secret("API_KEY"),
             admin_api_key: r.secret("ADMIN_API_KEY"),
             secret_key: r.secret("SECRET_KEY"),
-            fal,
-            generator,
-            default_model: r
-                .text("DEFAULT_MODEL")
-                .unwrap_or_else(|| "tripo3d-v2.5".to_owned()),
+            generators,
             cors_origins: r.list("BACKEND_CORS_ORIGINS"),
             allowed_hosts: r
                 .list("ALLOWED_HOSTS")
@@ -416,10 +395,10 @@ impl Config {
                 Some(_) => {}
             }
         }
-        if let Some(fal) = &self.fal
-            && is_placeholder(fal.credentials.expose_secret())
-        {
-            problems.push("FAL_API_KEY looks like a placeholder value".to_owned());
+        for (name, secret) in self.generators.secrets() {
+            if is_placeholder(secret.expose_secret()) {
+                problems.push(format!("{name} looks like a placeholder value"));
+            }
         }
         for (name, url) in [
             ("DATABASE_URL", Some(&self.database_url)),
@@ -460,9 +439,7 @@ impl Config {
                 ));
             }
         }
-        if self.generator == GeneratorChoice::Fal && self.fal.is_none() {
-            problems.push("GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned());
-        }
+        problems.extend(self.generators.problems());
         if self.cors_origins.iter().any(|o| o.contains('*')) && self.is_production() {
             problems.push("BACKEND_CORS_ORIGINS must list exact origins, not *".to_owned());
         }
@@ -501,7 +478,7 @@ impl Config {
     #[must_use]
     pub fn to_redacted_json(&self) -> serde_json::Value {
         let secret = |s: &Option<SecretString>| s.as_ref().map(|_| "[redacted]");
-        json!({
+        let mut shown = json!({
             "ENVIRONMENT": self.environment.as_str(),
             "BIND_ADDR": self.bind_addr.to_string(),
             "DATABASE_URL": redact_url(self.database_url.expose_secret()),
@@ -510,11 +487,6 @@ impl Config {
             "API_KEY": secret(&self.api_key),
             "ADMIN_API_KEY": secret(&self.admin_api_key),
             "SECRET_KEY": secret(&self.secret_key),
-            "FAL_API_KEY": self.fal.as_ref().map(|_| "[redacted]"),
-            "FAL_QUEUE_BASE_URL": self.fal.as_ref().map_or(fal::DEFAULT_QUEUE_BASE_URL, |f| f.queue_base_url.as_str()),
-            "FAL_STORAGE_BASE_URL": self.fal.as_ref().map_or(fal::DEFAULT_STORAGE_BASE_URL, |f| f.storage_base_url.as_str()),
-            "GENERATOR": self.generator.as_str(),
-            "DEFAULT_MODEL": self.default_model,
             "BACKEND_CORS_ORIGINS": self.cors_origins,
             "ALLOWED_HOSTS": self.allowed_hosts,
             "TRUSTED_PROXIES": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -531,7 +503,13 @@ impl Config {
             "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
             "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
             "PUBLIC_BASE_URL": self.public_base_url.as_ref().map(url::Url::as_str),
-        })
+        });
+        if let Some(map) = shown.as_object_mut() {
+            for (name, value) in self.generators.shown() {
+                map.insert(name.to_owned(), value);
+            }
+        }
+        shown
     }
 }
 
@@ -539,8 +517,8 @@ impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = self.to_redacted_json();
         let map = value.as_object().expect("an object");
-        for name in VARIABLES {
-            if let Some(v) = map.get(*name) {
+        for name in variables() {
+            if let Some(v) = map.get(name) {
                 let shown = match v {
                     serde_json::Value::Null => "(unset)".to_owned(),
                     serde_json::Value::String(s) => s.clone(),
@@ -592,6 +570,7 @@ fn redact_url(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image2model_core::generators::fal::FalConfig;
     use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -612,8 +591,8 @@ mod tests {
             "sqlite://./data/image2model.db"
         );
         assert_eq!(c.storage_url, "file://./data/blobs");
-        assert_eq!(c.generator, GeneratorChoice::Relief);
-        assert_eq!(c.default_model, "tripo3d-v2.5");
+        assert_eq!(c.generators.default_generator(), "relief");
+        assert_eq!(c.to_redacted_json()["DEFAULT_MODEL"], "tripo3d-v2.5");
         assert_eq!(c.rate_limit_upload_per_minute, 10);
         assert_eq!(c.rate_limit_per_hour, 100);
         assert_eq!(c.max_files, 25);
@@ -629,8 +608,45 @@ mod tests {
     #[test]
     fn a_fal_key_makes_fal_the_default_generator() {
         let c = config(&[("FAL_KEY_ID", "id"), ("FAL_KEY_SECRET", "s")]).unwrap();
-        assert_eq!(c.generator, GeneratorChoice::Fal);
-        assert_eq!(c.fal.unwrap().credentials.expose_secret(), "id:s");
+        assert_eq!(c.generators.default_generator(), "fal");
+        let fal = c.generators.section::<FalConfig>().unwrap();
+        assert_eq!(fal.credentials.expose_secret(), "id:s");
+    }
+
+    #[test]
+    fn with_a_public_url_fal_is_called_back_at_its_webhook_route() {
+        let c = config(&[
+            ("FAL_KEY", "id:s"),
+            ("PUBLIC_BASE_URL", "https://api.image2model.test/"),
+        ])
+        .unwrap();
+
+        let fal = c.generators.section::<FalConfig>().unwrap();
+
+        assert_eq!(
+            fal.webhook_url.as_ref().map(url::Url::as_str),
+            Some(format!("https://api.image2model.test{}", crate::FAL_WEBHOOK_PATH).as_str())
+        );
+    }
+
+    #[test]
+    fn generator_must_name_a_registered_generator() {
+        let err = config(&[("GENERATOR", "blender")]).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: GENERATOR: \"blender\" is not one of fal, relief"
+        );
+    }
+
+    #[test]
+    fn generator_fal_without_a_key_is_a_problem_everywhere() {
+        let c = config(&[("GENERATOR", "fal")]).unwrap();
+
+        assert_eq!(
+            c.fatal_problems(),
+            ["GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)"]
+        );
     }
 
     #[test]
@@ -763,9 +779,9 @@ mod tests {
     fn the_example_file_lists_every_variable_the_config_reads() {
         let names: Vec<String> = example_entries().into_iter().map(|(n, _, _)| n).collect();
 
-        let missing: Vec<&&str> = VARIABLES
-            .iter()
-            .filter(|v| !names.iter().any(|n| n == *v))
+        let missing: Vec<&str> = variables()
+            .into_iter()
+            .filter(|v| !names.iter().any(|n| n == v))
             .collect();
 
         assert!(
@@ -781,7 +797,7 @@ mod tests {
             let Some((name, _)) = line.split_once('=') else {
                 continue;
             };
-            if name.starts_with('#') || !VARIABLES.contains(&name) {
+            if name.starts_with('#') || !variables().contains(&name) {
                 continue;
             }
             let comment_above = lines[..i]

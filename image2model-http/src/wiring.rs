@@ -4,16 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use image2model_core::Generators;
 use image2model_core::auth::{KeyRegistry, StaticKeys};
 use image2model_core::generators::fal::FalGenerator;
-use image2model_core::generators::relief::ReliefGenerator;
 use image2model_core::memory::{MemoryAuditLog, MemoryJobStore, MemoryKeyStore};
-use image2model_core::ports::{AuditLog, BlobStore, JobStore, KeyStore, ModelGenerator};
+use image2model_core::ports::{AuditLog, BlobStore, JobStore, KeyStore};
+use image2model_core::{Generators, PipelineError};
 use image2model_store::Database;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::{Config, GeneratorChoice};
+use crate::config::Config;
 
 /// Why the app could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -93,13 +92,15 @@ pub fn disk_path(config: &Config) -> PathBuf {
     }
 }
 
-/// The generators for the configuration: relief always (offline), FAL when
-/// a key is set; `GENERATOR` decides whose default model clients get (FAL's
-/// is `DEFAULT_MODEL`).
+/// The generators the configuration's registry settings build
+/// ([`image2model_core::generators::registry`]): every configured kind
+/// (relief always, FAL when a key is set), the one `GENERATOR` names first;
+/// clients that name no model get its default model (FAL's is
+/// `DEFAULT_MODEL`).
 ///
 /// # Errors
-/// [`BuildError::Generators`] when `GENERATOR=fal` has no key, or the FAL
-/// client cannot be built.
+/// [`BuildError::Generators`] when the kind `GENERATOR` names is not
+/// configured (`GENERATOR=fal` without a key), or a generator cannot be built.
 pub fn generators(config: &Config) -> Result<Generators, BuildError> {
     generators_and_fal(config).map(|(generators, _)| generators)
 }
@@ -112,40 +113,12 @@ pub fn generators(config: &Config) -> Result<Generators, BuildError> {
 pub fn generators_and_fal(
     config: &Config,
 ) -> Result<(Generators, Option<Arc<FalGenerator>>), BuildError> {
-    let relief: Arc<dyn ModelGenerator> = Arc::new(ReliefGenerator::default());
-    let fal = match &config.fal {
-        Some(fal_config) => Some(Arc::new(
-            FalGenerator::new(fal_config.clone())
-                .map_err(|e| BuildError::Generators(format!("FAL client: {e}")))?,
-        )),
-        None => None,
-    };
-    let fal_handle = fal.clone();
-    let (list, default) = match (config.generator, fal) {
-        (GeneratorChoice::Fal, Some(fal)) => {
-            let default = fal.default_model();
-            let list: Vec<Arc<dyn ModelGenerator>> = vec![fal, relief];
-            (list, Some(default))
-        }
-        (GeneratorChoice::Fal, None) => {
-            return Err(BuildError::Generators(
-                "GENERATOR=fal needs FAL_API_KEY (or FAL_KEY)".to_owned(),
-            ));
-        }
-        (GeneratorChoice::Relief, Some(fal)) => {
-            let list: Vec<Arc<dyn ModelGenerator>> = vec![relief, fal];
-            (list, None)
-        }
-        (GeneratorChoice::Relief, None) => (vec![relief], None),
-    };
-    let generators = Generators::new(list).map_err(|e| BuildError::Generators(e.to_string()))?;
-    let generators = match default {
-        Some(model) => generators
-            .with_default_model(model)
-            .map_err(|e| BuildError::Generators(e.to_string()))?,
-        None => generators,
-    };
-    Ok((generators, fal_handle))
+    let built = config.generators.build().map_err(|e| match e {
+        PipelineError::Config(message) => BuildError::Generators(message),
+        other => BuildError::Generators(other.to_string()),
+    })?;
+    let fal = built.find::<FalGenerator>();
+    Ok((built.into_generators(), fal))
 }
 
 /// The pepper used without `SECRET_KEY` (development only: production

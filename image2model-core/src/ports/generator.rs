@@ -230,7 +230,18 @@ pub trait ModelGenerator: Send + Sync + fmt::Debug {
     /// The models it offers.
     fn models(&self) -> Vec<ModelInfo>;
 
-    /// Generates a model. Must honour `ctx.cancel` and `ctx.deadline`.
+    /// Generates a model from `request.image`.
+    ///
+    /// The contract, which the conformance suite
+    /// (`testing::conformance::model_generator`) checks for every generator:
+    /// a valid image gives a valid GLB, of `size_hint` bytes when it says; a
+    /// model it does not offer is [`GenerateError::UnknownModel`]; progress
+    /// is reported and never goes down; once `ctx.cancel` fires (before the
+    /// call or during it) it stops its work, remote work included, and
+    /// returns [`GenerateError::Cancelled`] promptly; once `ctx.deadline` has
+    /// passed it does the same with [`GenerateError::Timeout`]; it reports
+    /// nothing after it returns; its errors' [`GenerateError::code`]s are
+    /// the same for the same failure.
     async fn generate(
         &self,
         request: GenerateRequest,

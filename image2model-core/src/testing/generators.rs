@@ -1,4 +1,10 @@
 //! A scriptable [`ModelGenerator`] for pipeline and server tests.
+//!
+//! Whatever its script, it keeps the generator contract (the
+//! [model generator conformance suite](super::conformance::model_generator)
+//! checks it): a model it does not offer is `unknown_model`, a cancelled
+//! context gives `cancelled` before anything else happens, and the waiting
+//! scripts stop at cancellation or at the deadline (`generation_timeout`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,12 +45,13 @@ pub enum Script {
     /// Fails with this error.
     Fail(GenerateError),
     /// Reports a remote request id, then waits until cancelled (returns
-    /// `Cancelled`) or for ever.
+    /// `Cancelled`) or until the deadline (returns `Timeout`).
     Hang {
         /// Reported through `GenerationObserver::remote_request` first.
         remote_request: Option<String>,
     },
-    /// Sleeps this long, then succeeds with [`minimal_glb`].
+    /// Sleeps this long, then succeeds with [`minimal_glb`] (unless cancelled
+    /// or past the deadline first).
     Delay(Duration),
     /// Panics.
     Panic,
@@ -154,8 +161,20 @@ impl ModelGenerator for ScriptedGenerator {
     ) -> Result<GeneratedModel, GenerateError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let _running = Running::start(self);
+        if request.options.model != self.model {
+            return Err(GenerateError::UnknownModel(request.options.model));
+        }
         self.seen.lock().expect("seen lock").push(request);
+        if ctx.cancel.is_cancelled() {
+            return Err(GenerateError::Cancelled);
+        }
         let script = self.script.lock().expect("script lock").clone();
+        let past_deadline = || {
+            GenerateError::Timeout(format!(
+                "the scripted generation took longer than {:?}",
+                ctx.deadline
+            ))
+        };
         match script {
             Script::Succeed(glb) => {
                 for p in [10, 50, 90] {
@@ -172,13 +191,19 @@ impl ModelGenerator for ScriptedGenerator {
                 if let Some(id) = remote_request {
                     ctx.observer.remote_request(&id).await?;
                 }
-                ctx.cancel.cancelled().await;
-                Err(GenerateError::Cancelled)
+                tokio::select! {
+                    () = ctx.cancel.cancelled() => Err(GenerateError::Cancelled),
+                    () = tokio::time::sleep(ctx.deadline) => Err(past_deadline()),
+                }
             }
             Script::Delay(d) => {
                 tokio::select! {
-                    () = tokio::time::sleep(d) => {}
+                    biased;
                     () = ctx.cancel.cancelled() => return Err(GenerateError::Cancelled),
+                    () = tokio::time::sleep(ctx.deadline), if ctx.deadline < d => {
+                        return Err(past_deadline());
+                    }
+                    () = tokio::time::sleep(d) => {}
                 }
                 let glb = minimal_glb();
                 Ok(GeneratedModel {

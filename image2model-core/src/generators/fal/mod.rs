@@ -27,6 +27,8 @@
 //! ## Layout
 //!
 //! - `config`: [`FalConfig`] and reading it from the environment.
+//! - `kind`: [`FalKind`], FAL in the generator registry (its section is the
+//!   [`FalConfig`]).
 //! - `models`: the model table ([`MODELS`]) and [`EndpointId`].
 //! - `protocol`: fal's wire types.
 //! - `retry`: [`RetryPolicy`] and [`PollPolicy`].
@@ -39,6 +41,7 @@
 mod client;
 mod config;
 mod follow;
+mod kind;
 mod models;
 mod output;
 pub mod protocol;
@@ -58,6 +61,7 @@ pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL, FalConfig,
     FalConfigError, parse_base_url,
 };
+pub use kind::FalKind;
 pub use models::{DEFAULT_MODEL, EndpointId, EndpointIdError, FalModel, MODELS, find_model};
 pub use retry::{PollPolicy, RetryPolicy};
 

@@ -56,6 +56,7 @@
 //! ```
 
 mod build;
+mod kind;
 mod raster;
 
 use std::time::Duration;
@@ -63,6 +64,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+
+pub use self::kind::ReliefKind;
 
 use self::build::{Shape, build, initial_grid, remove_pinches, shrink};
 use self::raster::{Stop, decode, rasterize};
