@@ -1,5 +1,6 @@
 //! Model generation: from an image to a GLB.
 
+use crate::error_code::ErrorCode;
 use std::fmt;
 use std::time::Duration;
 
@@ -188,17 +189,17 @@ impl GenerateError {
     #[must_use]
     pub fn code(&self) -> &'static str {
         match self {
-            GenerateError::UnknownModel(_) => "unknown_model",
-            GenerateError::InvalidInput(_) => "generation_rejected",
-            GenerateError::ContentPolicy(_) => "content_policy_violation",
-            GenerateError::Account(_) => "generator_account_error",
-            GenerateError::Unavailable(_) => "generator_unavailable",
-            GenerateError::Timeout(_) => "generation_timeout",
-            GenerateError::Cancelled => "cancelled",
-            GenerateError::InvalidOutput(_) => "invalid_model_output",
-            GenerateError::OutputTooLarge(_) => "model_too_large",
-            GenerateError::Upstream(_) => "upstream_error",
-            GenerateError::Internal(_) => "internal_error",
+            GenerateError::UnknownModel(_) => ErrorCode::UnknownModel.as_str(),
+            GenerateError::InvalidInput(_) => ErrorCode::GenerationRejected.as_str(),
+            GenerateError::ContentPolicy(_) => ErrorCode::ContentPolicyViolation.as_str(),
+            GenerateError::Account(_) => ErrorCode::GeneratorAccountError.as_str(),
+            GenerateError::Unavailable(_) => ErrorCode::GeneratorUnavailable.as_str(),
+            GenerateError::Timeout(_) => ErrorCode::GenerationTimeout.as_str(),
+            GenerateError::Cancelled => ErrorCode::Cancelled.as_str(),
+            GenerateError::InvalidOutput(_) => ErrorCode::InvalidModelOutput.as_str(),
+            GenerateError::OutputTooLarge(_) => ErrorCode::ModelTooLarge.as_str(),
+            GenerateError::Upstream(_) => ErrorCode::UpstreamError.as_str(),
+            GenerateError::Internal(_) => ErrorCode::InternalError.as_str(),
         }
     }
 }

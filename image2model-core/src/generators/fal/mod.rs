@@ -185,7 +185,7 @@ impl FalGenerator {
             Ok(_) => *health = GeneratorHealth::Healthy,
             Err(GenerateError::Account(message)) => {
                 *health = GeneratorHealth::Unhealthy {
-                    code: "generator_account_error".into(),
+                    code: crate::ErrorCode::GeneratorAccountError.into(),
                     message: message.clone(),
                 };
             }
