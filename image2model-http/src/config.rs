@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use image2model_core::generators::fal::{self, FalConfig};
+use image2model_store::redact_url;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -490,8 +491,9 @@ impl Config {
         }
     }
 
-    /// The effective configuration with every secret redacted (and passwords
-    /// inside URLs masked), for `config check` and start-up logs.
+    /// The effective configuration with every secret redacted (and URLs
+    /// shown as the store crate shows them: password and query string
+    /// masked, [`redact_url`]), for `config check` and start-up logs.
     #[must_use]
     pub fn to_redacted_json(&self) -> serde_json::Value {
         let secret = |s: &Option<SecretString>| s.as_ref().map(|_| "[redacted]");
@@ -561,26 +563,6 @@ fn parse_net(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-/// Masks the password (and any query string, which may carry tokens) of a URL.
-fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query().is_some() {
-                u.set_query(Some("***"));
-            }
-            u.to_string()
-        }
-        // Not a URL we understand: show only its scheme.
-        Err(_) => match raw.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://[redacted]"),
-            None => "[redacted]".to_owned(),
-        },
-    }
 }
 
 #[cfg(test)]
@@ -699,7 +681,7 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} leaked");
         }
-        assert!(shown.contains("postgres://app:***@db/app"));
+        assert!(shown.contains("postgres://app:REDACTED@db/app"));
     }
 
     const EXAMPLE: &str = include_str!("../../.env.production.example");

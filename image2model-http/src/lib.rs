@@ -394,7 +394,7 @@ impl AppBuilder {
         let state = AppState::new(SharedState {
             pipeline,
             disk_path: wiring::disk_path(&self.config),
-            file_storage: self.config.storage_url.trim().starts_with("file://"),
+            file_storage: image2model_store::local_blob_dir(&self.config.storage_url).is_some(),
             config: Arc::new(self.config),
             shutdown: CancellationToken::new(),
             keys: registry,

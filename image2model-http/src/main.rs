@@ -3,7 +3,7 @@
 mod convert;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -178,23 +178,6 @@ fn init_tracing(config: &Config, quiet: bool) -> tracing_appender::non_blocking:
 /// How many log lines may wait for the writer thread.
 const LOG_QUEUE_LINES: usize = 16 * 1024;
 
-/// Creates the directories of local `sqlite://` and `file://` URLs.
-fn ensure_data_dirs(config: &Config) -> std::io::Result<()> {
-    let db = config.database_url.expose_secret();
-    if let Some(path) = db.strip_prefix("sqlite://") {
-        let path = path.split('?').next().unwrap_or(path);
-        if let Some(parent) = Path::new(path).parent()
-            && !parent.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(parent)?;
-        }
-    }
-    if let Some(dir) = config.storage_url.strip_prefix("file://") {
-        std::fs::create_dir_all(dir)?;
-    }
-    Ok(())
-}
-
 async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
     let Some(mut config) = load_config() else {
         return ExitCode::from(2);
@@ -224,10 +207,6 @@ async fn serve(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
             key.expose_secret()
         );
         config.api_key = Some(key);
-    }
-    if let Err(e) = ensure_data_dirs(&config) {
-        eprintln!("error: cannot create the data directories: {e}");
-        return ExitCode::FAILURE;
     }
     tracing::info!(config = %config.to_redacted_json(), "configuration");
     let listener = match tokio::net::TcpListener::bind(config.bind_addr).await {
