@@ -119,7 +119,7 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     /// `PUBLIC_BASE_URL`: where the internet reaches this server (the
     /// Cloudflare tunnel's hostname). With FAL, requests are submitted with a
-    /// webhook to [`crate::FAL_WEBHOOK_PATH`] under it.
+    /// webhook to [`crate::routes::FAL_WEBHOOK_PATH`] under it.
     pub public_base_url: Option<url::Url>,
 }
 
@@ -300,7 +300,7 @@ impl Config {
             let hook = format!(
                 "{}{}",
                 base.as_str().trim_end_matches('/'),
-                crate::FAL_WEBHOOK_PATH
+                crate::routes::FAL_WEBHOOK_PATH
             );
             match url::Url::parse(&hook) {
                 Ok(url) => fal.webhook_url = Some(url),

@@ -17,6 +17,10 @@ use poem::{Endpoint, IntoResponse, Request, Response, Route};
 /// Where the API is served.
 pub const API_PREFIX: &str = "/api/v1";
 
+/// Where the OpenAPI document is served (by the other routes: an exact path
+/// under the prefix, see [`Routes::exact`]).
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
 /// Where fal's webhooks arrive (outside the API: fal cannot send a bearer
 /// key; the signature authenticates them, see [`crate::webhooks`]).
 pub const FAL_WEBHOOK_PATH: &str = "/webhooks/fal";

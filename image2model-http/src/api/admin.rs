@@ -12,13 +12,13 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, param::Query};
 
-use super::ApiTags;
 use super::dto::{JobBody, JobListBody, SerdeJson};
-use super::error::{ApiError, ErrorBody};
 use super::jobs::job_id;
-use crate::AppState;
+use super::tags::ApiTags;
 use crate::audit::{Entry, kind};
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// Disk use above which the status is `warning`.
 pub const WARNING_PERCENT: f64 = 80.0;

@@ -7,10 +7,10 @@ use image2model_core::ports::AuditEvent;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query};
 
-use super::ApiTags;
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use super::tags::ApiTags;
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// One audit event.
 #[derive(Debug, Clone, Object)]

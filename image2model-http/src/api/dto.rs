@@ -255,7 +255,7 @@ impl<T: Documented> IntoResponse for SerdeJson<T> {
         let mut body = Vec::with_capacity(self.0.size_hint());
         if let Err(e) = serde_json::to_writer(&mut body, &self.0) {
             tracing::error!(error = %e, "a response body did not serialize");
-            return crate::api::error::envelope(poem::Error::from_status(
+            return crate::error::envelope(poem::Error::from_status(
                 poem::http::StatusCode::INTERNAL_SERVER_ERROR,
             ));
         }

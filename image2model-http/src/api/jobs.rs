@@ -16,12 +16,12 @@ use poem_openapi::payload::{Binary, EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Enum, OpenApi, param::Path, param::Query};
 
-use super::ApiTags;
 use super::dto::{JobBody, JobDto, JobListBody, SerdeJson};
-use super::error::{ApiError, ErrorBody};
 use super::model::{ModelFile, ModelResponse, PreviewResponse};
-use crate::AppState;
+use super::tags::ApiTags;
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::UserKey;
+use crate::state::AppState;
 use image2model_core::gltf::ModelFormat;
 
 /// How often an idle event stream sends a keep-alive comment.

@@ -19,11 +19,11 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::ApiTags;
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use super::tags::ApiTags;
 use crate::audit::{Entry, kind};
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// A key's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

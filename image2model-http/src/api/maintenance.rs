@@ -8,13 +8,13 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::ApiTags;
 use super::admin::{DiskDto, disk};
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use super::tags::ApiTags;
 use crate::audit::{Entry, kind};
 use crate::cleanup::cleanup;
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// Bytes and objects in one area of the blob store.
 #[derive(Debug, Clone, Copy, Object)]

@@ -2,34 +2,25 @@
 //! and readiness probes.
 //!
 //! One `ApiResponse` per operation documents the statuses it answers; every
-//! error body is the envelope of [`error`].
+//! error body is the envelope of [`crate::error`].
 
 pub mod admin;
 pub mod audit;
 pub mod convert;
 pub mod dto;
-pub mod error;
 pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod maintenance;
 pub mod model;
+pub mod tags;
 pub mod upload;
 
-use poem_openapi::{OpenApiService, Tags};
+pub use self::tags::ApiTags;
 
-use crate::AppState;
+use poem_openapi::OpenApiService;
 
-/// Operation groups in the OpenAPI document.
-#[derive(Debug, Tags)]
-pub enum ApiTags {
-    /// Sending images.
-    Upload,
-    /// Following and downloading jobs.
-    Jobs,
-    /// Administration (admin key).
-    Admin,
-}
+use crate::state::AppState;
 
 /// Every `/api/v1` operation.
 pub type Apis = (

@@ -13,7 +13,7 @@ use poem_openapi::types::Type;
 
 use image2model_core::gltf::ModelFormat;
 
-use super::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody};
 
 /// A model ready to stream.
 pub struct ModelFile {

@@ -28,11 +28,11 @@ use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, param::Header,
 };
 
-use super::ApiTags;
 use super::dto::{JobBody, SerdeJson, UploadPolicyDto};
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use super::tags::ApiTags;
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::UserKey;
+use crate::state::AppState;
 
 /// Bytes allowed for the multipart framing (boundaries, part headers, option
 /// fields) on top of the files themselves.

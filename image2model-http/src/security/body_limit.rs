@@ -11,7 +11,7 @@ use futures::StreamExt;
 use poem::http::{Method, StatusCode, header};
 use poem::{Body, Request, Response};
 
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 
 /// The default bound: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;

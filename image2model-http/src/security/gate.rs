@@ -5,13 +5,13 @@
 //!
 //! 1. [`Gate`]: the request id and its span ([`request_id`]), the security
 //!    headers ([`headers`]), the host check ([`hosts`]), the audit observer
-//!    ([`crate::audit::AuditObserver`]) and the error envelope
+//!    ([`audit_observer`]) and the error envelope
 //!    ([`enveloped`]) over everything below.
 //! 2. CORS, when `CORS_ORIGINS` names origins (poem's
 //!    [`poem::middleware::Cors`]).
 //! 3. [`Admission`]: the rate limit ([`rate_limit`]), the body limit
-//!    ([`body_limit`]), the shared state and authenticator in the request's
-//!    extensions, the routes (where the security schemes of
+//!    ([`body_limit`]), the handlers' shared data (the app state) and the
+//!    authenticator in the request's extensions, the routes (where the security schemes of
 //!    [`super::auth`] run per operation), and the error envelope again, so
 //!    that the rate limit headers go on the final response.
 //!
@@ -20,7 +20,8 @@
 //! with CORS and the Redis rate limit inlined), copied as each was built and
 //! boxed. See `docs/BENCHMARKS.md`.
 //!
-//! [`request_id`]: super::request_id
+//! [`request_id`]: crate::request_id
+//! [`audit_observer`]: super::audit_observer
 //! [`headers`]: super::headers
 //! [`hosts`]: super::hosts
 //! [`rate_limit`]: super::rate_limit
@@ -33,25 +34,24 @@ use std::time::Instant;
 use poem::endpoint::BoxEndpoint;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
+use super::audit_observer::AuditObserver;
 use super::auth::Authenticator;
 use super::body_limit::BodyLimit;
 use super::client_ip::{ClientIp, ClientIpResolver};
 use super::headers::SecurityHeaders;
 use super::hosts::HostCheck;
 use super::rate_limit::RateLimits;
-use super::request_id::{self, RequestContext, RequestId};
-use crate::AppState;
-use crate::api::error::enveloped;
-use crate::audit::AuditObserver;
+use crate::error::enveloped;
+use crate::request_id::{self, RequestContext, RequestId};
 
 /// The outer endpoint (step 1 of the module docs) around [`Admission`].
 ///
 /// Without CORS the admission is called directly, so that its future is part
 /// of this one; the CORS endpoint, when there is one, is boxed, so that it
 /// does not double the size of every request's future.
-pub struct Gate<E> {
+pub struct Gate<E, D> {
     /// The admission.
-    pub admission: Arc<Admission<E>>,
+    pub admission: Arc<Admission<E, D>>,
     /// The admission behind CORS, when `CORS_ORIGINS` names origins.
     pub cors: Option<BoxEndpoint<'static>>,
     /// Whether responses carry HSTS (production).
@@ -64,7 +64,7 @@ pub struct Gate<E> {
     pub clients: ClientIpResolver,
 }
 
-impl<E: Endpoint> Endpoint for Gate<E> {
+impl<E: Endpoint, D: Clone + Send + Sync + 'static> Endpoint for Gate<E, D> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
@@ -91,7 +91,7 @@ impl<E: Endpoint> Endpoint for Gate<E> {
     }
 }
 
-impl<E> fmt::Debug for Gate<E> {
+impl<E, D> fmt::Debug for Gate<E, D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate")
             .field("cors", &self.cors.is_some())
@@ -101,7 +101,7 @@ impl<E> fmt::Debug for Gate<E> {
     }
 }
 
-impl<E: Endpoint> Gate<E> {
+impl<E: Endpoint, D: Clone + Send + Sync + 'static> Gate<E, D> {
     /// The host check, then `inner` under the envelope and the audit observer.
     async fn guarded(&self, req: Request) -> Response {
         if let Err(refused) = self.hosts.admit(&req) {
@@ -120,21 +120,24 @@ impl<E: Endpoint> Gate<E> {
 }
 
 /// The inner endpoint (step 3 of the module docs) around the routes.
+///
+/// `D` is the handlers' shared data (the app's `AppState`), inserted into
+/// each admitted request's extensions; the gate does not look into it.
 #[derive(Debug)]
-pub struct Admission<E> {
+pub struct Admission<E, D> {
     /// The routes.
     pub routes: E,
     /// The rate limits.
     pub limits: RateLimits,
     /// The bound on non-upload bodies.
     pub body_limit: BodyLimit,
-    /// What handlers read as `Data<&AppState>`.
-    pub state: AppState,
+    /// What handlers read as `Data<&D>`.
+    pub data: D,
     /// What the security schemes read as `Data<&Authenticator>`.
     pub authenticator: Authenticator,
 }
 
-impl<E: Endpoint> Endpoint for Admission<E> {
+impl<E: Endpoint, D: Clone + Send + Sync + 'static> Endpoint for Admission<E, D> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
@@ -144,7 +147,7 @@ impl<E: Endpoint> Endpoint for Admission<E> {
         };
         let mut resp = match self.body_limit.admit(&mut req).await {
             Ok(()) => {
-                req.extensions_mut().insert(self.state.clone());
+                req.extensions_mut().insert(self.data.clone());
                 req.extensions_mut().insert(self.authenticator.clone());
                 enveloped(self.routes.call(req).await.map(IntoResponse::into_response))
             }

@@ -40,7 +40,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::client_ip::ClientIpResolver;
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 
 type Limiter = DefaultKeyedRateLimiter<IpAddr, StateInformationMiddleware>;
 

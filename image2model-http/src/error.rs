@@ -17,7 +17,7 @@ use poem::{IntoResponse, Response};
 use poem_openapi::registry::{MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
 
-use crate::security::request_id;
+use crate::request_id;
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
