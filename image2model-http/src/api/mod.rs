@@ -5,13 +5,10 @@
 //! error body is the envelope of [`crate::error`].
 
 pub mod admin;
-pub mod audit;
 pub mod convert;
 pub mod dto;
 pub mod health;
 pub mod jobs;
-pub mod keys;
-pub mod maintenance;
 pub mod model;
 pub mod tags;
 pub mod upload;
@@ -23,14 +20,7 @@ use poem_openapi::OpenApiService;
 use crate::state::AppState;
 
 /// Every `/api/v1` operation.
-pub type Apis = (
-    upload::UploadApi,
-    jobs::JobsApi,
-    admin::AdminApi,
-    keys::KeysApi,
-    maintenance::MaintenanceApi,
-    audit::AuditApi,
-);
+pub type Apis = (upload::UploadApi, jobs::JobsApi, admin::AdminApis);
 
 /// The OpenAPI service of `/api/v1` (paths relative to the `/api/v1` server).
 #[must_use]
@@ -43,18 +33,7 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
             jobs::JobsApi {
                 state: state.clone(),
             },
-            admin::AdminApi {
-                state: state.clone(),
-            },
-            keys::KeysApi {
-                state: state.clone(),
-            },
-            maintenance::MaintenanceApi {
-                state: state.clone(),
-            },
-            audit::AuditApi {
-                state: state.clone(),
-            },
+            admin::apis(state),
         ),
         "image2model",
         env!("CARGO_PKG_VERSION"),

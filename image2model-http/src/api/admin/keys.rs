@@ -19,7 +19,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::tags::ApiTags;
+use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
 use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::AdminKey;

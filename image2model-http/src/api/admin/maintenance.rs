@@ -8,8 +8,8 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::admin::{DiskDto, disk};
-use super::tags::ApiTags;
+use super::system::{DiskDto, disk};
+use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
 use crate::cleanup::cleanup;
 use crate::error::{ApiError, ErrorBody};

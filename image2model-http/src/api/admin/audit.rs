@@ -7,7 +7,7 @@ use image2model_core::ports::AuditEvent;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query};
 
-use super::tags::ApiTags;
+use crate::api::tags::ApiTags;
 use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
 use crate::state::AppState;
