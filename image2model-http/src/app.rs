@@ -30,7 +30,7 @@ use self::builder::Assembled;
 pub use self::builder::{AppBuilder, ServeRole};
 use crate::cleanup;
 use crate::config::Config;
-use crate::routes::{FAL_WEBHOOK_PATH, OPENAPI_PATH, Routes};
+use crate::routes::{API_PREFIX, FAL_WEBHOOK_PATH, OPENAPI_PATH, Routes};
 use crate::security::audit_observer::AuditObserver;
 use crate::security::auth::Authenticator;
 use crate::security::gate::{Admission, Gate};
@@ -100,8 +100,8 @@ impl App {
         self.gate().boxed()
     }
 
-    /// The routes of this role: the API (paths under
-    /// [`crate::routes::API_PREFIX`]) and every other path.
+    /// The routes of this role: the API (paths under [`API_PREFIX`]) and
+    /// every other path.
     fn routes(&self) -> Routes<BoxEndpoint<'static>> {
         let mut other = Route::new()
             .at("/health", get(api::health::health))
@@ -117,7 +117,7 @@ impl App {
             other = other
                 .at("/", get(web::index))
                 .at("/static/:file", get(web::asset))
-                .at(OPENAPI_PATH, spec)
+                .at(format!("{API_PREFIX}{OPENAPI_PATH}"), spec)
                 .nest("/docs", docs);
             api = service.into_endpoint();
         }

@@ -31,6 +31,7 @@ use poem_openapi::{
 use super::dto::{JobBody, SerdeJson, UploadPolicyDto};
 use super::tags::ApiTags;
 use crate::error::{ApiError, ErrorBody};
+use crate::routes::API_PREFIX;
 use crate::security::auth::UserKey;
 use crate::state::AppState;
 
@@ -343,7 +344,7 @@ impl UploadApi {
 }
 
 fn accepted(job: image2model_core::domain::Job) -> UploadResponse {
-    let location = format!("/api/v1/jobs/{}", job.job_id);
+    let location = format!("{API_PREFIX}/jobs/{}", job.job_id);
     UploadResponse::Accepted(JobBody::owner(job), location)
 }
 
