@@ -1,8 +1,13 @@
 //! The HTTP API under `/api/v1`, as poem-openapi services, and the liveness
 //! and readiness probes.
 //!
-//! One `ApiResponse` per operation documents the statuses it answers; every
-//! error body is the envelope of [`crate::error`].
+//! One `ApiResponse` per operation documents its success and the errors of
+//! its own (400, 404, 409, …); the refusals every operation may answer
+//! before its handler runs (401, 429, and 403 for admin operations) are
+//! documented once, by the handlers' error types
+//! ([`ApiError`](crate::error::ApiError),
+//! [`AdminError`](crate::error::AdminError)). Every error body is the
+//! envelope of [`crate::error`].
 
 pub mod admin;
 pub mod convert;

@@ -209,12 +209,6 @@ pub enum PolicyResponse {
     /// The upload policy.
     #[oai(status = 200)]
     Ok(Json<UploadPolicyDto>),
-    /// `unauthorized`: missing, malformed or unknown key.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `rate_limited`: the upload bucket is empty.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `POST /api/v1/upload`.
@@ -230,9 +224,6 @@ pub enum UploadResponse {
     /// `upload_interrupted`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `too_many_files`, `file_too_large`, `request_too_large`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
@@ -240,9 +231,6 @@ pub enum UploadResponse {
     /// `unsupported_media_type` (the body is not multipart/form-data).
     #[oai(status = 415)]
     Unsupported(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// `storage_unavailable` or another dependency is down.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),

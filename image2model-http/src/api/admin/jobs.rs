@@ -11,7 +11,7 @@ use crate::api::dto::{JobBody, JobListBody, SerdeJson};
 use crate::api::jobs::job_id;
 use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{AdminError, ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
 use crate::state::AppState;
 
@@ -24,15 +24,6 @@ pub enum AdminListResponse {
     /// `invalid_request`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `DELETE /api/v1/admin/jobs/{job_id}`.
@@ -42,18 +33,9 @@ pub enum AdminDeleteResponse {
     /// the body is the job as it was.
     #[oai(status = 200)]
     Ok(SerdeJson<JobBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
     /// `not_found`.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// The admin job endpoints.
@@ -76,7 +58,7 @@ impl AdminJobsApi {
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
-    ) -> Result<AdminListResponse, ApiError> {
+    ) -> Result<AdminListResponse, AdminError> {
         let cursor =
             match cursor.0 {
                 None => None,
@@ -109,7 +91,7 @@ impl AdminJobsApi {
         auth: AdminKey,
         req: &Request,
         job_id: Path<String>,
-    ) -> Result<AdminDeleteResponse, ApiError> {
+    ) -> Result<AdminDeleteResponse, AdminError> {
         let job = self
             .state
             .pipeline

@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
 use crate::api::tags::ApiTags;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{AdminError, ApiError};
 use crate::security::auth::AdminKey;
 use crate::state::AppState;
 
@@ -102,15 +102,6 @@ pub enum SystemHealthResponse {
     /// The system's health.
     #[oai(status = 200)]
     Ok(Json<SystemHealthDto>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Reads the disk holding `path` (`statvfs`).
@@ -164,7 +155,7 @@ impl SystemApi {
         method = "get",
         operation_id = "admin_system_health"
     )]
-    async fn system_health(&self, _auth: AdminKey) -> Result<SystemHealthResponse, ApiError> {
+    async fn system_health(&self, _auth: AdminKey) -> Result<SystemHealthResponse, AdminError> {
         let report = self.state.pipeline.health().await;
         let path = self.state.disk_path.clone();
         let disk = tokio::task::spawn_blocking(move || disk(&path))
