@@ -18,7 +18,6 @@ mod tasks;
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use poem::endpoint::BoxEndpoint;
 use poem::{EndpointExt, IntoEndpoint, Route, get};
@@ -33,7 +32,7 @@ use crate::config::Config;
 use crate::routes::{API_PREFIX, FAL_WEBHOOK_PATH, OPENAPI_PATH, Routes};
 use crate::security::audit_observer::AuditObserver;
 use crate::security::auth::Authenticator;
-use crate::security::gate::{Admission, Gate};
+use crate::security::gate::{GateMode, Steps};
 use crate::security::hosts::HostCheck;
 use crate::server;
 use crate::state::AppState;
@@ -94,10 +93,13 @@ impl App {
     }
 
     /// The whole HTTP endpoint: the routes behind the request gate (see
-    /// [`security::gate`]).
+    /// [`security::gate`]), put together as `REQUEST_GATE` says.
     #[must_use]
     pub fn endpoint(&self) -> BoxEndpoint<'static> {
-        self.gate().boxed()
+        match self.parts.state.config.request_gate {
+            GateMode::Merged => self.steps().merged().boxed(),
+            GateMode::Layered => self.steps().layered(),
+        }
     }
 
     /// The routes of this role: the API (paths under [`API_PREFIX`]) and
@@ -128,30 +130,26 @@ impl App {
         }
     }
 
-    /// [`App::endpoint`] unboxed: the server runs it in place, so that a
-    /// request's future is not copied into a box of its own.
-    fn gate(&self) -> Gate<Routes<BoxEndpoint<'static>>, AppState> {
-        let config = &self.parts.state.config;
-        let admission = Arc::new(Admission {
+    /// The steps of the request gate, around the routes.
+    fn steps(&self) -> Steps<Routes<BoxEndpoint<'static>>, AppState> {
+        let state = &self.parts.state;
+        let config = &state.config;
+        Steps {
             routes: self.routes(),
             limits: self.parts.rate_limits.clone(),
             body_limit: self.parts.body_limit,
-            data: self.parts.state.clone(),
+            data: state.clone(),
             authenticator: Authenticator(self.parts.auth.clone()),
-        });
-        let cors = security::cors::cors(&config.cors_origins)
-            .map(|cors| admission.clone().with(cors).boxed());
-        Gate {
-            admission,
-            cors,
+            cors: security::cors::cors(&config.cors_origins),
             hsts: config.is_production(),
             hosts: HostCheck::new(config.allowed_hosts.clone()),
             audit: AuditObserver::new(
-                self.parts.state.audit_log.clone(),
-                self.parts.state.clients.clone(),
+                state.audit_log.clone(),
+                state.clients.clone(),
                 self.parts.auth.clone(),
             ),
-            clients: self.parts.state.clients.clone(),
+            clients: state.clients.clone(),
+            spans: config.request_span,
         }
     }
 
@@ -179,14 +177,17 @@ impl App {
         let sweeper = tasks::sweep_rate_limits(self.parts.rate_limits.clone(), shutdown.clone());
         let addr = listener.local_addr()?;
         tracing::info!(addr = %addr, role = ?self.parts.role, "listening");
-        let endpoint = self.gate();
-        let served = server::serve(
-            listener,
-            endpoint,
-            self.parts.server_limits,
-            shutdown.clone(),
-        )
-        .await;
+        let limits = self.parts.server_limits;
+        let served = match self.parts.state.config.request_gate {
+            // The merged gate runs in place, so that a request's future is
+            // not copied into a box of its own.
+            GateMode::Merged => {
+                server::serve(listener, self.steps().merged(), limits, shutdown.clone()).await
+            }
+            GateMode::Layered => {
+                server::serve(listener, self.steps().layered(), limits, shutdown.clone()).await
+            }
+        };
         shutdown.cancel();
         if let Some(worker) = worker
             && let Err(e) = worker.await

@@ -17,6 +17,9 @@ use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 
+use crate::request_id::SpanMode;
+use crate::security::gate::GateMode;
+
 /// The deployment environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -117,6 +120,13 @@ pub struct Config {
     pub job_cache_ttl_ms: u64,
     /// `METRICS_ADDR`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `REQUEST_GATE`: how the request gate's steps are put together
+    /// (`merged`, the default, or `layered` to rule the gate out; see
+    /// [`crate::security::gate`]).
+    pub request_gate: GateMode,
+    /// `REQUEST_SPAN`: when a request's span is made (`lazy`, the default,
+    /// or `eager` to rule the lazy span out; see [`crate::request_id`]).
+    pub request_span: SpanMode,
     /// `PUBLIC_BASE_URL`: where the internet reaches this server (the
     /// Cloudflare tunnel's hostname). With FAL, requests are submitted with a
     /// webhook to [`crate::routes::FAL_WEBHOOK_PATH`] under it.
@@ -162,6 +172,8 @@ pub const VARIABLES: &[&str] = &[
     "JOB_CACHE_TTL_MS",
     "METRICS_ADDR",
     "PUBLIC_BASE_URL",
+    "REQUEST_GATE",
+    "REQUEST_SPAN",
 ];
 
 /// The shortest secret accepted in production.
@@ -370,6 +382,8 @@ impl Config {
                 .positive("WORKER_CONCURRENCY", image2model_core::available_cores()),
             worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
             job_cache_ttl_ms: r.parsed("JOB_CACHE_TTL_MS", 500),
+            request_gate: r.parsed("REQUEST_GATE", GateMode::default()),
+            request_span: r.parsed("REQUEST_SPAN", SpanMode::default()),
             metrics_addr,
             public_base_url,
         };
@@ -527,6 +541,8 @@ impl Config {
             "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
             "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
             "PUBLIC_BASE_URL": self.public_base_url.as_ref().map(url::Url::as_str),
+            "REQUEST_GATE": self.request_gate.as_str(),
+            "REQUEST_SPAN": self.request_span.as_str(),
         })
     }
 }
@@ -600,6 +616,18 @@ mod tests {
         assert_eq!(c.cleanup_interval_minutes, 60);
         assert_eq!(c.worker_concurrency, image2model_core::available_cores());
         assert!(c.metrics_addr.is_none());
+        assert_eq!(c.request_gate, GateMode::Merged);
+        assert_eq!(c.request_span, SpanMode::Lazy);
+    }
+
+    #[test]
+    fn the_performance_paths_can_be_switched_off() {
+        let c = config(&[("REQUEST_GATE", "layered"), ("REQUEST_SPAN", "eager")]).unwrap();
+
+        assert_eq!(c.request_gate, GateMode::Layered);
+        assert_eq!(c.request_span, SpanMode::Eager);
+        let err = config(&[("REQUEST_GATE", "off"), ("REQUEST_SPAN", "never")]).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
     }
 
     #[test]
