@@ -1,6 +1,6 @@
 //! The audit trail: security-relevant events as structured `tracing` events
 //! (target `audit`) and as rows of the job store's
-//! [`AuditLog`](image2model_core::ports::AuditLog), readable through
+//! [`AuditLog`], readable through
 //! `GET /api/v1/admin/audit`.
 //!
 //! Recorded kinds ([`kind`]): `auth_failed`, `forbidden`, `rate_limited`
