@@ -27,8 +27,8 @@ use image2model_core::{Pipeline, PipelineError, Scope};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::AppState;
 use crate::audit::{Entry, kind};
+use crate::state::AppState;
 
 /// The most jobs one run removes; the rest wait for the next run.
 pub const MAX_JOBS_PER_RUN: u32 = 5000;

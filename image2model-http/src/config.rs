@@ -13,9 +13,13 @@ use std::str::FromStr;
 
 use image2model_core::generators::fal;
 use image2model_core::generators::registry::{GeneratorRegistry, GeneratorSettings, Surroundings};
+use image2model_store::redact_url;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+
+use crate::request_id::SpanMode;
+use crate::security::gate::GateMode;
 
 /// The deployment environment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,9 +100,16 @@ pub struct Config {
     pub job_cache_ttl_ms: u64,
     /// `METRICS_ADDR`.
     pub metrics_addr: Option<SocketAddr>,
+    /// `REQUEST_GATE`: how the request gate's steps are put together
+    /// (`merged`, the default, or `layered` to rule the gate out; see
+    /// [`crate::security::gate`]).
+    pub request_gate: GateMode,
+    /// `REQUEST_SPAN`: when a request's span is made (`lazy`, the default,
+    /// or `eager` to rule the lazy span out; see [`crate::request_id`]).
+    pub request_span: SpanMode,
     /// `PUBLIC_BASE_URL`: where the internet reaches this server (the
     /// Cloudflare tunnel's hostname). With FAL, requests are submitted with a
-    /// webhook to [`crate::FAL_WEBHOOK_PATH`] under it.
+    /// webhook to [`crate::routes::FAL_WEBHOOK_PATH`] under it.
     pub public_base_url: Option<url::Url>,
 }
 
@@ -135,6 +146,8 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "JOB_CACHE_TTL_MS",
     "METRICS_ADDR",
     "PUBLIC_BASE_URL",
+    "REQUEST_GATE",
+    "REQUEST_SPAN",
 ];
 
 /// Every variable [`Config::from_lookup`] reads: the server's, then
@@ -354,6 +367,8 @@ impl Config {
                 .positive("WORKER_CONCURRENCY", image2model_core::available_cores()),
             worker_lease_seconds: r.positive("WORKER_LEASE_SECONDS", 30),
             job_cache_ttl_ms: r.parsed("JOB_CACHE_TTL_MS", 500),
+            request_gate: r.parsed("REQUEST_GATE", GateMode::default()),
+            request_span: r.parsed("REQUEST_SPAN", SpanMode::default()),
             metrics_addr,
             public_base_url,
         };
@@ -473,8 +488,9 @@ impl Config {
         }
     }
 
-    /// The effective configuration with every secret redacted (and passwords
-    /// inside URLs masked), for `config check` and start-up logs.
+    /// The effective configuration with every secret redacted (and URLs
+    /// shown as the store crate shows them: password and query string
+    /// masked, [`redact_url`]), for `config check` and start-up logs.
     #[must_use]
     pub fn to_redacted_json(&self) -> serde_json::Value {
         let secret = |s: &Option<SecretString>| s.as_ref().map(|_| "[redacted]");
@@ -503,6 +519,8 @@ impl Config {
             "JOB_CACHE_TTL_MS": self.job_cache_ttl_ms,
             "METRICS_ADDR": self.metrics_addr.map(|a| a.to_string()),
             "PUBLIC_BASE_URL": self.public_base_url.as_ref().map(url::Url::as_str),
+            "REQUEST_GATE": self.request_gate.as_str(),
+            "REQUEST_SPAN": self.request_span.as_str(),
         });
         if let Some(map) = shown.as_object_mut() {
             for (name, value) in self.generators.shown() {
@@ -547,26 +565,6 @@ fn parse_net(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
-/// Masks the password (and any query string, which may carry tokens) of a URL.
-fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            if u.query().is_some() {
-                u.set_query(Some("***"));
-            }
-            u.to_string()
-        }
-        // Not a URL we understand: show only its scheme.
-        Err(_) => match raw.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://[redacted]"),
-            None => "[redacted]".to_owned(),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +601,18 @@ mod tests {
         assert_eq!(c.cleanup_interval_minutes, 60);
         assert_eq!(c.worker_concurrency, image2model_core::available_cores());
         assert!(c.metrics_addr.is_none());
+        assert_eq!(c.request_gate, GateMode::Merged);
+        assert_eq!(c.request_span, SpanMode::Lazy);
+    }
+
+    #[test]
+    fn the_performance_paths_can_be_switched_off() {
+        let c = config(&[("REQUEST_GATE", "layered"), ("REQUEST_SPAN", "eager")]).unwrap();
+
+        assert_eq!(c.request_gate, GateMode::Layered);
+        assert_eq!(c.request_span, SpanMode::Eager);
+        let err = config(&[("REQUEST_GATE", "off"), ("REQUEST_SPAN", "never")]).unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
     }
 
     #[test]
@@ -725,7 +735,7 @@ mod tests {
         ] {
             assert!(!shown.contains(secret), "{secret} leaked");
         }
-        assert!(shown.contains("postgres://app:***@db/app"));
+        assert!(shown.contains("postgres://app:REDACTED@db/app"));
     }
 
     const EXAMPLE: &str = include_str!("../../.env.production.example");

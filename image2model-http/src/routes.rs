@@ -1,5 +1,9 @@
-//! The top of the routes: `/api/v1` straight to the API, everything else
-//! through a poem [`Route`].
+//! The paths: [`API_PREFIX`], the one place the API's prefix is written
+//! (every URL under it is built from it or matched with [`api_path`]), the
+//! API paths other layers single out, and the paths outside the API.
+//!
+//! And the top of the routes: the API prefix straight to the API,
+//! everything else through a poem [`Route`].
 //!
 //! A poem `Route` with the API nested in it (`.nest("/api/v1", api)`) costs
 //! every API request a tree match, a path pattern built and stored in the
@@ -17,6 +21,14 @@ use poem::{Endpoint, IntoResponse, Request, Response, Route};
 /// Where the API is served.
 pub const API_PREFIX: &str = "/api/v1";
 
+/// The OpenAPI document's path in the API (under [`API_PREFIX`]); the other
+/// routes serve it (see [`Routes::exact`]).
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// The upload operation's path in the API (under [`API_PREFIX`]): it draws
+/// from the upload rate-limit bucket and bounds its own body.
+pub const UPLOAD_PATH: &str = "/upload";
+
 /// Where fal's webhooks arrive (outside the API: fal cannot send a bearer
 /// key; the signature authenticates them, see [`crate::webhooks`]).
 pub const FAL_WEBHOOK_PATH: &str = "/webhooks/fal";
@@ -25,9 +37,10 @@ pub const FAL_WEBHOOK_PATH: &str = "/webhooks/fal";
 pub struct Routes<A> {
     /// The API (paths relative to [`API_PREFIX`]).
     pub api: A,
-    /// Every other path, and the exact paths of `exact` under the prefix.
+    /// Every other path, and the paths of `exact` under the prefix.
     pub other: Route,
-    /// Paths under [`API_PREFIX`] that `other` serves.
+    /// Paths in the API (as [`api_path`] gives them) that `other` serves,
+    /// under the prefix, instead of the API.
     pub exact: &'static [&'static str],
 }
 
@@ -57,9 +70,9 @@ impl<A: Endpoint> Endpoint for Routes<A> {
     type Output = Response;
 
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
-        let path = req.uri().path();
-        if api_path(path).is_none() || self.exact.contains(&path) {
-            return self.other.call(req).await;
+        match api_path(req.uri().path()) {
+            Some(path) if !self.exact.contains(&path) => {}
+            _ => return self.other.call(req).await,
         }
         strip_prefix(req.uri_mut());
         self.api.call(req).await.map(IntoResponse::into_response)

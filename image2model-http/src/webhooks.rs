@@ -20,8 +20,8 @@ use serde_json::json;
 
 use image2model_core::generators::fal::webhook::{MAX_BODY_BYTES, WebhookError};
 
-use crate::AppState;
-use crate::api::error::ApiError;
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Receives one fal webhook (see the module docs).
 #[handler]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use image2model_core::auth::{KeyRegistry, StaticKeys};
 use image2model_core::generators::fal::FalGenerator;
-use image2model_core::memory::{MemoryAuditLog, MemoryJobStore, MemoryKeyStore};
+use image2model_core::memory::{MemoryAuditLog, MemoryKeyStore};
 use image2model_core::ports::{AuditLog, BlobStore, JobStore, KeyStore};
 use image2model_core::{Generators, PipelineError};
 use image2model_store::Database;
@@ -31,7 +31,8 @@ pub enum BuildError {
 
 /// The job store, key store and audit log: those given, the rest from the
 /// database `DATABASE_URL` names (`sqlite://…`, `postgres://…`, or
-/// `memory://` for throwaway in-memory ones), all three in one database.
+/// `memory://` for throwaway in-memory ones; [`image2model_store::open`]
+/// reads the URL), all three in one database.
 ///
 /// When a job store is given but no key store or audit log, those are kept
 /// in memory rather than opening `DATABASE_URL` beside a store it may not
@@ -52,19 +53,9 @@ pub async fn database(
             audit: audit.unwrap_or_else(|| Arc::new(MemoryAuditLog::default())),
         });
     }
-    let url = config.database_url.expose_secret();
-    // In-memory stores for trials and tests (lost on exit).
-    let db = if url.starts_with("memory:") {
-        Database {
-            jobs: Arc::new(MemoryJobStore::default()),
-            keys: Arc::new(MemoryKeyStore::default()),
-            audit: Arc::new(MemoryAuditLog::default()),
-        }
-    } else {
-        image2model_store::open_database(url)
-            .await
-            .map_err(|e| BuildError::Store(e.to_string()))?
-    };
+    let db = image2model_store::open_database(config.database_url.expose_secret())
+        .await
+        .map_err(|e| BuildError::Store(e.to_string()))?;
     Ok(Database {
         jobs: db.jobs,
         keys: keys.unwrap_or(db.keys),
@@ -82,12 +73,13 @@ pub async fn blob_store(config: &Config) -> Result<Arc<dyn BlobStore>, BuildErro
         .map_err(|e| BuildError::Store(e.to_string()))
 }
 
-/// Where `system-health` measures the disk: the blob directory for
-/// `file://` storage, else the working directory.
+/// Where `system-health` measures the disk: the blob directory of
+/// `file://` storage ([`image2model_store::local_blob_dir`]) once it
+/// exists, else the working directory.
 #[must_use]
 pub fn disk_path(config: &Config) -> PathBuf {
-    match config.storage_url.strip_prefix("file://") {
-        Some(dir) if std::path::Path::new(dir).exists() => PathBuf::from(dir),
+    match image2model_store::local_blob_dir(&config.storage_url) {
+        Some(dir) if dir.exists() => dir,
         _ => PathBuf::from("."),
     }
 }

@@ -18,7 +18,9 @@
 //!
 //! - [`open`]: `DATABASE_URL` / `STORAGE_URL` → the right store
 //!   ([`open_database`] for jobs, keys and audit; [`open_job_store`],
-//!   [`open_blob_store`]), with passwords redacted from every error.
+//!   [`open_blob_store`]), [`local_blob_dir`] for the disk of `file://`
+//!   storage, and [`redact_url`], the one way a URL is shown (password and
+//!   query hidden).
 //! - [`sqlite`]: [`SqliteJobStore`]: one file, WAL mode, claims under
 //!   `BEGIN IMMEDIATE`; migrations in `migrations/sqlite/`.
 //! - [`postgres`]: [`PostgresJobStore`]: claims with
@@ -45,6 +47,8 @@ mod rows;
 pub mod sqlite;
 
 pub use blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
-pub use open::{Database, OpenError, open_blob_store, open_database, open_job_store, redact_url};
+pub use open::{
+    Database, OpenError, local_blob_dir, open_blob_store, open_database, open_job_store, redact_url,
+};
 pub use postgres::PostgresJobStore;
 pub use sqlite::{SqliteJobStore, SqliteOptions};

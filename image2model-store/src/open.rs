@@ -5,25 +5,32 @@
 //! | `sqlite://./data/image2model.db`, `sqlite:///srv/i2m.db` | [`SqliteJobStore`] (file and parent directory created on first run) |
 //! | `sqlite::memory:` | [`SqliteJobStore::in_memory`] |
 //! | `postgres://…`, `postgresql://…` | [`PostgresJobStore`] |
+//! | `memory://` (`DATABASE_URL`) | the in-memory stores of `image2model_core::memory` |
 //! | `file://./data/blobs`, `file:///srv/blobs` | [`LocalBlobStore`] |
 //! | `memory://` | [`ObjectBlobStore::memory`] |
 //! | `s3://bucket/prefix` | [`ObjectBlobStore::s3`] with [`S3Config::from_env`] |
 //!
 //! [`open_database`] gives the job store, key store and audit log of one
 //! `DATABASE_URL` (one connection pool); [`open_job_store`] only the first.
+//! [`local_blob_dir`] tells where a `file://` `STORAGE_URL` keeps its files,
+//! for callers that look at that disk (free space, data directories).
+//!
+//! This module is the one place that reads these URLs and the one rule for
+//! showing them: [`redact_url`] hides a URL's password and query string, in
+//! every error here and wherever a URL is printed.
 //!
 //! Two switches turn the stores' performance-only paths off, so that a bug
 //! report can rule them out ([`SWITCHES`]; both default to `true`):
 //! `BLOB_DIRECT_IO` (a `file://` store's direct I/O, [`LocalOptions`]) and
 //! `SQLITE_FAST_WRITES` (SQLite's own writer connection and two-command
 //! writes, [`SqliteOptions`]).
-//!
-//! Errors never contain a URL's password: it is replaced by `REDACTED`.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use image2model_core::ErrorCode;
 use image2model_core::domain::BlobPrefix;
+use image2model_core::memory::{MemoryAuditLog, MemoryJobStore, MemoryKeyStore};
 use image2model_core::ports::{AuditLog, BlobError, BlobStore, JobStore, KeyStore, StoreError};
 
 use crate::blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
@@ -119,7 +126,9 @@ impl OpenError {
     }
 }
 
-/// The URL with any password replaced by `REDACTED`, for messages and logs.
+/// The URL with its password and its query string replaced by `REDACTED`,
+/// for messages, logs and printed configurations. The query goes whole:
+/// libpq and Redis URLs may carry credentials there (`?password=…`, tokens).
 ///
 /// ```
 /// use image2model_store::open::redact_url;
@@ -127,9 +136,21 @@ impl OpenError {
 ///     redact_url("postgres://app:s3cret@db:5432/i2m"),
 ///     "postgres://app:REDACTED@db:5432/i2m"
 /// );
+/// assert_eq!(
+///     redact_url("postgres://db/i2m?password=s3cret"),
+///     "postgres://db/i2m?REDACTED"
+/// );
 /// ```
 #[must_use]
 pub fn redact_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{}?REDACTED", redact_password(base)),
+        None => redact_password(url),
+    }
+}
+
+/// `url` with the password of its user info replaced by `REDACTED`.
+fn redact_password(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };
@@ -152,6 +173,28 @@ pub fn redact_url(url: &str) -> String {
         &userinfo[..colon],
         &url[authority_start + at..]
     )
+}
+
+/// The directory a `file://` `STORAGE_URL` keeps its blobs in, as written
+/// (relative to the working directory unless absolute); `None` for any other
+/// scheme and for a `file://` without a path, which [`open_blob_store`]
+/// refuses.
+///
+/// ```
+/// use std::path::Path;
+/// use image2model_store::open::local_blob_dir;
+/// assert_eq!(local_blob_dir("file://./data/blobs").as_deref(), Some(Path::new("./data/blobs")));
+/// assert_eq!(local_blob_dir(" file:///srv/blobs "), Some("/srv/blobs".into()));
+/// assert_eq!(local_blob_dir("s3://bucket/p"), None);
+/// assert_eq!(local_blob_dir("file://"), None);
+/// ```
+#[must_use]
+pub fn local_blob_dir(storage_url: &str) -> Option<PathBuf> {
+    storage_url
+        .trim()
+        .strip_prefix("file://")
+        .filter(|path| !path.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The stores of one database: jobs, API keys and the audit trail, sharing
@@ -189,12 +232,23 @@ pub async fn open_job_store(url: &str) -> Result<Arc<dyn JobStore>, OpenError> {
 /// Opens the database a `DATABASE_URL` names, running its migrations, and
 /// returns its job store, key store and audit log.
 ///
+/// `memory://` (or `memory:`) gives throwaway in-memory stores, lost on
+/// exit (trials and tests).
+///
 /// # Errors
-/// [`OpenError::UnknownScheme`] for anything but `sqlite:` and
-/// `postgres(ql)://`, [`OpenError::Store`] when the database fails to open.
+/// [`OpenError::UnknownScheme`] for anything but `sqlite:`,
+/// `postgres(ql)://` and `memory://`, [`OpenError::Store`] when the database
+/// fails to open.
 pub async fn open_database(url: &str) -> Result<Database, OpenError> {
     const WHAT: &str = "DATABASE_URL";
     let url = url.trim();
+    if url == "memory://" || url == "memory:" {
+        return Ok(Database {
+            jobs: Arc::new(MemoryJobStore::default()),
+            keys: Arc::new(MemoryKeyStore::default()),
+            audit: Arc::new(MemoryAuditLog::default()),
+        });
+    }
     if url.starts_with("sqlite:") {
         return Ok(match SqliteJobStore::path_from_url(url) {
             None => Database::of(SqliteJobStore::in_memory().await?),
@@ -223,7 +277,7 @@ pub async fn open_database(url: &str) -> Result<Database, OpenError> {
     Err(OpenError::UnknownScheme {
         what: WHAT,
         url: redact_url(url),
-        expected: "sqlite://PATH, sqlite::memory: or postgres://…",
+        expected: "sqlite://PATH, sqlite::memory:, postgres://… or memory://",
     })
 }
 
@@ -244,16 +298,16 @@ pub async fn open_blob_store(url: &str) -> Result<Arc<dyn BlobStore>, OpenError>
         url: redact_url(url),
         reason: reason.to_owned(),
     };
-    if let Some(path) = url.strip_prefix("file://") {
-        if path.is_empty() {
+    if url.starts_with("file://") {
+        let Some(dir) = local_blob_dir(url) else {
             return Err(invalid(
                 "file:// needs a directory, e.g. file://./data/blobs",
             ));
-        }
+        };
         let options = LocalOptions {
             direct_io: switch("BLOB_DIRECT_IO")?,
         };
-        return Ok(Arc::new(LocalBlobStore::open_with(path, options).await?));
+        return Ok(Arc::new(LocalBlobStore::open_with(dir, options).await?));
     }
     if url == "memory://" || url == "memory:" {
         return Ok(Arc::new(ObjectBlobStore::memory()));
@@ -298,10 +352,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_hides_passwords_only() {
+    fn redaction_hides_passwords_and_queries() {
         assert_eq!(
             redact_url("postgresql://u:p@ss@h/db?sslmode=require"),
-            "postgresql://u:REDACTED@h/db?sslmode=require"
+            "postgresql://u:REDACTED@h/db?REDACTED"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=hunter2"),
+            "postgres://h/db?REDACTED"
+        );
+        assert_eq!(
+            redact_url("redis://:hunter2@cache:6379"),
+            "redis://:REDACTED@cache:6379"
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("s3://bucket/p"), "s3://bucket/p");

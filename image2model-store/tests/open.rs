@@ -83,6 +83,17 @@ async fn sqlite_memory_url_opens_a_working_store() {
 }
 
 #[tokio::test]
+async fn a_memory_database_url_opens_throwaway_stores() {
+    for url in ["memory://", " memory: "] {
+        let db = open_database(url).await.expect("open");
+
+        db.jobs.ping().await.unwrap();
+        assert!(db.keys.list_keys().await.unwrap().is_empty(), "{url}");
+        assert!(db.audit.recent(10, None).await.unwrap().is_empty(), "{url}");
+    }
+}
+
+#[tokio::test]
 async fn open_database_gives_jobs_keys_and_audit_of_one_database() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("all.db").display());

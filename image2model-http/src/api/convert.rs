@@ -9,7 +9,7 @@ use futures::StreamExt;
 use image2model_core::gltf::ModelFormat;
 use image2model_core::ports::BlobObject;
 
-use super::error::ApiError;
+use crate::error::ApiError;
 
 /// Converts the GLB in `object` into `format`.
 ///
@@ -45,7 +45,7 @@ pub async fn convert(
     match converted {
         Ok(bytes) => Ok(Bytes::from(bytes)),
         Err(e) => {
-            tracing::error!(request_id = %crate::security::request_id::current(), error = %e, code = e.code(), "model conversion failed");
+            tracing::error!(request_id = %crate::request_id::current(), error = %e, code = e.code(), "model conversion failed");
             Err(ApiError::new(
                 poem::http::StatusCode::INTERNAL_SERVER_ERROR,
                 "conversion_failed",

@@ -10,6 +10,8 @@ use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Enum, Object};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
+use crate::routes::API_PREFIX;
+
 /// A job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename = "JobStatus", rename_all = "snake_case")]
@@ -144,7 +146,7 @@ impl JobDto {
 }
 
 fn item_dto(job: &Job, item: &Item) -> ItemDto {
-    let base = format!("/api/v1/jobs/{}/items/{}", job.job_id, item.item_id);
+    let base = format!("{API_PREFIX}/jobs/{}/items/{}", job.job_id, item.item_id);
     let succeeded = item.status == ItemStatus::Succeeded;
     ItemDto {
         item_id: item.item_id.to_string(),
@@ -255,7 +257,7 @@ impl<T: Documented> IntoResponse for SerdeJson<T> {
         let mut body = Vec::with_capacity(self.0.size_hint());
         if let Err(e) = serde_json::to_writer(&mut body, &self.0) {
             tracing::error!(error = %e, "a response body did not serialize");
-            return crate::api::error::envelope(poem::Error::from_status(
+            return crate::error::envelope(poem::Error::from_status(
                 poem::http::StatusCode::INTERNAL_SERVER_ERROR,
             ));
         }
@@ -516,7 +518,7 @@ struct ItemUrl<'a> {
 impl Serialize for ItemUrl<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&format_args!(
-            "/api/v1/jobs/{}/items/{}/{}",
+            "{API_PREFIX}/jobs/{}/items/{}/{}",
             self.view.job.job_id, self.view.item.item_id, self.file
         ))
     }

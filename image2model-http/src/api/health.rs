@@ -6,7 +6,7 @@ use poem::web::{Data, Json};
 use poem::{IntoResponse, handler};
 use serde_json::json;
 
-use crate::AppState;
+use crate::state::AppState;
 
 /// `{"status":"ok"}` while the process serves requests.
 #[handler]

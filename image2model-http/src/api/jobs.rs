@@ -16,12 +16,12 @@ use poem_openapi::payload::{Binary, EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Enum, OpenApi, param::Path, param::Query};
 
-use super::ApiTags;
 use super::dto::{JobBody, JobDto, JobListBody, SerdeJson};
-use super::error::{ApiError, ErrorBody};
 use super::model::{ModelFile, ModelResponse, PreviewResponse};
-use crate::AppState;
+use super::tags::ApiTags;
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::UserKey;
+use crate::state::AppState;
 use image2model_core::gltf::ModelFormat;
 
 /// How often an idle event stream sends a keep-alive comment.
@@ -45,12 +45,6 @@ pub enum ListJobsResponse {
     /// `invalid_request`: `limit` outside 1..=100, or a malformed `cursor`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `GET /api/v1/jobs/{job_id}`.
@@ -59,15 +53,9 @@ pub enum GetJobResponse {
     /// The job.
     #[oai(status = 200)]
     Ok(SerdeJson<JobBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `not_found`: no such job, or not the caller's.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `GET /api/v1/jobs/{job_id}/events`.
@@ -78,15 +66,9 @@ pub enum EventsResponse {
     /// the job ends. Keep-alive comments every 15 s.
     #[oai(status = 200)]
     Ok(EventStream<BoxStream<'static, JobDto>>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `not_found`.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 impl std::fmt::Debug for EventsResponse {
@@ -106,15 +88,9 @@ pub enum DeleteJobResponse {
     /// The job had ended: it and its files are removed.
     #[oai(status = 204)]
     Deleted,
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `not_found`.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// `?format=` of a model download.

@@ -1,45 +1,31 @@
 //! The HTTP API under `/api/v1`, as poem-openapi services, and the liveness
 //! and readiness probes.
 //!
-//! One `ApiResponse` per operation documents the statuses it answers; every
-//! error body is the envelope of [`error`].
+//! One `ApiResponse` per operation documents its success and the errors of
+//! its own (400, 404, 409, …); the refusals every operation may answer
+//! before its handler runs (401, 429, and 403 for admin operations) are
+//! documented once, by the handlers' error types
+//! ([`ApiError`](crate::error::ApiError),
+//! [`AdminError`](crate::error::AdminError)). Every error body is the
+//! envelope of [`crate::error`].
 
 pub mod admin;
-pub mod audit;
 pub mod convert;
 pub mod dto;
-pub mod error;
 pub mod health;
 pub mod jobs;
-pub mod keys;
-pub mod maintenance;
 pub mod model;
+pub mod tags;
 pub mod upload;
 
-use poem_openapi::{OpenApiService, Tags};
+pub use self::tags::ApiTags;
 
-use crate::AppState;
+use poem_openapi::OpenApiService;
 
-/// Operation groups in the OpenAPI document.
-#[derive(Debug, Tags)]
-pub enum ApiTags {
-    /// Sending images.
-    Upload,
-    /// Following and downloading jobs.
-    Jobs,
-    /// Administration (admin key).
-    Admin,
-}
+use crate::state::AppState;
 
 /// Every `/api/v1` operation.
-pub type Apis = (
-    upload::UploadApi,
-    jobs::JobsApi,
-    admin::AdminApi,
-    keys::KeysApi,
-    maintenance::MaintenanceApi,
-    audit::AuditApi,
-);
+pub type Apis = (upload::UploadApi, jobs::JobsApi, admin::AdminApis);
 
 /// The OpenAPI service of `/api/v1` (paths relative to the `/api/v1` server).
 #[must_use]
@@ -52,18 +38,7 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
             jobs::JobsApi {
                 state: state.clone(),
             },
-            admin::AdminApi {
-                state: state.clone(),
-            },
-            keys::KeysApi {
-                state: state.clone(),
-            },
-            maintenance::MaintenanceApi {
-                state: state.clone(),
-            },
-            audit::AuditApi {
-                state: state.clone(),
-            },
+            admin::apis(state),
         ),
         "image2model",
         env!("CARGO_PKG_VERSION"),

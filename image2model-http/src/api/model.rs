@@ -7,13 +7,13 @@ use image2model_core::ports::BlobObject;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Body, IntoResponse, Response};
 use poem_openapi::ApiResponse;
-use poem_openapi::payload::{Binary, Json};
+use poem_openapi::payload::Binary;
 use poem_openapi::registry::{MetaHeader, MetaMediaType, MetaResponse, MetaResponses, Registry};
 use poem_openapi::types::Type;
 
 use image2model_core::gltf::ModelFormat;
 
-use super::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, error_meta};
 
 /// A model ready to stream.
 pub struct ModelFile {
@@ -107,21 +107,6 @@ fn binary_schema() -> poem_openapi::registry::MetaSchemaRef {
     poem_openapi::types::Binary::<Vec<u8>>::schema_ref()
 }
 
-/// A documented error response for hand-written [`ApiResponse`]s.
-#[must_use]
-pub fn error_meta(status: u16, description: &'static str) -> MetaResponse {
-    MetaResponse {
-        description,
-        status: Some(status),
-        status_range: None,
-        content: vec![MetaMediaType {
-            content_type: "application/json; charset=utf-8",
-            schema: <Json<ErrorBody> as poem_openapi::payload::Payload>::schema_ref(),
-        }],
-        headers: vec![],
-    }
-}
-
 fn header_meta(name: &str, description: &str) -> MetaHeader {
     MetaHeader {
         name: name.to_owned(),
@@ -160,13 +145,11 @@ impl ApiResponse for ModelResponse {
                     )],
                 },
                 error_meta(400, "`invalid_request`: unknown `format`."),
-                error_meta(401, "`unauthorized`."),
                 error_meta(
                     404,
                     "`not_found`: no such job or item, or not the caller's.",
                 ),
                 error_meta(409, "`model_not_ready`: the item has not succeeded."),
-                error_meta(429, "`rate_limited`."),
                 error_meta(
                     500,
                     "`conversion_failed`: the stored model could not be converted.",
@@ -222,13 +205,11 @@ impl ApiResponse for PreviewResponse {
                         .collect(),
                     headers: vec![],
                 },
-                error_meta(401, "`unauthorized`."),
                 error_meta(
                     404,
                     "`not_found`: no such job or item, not the caller's, or no preview.",
                 ),
                 error_meta(409, "`model_not_ready`: the item has not succeeded."),
-                error_meta(429, "`rate_limited`."),
             ],
         }
     }

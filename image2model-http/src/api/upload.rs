@@ -28,11 +28,12 @@ use poem_openapi::{
     ApiExtractor, ApiExtractorType, ApiResponse, ExtractParamOptions, OpenApi, param::Header,
 };
 
-use super::ApiTags;
 use super::dto::{JobBody, SerdeJson, UploadPolicyDto};
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use super::tags::ApiTags;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::API_PREFIX;
 use crate::security::auth::UserKey;
+use crate::state::AppState;
 
 /// Bytes allowed for the multipart framing (boundaries, part headers, option
 /// fields) on top of the files themselves.
@@ -208,12 +209,6 @@ pub enum PolicyResponse {
     /// The upload policy.
     #[oai(status = 200)]
     Ok(Json<UploadPolicyDto>),
-    /// `unauthorized`: missing, malformed or unknown key.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `rate_limited`: the upload bucket is empty.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `POST /api/v1/upload`.
@@ -229,9 +224,6 @@ pub enum UploadResponse {
     /// `upload_interrupted`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// `too_many_files`, `file_too_large`, `request_too_large`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
@@ -239,9 +231,6 @@ pub enum UploadResponse {
     /// `unsupported_media_type` (the body is not multipart/form-data).
     #[oai(status = 415)]
     Unsupported(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// `storage_unavailable` or another dependency is down.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -343,7 +332,7 @@ impl UploadApi {
 }
 
 fn accepted(job: image2model_core::domain::Job) -> UploadResponse {
-    let location = format!("/api/v1/jobs/{}", job.job_id);
+    let location = format!("{API_PREFIX}/jobs/{}", job.job_id);
     UploadResponse::Accepted(JobBody::owner(job), location)
 }
 

@@ -15,7 +15,7 @@ use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
 use secrecy::SecretString;
 
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 
 /// The key store used by the checkers, put into request data by the app.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ async fn principal(req: &Request, bearer: Bearer) -> Result<Principal, ApiError>
     };
     match auth.0.authenticate(&SecretString::from(token)).await {
         Ok(Some(p)) => {
-            crate::security::request_id::record_key_id(p.key_id.as_str());
+            crate::request_id::record_key_id(p.key_id.as_str());
             Ok(p)
         }
         Ok(None) => {

@@ -11,7 +11,8 @@ use futures::StreamExt;
 use poem::http::{Method, StatusCode, header};
 use poem::{Body, Request, Response};
 
-use crate::api::error::ApiError;
+use crate::error::ApiError;
+use crate::routes::{UPLOAD_PATH, api_path};
 
 /// The default bound: 64 KiB.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024;
@@ -49,7 +50,7 @@ impl BodyLimit {
     /// The response to send instead (`413 request_too_large`, or `400` when
     /// the body cannot be read).
     pub async fn admit(self, req: &mut Request) -> Result<(), Response> {
-        if req.method() == Method::POST && req.uri().path() == "/api/v1/upload" {
+        if req.method() == Method::POST && api_path(req.uri().path()) == Some(UPLOAD_PATH) {
             return Ok(());
         }
         let announced = req

@@ -4,7 +4,7 @@
 
 use poem::Request;
 
-use crate::api::error::ApiError;
+use crate::error::ApiError;
 
 /// Middleware refusing unknown hosts. An empty list allows every host.
 #[derive(Debug, Clone, Default)]

@@ -40,7 +40,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::client_ip::ClientIpResolver;
-use crate::api::error::ApiError;
+use crate::error::ApiError;
+use crate::routes::{UPLOAD_PATH, api_path};
 
 type Limiter = DefaultKeyedRateLimiter<IpAddr, StateInformationMiddleware>;
 
@@ -122,12 +123,11 @@ impl BucketKind {
     /// The bucket of a request, or `None` for routes that are not limited.
     #[must_use]
     pub fn of(method: &Method, path: &str) -> Option<Self> {
-        if path == "/api/v1/upload" && (method == Method::GET || method == Method::POST) {
-            Some(BucketKind::Upload)
-        } else if crate::routes::api_path(path).is_some() {
-            Some(BucketKind::General)
-        } else {
-            None
+        match api_path(path)? {
+            UPLOAD_PATH if method == Method::GET || method == Method::POST => {
+                Some(BucketKind::Upload)
+            }
+            _ => Some(BucketKind::General),
         }
     }
 }

@@ -84,6 +84,14 @@ fn base_vars(dir: &std::path::Path) -> HashMap<String, String> {
         "STORAGE_URL".into(),
         format!("file://{}/blobs", dir.display()),
     );
+    // The performance switches, when set in the environment, so that the
+    // whole suite can run with those paths off:
+    // `REQUEST_GATE=layered REQUEST_SPAN=eager cargo test -p image2model-http`.
+    for name in ["REQUEST_GATE", "REQUEST_SPAN"] {
+        if let Ok(value) = std::env::var(name) {
+            vars.insert(name.into(), value);
+        }
+    }
     vars
 }
 

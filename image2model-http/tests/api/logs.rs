@@ -49,6 +49,7 @@ fn base64(text: &str) -> String {
 async fn spawn_logged(
     dir: &std::path::Path,
     rust_log: Option<&str>,
+    extra: &[(&str, &str)],
 ) -> (
     tokio::process::Child,
     Arc<Mutex<String>>,
@@ -80,6 +81,7 @@ async fn spawn_logged(
     if let Some(level) = rust_log {
         command.env("RUST_LOG", level);
     }
+    command.envs(extra.iter().copied());
     let mut child = command.spawn().expect("the binary starts");
     let log = Arc::new(Mutex::new(String::new()));
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<String>();
@@ -141,7 +143,7 @@ async fn stop_logged(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_session_logs_no_key_material() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, log, reader, addr) = spawn_logged(dir.path(), Some("trace")).await;
+    let (child, log, reader, addr) = spawn_logged(dir.path(), Some("trace"), &[]).await;
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
     let get = |path: &str, auth: Option<String>| {
@@ -295,8 +297,22 @@ async fn a_full_session_logs_no_key_material() {
 /// (successful `GET`s, such as status polls) are not logged at `info`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_access_log_keeps_changes_and_failures_but_not_routine_reads() {
+    access_log_session(&[]).await;
+}
+
+/// The same lines with the performance-only paths switched off: each
+/// request's span made up front (the formatter without `RequestSpans`) and
+/// the request gate as one middleware per step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_spans_and_the_layered_gate_log_the_same_lines() {
+    access_log_session(&[("REQUEST_SPAN", "eager"), ("REQUEST_GATE", "layered")]).await;
+}
+
+/// A session against the real binary started with `extra` variables, and
+/// its access lines and a mid-request warning checked.
+async fn access_log_session(extra: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let (child, log, reader, addr) = spawn_logged(dir.path(), None).await;
+    let (child, log, reader, addr) = spawn_logged(dir.path(), None, extra).await;
     let base = format!("http://{addr}");
     let client = reqwest::Client::new();
 

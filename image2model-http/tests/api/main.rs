@@ -25,6 +25,7 @@ mod production;
 mod proxies;
 mod rate_limit;
 mod shutdown;
+mod switches;
 mod traversal;
 mod upload;
 mod web;

@@ -71,6 +71,53 @@ async fn the_document_declares_bearer_auth_and_the_multipart_body() {
     assert_eq!(spec["servers"][0]["url"], "/api/v1");
 }
 
+/// 401 and 429 (and 403 for admin operations) are documented once, by the
+/// handlers' error types, not by each operation: this holds them to every
+/// operation, and every operation to a security scheme.
+#[tokio::test]
+async fn every_operation_is_secured_and_documents_its_refusals() {
+    let app = spawn_app().await;
+
+    let spec: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let mut operations = 0;
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            operations += 1;
+            let name = format!("{method} {path}");
+            let schemes: Vec<&str> = op["security"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{name} is not secured"))
+                .iter()
+                .flat_map(|s| s.as_object().unwrap().keys())
+                .map(String::as_str)
+                .collect();
+            let admin = schemes == ["AdminKey"];
+            assert!(admin || schemes == ["UserKey"], "{name}: {schemes:?}");
+            let responses = &op["responses"];
+            assert!(
+                responses["401"]["headers"]["WWW-AUTHENTICATE"].is_object(),
+                "{name} lacks 401 with WWW-Authenticate"
+            );
+            assert!(
+                responses["429"]["headers"]["RETRY-AFTER"].is_object(),
+                "{name} lacks 429 with Retry-After"
+            );
+            assert_eq!(
+                responses["403"].is_object(),
+                admin,
+                "{name}: 403 is documented for admin operations only"
+            );
+        }
+    }
+    assert!(operations >= 17, "{operations} operations looked at");
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_at_docs() {
     let app = spawn_app().await;

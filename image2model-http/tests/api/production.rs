@@ -173,8 +173,8 @@ fn config_check_prints_the_configuration_redacted_and_exits_0_when_sound() {
         "ADMIN_API_KEY=[redacted]",
         "SECRET_KEY=[redacted]",
         "FAL_API_KEY=[redacted]",
-        "REDIS_URL=redis://:***@cache:6379",
-        "DATABASE_URL=postgres://app:***@db:5432/app",
+        "REDIS_URL=redis://:REDACTED@cache:6379",
+        "DATABASE_URL=postgres://app:REDACTED@db:5432/app",
         "no problems found",
     ] {
         assert!(stdout.contains(line), "{line} not in:\n{stdout}");

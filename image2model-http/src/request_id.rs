@@ -10,12 +10,24 @@
 //! its id, method, path, client IP and, once the key is known, key id. Most
 //! requests log nothing at the levels enabled (a routine read's access line
 //! is `debug`), and making the span anyway (formatting its fields, entering
-//! and leaving it at every poll) was about 13 % of the server's CPU on a
-//! job-status read. So the request's future runs with a [`RequestContext`]
+//! and leaving it at every poll) was a large share of the server's CPU on a
+//! job-status read (the figure is in `docs/BENCHMARKS.md`, "What profiling
+//! found", item 8). So the request's future runs with a [`RequestContext`]
 //! in a task-local instead, and the span is made from it by
 //! [`RequestSpans`], the layer around the log formatter, when the first
 //! event that will be written has no span of its own; later events of the
 //! request reuse it. The lines are the same as with a span made up front.
+//!
+//! This is a performance measure only, and it can be turned off:
+//! `REQUEST_SPAN=eager` ([`SpanMode::Eager`]) makes each request's span up
+//! front and enters it at every poll, as `tracing::Instrument` does, and the
+//! binary then installs the formatter without [`RequestSpans`], so a bug
+//! report can rule the lazy span out. To change it safely: a field of the
+//! span is added in [`RequestContext::span`] (and, if it is learnt during
+//! the request, recorded like [`record_key_id`] does, into the span if it
+//! exists and into the context otherwise); [`RequestSpans`] must forward
+//! every `Layer` method to the formatter. The logs tests
+//! (`tests/api/logs.rs`) read the span's fields off the lines in both modes.
 //!
 //! # The access log
 //!
@@ -26,19 +38,20 @@
 //! 400 and up, which covers every refused key, forbidden route and rate
 //! limit) or was slow ([`SLOW_REQUEST`]); successful reads are logged at
 //! `debug`. Clients poll job status many times a second, and one `info` line
-//! per poll cost a quarter of the server's throughput on that endpoint (see
+//! per poll cost a large share of the server's throughput on that endpoint (see
 //! `docs/BENCHMARKS.md`) while telling an operator nothing new. Every read
 //! is logged with `RUST_LOG=info,access=debug`.
 
 use std::cell::RefCell;
 use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 use poem::http::{HeaderValue, Method, Uri, header::HeaderName};
 use poem::{Request, Response};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
-use tracing::{Event, Metadata, Subscriber};
+use tracing::{Event, Instrument, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -54,6 +67,41 @@ pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 tokio::task_local! {
     static REQUEST: RequestContext;
+}
+
+/// When a request's span is made (`REQUEST_SPAN`; see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SpanMode {
+    /// When the first event that will be written needs it, by
+    /// [`RequestSpans`]: the default.
+    #[default]
+    Lazy,
+    /// At the start of every request, entered at every poll: slower, to
+    /// rule the lazy span out.
+    Eager,
+}
+
+impl SpanMode {
+    /// The text form (`lazy` or `eager`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanMode::Lazy => "lazy",
+            SpanMode::Eager => "eager",
+        }
+    }
+}
+
+impl FromStr for SpanMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "lazy" => Ok(SpanMode::Lazy),
+            "eager" => Ok(SpanMode::Eager),
+            _ => Err(format!("{s:?} is neither lazy nor eager")),
+        }
+    }
 }
 
 /// What a request's span is made of, kept in a task-local for the request's
@@ -85,7 +133,8 @@ impl RequestContext {
     }
 
     /// The request's span, made now if no event made it yet.
-    fn span(&self) -> tracing::Span {
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
         if let Some(span) = self.span.borrow().as_ref() {
             return span.clone();
         }
@@ -158,9 +207,20 @@ pub fn resolve(req: &Request) -> String {
 }
 
 /// Runs `fut` as the request of `context`: [`current`] answers its id and
-/// events logged meanwhile carry its span.
-pub fn scope<F: Future>(context: RequestContext, fut: F) -> impl Future<Output = F::Output> {
-    REQUEST.scope(context, fut)
+/// events logged meanwhile carry its span, made when an event needs it
+/// ([`SpanMode::Lazy`]) or now and entered at every poll
+/// ([`SpanMode::Eager`]). The lazy path enters a disabled span, which costs
+/// a branch per poll.
+pub fn scope<F: Future>(
+    context: RequestContext,
+    spans: SpanMode,
+    fut: F,
+) -> impl Future<Output = F::Output> {
+    let span = match spans {
+        SpanMode::Lazy => tracing::Span::none(),
+        SpanMode::Eager => context.span(),
+    };
+    REQUEST.scope(context, fut.instrument(span))
 }
 
 /// The access log's `response` event of a finished request (call inside
@@ -269,5 +329,28 @@ where
 
     fn on_id_change(&self, old: &Id, new: &Id, ctx: Context<'_, S>) {
         self.inner.on_id_change(old, new, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_modes_parse_from_their_names_only() {
+        assert_eq!("lazy".parse(), Ok(SpanMode::Lazy));
+        assert_eq!("EAGER".parse(), Ok(SpanMode::Eager));
+        assert!("later".parse::<SpanMode>().is_err());
+        assert_eq!(SpanMode::default(), SpanMode::Lazy);
+        assert_eq!(SpanMode::Eager.as_str(), "eager");
+    }
+
+    #[test]
+    fn incoming_ids_are_echoed_only_when_sane() {
+        assert!(is_sane("01J0ABC-def_1.2"));
+        assert!(!is_sane(""));
+        assert!(!is_sane(&"a".repeat(65)));
+        assert!(!is_sane("a b"));
+        assert!(!is_sane("a\nb"));
     }
 }

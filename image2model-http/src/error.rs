@@ -6,6 +6,11 @@
 //! [`envelope`], so a client sees one shape with a stable `code`. Internal
 //! failures show only a generic message; their details are logged with the
 //! request id.
+//!
+//! It is also where the OpenAPI document learns the refusals every operation
+//! may answer (401, 429, and 403 for admin operations): from the handlers'
+//! error types, [`ApiError`] and [`AdminError`], instead of a copy in each
+//! operation's response enum.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -14,10 +19,14 @@ use image2model_core::{PipelineError, pipeline::ErrorKind};
 use poem::error::ResponseError;
 use poem::http::{HeaderName, HeaderValue, StatusCode, header};
 use poem::{IntoResponse, Response};
-use poem_openapi::registry::{MetaResponses, Registry};
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry,
+};
+use poem_openapi::types::Type;
 use poem_openapi::{ApiResponse, Object};
 
-use crate::security::request_id;
+use crate::request_id;
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
@@ -180,17 +189,107 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Handlers return `Result<OperationResponse, ApiError>`: each operation's
-/// own response enum documents the error statuses it can answer (with
-/// [`ErrorBody`]), so this adds nothing to the spec.
+/// A documented error response (status, description, the envelope as its
+/// body), for the refusals below and for hand-written [`ApiResponse`]s.
+#[must_use]
+pub fn error_meta(status: u16, description: &'static str) -> MetaResponse {
+    MetaResponse {
+        description,
+        status: Some(status),
+        status_range: None,
+        content: vec![MetaMediaType {
+            content_type: "application/json; charset=utf-8",
+            schema: <Json<ErrorBody> as Payload>::schema_ref(),
+        }],
+        headers: vec![],
+    }
+}
+
+/// A required response header, named as poem-openapi's derive names them.
+fn header_meta(name: &str, schema: MetaSchemaRef) -> MetaHeader {
+    MetaHeader {
+        name: name.to_ascii_uppercase(),
+        description: None,
+        required: true,
+        deprecated: false,
+        schema,
+    }
+}
+
+/// 401 `unauthorized`, with `WWW-Authenticate`.
+fn unauthorized_meta() -> MetaResponse {
+    let mut meta = error_meta(401, "`unauthorized`.");
+    meta.headers = vec![header_meta("WWW-Authenticate", String::schema_ref())];
+    meta
+}
+
+/// 429 `rate_limited`, with `Retry-After`.
+fn rate_limited_meta() -> MetaResponse {
+    let mut meta = error_meta(429, "`rate_limited`.");
+    meta.headers = vec![header_meta("Retry-After", u64::schema_ref())];
+    meta
+}
+
+/// Handlers return `Result<OperationResponse, ApiError>` (admin ones
+/// [`AdminError`]). The operation's own response enum documents its success
+/// and the errors of its own (400, 404, 409, …); the error type documents,
+/// once for every operation, the refusals that happen before any handler
+/// runs: **401** `unauthorized` (every operation takes a key: the security
+/// schemes of [`crate::security::auth`]) and **429** `rate_limited` (every
+/// API request passes the rate limit). The test
+/// `openapi::every_operation_is_secured_and_documents_its_refusals` holds
+/// every operation to it.
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
         MetaResponses {
-            responses: Vec::new(),
+            responses: vec![unauthorized_meta(), rate_limited_meta()],
         }
     }
 
-    fn register(_registry: &mut Registry) {}
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+/// The error of an admin operation: an [`ApiError`], documented with the
+/// refusals of every operation (see [`ApiError`]'s `ApiResponse`) plus
+/// **403** `forbidden` (a valid key that is not an admin key).
+#[derive(Debug)]
+pub struct AdminError(pub ApiError);
+
+impl From<ApiError> for AdminError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<PipelineError> for AdminError {
+    fn from(e: PipelineError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<AdminError> for poem::Error {
+    fn from(e: AdminError) -> Self {
+        // The inner ApiError, so that `envelope` finds it by downcasting.
+        e.0.into()
+    }
+}
+
+impl ApiResponse for AdminError {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![
+                unauthorized_meta(),
+                error_meta(403, "`forbidden`: not an admin key."),
+                rate_limited_meta(),
+            ],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
 }
 
 impl From<PipelineError> for ApiError {

@@ -1,24 +1,17 @@
-//! Admin endpoints (admin key only): system health, every job, job removal.
-//!
-//! Key management ([`super::keys`]), disk usage and cleanup
-//! ([`super::maintenance`]) and the audit trail ([`super::audit`]) live
-//! beside this module; all share [`AdminKey`].
+//! `GET /api/v1/admin/system-health`: the overall status from the disk, the
+//! stores and the generators (admin key only), and the disk reading that
+//! `disk-usage` ([`super::maintenance`]) shares.
 
 use std::path::Path as FsPath;
 
-use image2model_core::Scope;
 use image2model_core::ports::GeneratorHealth;
-use poem::Request;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, param::Query};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 
-use super::ApiTags;
-use super::dto::{JobBody, JobListBody, SerdeJson};
-use super::error::{ApiError, ErrorBody};
-use super::jobs::job_id;
-use crate::AppState;
-use crate::audit::{Entry, kind};
+use crate::api::tags::ApiTags;
+use crate::error::{AdminError, ApiError};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// Disk use above which the status is `warning`.
 pub const WARNING_PERCENT: f64 = 80.0;
@@ -109,56 +102,6 @@ pub enum SystemHealthResponse {
     /// The system's health.
     #[oai(status = 200)]
     Ok(Json<SystemHealthDto>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
-}
-
-/// Responses of `GET /api/v1/admin/jobs`.
-#[derive(Debug, ApiResponse)]
-pub enum AdminListResponse {
-    /// A page of all jobs, newest first, with their owners.
-    #[oai(status = 200)]
-    Ok(SerdeJson<JobListBody>),
-    /// `invalid_request`.
-    #[oai(status = 400)]
-    BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
-}
-
-/// Responses of `DELETE /api/v1/admin/jobs/{job_id}`.
-#[derive(Debug, ApiResponse)]
-pub enum AdminDeleteResponse {
-    /// The job (cancelled first if it was running) and its files are removed;
-    /// the body is the job as it was.
-    #[oai(status = 200)]
-    Ok(SerdeJson<JobBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `not_found`.
-    #[oai(status = 404)]
-    NotFound(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Reads the disk holding `path` (`statvfs`).
@@ -195,14 +138,14 @@ pub fn overall(disk: Option<&DiskDto>, stores_ok: bool, generators_ok: bool) -> 
     }
 }
 
-/// The admin endpoints.
+/// The system health endpoint.
 #[derive(Debug, Clone)]
-pub struct AdminApi {
+pub struct SystemApi {
     pub(crate) state: AppState,
 }
 
 #[OpenApi(prefix_path = "/admin", tag = "ApiTags::Admin")]
-impl AdminApi {
+impl SystemApi {
     /// System health
     ///
     /// `healthy`, `warning` (disk over 80 % or a generator in trouble) or
@@ -212,7 +155,7 @@ impl AdminApi {
         method = "get",
         operation_id = "admin_system_health"
     )]
-    async fn system_health(&self, _auth: AdminKey) -> Result<SystemHealthResponse, ApiError> {
+    async fn system_health(&self, _auth: AdminKey) -> Result<SystemHealthResponse, AdminError> {
         let report = self.state.pipeline.health().await;
         let path = self.state.disk_path.clone();
         let disk = tokio::task::spawn_blocking(move || disk(&path))
@@ -257,73 +200,6 @@ impl AdminApi {
             blob_store: dep(&report.blob_store),
             generators,
         })))
-    }
-
-    /// All jobs
-    ///
-    /// Every owner's jobs, newest first, with their owner key ids.
-    #[oai(path = "/jobs", method = "get", operation_id = "admin_list_jobs")]
-    async fn list(
-        &self,
-        _auth: AdminKey,
-        /// Jobs per page, 1 to 100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u32>>,
-        /// The `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-    ) -> Result<AdminListResponse, ApiError> {
-        let cursor =
-            match cursor.0 {
-                None => None,
-                Some(c) => Some(image2model_core::domain::JobId::parse(&c).map_err(|_| {
-                    ApiError::bad_request("invalid_request", "cursor is not a job id")
-                })?),
-            };
-        let page = self
-            .state
-            .pipeline
-            .list_jobs(&Scope::Any, limit.0.unwrap_or(20), cursor)
-            .await?;
-        Ok(AdminListResponse::Ok(SerdeJson(JobListBody {
-            jobs: page.jobs,
-            next_cursor: page.next_cursor.map(|c| c.to_string()),
-            admin: true,
-        })))
-    }
-
-    /// Remove a job
-    ///
-    /// Removes any owner's job and its files, cancelling it first if it runs.
-    #[oai(
-        path = "/jobs/:job_id",
-        method = "delete",
-        operation_id = "admin_delete_job"
-    )]
-    async fn delete(
-        &self,
-        auth: AdminKey,
-        req: &Request,
-        job_id: Path<String>,
-    ) -> Result<AdminDeleteResponse, ApiError> {
-        let job = self
-            .state
-            .pipeline
-            .delete(self::job_id(&job_id.0)?, &Scope::Any)
-            .await?;
-        self.state
-            .audit(
-                Entry::new(kind::JOB_DELETED)
-                    .actor(&auth.0.key_id)
-                    .client_ip(self.state.clients.client_ip(req))
-                    .detail(serde_json::json!({
-                        "job_id": job.job_id.to_string(),
-                        "owner": job.owner.as_str(),
-                        "status": job.status.as_str(),
-                        "items": job.items.len(),
-                    })),
-            )
-            .await;
-        Ok(AdminDeleteResponse::Ok(JobBody::admin(job)))
     }
 }
 

@@ -8,13 +8,13 @@ use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::ApiTags;
-use super::admin::{DiskDto, disk};
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use super::system::{DiskDto, disk};
+use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
 use crate::cleanup::cleanup;
+use crate::error::{AdminError, ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// Bytes and objects in one area of the blob store.
 #[derive(Debug, Clone, Copy, Object)]
@@ -91,15 +91,6 @@ pub enum DiskUsageResponse {
     /// Storage figures.
     #[oai(status = 200)]
     Ok(Json<DiskUsageDto>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// `storage_unavailable`.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -115,15 +106,6 @@ pub enum CleanupResponse {
     /// that does not parse.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
     /// `store_unavailable` or `storage_unavailable`.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -146,7 +128,7 @@ impl MaintenanceApi {
         method = "get",
         operation_id = "admin_disk_usage"
     )]
-    async fn disk_usage(&self, _auth: AdminKey) -> Result<DiskUsageResponse, ApiError> {
+    async fn disk_usage(&self, _auth: AdminKey) -> Result<DiskUsageResponse, AdminError> {
         let blobs = self.state.pipeline.blob_store();
         let mut areas = [Usage::default(); 3];
         for (slot, name) in areas
@@ -192,7 +174,7 @@ impl MaintenanceApi {
         auth: AdminKey,
         req: &Request,
         body: Json<CleanupRequestDto>,
-    ) -> Result<CleanupResponse, ApiError> {
+    ) -> Result<CleanupResponse, AdminError> {
         let report = cleanup(
             &self.state.pipeline,
             body.0.older_than_hours,

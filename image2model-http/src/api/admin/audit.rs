@@ -7,10 +7,10 @@ use image2model_core::ports::AuditEvent;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query};
 
-use super::ApiTags;
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use crate::api::tags::ApiTags;
+use crate::error::{AdminError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// One audit event.
 #[derive(Debug, Clone, Object)]
@@ -63,15 +63,6 @@ pub enum AuditResponse {
     /// `invalid_request`: `limit` outside 1..=1000, `before` not an RFC 3339 time.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// The audit endpoint.
@@ -96,7 +87,7 @@ impl AuditApi {
         /// Only events strictly before this time (the previous page's
         /// `next_before`).
         before: Query<Option<DateTime<Utc>>>,
-    ) -> Result<AuditResponse, ApiError> {
+    ) -> Result<AuditResponse, AdminError> {
         let limit = limit.0.unwrap_or(100);
         let events = self
             .state

@@ -19,11 +19,11 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::ApiTags;
-use super::error::{ApiError, ErrorBody};
-use crate::AppState;
+use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
+use crate::error::{AdminError, ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
+use crate::state::AppState;
 
 /// A key's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -136,15 +136,6 @@ pub enum ListKeysResponse {
     /// Every key.
     #[oai(status = 200)]
     Ok(Json<KeyListDto>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `POST /api/v1/admin/keys`.
@@ -157,15 +148,6 @@ pub enum CreateKeyResponse {
     /// an unknown role).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// Responses of `DELETE /api/v1/admin/keys/{key_id}`.
@@ -174,12 +156,6 @@ pub enum RevokeKeyResponse {
     /// Revoked (or already revoked): the key is refused from its next request.
     #[oai(status = 204)]
     Revoked,
-    /// `unauthorized`.
-    #[oai(status = 401)]
-    Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
-    /// `forbidden`: not an admin key.
-    #[oai(status = 403)]
-    Forbidden(Json<ErrorBody>),
     /// `not_found`: no key has this id.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -187,9 +163,6 @@ pub enum RevokeKeyResponse {
     /// environment, not revoked here.
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// `rate_limited`.
-    #[oai(status = 429)]
-    RateLimited(Json<ErrorBody>, #[oai(header = "Retry-After")] u64),
 }
 
 /// The configured bootstrap keys, as listed.
@@ -243,7 +216,7 @@ impl KeysApi {
     /// shown) and every created key, revoked ones included, with their last
     /// use. Secrets are never listed.
     #[oai(path = "/keys", method = "get", operation_id = "admin_list_keys")]
-    async fn list(&self, _auth: AdminKey) -> Result<ListKeysResponse, ApiError> {
+    async fn list(&self, _auth: AdminKey) -> Result<ListKeysResponse, AdminError> {
         let stored = self
             .state
             .keys
@@ -265,7 +238,7 @@ impl KeysApi {
         auth: AdminKey,
         req: &Request,
         body: Json<CreateKeyDto>,
-    ) -> Result<CreateKeyResponse, ApiError> {
+    ) -> Result<CreateKeyResponse, AdminError> {
         let role = Role::from(body.0.role);
         let (key, secret) = match self.state.keys.create(&body.0.name, role).await {
             Ok(made) => made,
@@ -273,10 +246,11 @@ impl KeysApi {
                 return Err(ApiError::bad_request(
                     "invalid_key_name",
                     "a key name must be 1 to 64 printable characters",
-                ));
+                )
+                .into());
             }
             Err(KeyError::Store(e)) => return Err(image2model_core::PipelineError::from(e).into()),
-            Err(e) => return Err(ApiError::internal(e)),
+            Err(e) => return Err(ApiError::internal(e).into()),
         };
         self.state
             .audit(
@@ -315,14 +289,15 @@ impl KeysApi {
         req: &Request,
         /// The key's id, as listed.
         key_id: Path<String>,
-    ) -> Result<RevokeKeyResponse, ApiError> {
+    ) -> Result<RevokeKeyResponse, AdminError> {
         let key_id = ApiKeyId::parse(&key_id.0).map_err(|_| ApiError::not_found())?;
         if key_id == ApiKeyId::bootstrap_user() || key_id == ApiKeyId::bootstrap_admin() {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "bootstrap_key",
                 "bootstrap keys come from API_KEY and ADMIN_API_KEY: change them there",
-            ));
+            )
+            .into());
         }
         let found = self
             .state
@@ -331,7 +306,7 @@ impl KeysApi {
             .await
             .map_err(image2model_core::PipelineError::from)?;
         if !found {
-            return Err(ApiError::not_found());
+            return Err(ApiError::not_found().into());
         }
         self.state
             .audit(

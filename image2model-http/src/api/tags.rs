@@ -1,0 +1,15 @@
+//! The operation groups of the OpenAPI document (each operation names its
+//! group in `#[OpenApi(tag = …)]`).
+
+use poem_openapi::Tags;
+
+/// Operation groups in the OpenAPI document.
+#[derive(Debug, Tags)]
+pub enum ApiTags {
+    /// Sending images.
+    Upload,
+    /// Following and downloading jobs.
+    Jobs,
+    /// Administration (admin key).
+    Admin,
+}
