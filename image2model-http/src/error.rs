@@ -12,6 +12,7 @@
 //! error types, [`ApiError`] and [`AdminError`], instead of a copy in each
 //! operation's response enum.
 
+use image2model_core::ErrorCode;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -38,7 +39,7 @@ pub struct ErrorBody {
 /// What went wrong.
 #[derive(Debug, Clone, Object)]
 pub struct ErrorDetail {
-    /// A stable snake_case code (see `docs/API-NOTES.md` for the list).
+    /// A stable snake_case code (see `docs/ERRORS.md` for the list).
     pub code: String,
     /// A human-readable explanation, safe to show.
     pub message: String,
@@ -83,24 +84,28 @@ impl ApiError {
         self
     }
 
-    /// 400 with a code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// An error with this code, answered with the code's own status (see
+    /// [`ErrorCode::http_status`]; 500 for a code no response carries).
+    pub fn of(code: ErrorCode, message: impl Into<String>) -> Self {
+        let status = code
+            .http_status()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self::new(status, code, message)
     }
 
     /// 404 `not_found`: used alike for what does not exist and what belongs
     /// to someone else.
     #[must_use]
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "not found")
+        Self::of(ErrorCode::NotFound, "not found")
     }
 
     /// 401 `unauthorized` with `WWW-Authenticate: Bearer`.
     #[must_use]
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+        Self::of(
+            ErrorCode::Unauthorized,
             "a valid API key is required: send `Authorization: Bearer <key>`",
         )
         .with_header(header::WWW_AUTHENTICATE, "Bearer")
@@ -109,9 +114,8 @@ impl ApiError {
     /// 403 `forbidden`.
     #[must_use]
     pub fn forbidden() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+        Self::of(
+            ErrorCode::Forbidden,
             "this API key may not call this endpoint",
         )
     }
@@ -119,9 +123,8 @@ impl ApiError {
     /// 500 `internal_error`; `detail` is logged with the request id, never sent.
     pub fn internal(detail: impl fmt::Display) -> Self {
         tracing::error!(request_id = %request_id::current(), error = %detail, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
+        Self::of(
+            ErrorCode::InternalError,
             "internal error; quote the request id when reporting it",
         )
     }
@@ -337,24 +340,26 @@ pub fn envelope(err: poem::Error) -> Response {
     let api = match status {
         StatusCode::UNAUTHORIZED => ApiError::unauthorized(),
         StatusCode::FORBIDDEN => ApiError::forbidden(),
-        StatusCode::NOT_FOUND => ApiError::new(status, "not_found", "no such resource"),
+        StatusCode::NOT_FOUND => ApiError::new(status, ErrorCode::NotFound, "no such resource"),
         StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
             status,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "this method is not allowed on this resource",
         ),
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(status, "request_too_large", "the request body is too large")
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            ErrorCode::RequestTooLarge,
+            "the request body is too large",
+        ),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
             status,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "this Content-Type is not accepted here",
         ),
         s if s.is_client_error() => {
             // poem's own parse errors (query, path, JSON body): their text
             // describes the client's input, never server internals.
-            ApiError::new(status, "invalid_request", bounded(&err.to_string()))
+            ApiError::new(status, ErrorCode::InvalidRequest, bounded(&err.to_string()))
         }
         s => {
             tracing::error!(request_id = %request_id::current(), status = s.as_u16(), error = %err, "unhandled error");
@@ -364,7 +369,7 @@ pub fn envelope(err: poem::Error) -> Response {
                 } else {
                     StatusCode::INTERNAL_SERVER_ERROR
                 },
-                "internal_error",
+                ErrorCode::InternalError,
                 "internal error; quote the request id when reporting it",
             )
         }

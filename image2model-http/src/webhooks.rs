@@ -12,6 +12,7 @@
 //!
 //! [`FalGenerator::handle_webhook`]: image2model_core::generators::fal::FalGenerator::handle_webhook
 
+use image2model_core::ErrorCode;
 use poem::error::ReadBodyError;
 use poem::http::StatusCode;
 use poem::web::{Data, Json};
@@ -27,21 +28,19 @@ use crate::state::AppState;
 #[handler]
 pub async fn fal(req: &Request, body: Body, state: Data<&AppState>) -> Response {
     let Some(fal) = state.fal.as_ref() else {
-        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no FAL generator").to_response();
+        return ApiError::of(ErrorCode::NotFound, "no FAL generator").to_response();
     };
     let bytes = match body.into_bytes_limit(MAX_BODY_BYTES).await {
         Ok(bytes) => bytes,
         Err(ReadBodyError::PayloadTooLarge) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+            return ApiError::of(
+                ErrorCode::PayloadTooLarge,
                 format!("a webhook body is at most {MAX_BODY_BYTES} bytes"),
             )
             .to_response();
         }
         Err(e) => {
-            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
-                .to_response();
+            return ApiError::of(ErrorCode::InvalidRequest, e.to_string()).to_response();
         }
     };
     match fal.handle_webhook(req.headers(), &bytes).await {

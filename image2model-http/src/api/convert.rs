@@ -6,6 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+use image2model_core::ErrorCode;
 use image2model_core::gltf::ModelFormat;
 use image2model_core::ports::BlobObject;
 
@@ -46,9 +47,8 @@ pub async fn convert(
         Ok(bytes) => Ok(Bytes::from(bytes)),
         Err(e) => {
             tracing::error!(request_id = %crate::request_id::current(), error = %e, code = e.code(), "model conversion failed");
-            Err(ApiError::new(
-                poem::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "conversion_failed",
+            Err(ApiError::of(
+                ErrorCode::ConversionFailed,
                 "the model could not be converted; the GLB download still works",
             ))
         }

@@ -4,6 +4,7 @@
 //! malformed id is 404 like a missing job, and another key's job is 404 too,
 //! so nothing tells a caller whether a job id exists.
 
+use image2model_core::ErrorCode;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -140,7 +141,7 @@ impl JobsApi {
             match cursor.0 {
                 None => None,
                 Some(c) => Some(JobId::parse(&c).map_err(|_| {
-                    ApiError::bad_request("invalid_request", "cursor is not a job id")
+                    ApiError::of(ErrorCode::InvalidRequest, "cursor is not a job id")
                 })?),
             };
         let page = self

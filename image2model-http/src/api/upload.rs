@@ -7,6 +7,7 @@
 //! request is bounded too, while it is read ([`UploadBody`]), so a client
 //! cannot make us read an endless body of small parts or huge option fields.
 
+use image2model_core::ErrorCode;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use image2model_core::pipeline::{Upload, UploadStart};
 use image2model_core::validate::ValidationError;
 use image2model_core::{PipelineError, SubmitOptions};
 use multer::{Field, Multipart};
-use poem::http::{StatusCode, header};
+use poem::http::header;
 use poem::{Request, RequestBody};
 use poem_openapi::payload::Json;
 use poem_openapi::payload::Payload;
@@ -180,9 +181,8 @@ impl<'a> ApiExtractor<'a> for UploadBody {
             // Checks the type is multipart/form-data, then takes the boundary.
             .and_then(|v| multer::parse_boundary(v).ok())
             .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
+                ApiError::of(
+                    ErrorCode::UnsupportedMediaType,
                     "the body must be multipart/form-data",
                 )
             })?;
@@ -347,8 +347,8 @@ async fn read_parts(
             Ok(Some(field)) => field,
             Ok(None) => return Ok(options),
             Err(e) => {
-                return Err(ApiError::bad_request(
-                    "invalid_multipart",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidMultipart,
                     format!("the multipart body could not be read: {e}"),
                 ));
             }
@@ -372,8 +372,8 @@ async fn read_parts(
                 options.texture = Some(Texture::parse(&text).map_err(PipelineError::from)?);
             }
             other => {
-                return Err(ApiError::bad_request(
-                    "unexpected_field",
+                return Err(ApiError::of(
+                    ErrorCode::UnexpectedField,
                     format!(
                         "unexpected form field {:?}: expected files, model, face_limit, texture",
                         other.chars().take(40).collect::<String>()
@@ -392,22 +392,25 @@ async fn option_text(mut field: Field<'static>, name: &'static str) -> Result<St
             Ok(Some(chunk)) => {
                 buf.extend_from_slice(&chunk);
                 if buf.len() as u64 > MAX_OPTION_BYTES {
-                    return Err(ApiError::bad_request(
-                        "invalid_request",
+                    return Err(ApiError::of(
+                        ErrorCode::InvalidRequest,
                         format!("the field {name} is longer than {MAX_OPTION_BYTES} bytes"),
                     ));
                 }
             }
             Ok(None) => break,
             Err(_) => {
-                return Err(ApiError::bad_request(
-                    "invalid_multipart",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidMultipart,
                     format!("the field {name} could not be read"),
                 ));
             }
         }
     }
     String::from_utf8(buf).map_err(|_| {
-        ApiError::bad_request("invalid_request", format!("the field {name} is not UTF-8"))
+        ApiError::of(
+            ErrorCode::InvalidRequest,
+            format!("the field {name} is not UTF-8"),
+        )
     })
 }

@@ -7,6 +7,7 @@
 //! `WWW-Authenticate: Bearer` (rendered by the error envelope for every 401);
 //! a user key on an admin route is 403 `forbidden`.
 
+use image2model_core::ErrorCode;
 use std::sync::Arc;
 
 use image2model_core::ports::{AuthPolicy, Principal, Role};
@@ -69,9 +70,8 @@ async fn principal(req: &Request, bearer: Bearer) -> Result<Principal, ApiError>
         }
         Err(e) => {
             tracing::error!(error = %e, "key store unavailable");
-            Err(ApiError::new(
-                poem::http::StatusCode::SERVICE_UNAVAILABLE,
-                "auth_unavailable",
+            Err(ApiError::of(
+                ErrorCode::AuthUnavailable,
                 "authentication is unavailable; retry later",
             ))
         }

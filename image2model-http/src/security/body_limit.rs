@@ -8,7 +8,8 @@
 //! streaming bounds (per file and per request, see `api::upload`).
 
 use futures::StreamExt;
-use poem::http::{Method, StatusCode, header};
+use image2model_core::ErrorCode;
+use poem::http::{Method, header};
 use poem::{Body, Request, Response};
 
 use crate::error::ApiError;
@@ -33,9 +34,8 @@ impl Default for BodyLimit {
 }
 
 fn too_large(max: u64) -> Response {
-    ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "request_too_large",
+    ApiError::of(
+        ErrorCode::RequestTooLarge,
         format!("the request body is larger than {max} bytes"),
     )
     .to_response()
@@ -68,8 +68,8 @@ impl BodyLimit {
         let mut read = Vec::new();
         while let Some(chunk) = stream.next().await {
             let Ok(chunk) = chunk else {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidRequest,
                     "the request body could not be read",
                 )
                 .to_response());

@@ -2,6 +2,7 @@
 //! request for any other host is **400** `invalid_host`. This stops DNS
 //! rebinding and poisoned absolute links built from `Host`.
 
+use image2model_core::ErrorCode;
 use poem::Request;
 
 use crate::error::ApiError;
@@ -52,8 +53,8 @@ impl HostCheck {
         if self.allows(host) {
             Ok(())
         } else {
-            Err(ApiError::bad_request(
-                "invalid_host",
+            Err(ApiError::of(
+                ErrorCode::InvalidHost,
                 "this host is not served here",
             ))
         }

@@ -25,6 +25,7 @@
 //! refuses service because a cache is down. The switch is logged once per
 //! outage (warn), and the recovery once (info).
 
+use image2model_core::ErrorCode;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use poem::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use poem::http::{HeaderName, HeaderValue, Method, header};
 use poem::{Request, Response};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use secrecy::{ExposeSecret, SecretString};
@@ -468,9 +469,8 @@ impl RateLimits {
             return Ok(Some(decision));
         }
         tracing::warn!(client_ip = %ip, bucket = kind.as_str(), "rate limited");
-        let mut resp = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+        let mut resp = ApiError::of(
+            ErrorCode::RateLimited,
             format!(
                 "too many requests; retry in {} s",
                 decision.retry_after_secs

@@ -1,6 +1,7 @@
 //! `GET /api/v1/admin/jobs` and `DELETE /api/v1/admin/jobs/{job_id}`: every
 //! owner's jobs, and their removal (admin key only, audited).
 
+use image2model_core::ErrorCode;
 use image2model_core::Scope;
 use image2model_core::domain::JobId;
 use poem::Request;
@@ -63,7 +64,7 @@ impl AdminJobsApi {
             match cursor.0 {
                 None => None,
                 Some(c) => Some(JobId::parse(&c).map_err(|_| {
-                    ApiError::bad_request("invalid_request", "cursor is not a job id")
+                    ApiError::of(ErrorCode::InvalidRequest, "cursor is not a job id")
                 })?),
             };
         let page = self

@@ -9,11 +9,12 @@
 //! their characters, and cannot be revoked here: change the environment.
 
 use chrono::{DateTime, Utc};
+use image2model_core::ErrorCode;
 use image2model_core::auth::KeyError;
 use image2model_core::domain::ApiKeyId;
 use image2model_core::ports::{Role, StoredKey};
 use poem::Request;
-use poem::http::StatusCode;
+
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
 use secrecy::ExposeSecret;
@@ -243,8 +244,8 @@ impl KeysApi {
         let (key, secret) = match self.state.keys.create(&body.0.name, role).await {
             Ok(made) => made,
             Err(KeyError::InvalidName) => {
-                return Err(ApiError::bad_request(
-                    "invalid_key_name",
+                return Err(ApiError::of(
+                    ErrorCode::InvalidKeyName,
                     "a key name must be 1 to 64 printable characters",
                 )
                 .into());
@@ -292,9 +293,8 @@ impl KeysApi {
     ) -> Result<RevokeKeyResponse, AdminError> {
         let key_id = ApiKeyId::parse(&key_id.0).map_err(|_| ApiError::not_found())?;
         if key_id == ApiKeyId::bootstrap_user() || key_id == ApiKeyId::bootstrap_admin() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "bootstrap_key",
+            return Err(ApiError::of(
+                ErrorCode::BootstrapKey,
                 "bootstrap keys come from API_KEY and ADMIN_API_KEY: change them there",
             )
             .into());

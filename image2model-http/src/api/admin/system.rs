@@ -107,11 +107,11 @@ pub enum SystemHealthResponse {
 /// Reads the disk holding `path` (`statvfs`).
 #[must_use]
 pub fn disk(path: &FsPath) -> Option<DiskDto> {
-    let st = nix::sys::statvfs::statvfs(path).ok()?;
-    let frag = st.fragment_size();
-    let total = st.blocks() * frag;
-    let free = st.blocks_available() * frag;
-    let used = total.saturating_sub(st.blocks_free() * frag);
+    let st = rustix::fs::statvfs(path).ok()?;
+    let frag = st.f_frsize;
+    let total = st.f_blocks * frag;
+    let free = st.f_bavail * frag;
+    let used = total.saturating_sub(st.f_bfree * frag);
     let denominator = used + free;
     let used_percent = if denominator == 0 {
         0.0
