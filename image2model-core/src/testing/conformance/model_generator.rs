@@ -258,6 +258,22 @@ async fn read_all(mut stream: ByteStream, what: &str) -> Vec<u8> {
 }
 
 /// Runs `request` to the end with a fresh observer.
+/// One run of the subject's own request, never cancelled, no deadline.
+async fn run_plain(
+    subject: &Subject,
+    observer: &Recorder,
+) -> Result<GeneratedModel, GenerateError> {
+    let request = subject.request.clone();
+    run(
+        subject,
+        request,
+        CancellationToken::new(),
+        NO_DEADLINE,
+        observer,
+    )
+    .await
+}
+
 async fn run(
     subject: &Subject,
     request: GenerateRequest,
@@ -343,14 +359,7 @@ pub async fn a_valid_image_gives_a_valid_glb(fixture: Arc<dyn GeneratorFixture>)
     let name = subject.generator.name();
     let observer = Recorder::default();
 
-    let outcome = run(
-        &subject,
-        subject.request.clone(),
-        CancellationToken::new(),
-        NO_DEADLINE,
-        &observer,
-    )
-    .await;
+    let outcome = run_plain(&subject, &observer).await;
 
     let model = outcome.unwrap_or_else(|e| panic!("{name} failed: {e} (code {})", e.code()));
     let bytes = read_all(model.glb, "model").await;
@@ -382,14 +391,7 @@ pub async fn progress_is_reported_and_never_goes_down(fixture: Arc<dyn Generator
     let name = subject.generator.name();
     let observer = Recorder::default();
 
-    let outcome = run(
-        &subject,
-        subject.request.clone(),
-        CancellationToken::new(),
-        NO_DEADLINE,
-        &observer,
-    )
-    .await;
+    let outcome = run_plain(&subject, &observer).await;
 
     assert!(outcome.is_ok(), "{name} failed: {}", describe(&outcome));
     let progress = observer.progress();
@@ -544,14 +546,7 @@ pub async fn a_failure_carries_its_stable_code(fixture: Arc<dyn GeneratorFixture
     let mut codes = Vec::new();
     for _ in 0..2 {
         let observer = Recorder::default();
-        let outcome = run(
-            &subject,
-            subject.request.clone(),
-            CancellationToken::new(),
-            NO_DEADLINE,
-            &observer,
-        )
-        .await;
+        let outcome = run_plain(&subject, &observer).await;
         match outcome {
             Err(e) => codes.push(e.code()),
             Ok(_) => panic!("{name} succeeded where it should fail with {expected}"),
