@@ -43,6 +43,7 @@
 //! - [`checked_stream`]: checking a byte stream while a store consumes it.
 //! - [`error_code`]: the one registry of stable error codes
 //!   ([`error_code::ErrorCode`]), which `docs/ERRORS.md` lists.
+//! - [`settings`]: the rule for switch settings (`true`/`false`…).
 //! - [`auth`]: the bootstrap-key [`ports::AuthPolicy`].
 //! - `testing` (feature `testing`): conformance suites for the ports (the
 //!   stores and the model generators), the scripted generator and the fake
@@ -58,6 +59,7 @@ pub mod job_cache;
 pub mod memory;
 pub mod pipeline;
 pub mod ports;
+pub mod settings;
 pub mod validate;
 
 #[cfg(feature = "testing")]

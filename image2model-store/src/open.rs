@@ -41,18 +41,17 @@ use crate::sqlite::{SqliteJobStore, SqliteOptions};
 /// `STORAGE_URL`: switches of performance-only paths, `true` by default.
 pub const SWITCHES: &[&str] = &["BLOB_DIRECT_IO", "SQLITE_FAST_WRITES"];
 
-/// Parses a switch's value: `true`/`false` (also `1`/`0`, `yes`/`no`,
-/// `on`/`off`, any case); empty means `default`.
+/// Parses a switch's value by core's rule
+/// ([`image2model_core::settings::parse_bool`]); empty means `default`.
 ///
 /// # Errors
 /// A message naming the variable and the value.
 pub fn parse_switch(name: &str, value: &str, default: bool) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "" => Ok(default),
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(format!("{name}: {value:?} is not true or false")),
+    if value.trim().is_empty() {
+        return Ok(default);
     }
+    image2model_core::settings::parse_bool(value)
+        .ok_or_else(|| format!("{name}: {value:?} is not true or false"))
 }
 
 /// Every error in the [`SWITCHES`] that `lookup` gives (for `config check`).

@@ -219,16 +219,9 @@ impl FalConfig {
             config.max_in_flight = parse_positive("FAL_MAX_IN_FLIGHT", &v)?;
         }
         if let Some(v) = get("FAL_STATUS_STREAM") {
-            config.status_stream = match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => {
-                    return Err(config_err(
-                        "FAL_STATUS_STREAM",
-                        format!("{v:?} is not true or false"),
-                    ));
-                }
-            };
+            config.status_stream = crate::settings::parse_bool(&v).ok_or_else(|| {
+                config_err("FAL_STATUS_STREAM", format!("{v:?} is not true or false"))
+            })?;
         }
         if let Some(v) = get("FAL_JWKS_URL") {
             let url = Url::parse(v.trim())
