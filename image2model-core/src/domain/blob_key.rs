@@ -38,6 +38,8 @@ pub mod area {
     pub const MODELS: &str = "models";
     /// Preview images of generated models: `previews/{job_id}/{item_id}.{ext}`.
     pub const PREVIEWS: &str = "previews";
+    /// The three areas, in the order reports list them.
+    pub const ALL: [&str; 3] = [UPLOADS, MODELS, PREVIEWS];
 }
 
 fn check_segment(segment: &str) -> Result<(), BlobKeyError> {
@@ -129,6 +131,18 @@ impl BlobKey {
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The job a key of one of the [`area`]s belongs to (its second
+    /// segment); `None` for a key outside the areas or that names no job.
+    #[must_use]
+    pub fn job(&self) -> Option<JobId> {
+        let mut segments = self.segments();
+        let first = segments.next()?;
+        if !area::ALL.contains(&first) {
+            return None;
+        }
+        JobId::parse(segments.next()?).ok()
     }
 
     /// The key's segments, each satisfying the invariants.
@@ -237,6 +251,19 @@ mod tests {
             BlobKey::preview(job, item, ImageKind::Webp),
         ] {
             assert_eq!(BlobKey::parse(key.as_str()).unwrap(), key);
+            assert_eq!(key.job(), Some(job));
+        }
+    }
+
+    #[test]
+    fn keys_outside_the_areas_or_without_a_job_name_no_job() {
+        let job = JobId::new();
+        for text in [
+            format!("other/{job}/x.glb"),
+            "models/not-a-job/x.glb".to_owned(),
+            "models".to_owned(),
+        ] {
+            assert_eq!(BlobKey::parse(&text).unwrap().job(), None, "{text}");
         }
     }
 

@@ -6,7 +6,7 @@
 //! - [`reader`]: parses any GLB into a flat triangle [`Mesh`]: every triangle
 //!   primitive of every node of the default scene, with node transforms applied.
 //!   Every malformed input is an error ([`GltfError`]), never a panic.
-//! - [`convert`]: GLB → OBJ text and GLB → binary STL ([`ModelFormat`]).
+//! - [`convert`](mod@convert): GLB → OBJ text and GLB → binary STL ([`ModelFormat`]).
 //! - `inspect`: a streaming GLB header validator ([`inspect_glb_stream`]).
 //!
 //! ```

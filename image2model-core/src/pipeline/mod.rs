@@ -6,11 +6,13 @@
 //! the [`JobStore`]; a [`Worker`] claims its items under leases, runs the
 //! [`ModelGenerator`](crate::ports::ModelGenerator), validates and stores the
 //! GLB in the [`BlobStore`] and records the outcome; [`Pipeline::subscribe`]
-//! streams the job's progress; [`Pipeline::model`] streams the stored result.
+//! streams the job's progress; [`Pipeline::model`] streams the stored result;
+//! [`Pipeline::remove_older_than`] applies retention (module [`retention`]).
 
 mod error;
 mod events;
 mod generators;
+pub mod retention;
 mod upload;
 mod worker;
 
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::{BodyLimitError, ErrorKind, PipelineError};
 pub use generators::Generators;
+pub use retention::{RetentionReport, StorageUsage};
 pub use upload::{SubmitOptions, Upload, UploadStart};
 pub use worker::{Worker, WorkerConfig, available_cores};
 
@@ -419,7 +422,7 @@ impl Pipeline {
         Ok(job)
     }
 
-    /// Removes a job's blobs; failures are logged (the cleanup task retries
+    /// Removes a job's blobs; failures are logged (retention retries
     /// orphans), since the job itself is already gone.
     pub(crate) async fn delete_files(&self, job: &Job) {
         for item in &job.items {

@@ -1,8 +1,9 @@
 //! `GET /api/v1/admin/disk-usage` and `POST /api/v1/admin/cleanup` (admin
-//! key only). The cleanup rules are those of [`crate::cleanup`].
+//! key only). The rules are core's
+//! ([`image2model_core::pipeline::retention`]); these endpoints report and
+//! audit them.
 
 use chrono::{DateTime, Utc};
-use image2model_core::domain::{BlobPrefix, area};
 use image2model_core::ports::Usage;
 use poem::Request;
 use poem_openapi::payload::Json;
@@ -11,7 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::system::{DiskDto, disk};
 use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
-use crate::cleanup::cleanup;
+use crate::cleanup::audit_detail;
 use crate::error::{AdminError, ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
 use crate::state::AppState;
@@ -129,19 +130,7 @@ impl MaintenanceApi {
         operation_id = "admin_disk_usage"
     )]
     async fn disk_usage(&self, _auth: AdminKey) -> Result<DiskUsageResponse, AdminError> {
-        let blobs = self.state.pipeline.blob_store();
-        let mut areas = [Usage::default(); 3];
-        for (slot, name) in areas
-            .iter_mut()
-            .zip([area::UPLOADS, area::MODELS, area::PREVIEWS])
-        {
-            let prefix = BlobPrefix::parse(name).map_err(ApiError::internal)?;
-            *slot = blobs
-                .usage(&prefix)
-                .await
-                .map_err(image2model_core::PipelineError::from)?;
-        }
-        let [uploads, models, previews] = areas;
+        let usage = self.state.pipeline.storage_usage().await?;
         let disk = if self.state.file_storage {
             let path = self.state.disk_path.clone();
             tokio::task::spawn_blocking(move || disk(&path))
@@ -151,13 +140,10 @@ impl MaintenanceApi {
             None
         };
         Ok(DiskUsageResponse::Ok(Json(DiskUsageDto {
-            uploads: uploads.into(),
-            models: models.into(),
-            previews: previews.into(),
-            total: UsageDto {
-                bytes: uploads.bytes + models.bytes + previews.bytes,
-                objects: uploads.objects + models.objects + previews.objects,
-            },
+            uploads: usage.uploads.into(),
+            models: usage.models.into(),
+            previews: usage.previews.into(),
+            total: usage.total().into(),
             disk,
         })))
     }
@@ -175,13 +161,13 @@ impl MaintenanceApi {
         req: &Request,
         body: Json<CleanupRequestDto>,
     ) -> Result<CleanupResponse, AdminError> {
-        let report = cleanup(
-            &self.state.pipeline,
-            body.0.older_than_hours,
-            body.0.dry_run,
-        )
-        .await?;
-        let mut detail = report.audit_detail("admin");
+        let age = chrono::Duration::hours(i64::from(body.0.older_than_hours));
+        let report = self
+            .state
+            .pipeline
+            .remove_older_than(age, body.0.dry_run)
+            .await?;
+        let mut detail = audit_detail(&report, "admin");
         detail["older_than_hours"] = body.0.older_than_hours.into();
         self.state
             .audit(
