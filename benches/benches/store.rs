@@ -20,7 +20,7 @@ use image2model_core::domain::{
 use image2model_core::ports::{
     BlobStore, ByteStream, ClaimOptions, ItemOutcome, JobStore, NewItem, NewJob,
 };
-use image2model_store::{LocalBlobStore, PostgresJobStore, SqliteJobStore};
+use image2model_store::{LocalBlobStore, PostgresDatabase, SqliteDatabase};
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tokio::runtime::Runtime;
@@ -160,7 +160,7 @@ fn bench_sqlite(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn JobStore> = Arc::new(
-        rt.block_on(SqliteJobStore::open(dir.path().join("bench.db")))
+        rt.block_on(SqliteDatabase::open(dir.path().join("bench.db")))
             .unwrap(),
     );
     bench_job_store(c, &rt, "sqlite", &store);
@@ -191,7 +191,7 @@ fn bench_postgres(c: &mut Criterion) {
         .unwrap()
         .options([("search_path", schema.as_str())]);
     let store: Arc<dyn JobStore> = Arc::new(
-        rt.block_on(PostgresJobStore::connect_with(options, 4))
+        rt.block_on(PostgresDatabase::connect_with(options, 4))
             .unwrap(),
     );
     bench_job_store(c, &rt, "postgres", &store);

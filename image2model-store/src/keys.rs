@@ -10,9 +10,9 @@ use chrono::{DateTime, Utc};
 use image2model_core::domain::ApiKeyId;
 use image2model_core::ports::{AuditEvent, AuditLog, KeyStore, Role, StoreError, StoredKey};
 
-use crate::postgres::PostgresJobStore;
+use crate::postgres::PostgresDatabase;
 use crate::rows::{db_error, to_ms};
-use crate::sqlite::SqliteJobStore;
+use crate::sqlite::SqliteDatabase;
 
 /// The most events one `recent` call returns.
 const MAX_EVENTS: u32 = 1000;
@@ -167,7 +167,7 @@ fn events_of(rows: Vec<EventRow>) -> Result<Vec<AuditEvent>, StoreError> {
 // ---------------------------------------------------------------- SQLite
 
 #[async_trait]
-impl KeyStore for SqliteJobStore {
+impl KeyStore for SqliteDatabase {
     async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
         let r = KeyRow::from_key(&key);
         let _turn = self.write_turn().await;
@@ -235,7 +235,7 @@ impl KeyStore for SqliteJobStore {
 }
 
 #[async_trait]
-impl AuditLog for SqliteJobStore {
+impl AuditLog for SqliteDatabase {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
         let r = EventRow::from_event(&event);
         let _turn = self.write_turn().await;
@@ -292,7 +292,7 @@ impl AuditLog for SqliteJobStore {
 // ---------------------------------------------------------------- Postgres
 
 #[async_trait]
-impl KeyStore for PostgresJobStore {
+impl KeyStore for PostgresDatabase {
     async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
         let r = KeyRow::from_key(&key);
         sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -357,7 +357,7 @@ impl KeyStore for PostgresJobStore {
 }
 
 #[async_trait]
-impl AuditLog for PostgresJobStore {
+impl AuditLog for PostgresDatabase {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
         let r = EventRow::from_event(&event);
         sqlx::query(sqlx::AssertSqlSafe(format!(

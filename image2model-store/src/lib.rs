@@ -21,9 +21,9 @@
 //!   [`open_blob_store`]), [`local_blob_dir`] for the disk of `file://`
 //!   storage, and [`redact_url`], the one way a URL is shown (password and
 //!   query hidden).
-//! - [`sqlite`]: [`SqliteJobStore`]: one file, WAL mode, claims under
+//! - [`sqlite`]: [`SqliteDatabase`]: one file, WAL mode, claims under
 //!   `BEGIN IMMEDIATE`; migrations in `migrations/sqlite/`.
-//! - [`postgres`]: [`PostgresJobStore`]: claims with
+//! - [`postgres`]: [`PostgresDatabase`]: claims with
 //!   `FOR UPDATE SKIP LOCKED`; migrations in `migrations/postgres/`.
 //! - `keys` (private): `KeyStore` and `AuditLog` for both SQL stores, in
 //!   the same database and pool as the jobs (tables `api_keys`,
@@ -50,5 +50,13 @@ pub use blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
 pub use open::{
     Database, OpenError, local_blob_dir, open_blob_store, open_database, open_job_store, redact_url,
 };
-pub use postgres::PostgresJobStore;
-pub use sqlite::{SqliteJobStore, SqliteOptions};
+pub use postgres::PostgresDatabase;
+pub use sqlite::{SqliteDatabase, SqliteOptions};
+
+/// The former name of [`SqliteDatabase`], which holds keys and audit too.
+#[deprecated(since = "0.1.0", note = "renamed SqliteDatabase")]
+pub type SqliteJobStore = SqliteDatabase;
+
+/// The former name of [`PostgresDatabase`], which holds keys and audit too.
+#[deprecated(since = "0.1.0", note = "renamed PostgresDatabase")]
+pub type PostgresJobStore = PostgresDatabase;

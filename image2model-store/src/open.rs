@@ -2,9 +2,9 @@
 //!
 //! | URL | store |
 //! |---|---|
-//! | `sqlite://./data/image2model.db`, `sqlite:///srv/i2m.db` | [`SqliteJobStore`] (file and parent directory created on first run) |
-//! | `sqlite::memory:` | [`SqliteJobStore::in_memory`] |
-//! | `postgres://…`, `postgresql://…` | [`PostgresJobStore`] |
+//! | `sqlite://./data/image2model.db`, `sqlite:///srv/i2m.db` | [`SqliteDatabase`] (file and parent directory created on first run) |
+//! | `sqlite::memory:` | [`SqliteDatabase::in_memory`] |
+//! | `postgres://…`, `postgresql://…` | [`PostgresDatabase`] |
 //! | `memory://` (`DATABASE_URL`) | the in-memory stores of `image2model_core::memory` |
 //! | `file://./data/blobs`, `file:///srv/blobs` | [`LocalBlobStore`] |
 //! | `memory://` | [`ObjectBlobStore::memory`] |
@@ -34,8 +34,8 @@ use image2model_core::memory::{MemoryAuditLog, MemoryJobStore, MemoryKeyStore};
 use image2model_core::ports::{AuditLog, BlobError, BlobStore, JobStore, KeyStore, StoreError};
 
 use crate::blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
-use crate::postgres::PostgresJobStore;
-use crate::sqlite::{SqliteJobStore, SqliteOptions};
+use crate::postgres::PostgresDatabase;
+use crate::sqlite::{SqliteDatabase, SqliteOptions};
 
 /// The environment variables the stores read beside `DATABASE_URL` and
 /// `STORAGE_URL`: switches of performance-only paths, `true` by default.
@@ -249,18 +249,18 @@ pub async fn open_database(url: &str) -> Result<Database, OpenError> {
         });
     }
     if url.starts_with("sqlite:") {
-        return Ok(match SqliteJobStore::path_from_url(url) {
-            None => Database::of(SqliteJobStore::in_memory().await?),
+        return Ok(match SqliteDatabase::path_from_url(url) {
+            None => Database::of(SqliteDatabase::in_memory().await?),
             Some(path) => {
                 let options = SqliteOptions {
                     fast_writes: switch("SQLITE_FAST_WRITES")?,
                 };
-                Database::of(SqliteJobStore::open_with(path, options).await?)
+                Database::of(SqliteDatabase::open_with(path, options).await?)
             }
         });
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Database::of(PostgresJobStore::connect(url).await.map_err(
+        return Ok(Database::of(PostgresDatabase::connect(url).await.map_err(
             |e| match e {
                 StoreError::Backend(m) if m.contains("invalid Postgres URL") => {
                     OpenError::InvalidUrl {

@@ -1,4 +1,4 @@
-//! [`PostgresJobStore`]: the job store in PostgreSQL, shared by any number of
+//! [`PostgresDatabase`]: the job store in PostgreSQL, shared by any number of
 //! API and worker processes.
 //!
 //! Workers claim with `SELECT … FOR UPDATE OF items SKIP LOCKED`: an item row
@@ -33,13 +33,16 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// How long to wait for a connection before reporting the store unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A [`JobStore`] in PostgreSQL.
+/// A PostgreSQL database holding jobs, API keys and the audit trail: it is
+/// the [`JobStore`], the [`KeyStore`](image2model_core::ports::KeyStore) and
+/// the [`AuditLog`](image2model_core::ports::AuditLog) of one connection pool
+/// (the last two in module `keys`).
 #[derive(Debug, Clone)]
-pub struct PostgresJobStore {
+pub struct PostgresDatabase {
     pool: PgPool,
 }
 
-impl PostgresJobStore {
+impl PostgresDatabase {
     /// Connects to `url` (`postgres://user:password@host:port/db`, with the
     /// usual query parameters) and brings the schema up to date.
     ///
@@ -57,7 +60,7 @@ impl PostgresJobStore {
     /// its own) and at most `max_connections` connections, then migrates.
     ///
     /// # Errors
-    /// As for [`PostgresJobStore::connect`].
+    /// As for [`PostgresDatabase::connect`].
     pub async fn connect_with(
         options: PgConnectOptions,
         max_connections: u32,
@@ -264,10 +267,10 @@ const RENEW_SQL: &str = "WITH held AS (\
      UPDATE items SET lease_expires_at_ms = $3 FROM held WHERE items.item_id = held.item_id \
      RETURNING items.item_id, items.lease_token";
 
-impl PostgresJobStore {}
+impl PostgresDatabase {}
 
 #[async_trait]
-impl JobStore for PostgresJobStore {
+impl JobStore for PostgresDatabase {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
         let owner = new.owner.clone();
         let key = new.idempotency_key.clone();
@@ -400,10 +403,9 @@ impl JobStore for PostgresJobStore {
         let Some(mut loaded) = load_after_item_lock(&mut tx, &job_id).await? else {
             return Ok(false);
         };
-        let Some(idx) = loaded.held(item, token) else {
+        if !loaded.apply_held(item, token, change)? {
             return Ok(false);
-        };
-        loaded.apply(idx, change, rows::now())?;
+        }
         save(&mut tx, &loaded).await?;
         tx.commit().await.map_err(db_error("committing"))?;
         Ok(true)

@@ -498,6 +498,22 @@ impl LoadedJob {
         (running && ours).then_some(idx)
     }
 
+    /// Makes `change` to `item` now when `token` holds it; `Ok(false)`, with
+    /// nothing changed, when it does not (the lease was lost or the item
+    /// ended).
+    pub(crate) fn apply_held(
+        &mut self,
+        item: ItemId,
+        token: &LeaseToken,
+        change: HeldChange,
+    ) -> Result<bool, StoreError> {
+        let Some(idx) = self.held(item, token) else {
+            return Ok(false);
+        };
+        self.apply(idx, change, now())?;
+        Ok(true)
+    }
+
     /// Marks item `idx` changed at `now` and recomputes the job.
     fn touch(&mut self, idx: usize, now: DateTime<Utc>) {
         self.job.items[idx].updated_at = now;

@@ -1,4 +1,4 @@
-//! [`SqliteJobStore`]: the job store in one SQLite file.
+//! [`SqliteDatabase`]: the job store in one SQLite file.
 //!
 //! Every write runs in a `BEGIN IMMEDIATE` transaction, which takes SQLite's
 //! single write lock up front: two connections (or two processes) can never
@@ -28,17 +28,18 @@
 //! to the pool. In memory, where closing the one connection would lose the
 //! database, the job goes in through an ordinary transaction.
 //!
-//! The other writes follow the same rule (one job's changes): a claim and
-//! every change under a lease are two commands, `BEGIN IMMEDIATE` with the
-//! read of the job (one joined statement), then every `UPDATE` with the
-//! `COMMIT`. A job is read whole by one
+//! The other writes follow the same rule (one job's changes): a claim is
+//! two commands, `BEGIN IMMEDIATE` with the read of the job (one joined
+//! statement), then every `UPDATE` with the `COMMIT`; changes under a lease
+//! are the same two commands for all of them that wait for the writer's
+//! turn (group commit, module `held_batch`). A job is read whole by one
 //! statement. Thousands of items in flight made every statement count: the
 //! writer's turn queue was the latency of the FAL-bound load
 //! (`docs/BENCHMARKS.md`, "FAL-bound throughput").
 //!
-//! The dedicated writer connection and the two-command writes exist only
-//! for speed. `SQLITE_FAST_WRITES=false` ([`SqliteOptions`]) turns both
-//! off: writes then use the read pool's connections and ordinary
+//! The dedicated writer connection, the two-command writes and the group
+//! commit exist only for speed. `SQLITE_FAST_WRITES=false`
+//! ([`SqliteOptions`]) turns them all off: writes then use the read pool's connections and ordinary
 //! transactions (a statement per command), as the in-memory database always
 //! does, so a bug report can rule them out. The conformance suite runs on
 //! both paths; a change to either must keep it passing on both.
@@ -72,7 +73,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The migrations, embedded at build time from `migrations/sqlite`.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// How a [`SqliteJobStore`] writes. The default is the fast path.
+/// How a [`SqliteDatabase`] writes. The default is the fast path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteOptions {
     /// Writes go through a connection of their own and, where a write is
@@ -88,9 +89,13 @@ impl Default for SqliteOptions {
     }
 }
 
-/// A [`JobStore`] in a SQLite database (WAL mode, foreign keys on).
+/// A SQLite database (WAL mode, foreign keys on) holding jobs, API keys and
+/// the audit trail: it is the [`JobStore`], the
+/// [`KeyStore`](image2model_core::ports::KeyStore) and the
+/// [`AuditLog`](image2model_core::ports::AuditLog) of one connection pool
+/// (the last two in module `keys`).
 #[derive(Debug, Clone)]
-pub struct SqliteJobStore {
+pub struct SqliteDatabase {
     /// Reads (several connections).
     pool: SqlitePool,
     /// Writes: a pool of one connection of their own (`pool` itself in
@@ -104,11 +109,14 @@ pub struct SqliteJobStore {
     /// connection would lose the database, nor without
     /// [`SqliteOptions::fast_writes`].
     whole_writes: bool,
-    /// What [`SqliteJobStore::describe`] shows: the file, or `:memory:`.
+    /// Changes under a lease waiting for the writer, made together
+    /// (module `held_batch`; with `whole_writes` only).
+    held: Arc<HeldBatcher>,
+    /// What [`SqliteDatabase::describe`] shows: the file, or `:memory:`.
     location: String,
 }
 
-impl SqliteJobStore {
+impl SqliteDatabase {
     /// Opens (creating it and its parent directory on first run) the database
     /// file at `path` and brings its schema up to date.
     ///
@@ -119,11 +127,11 @@ impl SqliteJobStore {
         Self::open_with(path, SqliteOptions::default()).await
     }
 
-    /// Opens the database file at `path` as [`SqliteJobStore::open`] does,
+    /// Opens the database file at `path` as [`SqliteDatabase::open`] does,
     /// writing as `options` say.
     ///
     /// # Errors
-    /// As for [`SqliteJobStore::open`].
+    /// As for [`SqliteDatabase::open`].
     pub async fn open_with(
         path: impl AsRef<Path>,
         options: SqliteOptions,
@@ -172,7 +180,7 @@ impl SqliteJobStore {
     /// new connection to `:memory:` would be a new, empty database.
     ///
     /// # Errors
-    /// As for [`SqliteJobStore::open`].
+    /// As for [`SqliteDatabase::open`].
     pub async fn in_memory() -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str("sqlite::memory:")
             .map_err(db_error("in-memory SQLite options"))?
@@ -204,6 +212,7 @@ impl SqliteJobStore {
             writer,
             write_turn: Arc::new(tokio::sync::Mutex::new(())),
             whole_writes,
+            held: Arc::default(),
             location,
         })
     }
@@ -423,6 +432,10 @@ macro_rules! held_sql {
 }
 const HELD_SQL: &str = held_sql!();
 
+// After the SQL macros, which it uses.
+mod held_batch;
+use held_batch::HeldBatcher;
+
 /// A row of [`JOINED_SQL`]: the job, and one of its items (none for a job
 /// without items, which the row parser then reports).
 struct JoinedRow {
@@ -530,20 +543,33 @@ fn save_query(
     loaded: &LoadedJob,
     commit: bool,
 ) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
+    let mut sql = save_sql(loaded);
+    if commit {
+        sql.push_str("; COMMIT");
+    }
+    bind_save(sqlx::query(AssertSqlSafe(sql)), loaded)
+}
+
+/// The statements that write a changed job back (its changed items, then
+/// the job), without a final `;`; their values are bound by [`bind_save`].
+fn save_sql(loaded: &LoadedJob) -> String {
     const ITEM_UPDATE: &str = "UPDATE items SET status = ?, progress = ?, error_code = ?, \
          error_message = ?, model_key = ?, preview_key = ?, remote_request_id = ?, attempts = ?, \
          lease_token = ?, lease_expires_at_ms = ?, updated_at_ms = ? WHERE item_id = ?; ";
-    let rows = loaded.dirty_rows();
-    let mut sql = ITEM_UPDATE.repeat(rows.len());
+    let mut sql = ITEM_UPDATE.repeat(loaded.dirty.len());
     sql.push_str(
         "UPDATE jobs SET status = ?, progress = ?, cancel_requested = ?, updated_at_ms = ? \
          WHERE job_id = ?",
     );
-    if commit {
-        sql.push_str("; COMMIT");
-    }
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for row in rows {
+    sql
+}
+
+/// Binds the values of [`save_sql`]'s statements, in order.
+fn bind_save<'q>(
+    mut query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    loaded: &LoadedJob,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    for row in loaded.dirty_rows() {
         query = row.bind_update_to(query);
     }
     JobRow::from_job(&loaded.job).bind_update_to(query)
@@ -666,7 +692,7 @@ fn claim_sql(models: usize) -> String {
     )
 }
 
-impl SqliteJobStore {
+impl SqliteDatabase {
     /// [`JobStore::claim_next`] as whole-write commands: the first begins
     /// the transaction and reads the candidate with its job, the last writes
     /// the claim and commits (a `worker_lost` failure on the way adds one
@@ -725,7 +751,7 @@ impl SqliteJobStore {
 }
 
 #[async_trait]
-impl JobStore for SqliteJobStore {
+impl JobStore for SqliteDatabase {
     async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
         if new.idempotency_key.is_none() && self.whole_writes {
             // Nothing to look up first: the job goes in with one command.
@@ -839,40 +865,17 @@ impl JobStore for SqliteJobStore {
         change: HeldChange,
     ) -> Result<bool, StoreError> {
         if self.whole_writes {
-            // Two commands, two round trips to the connection's thread:
+            // Two commands for every change queued by the writer's turn:
             // begin and read, then the updates and the commit.
-            let mut write = self.whole_write().await?;
-            let rows: Vec<JoinedRow> =
-                sqlx::query_as(AssertSqlSafe(concat!("BEGIN IMMEDIATE; ", held_sql!())))
-                    .bind(item.to_string())
-                    .bind(token.as_str())
-                    .fetch_all(&mut *write.conn)
-                    .await
-                    .map_err(db_error("checking a lease"))?;
-            let held = joined(rows)?.and_then(|l| l.held(item, token).map(|idx| (l, idx)));
-            let Some((mut loaded, idx)) = held else {
-                rollback(&mut write).await?;
-                return Ok(false);
-            };
-            if let Err(e) = loaded.apply(idx, change, rows::now()) {
-                rollback(&mut write).await?;
-                return Err(e);
-            }
-            save_query(&loaded, true)
-                .execute(&mut *write.conn)
-                .await
-                .map_err(db_error("committing"))?;
-            write.kept = true;
-            return Ok(true);
+            return self.change_held_batched(item, token, change).await;
         }
         let mut tx = self.write().await?;
         let Some(mut loaded) = load_held(&mut tx, item, token).await? else {
             return Ok(false);
         };
-        let Some(idx) = loaded.held(item, token) else {
+        if !loaded.apply_held(item, token, change)? {
             return Ok(false);
-        };
-        loaded.apply(idx, change, rows::now())?;
+        }
         save(&mut tx, &loaded).await?;
         tx.commit().await.map_err(db_error("committing"))?;
         Ok(true)

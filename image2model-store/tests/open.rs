@@ -9,7 +9,7 @@ use image2model_core::ports::{AuditEvent, Role};
 use image2model_core::testing::conformance::job_store::new_job;
 use image2model_core::testing::conformance::key_store::stored_key;
 use image2model_store::{
-    OpenError, SqliteJobStore, open_blob_store, open_database, open_job_store,
+    OpenError, SqliteDatabase, open_blob_store, open_database, open_job_store,
 };
 
 /// `target` as a path relative to the current directory (`./../../tmp/…`),
@@ -47,7 +47,7 @@ fn sqlite_urls_name_their_paths() {
     ];
     for (url, path) in cases {
         assert_eq!(
-            SqliteJobStore::path_from_url(url),
+            SqliteDatabase::path_from_url(url),
             path.map(PathBuf::from),
             "{url}"
         );

@@ -17,7 +17,7 @@ use std::time::Duration;
 use image2model_core::domain::{ApiKeyId, JobId};
 use image2model_core::ports::{AuditLog, ClaimOptions, JobStore, KeyStore, StoreError};
 use image2model_core::testing::conformance::job_store::new_job;
-use image2model_store::PostgresJobStore;
+use image2model_store::PostgresDatabase;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
@@ -86,10 +86,10 @@ async fn drop_stale_schemas(admin: &mut PgConnection) {
     }
 }
 
-async fn fresh_store() -> Option<PostgresJobStore> {
+async fn fresh_store() -> Option<PostgresDatabase> {
     let options = fresh_schema().await?;
     Some(
-        PostgresJobStore::connect_with(options, 10)
+        PostgresDatabase::connect_with(options, 10)
             .await
             .expect("connect and migrate"),
     )
@@ -141,11 +141,11 @@ async fn two_stores_on_one_database_never_claim_an_item_twice() {
         return;
     };
     let a = Arc::new(
-        PostgresJobStore::connect_with(options.clone(), 5)
+        PostgresDatabase::connect_with(options.clone(), 5)
             .await
             .unwrap(),
     );
-    let b = Arc::new(PostgresJobStore::connect_with(options, 5).await.unwrap());
+    let b = Arc::new(PostgresDatabase::connect_with(options, 5).await.unwrap());
     for _ in 0..6 {
         a.create_job(new_job(JobId::new(), &alice(), 5))
             .await
@@ -293,7 +293,7 @@ async fn an_unreachable_server_is_unavailable() {
     // Port 1 on loopback: nothing listens there. Runs without TEST_DATABASE_URL.
     let options = PgConnectOptions::from_str("postgres://app:hunter2@127.0.0.1:1/none").unwrap();
 
-    let got = PostgresJobStore::connect_with(options, 1).await;
+    let got = PostgresDatabase::connect_with(options, 1).await;
 
     match got {
         Err(e) => {

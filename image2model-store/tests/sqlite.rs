@@ -11,7 +11,7 @@ use image2model_core::ports::{
     AuditLog, ClaimOptions, CreateOutcome, JobStore, KeyStore, StoreError,
 };
 use image2model_core::testing::conformance::job_store::new_job;
-use image2model_store::{SqliteJobStore, SqliteOptions};
+use image2model_store::{SqliteDatabase, SqliteOptions};
 
 mod conformance_file {
     use super::*;
@@ -20,7 +20,7 @@ mod conformance_file {
     // (kept, so that it outlives the store; the OS cleans its temp dir).
     image2model_core::job_store_conformance_tests!(|| async {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let store = SqliteJobStore::open(dir.join("jobs.db"))
+        let store = SqliteDatabase::open(dir.join("jobs.db"))
             .await
             .expect("open");
         Some(Arc::new(store) as Arc<dyn JobStore>)
@@ -35,7 +35,7 @@ mod conformance_file_without_fast_writes {
     image2model_core::job_store_conformance_tests!(|| async {
         let dir = tempfile::tempdir().expect("tempdir").keep();
         let options = SqliteOptions { fast_writes: false };
-        let store = SqliteJobStore::open_with(dir.join("jobs.db"), options)
+        let store = SqliteDatabase::open_with(dir.join("jobs.db"), options)
             .await
             .expect("open");
         Some(Arc::new(store) as Arc<dyn JobStore>)
@@ -46,7 +46,7 @@ mod conformance_memory {
     use super::*;
 
     image2model_core::job_store_conformance_tests!(|| async {
-        let store = SqliteJobStore::in_memory().await.expect("open");
+        let store = SqliteDatabase::in_memory().await.expect("open");
         Some(Arc::new(store) as Arc<dyn JobStore>)
     });
 }
@@ -56,7 +56,7 @@ mod key_store_conformance {
 
     image2model_core::key_store_conformance_tests!(|| async {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let store = SqliteJobStore::open(dir.join("keys.db"))
+        let store = SqliteDatabase::open(dir.join("keys.db"))
             .await
             .expect("open");
         Some(Arc::new(store) as Arc<dyn KeyStore>)
@@ -68,7 +68,7 @@ mod audit_log_conformance {
 
     image2model_core::audit_log_conformance_tests!(|| async {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let store = SqliteJobStore::open(dir.join("audit.db"))
+        let store = SqliteDatabase::open(dir.join("audit.db"))
             .await
             .expect("open");
         Some(Arc::new(store) as Arc<dyn AuditLog>)
@@ -90,7 +90,7 @@ async fn open_creates_the_file_and_its_parent_directories_in_wal_mode() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/deeper/jobs.db");
 
-    let store = SqliteJobStore::open(&path).await.expect("open");
+    let store = SqliteDatabase::open(&path).await.expect("open");
 
     assert!(path.is_file(), "the database file is created");
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
@@ -116,7 +116,7 @@ async fn jobs_survive_closing_and_reopening_the_file() {
     let path = dir.path().join("jobs.db");
     let job_id = JobId::new();
     {
-        let store = SqliteJobStore::open(&path).await.unwrap();
+        let store = SqliteDatabase::open(&path).await.unwrap();
         store
             .create_job(new_job(job_id, &alice(), 2))
             .await
@@ -124,7 +124,7 @@ async fn jobs_survive_closing_and_reopening_the_file() {
         store.close().await;
     }
 
-    let reopened = SqliteJobStore::open(&path)
+    let reopened = SqliteDatabase::open(&path)
         .await
         .expect("reopen runs migrations again");
 
@@ -140,8 +140,8 @@ async fn jobs_survive_closing_and_reopening_the_file() {
 async fn two_stores_on_one_file_never_claim_an_item_twice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
-    let a = Arc::new(SqliteJobStore::open(&path).await.unwrap());
-    let b = Arc::new(SqliteJobStore::open(&path).await.unwrap());
+    let a = Arc::new(SqliteDatabase::open(&path).await.unwrap());
+    let b = Arc::new(SqliteDatabase::open(&path).await.unwrap());
     for _ in 0..5 {
         a.create_job(new_job(JobId::new(), &alice(), 4))
             .await
@@ -171,7 +171,7 @@ async fn two_stores_on_one_file_never_claim_an_item_twice() {
 
 #[tokio::test]
 async fn rows_that_fail_domain_parsing_are_corrupt() {
-    let store = SqliteJobStore::in_memory().await.unwrap();
+    let store = SqliteDatabase::in_memory().await.unwrap();
     let cases = [
         "UPDATE items SET upload_key = '../../etc/passwd'",
         "UPDATE items SET status = 'exploded'",
@@ -207,7 +207,7 @@ async fn rows_that_fail_domain_parsing_are_corrupt() {
 
 #[tokio::test]
 async fn a_job_without_items_is_refused() {
-    let store = SqliteJobStore::in_memory().await.unwrap();
+    let store = SqliteDatabase::in_memory().await.unwrap();
     let mut new = new_job(JobId::new(), &alice(), 1);
     new.items.clear();
 
@@ -224,7 +224,7 @@ async fn an_unwritable_location_is_unavailable() {
     std::fs::write(&file, b"x").unwrap();
 
     // The parent "directory" is a regular file.
-    let got = SqliteJobStore::open(file.join("jobs.db")).await;
+    let got = SqliteDatabase::open(file.join("jobs.db")).await;
 
     match got {
         Err(e) => assert_eq!(e.code(), "store_unavailable", "{e}"),
@@ -236,8 +236,8 @@ async fn an_unwritable_location_is_unavailable() {
 async fn idempotent_create_is_atomic_across_two_stores() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
-    let a = SqliteJobStore::open(&path).await.unwrap();
-    let b = SqliteJobStore::open(&path).await.unwrap();
+    let a = SqliteDatabase::open(&path).await.unwrap();
+    let b = SqliteDatabase::open(&path).await.unwrap();
     let mut first = new_job(JobId::new(), &alice(), 1);
     first.idempotency_key = Some("k".into());
     let mut second = new_job(JobId::new(), &alice(), 1);
@@ -259,7 +259,7 @@ async fn idempotent_create_is_atomic_across_two_stores() {
 #[tokio::test]
 async fn a_create_failing_half_way_stores_nothing_and_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteJobStore::open(dir.path().join("jobs.db"))
+    let store = SqliteDatabase::open(dir.path().join("jobs.db"))
         .await
         .unwrap();
     let first = new_job(JobId::new(), &alice(), 2);
@@ -294,7 +294,7 @@ async fn a_create_failing_half_way_stores_nothing_and_writes_go_on() {
 async fn creates_dropped_at_any_moment_store_whole_jobs_or_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
-        SqliteJobStore::open(dir.path().join("jobs.db"))
+        SqliteDatabase::open(dir.path().join("jobs.db"))
             .await
             .unwrap(),
     );
