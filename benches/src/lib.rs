@@ -17,7 +17,7 @@
 //! - [`client`]: the load generator's HTTP/1.1 client on hyper, multipart
 //!   bodies (in memory or streamed).
 //! - [`api`]: the image2model calls the scenarios make (upload, events).
-//! - [`reference`]: the bare hyper "hello" server and the `dd` write speed.
+//! - [`reference`](mod@reference): the bare hyper "hello" server and the `dd` write speed.
 //! - [`process`], [`server`]: child processes; the server's environment.
 //! - [`scenarios`]: the measurements, each bounded in count and time.
 //! - [`rss`]: resident memory of a process, sampled and peak.

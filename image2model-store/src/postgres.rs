@@ -411,7 +411,7 @@ impl JobStore for PostgresDatabase {
         Ok(true)
     }
 
-    /// One statement ([`RENEW_SQL`]) per [`RENEW_CHUNK`] leases, each its
+    /// One statement (`RENEW_SQL`) per `RENEW_CHUNK` leases, each its
     /// own transaction: its row locks last one statement, and a chunk never
     /// holds locks while it waits for another chunk's rows.
     async fn renew_leases(

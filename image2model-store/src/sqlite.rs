@@ -881,7 +881,7 @@ impl JobStore for SqliteDatabase {
         Ok(true)
     }
 
-    /// One `UPDATE … FROM (VALUES …) … RETURNING` per [`RENEW_CHUNK`]
+    /// One `UPDATE … FROM (VALUES …) … RETURNING` per `RENEW_CHUNK`
     /// leases, each chunk in a write transaction (and turn) of its own, so
     /// other writers wait for one chunk at most; a lease is independent of
     /// the others, so nothing needs the chunks to commit together. The
@@ -889,7 +889,7 @@ impl JobStore for SqliteDatabase {
     /// `IN (VALUES …)` was planned as a scan of every running item).
     ///
     /// It writes `lease_expires_at_ms` alone: that is all `renew_lease`
-    /// changes ([`LoadedJob::renew`] leaves the item's and the job's
+    /// changes (`LoadedJob::renew` leaves the item's and the job's
     /// `updated_at`, status and progress as they were; it rewrites the job
     /// row with its own values).
     async fn renew_leases(
