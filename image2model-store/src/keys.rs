@@ -11,7 +11,7 @@ use image2model_core::domain::ApiKeyId;
 use image2model_core::ports::{AuditEvent, AuditLog, KeyStore, Role, StoreError, StoredKey};
 
 use crate::postgres::PostgresDatabase;
-use crate::rows::{db_error, to_ms};
+use crate::rows::{Bound, db_error, to_ms};
 use crate::sqlite::SqliteDatabase;
 
 /// The most events one `recent` call returns.
@@ -118,7 +118,45 @@ impl KeyRow {
     }
 }
 
+impl KeyRow {
+    /// Binds the row's values to `query`, in [`KEY_COLUMNS`] order.
+    fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.key_id)
+            .bind(self.name)
+            .bind(self.role)
+            .bind(self.prefix)
+            .bind(self.hash)
+            .bind(self.created_at_ms)
+            .bind(self.last_used_at_ms)
+            .bind(self.revoked_at_ms)
+    }
+}
+
 impl EventRow {
+    /// Binds the row's values to `query`, in [`EVENT_COLUMNS`] order.
+    fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.at_ms)
+            .bind(self.kind)
+            .bind(self.actor)
+            .bind(self.client_ip)
+            .bind(self.request_id)
+            .bind(self.detail)
+    }
+
     fn from_event(e: &AuditEvent) -> Self {
         Self {
             at_ms: to_ms(e.at),
@@ -169,22 +207,14 @@ fn events_of(rows: Vec<EventRow>) -> Result<Vec<AuditEvent>, StoreError> {
 #[async_trait]
 impl KeyStore for SqliteDatabase {
     async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
-        let r = KeyRow::from_key(&key);
         let _turn = self.write_turn().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(r.key_id)
-        .bind(r.name)
-        .bind(r.role)
-        .bind(r.prefix)
-        .bind(r.hash)
-        .bind(r.created_at_ms)
-        .bind(r.last_used_at_ms)
-        .bind(r.revoked_at_ms)
-        .execute(self.writer())
-        .await
-        .map_err(insert_error("creating a key"))?;
+        KeyRow::from_key(&key)
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            ))))
+            .execute(self.writer())
+            .await
+            .map_err(insert_error("creating a key"))?;
         Ok(())
     }
 
@@ -237,20 +267,14 @@ impl KeyStore for SqliteDatabase {
 #[async_trait]
 impl AuditLog for SqliteDatabase {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        let r = EventRow::from_event(&event);
         let _turn = self.write_turn().await;
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-        )))
-        .bind(r.at_ms)
-        .bind(r.kind)
-        .bind(r.actor)
-        .bind(r.client_ip)
-        .bind(r.request_id)
-        .bind(r.detail)
-        .execute(self.writer())
-        .await
-        .map_err(db_error("recording an audit event"))?;
+        EventRow::from_event(&event)
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
+            ))))
+            .execute(self.writer())
+            .await
+            .map_err(db_error("recording an audit event"))?;
         Ok(())
     }
 
@@ -294,21 +318,13 @@ impl AuditLog for SqliteDatabase {
 #[async_trait]
 impl KeyStore for PostgresDatabase {
     async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
-        let r = KeyRow::from_key(&key);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        )))
-        .bind(r.key_id)
-        .bind(r.name)
-        .bind(r.role)
-        .bind(r.prefix)
-        .bind(r.hash)
-        .bind(r.created_at_ms)
-        .bind(r.last_used_at_ms)
-        .bind(r.revoked_at_ms)
-        .execute(self.pool())
-        .await
-        .map_err(insert_error("creating a key"))?;
+        KeyRow::from_key(&key)
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            ))))
+            .execute(self.pool())
+            .await
+            .map_err(insert_error("creating a key"))?;
         Ok(())
     }
 
@@ -359,19 +375,13 @@ impl KeyStore for PostgresDatabase {
 #[async_trait]
 impl AuditLog for PostgresDatabase {
     async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        let r = EventRow::from_event(&event);
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-        )))
-        .bind(r.at_ms)
-        .bind(r.kind)
-        .bind(r.actor)
-        .bind(r.client_ip)
-        .bind(r.request_id)
-        .bind(r.detail)
-        .execute(self.pool())
-        .await
-        .map_err(db_error("recording an audit event"))?;
+        EventRow::from_event(&event)
+            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+            ))))
+            .execute(self.pool())
+            .await
+            .map_err(db_error("recording an audit event"))?;
         Ok(())
     }
 
