@@ -182,17 +182,19 @@ async function fetchModel(item, format) {
   return (await api(url)).arrayBuffer();
 }
 
+/** Downloads through a short-lived signed link (no key in the URL): the
+ *  browser streams the file to disk, it is never held in memory here. */
 async function download(item, format) {
   try {
-    const data = await fetchModel(item, format);
-    const stem = item.filename.replace(/\.[^.]*$/, "") || "model";
+    const linkUrl = item.model_url.replace(/\/model$/, "/link") +
+      "?format=" + encodeURIComponent(format) + "&expires_in_seconds=300";
+    const link = await (await api(linkUrl, { method: "POST" })).json();
     const a = document.createElement("a");
-    a.href = URL.createObjectURL(new Blob([data]));
-    a.download = stem + "." + format;
+    a.href = link.url;
+    a.rel = "noopener";
     document.body.append(a);
     a.click();
     a.remove();
-    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
   } catch (e) {
     setStatus($("upload-status"), e.message, "error");
   }

@@ -76,6 +76,12 @@ impl StaticKeys {
         self.keys.push((digest(secret.expose_secret()), principal));
     }
 
+    /// Whether one of these keys has the id `key_id`.
+    #[must_use]
+    pub fn contains(&self, key_id: &ApiKeyId) -> bool {
+        self.keys.iter().any(|(_, p)| &p.key_id == key_id)
+    }
+
     /// Whether no key is configured.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -197,6 +203,25 @@ impl KeyRegistry {
         self.store.list_keys().await
     }
 
+    /// Whether `key_id` names a key that would authenticate now: one of the
+    /// bootstrap keys, or a stored key that is not revoked. Reads the stored
+    /// keys on every call (no cache), so a revocation counts at once; the
+    /// list is small (keys are made by hand through the admin API).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn is_live(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+        if self.bootstrap.contains(key_id) {
+            return Ok(true);
+        }
+        Ok(self
+            .store
+            .list_keys()
+            .await?
+            .iter()
+            .any(|k| &k.key_id == key_id && k.revoked_at.is_none()))
+    }
+
     /// Revokes a stored key; `false` when there is none with this id.
     ///
     /// # Errors
@@ -266,6 +291,24 @@ mod tests {
         assert!(reg.list().await.unwrap()[0].last_used_at.is_some());
         assert!(reg.revoke(&key.key_id).await.unwrap());
         assert!(reg.authenticate(&secret).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn bootstrap_and_unrevoked_stored_keys_are_live() {
+        let reg = registry();
+        assert!(reg.is_live(&ApiKeyId::bootstrap_user()).await.unwrap());
+        assert!(reg.is_live(&ApiKeyId::bootstrap_admin()).await.unwrap());
+        assert!(!reg.is_live(&ApiKeyId::generate()).await.unwrap());
+        let (key, _) = reg.create("links", Role::User).await.unwrap();
+        assert!(reg.is_live(&key.key_id).await.unwrap());
+        assert!(reg.revoke(&key.key_id).await.unwrap());
+        assert!(!reg.is_live(&key.key_id).await.unwrap());
+        let none = KeyRegistry::new(
+            StaticKeys::default(),
+            Arc::new(MemoryKeyStore::default()),
+            "p".into(),
+        );
+        assert!(!none.is_live(&ApiKeyId::bootstrap_user()).await.unwrap());
     }
 
     #[tokio::test]

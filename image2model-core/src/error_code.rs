@@ -97,6 +97,9 @@ error_codes! {
     InvalidKeyName = "invalid_key_name", Some(400), "A key name that is empty, too long or has control characters.";
     BootstrapKey = "bootstrap_key", Some(409), "The bootstrap keys come from the environment and cannot be deleted.";
     PayloadTooLarge = "payload_too_large", Some(413), "A webhook body over its bound.";
+    LinkInvalid = "link_invalid", Some(403), "A download link that is malformed or whose signature does not match.";
+    LinkExpired = "link_expired", Some(410), "A download link past its expiry.";
+    LinkRevoked = "link_revoked", Some(410), "A download link whose owner's API key has been revoked.";
     // Failed items.
     GenerationRejected = "generation_rejected", None, "The generator could not use the image.";
     ContentPolicyViolation = "content_policy_violation", None, "The remote model refused the content.";

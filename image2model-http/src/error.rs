@@ -295,6 +295,46 @@ impl ApiResponse for AdminError {
     }
 }
 
+/// The error of a public operation, one that takes no API key (a signed
+/// download link): an [`ApiError`], documented with **429**
+/// `rate_limited` only, since no key is checked (so no 401) but the request
+/// still passes the per-IP rate limit. The test
+/// `openapi::every_operation_is_secured_and_documents_its_refusals` names
+/// the operations allowed to use it.
+#[derive(Debug)]
+pub struct PublicError(pub ApiError);
+
+impl From<ApiError> for PublicError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<PipelineError> for PublicError {
+    fn from(e: PipelineError) -> Self {
+        Self(e.into())
+    }
+}
+
+impl From<PublicError> for poem::Error {
+    fn from(e: PublicError) -> Self {
+        // The inner ApiError, so that `envelope` finds it by downcasting.
+        e.0.into()
+    }
+}
+
+impl ApiResponse for PublicError {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![rate_limited_meta()],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         let status = match e.kind() {

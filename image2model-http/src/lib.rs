@@ -43,6 +43,8 @@
 //!   client IPs, CORS, the host check, the body limit, the audit observer.
 //! - [`audit`]: the audit trail: event kinds, entries and how one is
 //!   recorded (a structured log event and a stored row).
+//! - [`links`]: signed, expiring download links (the signature; the
+//!   operations are in [`api`]).
 //! - [`error`]: the error envelope ([`error::ApiError`]) every failure
 //!   leaves through.
 //! - [`request_id`]: request ids, the request's span (made when an event
@@ -62,6 +64,7 @@ pub mod audit;
 pub mod cleanup;
 pub mod config;
 pub mod error;
+pub mod links;
 pub mod metrics;
 pub mod request_id;
 pub mod routes;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Entry};
 use crate::config::Config;
+use crate::links::LinkSigner;
 use crate::security::client_ip::ClientIpResolver;
 
 /// What every handler shares: one allocation, so a clone (one per request,
@@ -71,4 +72,7 @@ pub struct SharedState {
     pub clients: ClientIpResolver,
     /// The FAL generator, when configured: fal's webhooks go to it.
     pub fal: Option<Arc<FalGenerator>>,
+    /// Signs and checks download links (under a key derived from
+    /// `SECRET_KEY`).
+    pub links: LinkSigner,
 }

@@ -14,6 +14,7 @@ pub mod convert;
 pub mod dto;
 pub mod health;
 pub mod jobs;
+pub mod links;
 pub mod model;
 pub mod tags;
 pub mod upload;
@@ -25,7 +26,12 @@ use poem_openapi::OpenApiService;
 use crate::state::AppState;
 
 /// Every `/api/v1` operation.
-pub type Apis = (upload::UploadApi, jobs::JobsApi, admin::AdminApis);
+pub type Apis = (
+    upload::UploadApi,
+    jobs::JobsApi,
+    links::LinksApi,
+    admin::AdminApis,
+);
 
 /// The OpenAPI service of `/api/v1` (paths relative to the `/api/v1` server).
 #[must_use]
@@ -38,6 +44,9 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
             jobs::JobsApi {
                 state: state.clone(),
             },
+            links::LinksApi {
+                state: state.clone(),
+            },
             admin::apis(state),
         ),
         "image2model",
@@ -45,7 +54,7 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
     )
     .description(
         "Turns photos into 3D models (binary glTF). Authenticate with \
-         `Authorization: Bearer <key>`. Every error is \
+         `Authorization: Bearer <key>` (signed download links need none). Every error is \
          `{\"error\": {\"code\", \"message\", \"request_id\"}}`.",
     )
     .server(crate::routes::API_PREFIX)

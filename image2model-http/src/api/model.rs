@@ -124,26 +124,31 @@ pub enum ModelResponse {
     Ok(ModelFile),
 }
 
+/// The 200 of a model download: the file in one of the formats.
+fn model_ok_meta() -> MetaResponse {
+    MetaResponse {
+        description: "The model, streamed as an attachment.",
+        status: Some(200),
+        status_range: None,
+        content: [ModelFormat::Glb, ModelFormat::Obj, ModelFormat::Stl]
+            .into_iter()
+            .map(|f| MetaMediaType {
+                content_type: f.mime(),
+                schema: binary_schema(),
+            })
+            .collect(),
+        headers: vec![header_meta(
+            "Content-Disposition",
+            "attachment; filename=\"chair.glb\"; filename*=UTF-8''chair.glb",
+        )],
+    }
+}
+
 impl ApiResponse for ModelResponse {
     fn meta() -> MetaResponses {
         MetaResponses {
             responses: vec![
-                MetaResponse {
-                    description: "The model, streamed as an attachment.",
-                    status: Some(200),
-                    status_range: None,
-                    content: [ModelFormat::Glb, ModelFormat::Obj, ModelFormat::Stl]
-                        .into_iter()
-                        .map(|f| MetaMediaType {
-                            content_type: f.mime(),
-                            schema: binary_schema(),
-                        })
-                        .collect(),
-                    headers: vec![header_meta(
-                        "Content-Disposition",
-                        "attachment; filename=\"chair.glb\"; filename*=UTF-8''chair.glb",
-                    )],
-                },
+                model_ok_meta(),
                 error_meta(400, "`invalid_request`: unknown `format`."),
                 error_meta(
                     404,
@@ -178,6 +183,52 @@ impl IntoResponse for ModelResponse {
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         }
         resp
+    }
+}
+
+/// Responses of a download through a signed link: what the authenticated
+/// download answers ([`ModelResponse`]), refused with the link's own codes.
+#[derive(Debug)]
+pub enum LinkModelResponse {
+    /// The file.
+    Ok(ModelFile),
+}
+
+impl ApiResponse for LinkModelResponse {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![
+                model_ok_meta(),
+                error_meta(
+                    403,
+                    "`link_invalid`: a malformed link, or one whose signature does not match \
+                     (a changed job, item, format, expiry or owner).",
+                ),
+                error_meta(404, "`not_found`: the job or item no longer exists."),
+                error_meta(409, "`model_not_ready`: the item has not succeeded."),
+                error_meta(
+                    410,
+                    "`link_expired`: the link is past its expiry; `link_revoked`: the \
+                     owner's API key has been revoked.",
+                ),
+                error_meta(503, "`auth_unavailable`: the key store did not answer."),
+                error_meta(
+                    500,
+                    "`conversion_failed`: the stored model could not be converted.",
+                ),
+            ],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        ErrorBody::register(registry);
+    }
+}
+
+impl IntoResponse for LinkModelResponse {
+    fn into_response(self) -> Response {
+        let LinkModelResponse::Ok(file) = self;
+        ModelResponse::Ok(file).into_response()
     }
 }
 

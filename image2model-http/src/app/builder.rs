@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cleanup::CleanupSchedule;
 use crate::config::Config;
+use crate::links::LinkSigner;
 use crate::security::body_limit::BodyLimit;
 use crate::security::client_ip::ClientIpResolver;
 use crate::security::rate_limit::{RateLimitSettings, RateLimits, Rule};
@@ -295,6 +296,7 @@ impl AppBuilder {
         if worker.lease == WorkerConfig::default().lease {
             worker.lease = Duration::from_secs(self.config.worker_lease_seconds);
         }
+        let links = LinkSigner::from_secret(self.config.secret_key.as_ref());
         let state = AppState::new(SharedState {
             pipeline,
             disk_path: wiring::disk_path(&self.config),
@@ -305,6 +307,7 @@ impl AppBuilder {
             audit_log,
             clients,
             fal,
+            links,
         });
         Ok(Assembled {
             state,

@@ -16,6 +16,7 @@ mod headers;
 mod jobs;
 mod keys;
 mod limits;
+mod links;
 mod logs;
 mod metrics;
 mod openapi;

@@ -71,9 +71,17 @@ async fn the_document_declares_bearer_auth_and_the_multipart_body() {
     assert_eq!(spec["servers"][0]["url"], "/api/v1");
 }
 
+/// The operations that take no API key, each with why:
+/// - the signed download link: the link's signature (under a key derived
+///   from `SECRET_KEY`) is the credential, so that a plain `curl` or a
+///   browser navigation can fetch the model; it is still rate limited per
+///   IP (429) like every API request.
+const PUBLIC_OPERATIONS: &[&str] = &["get /links/{job_id}/{item_id}/{format}"];
+
 /// 401 and 429 (and 403 for admin operations) are documented once, by the
 /// handlers' error types, not by each operation: this holds them to every
-/// operation, and every operation to a security scheme.
+/// operation, and every operation to a security scheme, except the few
+/// public ones, which must document 429 and no 401.
 #[tokio::test]
 async fn every_operation_is_secured_and_documents_its_refusals() {
     let app = spawn_app().await;
@@ -86,10 +94,26 @@ async fn every_operation_is_secured_and_documents_its_refusals() {
         .unwrap();
 
     let mut operations = 0;
+    let mut public = vec![];
     for (path, methods) in spec["paths"].as_object().unwrap() {
         for (method, op) in methods.as_object().unwrap() {
             operations += 1;
             let name = format!("{method} {path}");
+            if PUBLIC_OPERATIONS.contains(&name.as_str()) {
+                assert!(
+                    op["security"].as_array().is_none_or(Vec::is_empty),
+                    "{name} is public: {}",
+                    op["security"]
+                );
+                let responses = &op["responses"];
+                assert!(responses["401"].is_null(), "{name} takes no key: no 401");
+                assert!(
+                    responses["429"]["headers"]["RETRY-AFTER"].is_object(),
+                    "{name} lacks 429 with Retry-After"
+                );
+                public.push(name);
+                continue;
+            }
             let schemes: Vec<&str> = op["security"]
                 .as_array()
                 .unwrap_or_else(|| panic!("{name} is not secured"))
@@ -115,7 +139,46 @@ async fn every_operation_is_secured_and_documents_its_refusals() {
             );
         }
     }
-    assert!(operations >= 17, "{operations} operations looked at");
+    assert!(operations >= 19, "{operations} operations looked at");
+    assert_eq!(
+        public, PUBLIC_OPERATIONS,
+        "every public operation is served"
+    );
+}
+
+#[tokio::test]
+async fn the_link_operations_are_documented() {
+    let app = spawn_app().await;
+
+    let spec: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+
+    let create = &spec["paths"]["/jobs/{job_id}/items/{item_id}/link"]["post"];
+    assert_eq!(create["security"][0]["UserKey"], serde_json::json!([]));
+    for status in ["200", "400", "401", "404", "409", "429"] {
+        assert!(
+            create["responses"][status].is_object(),
+            "create lacks {status}"
+        );
+    }
+    let params: Vec<&str> = create["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(params.contains(&"format") && params.contains(&"expires_in_seconds"));
+    let body = &create["responses"]["200"]["content"]["application/json; charset=utf-8"];
+    assert!(body.is_object(), "{create}");
+    let get = &spec["paths"]["/links/{job_id}/{item_id}/{format}"]["get"];
+    assert!(get["responses"]["200"]["content"]["model/gltf-binary"].is_object());
+    for status in ["403", "404", "409", "410", "429"] {
+        assert!(get["responses"][status].is_object(), "link lacks {status}");
+    }
 }
 
 #[tokio::test]
