@@ -5,6 +5,13 @@ use serde_json::Value;
 
 use crate::helpers::spawn_app;
 
+/// The OpenAPI document a freshly started server serves.
+async fn document() -> Value {
+    let resp = spawn_app().await.get("/api/v1/openapi.json", None).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
 const SNAPSHOT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/api/openapi.snapshot.json"
@@ -12,12 +19,7 @@ const SNAPSHOT: &str = concat!(
 
 #[tokio::test]
 async fn the_openapi_document_matches_the_snapshot() {
-    let app = spawn_app().await;
-
-    let resp = app.get("/api/v1/openapi.json", None).await;
-
-    assert_eq!(resp.status(), 200);
-    let spec: Value = resp.json().await.unwrap();
+    let spec = document().await;
     let pretty = serde_json::to_string_pretty(&spec).unwrap() + "\n";
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(SNAPSHOT, &pretty).unwrap();
@@ -46,14 +48,7 @@ async fn the_openapi_document_matches_the_snapshot() {
 
 #[tokio::test]
 async fn the_document_declares_bearer_auth_and_the_multipart_body() {
-    let app = spawn_app().await;
-
-    let spec: Value = app
-        .get("/api/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let spec = document().await;
 
     let schemes = &spec["components"]["securitySchemes"];
     assert_eq!(schemes["UserKey"]["scheme"], "bearer");
@@ -84,14 +79,7 @@ const PUBLIC_OPERATIONS: &[&str] = &["get /links/{job_id}/{item_id}/{format}"];
 /// public ones, which must document 429 and no 401.
 #[tokio::test]
 async fn every_operation_is_secured_and_documents_its_refusals() {
-    let app = spawn_app().await;
-
-    let spec: Value = app
-        .get("/api/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let spec = document().await;
 
     let mut operations = 0;
     let mut public = vec![];
@@ -148,14 +136,7 @@ async fn every_operation_is_secured_and_documents_its_refusals() {
 
 #[tokio::test]
 async fn the_link_operations_are_documented() {
-    let app = spawn_app().await;
-
-    let spec: Value = app
-        .get("/api/v1/openapi.json", None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let spec = document().await;
 
     let create = &spec["paths"]["/jobs/{job_id}/items/{item_id}/link"]["post"];
     assert_eq!(create["security"][0]["UserKey"], serde_json::json!([]));
