@@ -3,7 +3,9 @@
 //! `audit_events` (migrations `0002_keys_and_audit.sql`).
 //!
 //! The SQL differs between the engines only in its placeholders (`?` and
-//! `$n`); the row shapes and their strict parsing are shared.
+//! `$n`): one template of statements (`statements!`) and one of the two
+//! implementations (`key_store_and_audit_log!`) serve both, and the row
+//! shapes and their strict parsing are shared.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -53,10 +55,6 @@ struct KeyRow {
     revoked_at_ms: Option<i64>,
 }
 
-/// The columns of `api_keys`, in [`KeyRow`] order.
-const KEY_COLUMNS: &str =
-    "key_id, name, role, prefix, hash, created_at_ms, last_used_at_ms, revoked_at_ms";
-
 /// A row of `audit_events` (without its sequence number).
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct EventRow {
@@ -67,9 +65,6 @@ struct EventRow {
     request_id: Option<String>,
     detail: String,
 }
-
-/// The columns of `audit_events` read back, in [`EventRow`] order.
-const EVENT_COLUMNS: &str = "at_ms, kind, actor, client_ip, request_id, detail";
 
 fn corrupt(what: &str, detail: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {detail}"))
@@ -119,7 +114,7 @@ impl KeyRow {
 }
 
 impl KeyRow {
-    /// Binds the row's values to `query`, in [`KEY_COLUMNS`] order.
+    /// Binds the row's values to `query`, in `key_columns!()` order.
     fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
     where
         DB: sqlx::Database,
@@ -140,7 +135,7 @@ impl KeyRow {
 }
 
 impl EventRow {
-    /// Binds the row's values to `query`, in [`EVENT_COLUMNS`] order.
+    /// Binds the row's values to `query`, in `event_columns!()` order.
     fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
     where
         DB: sqlx::Database,
@@ -202,219 +197,232 @@ fn events_of(rows: Vec<EventRow>) -> Result<Vec<AuditEvent>, StoreError> {
     rows.into_iter().map(EventRow::into_event).collect()
 }
 
-// ---------------------------------------------------------------- SQLite
+// ------------------------------------------------ both engines, one template
 
-#[async_trait]
-impl KeyStore for SqliteDatabase {
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        KeyRow::from_key(&key)
-            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            ))))
-            .execute(self.writer())
-            .await
-            .map_err(insert_error("creating a key"))?;
-        Ok(())
-    }
-
-    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at_ms, key_id"
-        )))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_error("listing keys"))?;
-        keys_of(rows)
-    }
-
-    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
-        let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ? AND revoked_at_ms IS NULL"
-        )))
-        .bind(hash)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db_error("finding a key"))?;
-        row.map(KeyRow::into_key).transpose()
-    }
-
-    async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
-        let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, ?) WHERE key_id = ?",
-        )
-        .bind(to_ms(Utc::now()))
-        .bind(key_id.as_str())
-        .execute(self.writer())
-        .await
-        .map_err(db_error("revoking a key"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        sqlx::query("UPDATE api_keys SET last_used_at_ms = ? WHERE key_id = ?")
-            .bind(to_ms(at))
-            .bind(key_id.as_str())
-            .execute(self.writer())
-            .await
-            .map_err(db_error("recording a key's use"))?;
-        Ok(())
-    }
+/// Fills in a column list (`key_columns!()` / `event_columns!()`) so the
+/// statements below stay constant text.
+macro_rules! key_columns {
+    () => {
+        "key_id, name, role, prefix, hash, created_at_ms, last_used_at_ms, revoked_at_ms"
+    };
+}
+macro_rules! event_columns {
+    () => {
+        "at_ms, kind, actor, client_ip, request_id, detail"
+    };
 }
 
-#[async_trait]
-impl AuditLog for SqliteDatabase {
-    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        let _turn = self.write_turn().await;
-        EventRow::from_event(&event)
-            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-            ))))
-            .execute(self.writer())
-            .await
-            .map_err(db_error("recording an audit event"))?;
-        Ok(())
-    }
-
-    async fn recent(
-        &self,
-        limit: u32,
-        before: Option<DateTime<Utc>>,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE at_ms < ? \
-             ORDER BY at_ms DESC, seq DESC LIMIT ?"
-        )))
-        .bind(before.map_or(i64::MAX, to_ms))
-        .bind(i64::from(limit.min(MAX_EVENTS)))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_error("reading audit events"))?;
-        events_of(rows)
-    }
-
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        in_batches(|| async {
-            let _turn = self.write_turn().await;
-            sqlx::query(
-                "DELETE FROM audit_events WHERE seq IN \
-                 (SELECT seq FROM audit_events WHERE at_ms < ? ORDER BY at_ms, seq LIMIT ?)",
-            )
-            .bind(to_ms(before))
-            .bind(PRUNE_BATCH)
-            .execute(self.writer())
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(db_error("pruning audit events"))
-        })
-        .await
-    }
+/// The statements of the key store and audit log for one engine: they
+/// differ only in their placeholders (`?` or `$n`), given as `p1`…`p8`.
+macro_rules! statements {
+    ($p1:literal, $p2:literal, $p3:literal, $p4:literal, $p5:literal, $p6:literal, $p7:literal, $p8:literal) => {
+        Statements {
+            create_key: concat!(
+                "INSERT INTO api_keys (",
+                key_columns!(),
+                ") VALUES (",
+                $p1,
+                ", ",
+                $p2,
+                ", ",
+                $p3,
+                ", ",
+                $p4,
+                ", ",
+                $p5,
+                ", ",
+                $p6,
+                ", ",
+                $p7,
+                ", ",
+                $p8,
+                ")"
+            ),
+            list_keys: concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys ORDER BY created_at_ms, key_id"
+            ),
+            find_key: concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys WHERE hash = ",
+                $p1,
+                " AND revoked_at_ms IS NULL"
+            ),
+            revoke_key: concat!(
+                "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, ",
+                $p1,
+                ") WHERE key_id = ",
+                $p2
+            ),
+            touch_key: concat!(
+                "UPDATE api_keys SET last_used_at_ms = ",
+                $p1,
+                " WHERE key_id = ",
+                $p2
+            ),
+            record_event: concat!(
+                "INSERT INTO audit_events (",
+                event_columns!(),
+                ") VALUES (",
+                $p1,
+                ", ",
+                $p2,
+                ", ",
+                $p3,
+                ", ",
+                $p4,
+                ", ",
+                $p5,
+                ", ",
+                $p6,
+                ")"
+            ),
+            recent_events: concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM audit_events WHERE at_ms < ",
+                $p1,
+                " ORDER BY at_ms DESC, seq DESC LIMIT ",
+                $p2
+            ),
+            prune_events: concat!(
+                "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events \
+                 WHERE at_ms < ",
+                $p1,
+                " ORDER BY at_ms, seq LIMIT ",
+                $p2,
+                ")"
+            ),
+        }
+    };
 }
 
-// ---------------------------------------------------------------- Postgres
-
-#[async_trait]
-impl KeyStore for PostgresDatabase {
-    async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
-        KeyRow::from_key(&key)
-            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-            ))))
-            .execute(self.pool())
-            .await
-            .map_err(insert_error("creating a key"))?;
-        Ok(())
-    }
-
-    async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created_at_ms, key_id"
-        )))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_error("listing keys"))?;
-        keys_of(rows)
-    }
-
-    async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
-        let row: Option<KeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1 AND revoked_at_ms IS NULL"
-        )))
-        .bind(hash)
-        .fetch_optional(self.pool())
-        .await
-        .map_err(db_error("finding a key"))?;
-        row.map(KeyRow::into_key).transpose()
-    }
-
-    async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE key_id = $2",
-        )
-        .bind(to_ms(Utc::now()))
-        .bind(key_id.as_str())
-        .execute(self.pool())
-        .await
-        .map_err(db_error("revoking a key"))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_keys SET last_used_at_ms = $1 WHERE key_id = $2")
-            .bind(to_ms(at))
-            .bind(key_id.as_str())
-            .execute(self.pool())
-            .await
-            .map_err(db_error("recording a key's use"))?;
-        Ok(())
-    }
+/// One engine's statements (see `statements!`).
+struct Statements {
+    create_key: &'static str,
+    list_keys: &'static str,
+    find_key: &'static str,
+    revoke_key: &'static str,
+    touch_key: &'static str,
+    record_event: &'static str,
+    recent_events: &'static str,
+    prune_events: &'static str,
 }
 
-#[async_trait]
-impl AuditLog for PostgresDatabase {
-    async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
-        EventRow::from_event(&event)
-            .bind_to(sqlx::query(sqlx::AssertSqlSafe(format!(
-                "INSERT INTO audit_events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-            ))))
-            .execute(self.pool())
-            .await
-            .map_err(db_error("recording an audit event"))?;
-        Ok(())
-    }
+const SQLITE: Statements = statements!("?", "?", "?", "?", "?", "?", "?", "?");
+const POSTGRES: Statements = statements!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8");
 
-    async fn recent(
-        &self,
-        limit: u32,
-        before: Option<DateTime<Utc>>,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        let rows: Vec<EventRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE at_ms < $1 \
-             ORDER BY at_ms DESC, seq DESC LIMIT $2"
-        )))
-        .bind(before.map_or(i64::MAX, to_ms))
-        .bind(i64::from(limit.min(MAX_EVENTS)))
-        .fetch_all(self.pool())
-        .await
-        .map_err(db_error("reading audit events"))?;
-        events_of(rows)
-    }
+/// The [`KeyStore`] and [`AuditLog`] of one SQL store: `$sql` its
+/// statements, `$turn` the method that waits for this process's write turn
+/// (held for the write), `$writer` the method giving the pool writes go to.
+macro_rules! key_store_and_audit_log {
+    ($store:ty, $sql:expr, turn: $turn:ident, writer: $writer:ident) => {
+        #[async_trait]
+        impl KeyStore for $store {
+            async fn create_key(&self, key: StoredKey) -> Result<(), StoreError> {
+                let _turn = self.$turn().await;
+                KeyRow::from_key(&key)
+                    .bind_to(sqlx::query($sql.create_key))
+                    .execute(self.$writer())
+                    .await
+                    .map_err(insert_error("creating a key"))?;
+                Ok(())
+            }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
-        in_batches(|| async {
-            sqlx::query(
-                "DELETE FROM audit_events WHERE seq IN \
-                 (SELECT seq FROM audit_events WHERE at_ms < $1 ORDER BY at_ms, seq LIMIT $2)",
-            )
-            .bind(to_ms(before))
-            .bind(PRUNE_BATCH)
-            .execute(self.pool())
-            .await
-            .map(|done| done.rows_affected())
-            .map_err(db_error("pruning audit events"))
-        })
-        .await
-    }
+            async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError> {
+                let rows: Vec<KeyRow> = sqlx::query_as($sql.list_keys)
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(db_error("listing keys"))?;
+                keys_of(rows)
+            }
+
+            async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError> {
+                let row: Option<KeyRow> = sqlx::query_as($sql.find_key)
+                    .bind(hash)
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(db_error("finding a key"))?;
+                row.map(KeyRow::into_key).transpose()
+            }
+
+            async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
+                let _turn = self.$turn().await;
+                let done = sqlx::query($sql.revoke_key)
+                    .bind(to_ms(Utc::now()))
+                    .bind(key_id.as_str())
+                    .execute(self.$writer())
+                    .await
+                    .map_err(db_error("revoking a key"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_key(
+                &self,
+                key_id: &ApiKeyId,
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                let _turn = self.$turn().await;
+                sqlx::query($sql.touch_key)
+                    .bind(to_ms(at))
+                    .bind(key_id.as_str())
+                    .execute(self.$writer())
+                    .await
+                    .map_err(db_error("recording a key's use"))?;
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl AuditLog for $store {
+            async fn record(&self, event: AuditEvent) -> Result<(), StoreError> {
+                let _turn = self.$turn().await;
+                EventRow::from_event(&event)
+                    .bind_to(sqlx::query($sql.record_event))
+                    .execute(self.$writer())
+                    .await
+                    .map_err(db_error("recording an audit event"))?;
+                Ok(())
+            }
+
+            async fn recent(
+                &self,
+                limit: u32,
+                before: Option<DateTime<Utc>>,
+            ) -> Result<Vec<AuditEvent>, StoreError> {
+                let rows: Vec<EventRow> = sqlx::query_as($sql.recent_events)
+                    .bind(before.map_or(i64::MAX, to_ms))
+                    .bind(i64::from(limit.min(MAX_EVENTS)))
+                    .fetch_all(self.pool())
+                    .await
+                    .map_err(db_error("reading audit events"))?;
+                events_of(rows)
+            }
+
+            async fn prune(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+                in_batches(|| async {
+                    let _turn = self.$turn().await;
+                    sqlx::query($sql.prune_events)
+                        .bind(to_ms(before))
+                        .bind(PRUNE_BATCH)
+                        .execute(self.$writer())
+                        .await
+                        .map(|done| done.rows_affected())
+                        .map_err(db_error("pruning audit events"))
+                })
+                .await
+            }
+        }
+    };
 }
+
+impl PostgresDatabase {
+    /// Postgres writers need no turn of this process: row locks and
+    /// transactions order them.
+    async fn no_turn(&self) {}
+}
+
+key_store_and_audit_log!(SqliteDatabase, SQLITE, turn: write_turn, writer: writer);
+key_store_and_audit_log!(PostgresDatabase, POSTGRES, turn: no_turn, writer: pool);
