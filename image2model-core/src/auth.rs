@@ -205,8 +205,7 @@ impl KeyRegistry {
 
     /// Whether `key_id` names a key that would authenticate now: one of the
     /// bootstrap keys, or a stored key that is not revoked. Reads the stored
-    /// keys on every call (no cache), so a revocation counts at once; the
-    /// list is small (keys are made by hand through the admin API).
+    /// key on every call (no cache), so a revocation counts at once.
     ///
     /// # Errors
     /// Store errors.
@@ -216,10 +215,9 @@ impl KeyRegistry {
         }
         Ok(self
             .store
-            .list_keys()
+            .find_key(key_id)
             .await?
-            .iter()
-            .any(|k| &k.key_id == key_id && k.revoked_at.is_none()))
+            .is_some_and(|k| k.revoked_at.is_none()))
     }
 
     /// Revokes a stored key; `false` when there is none with this id.

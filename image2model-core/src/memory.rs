@@ -481,6 +481,11 @@ impl KeyStore for MemoryKeyStore {
             .cloned())
     }
 
+    async fn find_key(&self, key_id: &ApiKeyId) -> Result<Option<StoredKey>, StoreError> {
+        let keys = self.keys.lock().expect("memory key lock");
+        Ok(keys.iter().find(|k| &k.key_id == key_id).cloned())
+    }
+
     async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError> {
         let mut keys = self.keys.lock().expect("memory key lock");
         match keys.iter_mut().find(|k| &k.key_id == key_id) {

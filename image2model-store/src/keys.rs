@@ -250,6 +250,12 @@ macro_rules! statements {
                 $p1,
                 " AND revoked_at_ms IS NULL"
             ),
+            find_key_by_id: concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys WHERE key_id = ",
+                $p1
+            ),
             revoke_key: concat!(
                 "UPDATE api_keys SET revoked_at_ms = COALESCE(revoked_at_ms, ",
                 $p1,
@@ -304,6 +310,7 @@ struct Statements {
     create_key: &'static str,
     list_keys: &'static str,
     find_key: &'static str,
+    find_key_by_id: &'static str,
     revoke_key: &'static str,
     touch_key: &'static str,
     record_event: &'static str,
@@ -345,6 +352,15 @@ macro_rules! key_store_and_audit_log {
                     .fetch_optional(self.pool())
                     .await
                     .map_err(db_error("finding a key"))?;
+                row.map(KeyRow::into_key).transpose()
+            }
+
+            async fn find_key(&self, key_id: &ApiKeyId) -> Result<Option<StoredKey>, StoreError> {
+                let row: Option<KeyRow> = sqlx::query_as($sql.find_key_by_id)
+                    .bind(key_id.as_str())
+                    .fetch_optional(self.pool())
+                    .await
+                    .map_err(db_error("finding a key by id"))?;
                 row.map(KeyRow::into_key).transpose()
             }
 

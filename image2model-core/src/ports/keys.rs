@@ -57,6 +57,15 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     async fn list_keys(&self) -> Result<Vec<StoredKey>, StoreError>;
     /// The live (not revoked) key with this hash.
     async fn find_key_by_hash(&self, hash: &str) -> Result<Option<StoredKey>, StoreError>;
+    /// The key with this id, live or revoked. The default reads the whole
+    /// list; stores override it with a lookup.
+    async fn find_key(&self, key_id: &ApiKeyId) -> Result<Option<StoredKey>, StoreError> {
+        Ok(self
+            .list_keys()
+            .await?
+            .into_iter()
+            .find(|k| &k.key_id == key_id))
+    }
     /// Revokes a key; `false` when no key has this id.
     async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError>;
     /// Records a use of the key.

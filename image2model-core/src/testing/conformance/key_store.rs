@@ -20,6 +20,7 @@ macro_rules! __key_store_checks {
             a_duplicate_id_or_hash_is_a_conflict,
             find_by_hash_finds_a_live_key_and_nothing_else,
             revoked_keys_are_not_found_but_still_listed,
+            find_key_by_id_finds_live_and_revoked_keys,
             revoke_is_idempotent_and_keeps_the_first_time,
             revoke_of_an_unknown_key_is_false,
             touch_records_the_last_use,
@@ -131,6 +132,29 @@ pub async fn revoked_keys_are_not_found_but_still_listed(store: Arc<dyn KeyStore
     let listed = store.list_keys().await.expect("list");
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_some(), "the revocation is recorded");
+}
+
+/// A key is found by its id whether live or revoked (with its revocation),
+/// and an unknown id finds nothing.
+pub async fn find_key_by_id_finds_live_and_revoked_keys(store: Arc<dyn KeyStore>) {
+    let live = stored_key("live", Role::User, Duration::seconds(2));
+    let revoked = stored_key("gone", Role::Admin, Duration::seconds(1));
+    store.create_key(live.clone()).await.expect("create");
+    store.create_key(revoked.clone()).await.expect("create");
+    assert!(store.revoke_key(&revoked.key_id).await.expect("revoke"));
+
+    assert_eq!(
+        store.find_key(&live.key_id).await.expect("find"),
+        Some(live)
+    );
+    let found = store
+        .find_key(&revoked.key_id)
+        .await
+        .expect("find")
+        .expect("a revoked key is still found by id");
+    assert!(found.revoked_at.is_some());
+    let unknown = stored_key("never stored", Role::User, Duration::zero());
+    assert_eq!(store.find_key(&unknown.key_id).await.expect("find"), None);
 }
 
 /// Revoking twice succeeds both times and keeps the first revocation time.
