@@ -254,86 +254,70 @@ impl ApiResponse for ApiError {
     }
 }
 
-/// The error of an admin operation: an [`ApiError`], documented with the
-/// refusals of every operation (see [`ApiError`]'s `ApiResponse`) plus
-/// **403** `forbidden` (a valid key that is not an admin key).
-#[derive(Debug)]
-pub struct AdminError(pub ApiError);
+/// An [`ApiError`] documented with another set of refusals than every
+/// operation's: the newtype, its conversions (the inner `ApiError` leaves
+/// as the `poem::Error`, so that `envelope` finds it by downcasting), and
+/// its `ApiResponse` listing `$meta`.
+macro_rules! documented_error {
+    ($(#[$doc:meta])* $name:ident, [$($meta:expr),* $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub ApiError);
 
-impl From<ApiError> for AdminError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl From<PipelineError> for AdminError {
-    fn from(e: PipelineError) -> Self {
-        Self(e.into())
-    }
-}
-
-impl From<AdminError> for poem::Error {
-    fn from(e: AdminError) -> Self {
-        // The inner ApiError, so that `envelope` finds it by downcasting.
-        e.0.into()
-    }
-}
-
-impl ApiResponse for AdminError {
-    fn meta() -> MetaResponses {
-        MetaResponses {
-            responses: vec![
-                unauthorized_meta(),
-                error_meta(403, "`forbidden`: not an admin key."),
-                rate_limited_meta(),
-            ],
+        impl From<ApiError> for $name {
+            fn from(e: ApiError) -> Self {
+                Self(e)
+            }
         }
-    }
 
-    fn register(registry: &mut Registry) {
-        ErrorBody::register(registry);
-    }
-}
-
-/// The error of a public operation, one that takes no API key (a signed
-/// download link): an [`ApiError`], documented with **429**
-/// `rate_limited` only, since no key is checked (so no 401) but the request
-/// still passes the per-IP rate limit. The test
-/// `openapi::every_operation_is_secured_and_documents_its_refusals` names
-/// the operations allowed to use it.
-#[derive(Debug)]
-pub struct PublicError(pub ApiError);
-
-impl From<ApiError> for PublicError {
-    fn from(e: ApiError) -> Self {
-        Self(e)
-    }
-}
-
-impl From<PipelineError> for PublicError {
-    fn from(e: PipelineError) -> Self {
-        Self(e.into())
-    }
-}
-
-impl From<PublicError> for poem::Error {
-    fn from(e: PublicError) -> Self {
-        // The inner ApiError, so that `envelope` finds it by downcasting.
-        e.0.into()
-    }
-}
-
-impl ApiResponse for PublicError {
-    fn meta() -> MetaResponses {
-        MetaResponses {
-            responses: vec![rate_limited_meta()],
+        impl From<PipelineError> for $name {
+            fn from(e: PipelineError) -> Self {
+                Self(e.into())
+            }
         }
-    }
 
-    fn register(registry: &mut Registry) {
-        ErrorBody::register(registry);
-    }
+        impl From<$name> for poem::Error {
+            fn from(e: $name) -> Self {
+                e.0.into()
+            }
+        }
+
+        impl ApiResponse for $name {
+            fn meta() -> MetaResponses {
+                MetaResponses {
+                    responses: vec![$($meta),*],
+                }
+            }
+
+            fn register(registry: &mut Registry) {
+                ErrorBody::register(registry);
+            }
+        }
+    };
 }
+
+documented_error!(
+    /// The error of an admin operation: an [`ApiError`], documented with the
+    /// refusals of every operation (see [`ApiError`]'s `ApiResponse`) plus
+    /// **403** `forbidden` (a valid key that is not an admin key).
+    AdminError,
+    [
+        unauthorized_meta(),
+        error_meta(403, "`forbidden`: not an admin key."),
+        rate_limited_meta(),
+    ]
+);
+
+documented_error!(
+    /// The error of a public operation, one that takes no API key (a signed
+    /// download link): an [`ApiError`], documented with **429**
+    /// `rate_limited` only, since no key is checked (so no 401) but the
+    /// request still passes the per-IP rate limit. The test
+    /// `openapi::every_operation_is_secured_and_documents_its_refusals`
+    /// names the operations allowed to use it.
+    PublicError,
+    [rate_limited_meta()]
+);
 
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {

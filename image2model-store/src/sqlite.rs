@@ -421,16 +421,11 @@ fn claim_load_sql(models: usize) -> String {
 const JOINED_SQL: &str = concat!(joined_select!(), "WHERE j.job_id = ? ORDER BY i.position");
 
 /// The job of an item its token holds ([`load_held`]).
-macro_rules! held_sql {
-    () => {
-        concat!(
-            joined_select!(),
-            "WHERE j.job_id = (SELECT job_id FROM items WHERE item_id = ? AND status = 'running' \
-             AND lease_token = ?) ORDER BY i.position"
-        )
-    };
-}
-const HELD_SQL: &str = held_sql!();
+const HELD_SQL: &str = concat!(
+    joined_select!(),
+    "WHERE j.job_id = (SELECT job_id FROM items WHERE item_id = ? AND status = 'running' \
+     AND lease_token = ?) ORDER BY i.position"
+);
 
 // After the SQL macros, which it uses.
 mod held_batch;
