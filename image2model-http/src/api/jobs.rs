@@ -29,6 +29,34 @@ use image2model_core::gltf::ModelFormat;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// A job id from a path: malformed ids are simply not found.
+/// One page of the jobs `scope` may see (`limit` defaults to 20; `cursor`
+/// is the previous page's `next_cursor`), shown with owners to admins
+/// (`Scope::Any`). Shared by `list_jobs` and `admin_list_jobs`.
+pub(crate) async fn list_page(
+    state: &AppState,
+    scope: Scope,
+    limit: Option<u32>,
+    cursor: Option<String>,
+) -> Result<JobListBody, ApiError> {
+    let cursor = match cursor {
+        None => None,
+        Some(c) => Some(
+            JobId::parse(&c)
+                .map_err(|_| ApiError::of(ErrorCode::InvalidRequest, "cursor is not a job id"))?,
+        ),
+    };
+    let admin = scope == Scope::Any;
+    let page = state
+        .pipeline
+        .list_jobs(&scope, limit.unwrap_or(20), cursor)
+        .await?;
+    Ok(JobListBody {
+        jobs: page.jobs,
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+        admin,
+    })
+}
+
 pub(crate) fn job_id(text: &str) -> Result<JobId, ApiError> {
     JobId::parse(text).map_err(|_| ApiError::not_found())
 }
@@ -137,23 +165,8 @@ impl JobsApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<ListJobsResponse, ApiError> {
-        let cursor =
-            match cursor.0 {
-                None => None,
-                Some(c) => Some(JobId::parse(&c).map_err(|_| {
-                    ApiError::of(ErrorCode::InvalidRequest, "cursor is not a job id")
-                })?),
-            };
-        let page = self
-            .state
-            .pipeline
-            .list_jobs(&Scope::Owner(auth.0.key_id), limit.0.unwrap_or(20), cursor)
-            .await?;
-        Ok(ListJobsResponse::Ok(SerdeJson(JobListBody {
-            jobs: page.jobs,
-            next_cursor: page.next_cursor.map(|c| c.to_string()),
-            admin: false,
-        })))
+        let page = list_page(&self.state, Scope::Owner(auth.0.key_id), limit.0, cursor.0).await?;
+        Ok(ListJobsResponse::Ok(SerdeJson(page)))
     }
 
     /// Get a job

@@ -1,18 +1,16 @@
 //! `GET /api/v1/admin/jobs` and `DELETE /api/v1/admin/jobs/{job_id}`: every
 //! owner's jobs, and their removal (admin key only, audited).
 
-use image2model_core::ErrorCode;
 use image2model_core::Scope;
-use image2model_core::domain::JobId;
 use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, param::Path, param::Query};
 
 use crate::api::dto::{JobBody, JobListBody, SerdeJson};
-use crate::api::jobs::job_id;
+use crate::api::jobs::{job_id, list_page};
 use crate::api::tags::ApiTags;
 use crate::audit::{Entry, kind};
-use crate::error::{AdminError, ApiError, ErrorBody};
+use crate::error::{AdminError, ErrorBody};
 use crate::security::auth::AdminKey;
 use crate::state::AppState;
 
@@ -60,23 +58,8 @@ impl AdminJobsApi {
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<AdminListResponse, AdminError> {
-        let cursor =
-            match cursor.0 {
-                None => None,
-                Some(c) => Some(JobId::parse(&c).map_err(|_| {
-                    ApiError::of(ErrorCode::InvalidRequest, "cursor is not a job id")
-                })?),
-            };
-        let page = self
-            .state
-            .pipeline
-            .list_jobs(&Scope::Any, limit.0.unwrap_or(20), cursor)
-            .await?;
-        Ok(AdminListResponse::Ok(SerdeJson(JobListBody {
-            jobs: page.jobs,
-            next_cursor: page.next_cursor.map(|c| c.to_string()),
-            admin: true,
-        })))
+        let page = list_page(&self.state, Scope::Any, limit.0, cursor.0).await?;
+        Ok(AdminListResponse::Ok(SerdeJson(page)))
     }
 
     /// Remove a job
