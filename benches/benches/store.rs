@@ -90,6 +90,7 @@ fn new_job(owner: &ApiKeyId) -> NewJob {
             height: 768,
             upload_key: BlobKey::upload(job_id, item_id, ImageKind::Jpeg),
         }],
+        charge: None,
     }
 }
 

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::ApiKeyId;
+use crate::domain::{ApiKeyId, KeyLimits};
 use chrono::Utc;
 
 use crate::ports::{AuthError, AuthPolicy, KeyStore, Principal, Role, StoreError, StoredKey};
@@ -56,6 +56,7 @@ impl StaticKeys {
                 Principal {
                     key_id: ApiKeyId::bootstrap_user(),
                     role: Role::User,
+                    limits: KeyLimits::default(),
                 },
             );
         }
@@ -65,10 +66,24 @@ impl StaticKeys {
                 Principal {
                     key_id: ApiKeyId::bootstrap_admin(),
                     role: Role::Admin,
+                    limits: KeyLimits::default(),
                 },
             );
         }
         keys
+    }
+
+    /// Sets the quotas of the key with id `key_id` (e.g. the bootstrap user
+    /// key's, from configuration); `false` when there is no such key here.
+    pub fn set_limits(&mut self, key_id: &ApiKeyId, limits: KeyLimits) -> bool {
+        let mut found = false;
+        for (_, principal) in &mut self.keys {
+            if &principal.key_id == key_id {
+                principal.limits = limits;
+                found = true;
+            }
+        }
+        found
     }
 
     /// Adds a key.
@@ -165,7 +180,8 @@ impl KeyRegistry {
         hex::encode(mac.finalize().into_bytes())
     }
 
-    /// Creates a key; its secret is returned this once and never stored.
+    /// Creates a key without limits; its secret is returned this once and
+    /// never stored.
     ///
     /// # Errors
     /// [`KeyError::InvalidName`], store errors.
@@ -173,6 +189,21 @@ impl KeyRegistry {
         &self,
         name: &str,
         role: Role,
+    ) -> Result<(StoredKey, SecretString), KeyError> {
+        self.create_with_limits(name, role, KeyLimits::default())
+            .await
+    }
+
+    /// Creates a key with quotas; its secret is returned this once and never
+    /// stored.
+    ///
+    /// # Errors
+    /// [`KeyError::InvalidName`], store errors.
+    pub async fn create_with_limits(
+        &self,
+        name: &str,
+        role: Role,
+        limits: KeyLimits,
     ) -> Result<(StoredKey, SecretString), KeyError> {
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
@@ -190,6 +221,7 @@ impl KeyRegistry {
             created_at: Utc::now(),
             last_used_at: None,
             revoked_at: None,
+            limits,
         };
         self.store.create_key(key.clone()).await?;
         Ok((key, SecretString::from(secret)))
@@ -257,6 +289,7 @@ impl AuthPolicy for KeyRegistry {
         Ok(Some(Principal {
             key_id: key.key_id,
             role: key.role,
+            limits: key.limits,
         }))
     }
 }

@@ -218,6 +218,21 @@ impl JobStore for CachedJobStore {
         Ok(outcome)
     }
 
+    /// Always from the backend: counts change with every upload.
+    async fn usage(
+        &self,
+        owner: &ApiKeyId,
+        periods: crate::domain::Periods,
+    ) -> Result<crate::domain::Usage, StoreError> {
+        self.inner.usage(owner, periods).await
+    }
+    async fn usage_by_owner(
+        &self,
+        periods: crate::domain::Periods,
+    ) -> Result<Vec<crate::domain::OwnerUsage>, StoreError> {
+        self.inner.usage_by_owner(periods).await
+    }
+
     /// From the cache when a snapshot younger than the time to live is
     /// there; otherwise from the backend, caching what it returns unless a
     /// change was made meanwhile.

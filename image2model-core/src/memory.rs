@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::domain::{
-    ApiKeyId, BlobKey, BlobPrefix, ItemError, ItemId, ItemStatus, Job, JobId, Progress,
+    ApiKeyId, BlobKey, BlobPrefix, Counts, ItemError, ItemId, ItemStatus, Job, JobId, MicroUsd,
+    OwnerUsage, Periods, Progress, Usage,
 };
 use crate::ports::{
     AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim,
@@ -32,6 +33,8 @@ struct JobsState {
     jobs: BTreeMap<JobId, Job>,
     leases: BTreeMap<ItemId, Lease>,
     item_jobs: BTreeMap<ItemId, JobId>,
+    /// Counts by owner and period (`YYYY-MM-DD` or `YYYY-MM`).
+    usage: BTreeMap<(ApiKeyId, String), Counts>,
 }
 
 /// A [`JobStore`] kept in memory, lost when dropped.
@@ -46,6 +49,19 @@ fn lease_until(lease: Duration) -> DateTime<Utc> {
 
 impl JobsState {
     /// The running item's job and index when `token` still holds it.
+    fn usage(&self, owner: &ApiKeyId, periods: Periods) -> Usage {
+        let counts = |period: String| {
+            self.usage
+                .get(&(owner.clone(), period))
+                .copied()
+                .unwrap_or_default()
+        };
+        Usage {
+            day: counts(periods.day_key()),
+            month: counts(periods.month_key()),
+        }
+    }
+
     fn held(&mut self, item: ItemId, token: &LeaseToken) -> Option<(&mut Job, usize)> {
         let lease = self.leases.get(&item)?;
         if lease.token != *token {
@@ -79,12 +95,47 @@ impl JobStore for MemoryJobStore {
         {
             return Ok(CreateOutcome::Existing(existing.clone()));
         }
+        let owner = new.owner.clone();
+        let charge = new.charge.clone();
         let job = new.into_job(Utc::now())?;
+        if let Some(charge) = charge {
+            let usage = st.usage(&owner, charge.periods);
+            if let Some(over) = charge.limits.check(&usage, charge.items, charge.spend) {
+                return Ok(CreateOutcome::OverQuota(over));
+            }
+            for period in [charge.periods.day_key(), charge.periods.month_key()] {
+                let counts = st.usage.entry((owner.clone(), period)).or_default();
+                counts.items += charge.items;
+                counts.spend = MicroUsd(counts.spend.0.saturating_add(charge.spend.0));
+            }
+        }
         for i in &job.items {
             st.item_jobs.insert(i.item_id, job.job_id);
         }
         st.jobs.insert(job.job_id, job.clone());
         Ok(CreateOutcome::Created(job))
+    }
+
+    async fn usage(&self, owner: &ApiKeyId, periods: Periods) -> Result<Usage, StoreError> {
+        Ok(self
+            .state
+            .lock()
+            .expect("memory store lock")
+            .usage(owner, periods))
+    }
+
+    async fn usage_by_owner(&self, periods: Periods) -> Result<Vec<OwnerUsage>, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        let month = periods.month_key();
+        Ok(st
+            .usage
+            .keys()
+            .filter(|(_, period)| *period == month)
+            .map(|(owner, _)| OwnerUsage {
+                owner: owner.clone(),
+                usage: st.usage(owner, periods),
+            })
+            .collect())
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

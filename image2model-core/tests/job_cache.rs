@@ -74,6 +74,19 @@ impl JobStore for Probe {
     async fn create_job(&self, job: NewJob) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job).await
     }
+    async fn usage(
+        &self,
+        owner: &ApiKeyId,
+        periods: image2model_core::domain::Periods,
+    ) -> Result<image2model_core::domain::Usage, StoreError> {
+        self.inner.usage(owner, periods).await
+    }
+    async fn usage_by_owner(
+        &self,
+        periods: image2model_core::domain::Periods,
+    ) -> Result<Vec<image2model_core::domain::OwnerUsage>, StoreError> {
+        self.inner.usage_by_owner(periods).await
+    }
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);
         let snapshot = self.inner.get_job(id).await;
@@ -153,6 +166,7 @@ async fn create(store: &dyn JobStore, items: usize) -> Job {
     {
         CreateOutcome::Created(job) => job,
         CreateOutcome::Existing(job) => panic!("existing job {}", job.job_id),
+        CreateOutcome::OverQuota(over) => panic!("over quota: {over}"),
     }
 }
 

@@ -36,6 +36,19 @@ impl JobStore for Counting {
     async fn create_job(&self, job: NewJob) -> Result<CreateOutcome, StoreError> {
         self.inner.create_job(job).await
     }
+    async fn usage(
+        &self,
+        owner: &ApiKeyId,
+        periods: image2model_core::domain::Periods,
+    ) -> Result<image2model_core::domain::Usage, StoreError> {
+        self.inner.usage(owner, periods).await
+    }
+    async fn usage_by_owner(
+        &self,
+        periods: image2model_core::domain::Periods,
+    ) -> Result<Vec<image2model_core::domain::OwnerUsage>, StoreError> {
+        self.inner.usage_by_owner(periods).await
+    }
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         self.inner.get_job(id).await
     }

@@ -7,7 +7,8 @@
 //! (by the request gate's observer,
 //! [`crate::security::audit_observer::AuditObserver`], from the final
 //! response status), and `key_created`, `key_revoked`, `job_deleted`,
-//! `cleanup` (by the admin handlers and the cleanup task, through
+//! `cleanup` (by the admin handlers and the cleanup task), `quota_exceeded`
+//! and `quota_nearly_used` (by the upload handler) (all through
 //! [`crate::state::AppState::audit`]). Every one goes through [`record`].
 //!
 //! No secret ever goes into an event: a presented key is represented at most
@@ -41,6 +42,10 @@ pub mod kind {
     pub const JOB_DELETED: &str = "job_deleted";
     /// Old jobs and files were removed (or would be, in a dry run).
     pub const CLEANUP: &str = "cleanup";
+    /// An upload was refused because it would pass its key's limit.
+    pub const QUOTA_EXCEEDED: &str = "quota_exceeded";
+    /// An upload took its key past 80 % of one of its limits.
+    pub const QUOTA_NEARLY_USED: &str = "quota_nearly_used";
 }
 
 /// The first 12 hex digits of the SHA-256 of a presented key: a way to

@@ -11,6 +11,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+use image2model_core::domain::{KeyLimits, MicroUsd, PriceTable};
 use image2model_core::generators::fal;
 use image2model_core::generators::registry::{GeneratorRegistry, GeneratorSettings, Surroundings};
 use image2model_store::redact_url;
@@ -111,6 +112,13 @@ pub struct Config {
     /// Cloudflare tunnel's hostname). With FAL, requests are submitted with a
     /// webhook to [`crate::routes::FAL_WEBHOOK_PATH`] under it.
     pub public_base_url: Option<url::Url>,
+    /// The estimated price per item of each model: fal's public prices
+    /// ([`image2model_core::generators::fal::DEFAULT_PRICES_USD`]) with
+    /// `MODEL_PRICES_USD` (`model=usd,…`) over them.
+    pub prices: PriceTable,
+    /// `API_KEY_ITEMS_PER_DAY`, `API_KEY_SPEND_PER_DAY_USD`,
+    /// `API_KEY_SPEND_PER_MONTH_USD`: the bootstrap user key's quotas.
+    pub api_key_limits: KeyLimits,
 }
 
 /// Variables that could not be parsed.
@@ -148,6 +156,10 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "PUBLIC_BASE_URL",
     "REQUEST_GATE",
     "REQUEST_SPAN",
+    "MODEL_PRICES_USD",
+    "API_KEY_ITEMS_PER_DAY",
+    "API_KEY_SPEND_PER_DAY_USD",
+    "API_KEY_SPEND_PER_MONTH_USD",
 ];
 
 /// Every variable [`Config::from_lookup`] reads: the server's, then
@@ -297,6 +309,38 @@ impl Config {
                 }
             },
         };
+        let mut prices = image2model_core::generators::fal::default_prices();
+        if let Some(text) = r.text("MODEL_PRICES_USD")
+            && let Err(e) = prices.apply_overrides(&text)
+        {
+            r.errors.push(format!("MODEL_PRICES_USD: {e}"));
+        }
+        let mut usd = |name: &str| {
+            r.text(name).and_then(|v| match MicroUsd::parse_usd(&v) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    r.errors.push(format!("{name}: {e}"));
+                    None
+                }
+            })
+        };
+        let spend_per_day = usd("API_KEY_SPEND_PER_DAY_USD");
+        let spend_per_month = usd("API_KEY_SPEND_PER_MONTH_USD");
+        let api_key_limits = KeyLimits {
+            items_per_day: r
+                .text("API_KEY_ITEMS_PER_DAY")
+                .and_then(|v| match v.parse::<u64>() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        r.errors.push(format!(
+                            "API_KEY_ITEMS_PER_DAY: {v:?} is not a whole number"
+                        ));
+                        None
+                    }
+                }),
+            spend_per_day,
+            spend_per_month,
+        };
         let mut around = Surroundings::default();
         if let Some(base) = &public_base_url {
             let hooks = format!("{}{WEBHOOKS_PATH}", base.as_str().trim_end_matches('/'));
@@ -371,6 +415,8 @@ impl Config {
             request_span: r.parsed("REQUEST_SPAN", SpanMode::default()),
             metrics_addr,
             public_base_url,
+            prices,
+            api_key_limits,
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -521,6 +567,10 @@ impl Config {
             "PUBLIC_BASE_URL": self.public_base_url.as_ref().map(url::Url::as_str),
             "REQUEST_GATE": self.request_gate.as_str(),
             "REQUEST_SPAN": self.request_span.as_str(),
+            "MODEL_PRICES_USD": self.prices.iter().map(|(m, p)| format!("{m}={}", p.as_usd())).collect::<Vec<_>>().join(","),
+            "API_KEY_ITEMS_PER_DAY": self.api_key_limits.items_per_day,
+            "API_KEY_SPEND_PER_DAY_USD": self.api_key_limits.spend_per_day.map(MicroUsd::as_usd),
+            "API_KEY_SPEND_PER_MONTH_USD": self.api_key_limits.spend_per_month.map(MicroUsd::as_usd),
         });
         if let Some(map) = shown.as_object_mut() {
             for (name, value) in self.generators.shown() {

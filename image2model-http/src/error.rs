@@ -141,6 +141,12 @@ impl ApiError {
         &self.code
     }
 
+    /// The client-safe message.
+    #[must_use]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The envelope response for the current request.
     #[must_use]
     pub fn to_response(&self) -> Response {
@@ -228,7 +234,10 @@ fn unauthorized_meta() -> MetaResponse {
 
 /// 429 `rate_limited`, with `Retry-After`.
 fn rate_limited_meta() -> MetaResponse {
-    let mut meta = error_meta(429, "`rate_limited`.");
+    let mut meta = error_meta(
+        429,
+        "`rate_limited`; on an upload also `quota_exceeded` (a key's limit, `Retry-After` until it resets).",
+    );
     meta.headers = vec![header_meta("Retry-After", u64::schema_ref())];
     meta
 }
@@ -327,9 +336,16 @@ impl From<PipelineError> for ApiError {
             ErrorKind::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if let PipelineError::QuotaExceeded(over) = &e {
+            return ApiError::new(status, e.code(), e.to_string()).with_header(
+                header::RETRY_AFTER,
+                over.limit.seconds_until_reset(chrono::Utc::now()),
+            );
+        }
         if e.is_client_safe() {
             let message = if status == StatusCode::NOT_FOUND {
                 "not found".to_owned()

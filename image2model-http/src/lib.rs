@@ -66,6 +66,7 @@ pub mod config;
 pub mod error;
 pub mod links;
 pub mod metrics;
+pub mod quota;
 pub mod request_id;
 pub mod routes;
 pub mod security;

@@ -9,7 +9,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use image2model_core::domain::ApiKeyId;
+use image2model_core::domain::{ApiKeyId, KeyLimits, MicroUsd};
 use image2model_core::ports::{AuditEvent, AuditLog, KeyStore, Role, StoreError, StoredKey};
 
 use crate::postgres::PostgresDatabase;
@@ -53,6 +53,9 @@ struct KeyRow {
     created_at_ms: i64,
     last_used_at_ms: Option<i64>,
     revoked_at_ms: Option<i64>,
+    items_per_day: Option<i64>,
+    spend_per_day_micros: Option<i64>,
+    spend_per_month_micros: Option<i64>,
 }
 
 /// A row of `audit_events` (without its sequence number).
@@ -74,6 +77,15 @@ fn time_of(ms: i64, what: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(what, "time out of range"))
 }
 
+fn limit_stored(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn limit_of(n: Option<i64>, what: &str) -> Result<Option<u64>, StoreError> {
+    n.map(|n| u64::try_from(n).map_err(|_| corrupt(what, "a negative limit")))
+        .transpose()
+}
+
 fn key_id_of(text: &str, what: &str) -> Result<ApiKeyId, StoreError> {
     ApiKeyId::parse(text).map_err(|e| corrupt(what, e))
 }
@@ -89,6 +101,9 @@ impl KeyRow {
             created_at_ms: to_ms(k.created_at),
             last_used_at_ms: k.last_used_at.map(to_ms),
             revoked_at_ms: k.revoked_at.map(to_ms),
+            items_per_day: k.limits.items_per_day.map(limit_stored),
+            spend_per_day_micros: k.limits.spend_per_day.map(|m| limit_stored(m.0)),
+            spend_per_month_micros: k.limits.spend_per_month.map(|m| limit_stored(m.0)),
         }
     }
 
@@ -109,6 +124,19 @@ impl KeyRow {
                 .revoked_at_ms
                 .map(|t| time_of(t, "api_keys.revoked_at_ms"))
                 .transpose()?,
+            limits: KeyLimits {
+                items_per_day: limit_of(self.items_per_day, "api_keys.items_per_day")?,
+                spend_per_day: limit_of(
+                    self.spend_per_day_micros,
+                    "api_keys.spend_per_day_micros",
+                )?
+                .map(MicroUsd),
+                spend_per_month: limit_of(
+                    self.spend_per_month_micros,
+                    "api_keys.spend_per_month_micros",
+                )?
+                .map(MicroUsd),
+            },
         })
     }
 }
@@ -131,6 +159,9 @@ impl KeyRow {
             .bind(self.created_at_ms)
             .bind(self.last_used_at_ms)
             .bind(self.revoked_at_ms)
+            .bind(self.items_per_day)
+            .bind(self.spend_per_day_micros)
+            .bind(self.spend_per_month_micros)
     }
 }
 
@@ -203,7 +234,8 @@ fn events_of(rows: Vec<EventRow>) -> Result<Vec<AuditEvent>, StoreError> {
 /// statements below stay constant text.
 macro_rules! key_columns {
     () => {
-        "key_id, name, role, prefix, hash, created_at_ms, last_used_at_ms, revoked_at_ms"
+        "key_id, name, role, prefix, hash, created_at_ms, last_used_at_ms, revoked_at_ms, \
+         items_per_day, spend_per_day_micros, spend_per_month_micros"
     };
 }
 macro_rules! event_columns {
@@ -215,7 +247,7 @@ macro_rules! event_columns {
 /// The statements of the key store and audit log for one engine: they
 /// differ only in their placeholders (`?` or `$n`), given as `p1`…`p8`.
 macro_rules! statements {
-    ($p1:literal, $p2:literal, $p3:literal, $p4:literal, $p5:literal, $p6:literal, $p7:literal, $p8:literal) => {
+    ($p1:literal, $p2:literal, $p3:literal, $p4:literal, $p5:literal, $p6:literal, $p7:literal, $p8:literal, $p9:literal, $p10:literal, $p11:literal) => {
         Statements {
             create_key: concat!(
                 "INSERT INTO api_keys (",
@@ -236,6 +268,12 @@ macro_rules! statements {
                 $p7,
                 ", ",
                 $p8,
+                ", ",
+                $p9,
+                ", ",
+                $p10,
+                ", ",
+                $p11,
                 ")"
             ),
             list_keys: concat!(
@@ -318,8 +356,10 @@ struct Statements {
     prune_events: &'static str,
 }
 
-const SQLITE: Statements = statements!("?", "?", "?", "?", "?", "?", "?", "?");
-const POSTGRES: Statements = statements!("$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8");
+const SQLITE: Statements = statements!("?", "?", "?", "?", "?", "?", "?", "?", "?", "?", "?");
+const POSTGRES: Statements = statements!(
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11"
+);
 
 /// The [`KeyStore`] and [`AuditLog`] of one SQL store: `$sql` its
 /// statements, `$turn` the method that waits for this process's write turn

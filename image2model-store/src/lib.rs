@@ -45,6 +45,7 @@ pub mod open;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod usage;
 
 pub use blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
 pub use open::{

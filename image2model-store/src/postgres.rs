@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId};
+use image2model_core::domain::{
+    ApiKeyId, ItemId, ItemStatus, Job, JobId, OwnerUsage, Periods, Usage,
+};
 use image2model_core::ports::{
     Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken, ListQuery,
     NewJob, QueueStats, StoreError,
@@ -39,7 +41,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// (the last two in module `keys`).
 #[derive(Debug, Clone)]
 pub struct PostgresDatabase {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PostgresDatabase {
@@ -271,7 +273,8 @@ impl PostgresDatabase {}
 
 #[async_trait]
 impl JobStore for PostgresDatabase {
-    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+    async fn create_job(&self, mut new: NewJob) -> Result<CreateOutcome, StoreError> {
+        let charge = new.charge.take();
         let owner = new.owner.clone();
         let key = new.idempotency_key.clone();
         let job = rows::new_job(new, rows::now())?;
@@ -288,11 +291,25 @@ impl JobStore for PostgresDatabase {
             })?;
             return Ok(CreateOutcome::Existing(existing.job));
         }
+        if let Some(charge) = &charge
+            && let Some(over) = Self::charge_usage(&mut tx, &owner, charge).await?
+        {
+            tx.rollback().await.map_err(db_error("rolling back"))?;
+            return Ok(CreateOutcome::OverQuota(over));
+        }
         let stored = rows::as_stored(&job)?;
         tx.commit()
             .await
             .map_err(db_error("committing a new job"))?;
         Ok(CreateOutcome::Created(stored))
+    }
+
+    async fn usage(&self, owner: &ApiKeyId, periods: Periods) -> Result<Usage, StoreError> {
+        self.read_usage(owner, periods).await
+    }
+
+    async fn usage_by_owner(&self, periods: Periods) -> Result<Vec<OwnerUsage>, StoreError> {
+        self.read_usage_by_owner(periods).await
     }
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {

@@ -51,7 +51,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use image2model_core::domain::{ApiKeyId, ItemId, ItemStatus, Job, JobId};
+use image2model_core::domain::{
+    ApiKeyId, Charge, ItemId, ItemStatus, Job, JobId, OwnerUsage, Periods, Usage,
+};
 use image2model_core::ports::{
     Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken, ListQuery,
     NewJob, QueueStats, StoreError,
@@ -97,7 +99,7 @@ impl Default for SqliteOptions {
 #[derive(Debug, Clone)]
 pub struct SqliteDatabase {
     /// Reads (several connections).
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     /// Writes: a pool of one connection of their own (`pool` itself in
     /// memory and without [`SqliteOptions::fast_writes`]), used one writer
     /// at a time.
@@ -602,8 +604,13 @@ async fn rollback(write: &mut WholeWrite) -> Result<(), StoreError> {
 /// Inserts `job` and its items: in the transaction `conn` is in, or with
 /// `whole`, in a transaction of their own begun and committed by the same
 /// command (see [`WholeWrite`]).
-async fn insert(conn: &mut SqliteConnection, job: &Job, whole: bool) -> Result<(), StoreError> {
-    insert_query(job, whole)
+async fn insert(
+    conn: &mut SqliteConnection,
+    job: &Job,
+    whole: bool,
+    charge: Option<(&ApiKeyId, &Charge)>,
+) -> Result<(), StoreError> {
+    insert_query(job, whole, charge)
         .execute(&mut *conn)
         .await
         .map_err(db_error("inserting a job"))?;
@@ -614,8 +621,13 @@ async fn insert(conn: &mut SqliteConnection, job: &Job, whole: bool) -> Result<(
 /// thread (one statement per row in one query string: sqlx binds the
 /// arguments to the statements in turn), not one per row: each command is a
 /// round trip between threads. `whole` wraps them in `BEGIN IMMEDIATE` and
-/// `COMMIT`.
-fn insert_query(job: &Job, whole: bool) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
+/// `COMMIT`. A `charge` (only one without limits: nothing to check) adds
+/// to its owner's usage rows in the same command.
+fn insert_query(
+    job: &Job,
+    whole: bool,
+    charge: Option<(&ApiKeyId, &Charge)>,
+) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
     const ITEM_INSERT: &str = "; INSERT INTO items (";
     let mut sql = String::from(if whole { "BEGIN IMMEDIATE; " } else { "" });
     sql.push_str("INSERT INTO jobs (");
@@ -626,12 +638,30 @@ fn insert_query(job: &Job, whole: bool) -> sqlx::query::Query<'static, Sqlite, S
         sql.push_str(ITEM_COLUMNS);
         sql.push_str(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
+    if charge.is_some() {
+        for _ in 0..2 {
+            sql.push_str(
+                "; INSERT INTO key_usage (owner, period, items, spend_micros) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (owner, period) DO UPDATE SET items = key_usage.items + excluded.items, \
+                 spend_micros = key_usage.spend_micros + excluded.spend_micros",
+            );
+        }
+    }
     if whole {
         sql.push_str("; COMMIT");
     }
     let mut query = JobRow::from_job(job).bind_to(sqlx::query(AssertSqlSafe(sql)));
     for (position, item) in job.items.iter().enumerate() {
         query = ItemRow::from_item(job.job_id, position, item, None).bind_to(query);
+    }
+    if let Some((owner, charge)) = charge {
+        for period in [charge.periods.day_key(), charge.periods.month_key()] {
+            query = query
+                .bind(owner.as_str().to_owned())
+                .bind(period)
+                .bind(i64::try_from(charge.items).unwrap_or(i64::MAX))
+                .bind(i64::try_from(charge.spend.0).unwrap_or(i64::MAX));
+        }
     }
     query
 }
@@ -747,14 +777,24 @@ impl SqliteDatabase {
 
 #[async_trait]
 impl JobStore for SqliteDatabase {
-    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
-        if new.idempotency_key.is_none() && self.whole_writes {
-            // Nothing to look up first: the job goes in with one command.
+    async fn create_job(&self, mut new: NewJob) -> Result<CreateOutcome, StoreError> {
+        let charge = new.charge.take();
+        let limited = charge.as_ref().is_some_and(|c| c.limits.any());
+        if new.idempotency_key.is_none() && self.whole_writes && !limited {
+            // Nothing to look up or check first: the job (and a charge
+            // without limits) goes in with one command.
+            let owner = new.owner.clone();
             let job = rows::new_job(new, rows::now())?;
             // Checked before it is written, as in the transaction below.
             let stored = rows::as_stored(&job)?;
             let mut write = self.whole_write().await?;
-            insert(&mut write.conn, &job, true).await?;
+            insert(
+                &mut write.conn,
+                &job,
+                true,
+                charge.as_ref().map(|c| (&owner, c)),
+            )
+            .await?;
             write.kept = true;
             return Ok(CreateOutcome::Created(stored));
         }
@@ -764,8 +804,15 @@ impl JobStore for SqliteDatabase {
         {
             return Ok(CreateOutcome::Existing(existing.job));
         }
+        let owner = new.owner.clone();
         let job = rows::new_job(new, rows::now())?;
-        insert(&mut tx, &job, false).await?;
+        insert(&mut tx, &job, false, None).await?;
+        if let Some(charge) = &charge
+            && let Some(over) = Self::charge_usage(&mut tx, &owner, charge).await?
+        {
+            // Dropping the transaction rolls the job and the charge back.
+            return Ok(CreateOutcome::OverQuota(over));
+        }
         let stored = rows::as_stored(&job)?;
         tx.commit()
             .await
@@ -775,6 +822,14 @@ impl JobStore for SqliteDatabase {
 
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
         read_job(&self.pool, &id.to_string()).await
+    }
+
+    async fn usage(&self, owner: &ApiKeyId, periods: Periods) -> Result<Usage, StoreError> {
+        self.read_usage(owner, periods).await
+    }
+
+    async fn usage_by_owner(&self, periods: Periods) -> Result<Vec<OwnerUsage>, StoreError> {
+        self.read_usage_by_owner(periods).await
     }
 
     async fn find_by_idempotency_key(

@@ -9,9 +9,14 @@ mod display_name;
 mod ids;
 mod job;
 mod options;
+mod quota;
 
 pub use blob_key::{BlobKey, BlobKeyError, BlobPrefix, area};
 pub use display_name::{DisplayName, MAX_DISPLAY_NAME_CHARS};
 pub use ids::{ApiKeyId, IdError, ItemId, JobId};
 pub use job::{Item, ItemError, ItemStatus, Job, JobStatus, Progress, mean_progress};
 pub use options::{FaceLimit, GenerateOptions, ImageKind, ModelName, OptionError, Texture};
+pub use quota::{
+    Charge, Counts, KeyLimits, MicroUsd, OwnerUsage, Periods, PriceTable, QuotaExceeded,
+    QuotaLimit, Usage,
+};

@@ -1,6 +1,6 @@
 //! The pipeline's error type.
 
-use crate::domain::{ModelName, OptionError};
+use crate::domain::{ModelName, OptionError, QuotaExceeded};
 use crate::error_code::ErrorCode;
 use crate::ports::{BlobError, GenerateError, StoreError};
 use crate::validate::ValidationError;
@@ -19,6 +19,8 @@ pub enum ErrorKind {
     NotFound,
     /// Not possible in the current state (409).
     Conflict,
+    /// A key's quota would be passed (429).
+    QuotaExceeded,
     /// A dependency is down (503).
     Unavailable,
     /// A bug or an unexpected failure (500).
@@ -54,6 +56,9 @@ pub enum PipelineError {
     /// The generator configuration is invalid.
     #[error("invalid generator configuration: {0}")]
     Config(String),
+    /// The upload would pass one of its key's limits.
+    #[error(transparent)]
+    QuotaExceeded(QuotaExceeded),
     /// The job store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -78,6 +83,7 @@ impl PipelineError {
             PipelineError::ModelNotReady(_) => ErrorCode::ModelNotReady.as_str(),
             PipelineError::Interrupted(_) => ErrorCode::UploadInterrupted.as_str(),
             PipelineError::Config(_) => ErrorCode::InvalidConfiguration.as_str(),
+            PipelineError::QuotaExceeded(_) => ErrorCode::QuotaExceeded.as_str(),
             PipelineError::Store(e) => e.code(),
             PipelineError::Blob(e) => e.code(),
             PipelineError::Generate(e) => e.code(),
@@ -103,6 +109,7 @@ impl PipelineError {
             PipelineError::ModelNotReady(_) | PipelineError::Store(StoreError::Conflict(_)) => {
                 ErrorKind::Conflict
             }
+            PipelineError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             PipelineError::Store(StoreError::Unavailable(_))
             | PipelineError::Blob(BlobError::Unavailable(_)) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,

@@ -32,7 +32,9 @@ pub use retention::{RetentionReport, StorageUsage};
 pub use upload::{SubmitOptions, Upload, UploadStart};
 pub use worker::{Worker, WorkerConfig, available_cores};
 
-use crate::domain::{ApiKeyId, BlobKey, ImageKind, Item, ItemId, ItemStatus, Job, JobId};
+use crate::domain::{
+    ApiKeyId, BlobKey, ImageKind, Item, ItemId, ItemStatus, Job, JobId, PriceTable,
+};
 use crate::ports::{
     BlobObject, BlobStore, GeneratorHealth, JobPage, JobStore, ListQuery, ModelInfo, QueueStats,
     bytes_stream,
@@ -53,6 +55,10 @@ pub struct PipelineConfig {
     pub max_model_bytes: u64,
     /// The longest one item's generation may take.
     pub generation_deadline: Duration,
+    /// Estimated prices per item, by model: what per-key spend limits count.
+    /// Empty by default (every model free);
+    /// [`crate::generators::fal::default_prices`] has fal's public prices.
+    pub prices: PriceTable,
 }
 
 impl Default for PipelineConfig {
@@ -62,6 +68,7 @@ impl Default for PipelineConfig {
             event_poll_interval: Duration::from_secs(1),
             max_model_bytes: 200 * 1024 * 1024,
             generation_deadline: Duration::from_secs(15 * 60),
+            prices: PriceTable::new(),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! created only when every file passed, and a failed upload leaves nothing.
 
 use crate::domain::{
-    ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ItemId, Job, JobId, ModelName,
-    Texture,
+    ApiKeyId, BlobKey, Charge, DisplayName, FaceLimit, GenerateOptions, ItemId, Job, JobId,
+    KeyLimits, MicroUsd, ModelName, Periods, Texture, Usage,
 };
 use crate::ports::{ByteStream, CreateOutcome, NewItem, NewJob};
 use crate::validate::{FileInspector, ValidationError, inspect_stream, sniff};
@@ -70,6 +70,20 @@ pub struct Upload {
     items: Vec<NewItem>,
     bytes: u64,
     finished: bool,
+    /// Set by [`Upload::charge_owner`]: the job is counted in its owner's
+    /// usage and checked against these limits.
+    charge: Option<Charging>,
+}
+
+/// How an upload is charged to its owner.
+#[derive(Debug)]
+struct Charging {
+    limits: KeyLimits,
+    periods: Periods,
+    /// The model as far as known (for the check before each file).
+    model: Option<ModelName>,
+    /// The owner's counts, read before the first file when limits are set.
+    usage: Option<Usage>,
 }
 
 impl Upload {
@@ -86,6 +100,76 @@ impl Upload {
             items: Vec::new(),
             bytes: 0,
             finished: false,
+            charge: None,
+        }
+    }
+
+    /// Counts the job in its owner's usage (items, estimated spend by the
+    /// pipeline's price table) and refuses it with
+    /// [`PipelineError::QuotaExceeded`] when it would pass `limits`: before
+    /// each file is stored when the files so far already would, and
+    /// exactly, in the job's own transaction, at [`commit`](Self::commit).
+    pub fn charge_owner(&mut self, limits: KeyLimits) {
+        self.charge = Some(Charging {
+            limits,
+            periods: Periods::at(chrono::Utc::now()),
+            model: None,
+            usage: None,
+        });
+    }
+
+    /// The model the job will use, when known before its files (it makes
+    /// the check before each file exact for spend limits; without it the
+    /// default model's price is assumed until the commit).
+    pub fn note_model(&mut self, model: ModelName) {
+        if let Some(charge) = &mut self.charge {
+            charge.model = Some(model);
+        }
+    }
+
+    /// The model, as given or the default.
+    fn model_or_default(&self, model: Option<&ModelName>) -> ModelName {
+        model
+            .cloned()
+            .unwrap_or_else(|| self.pipeline.generators().default_model().clone())
+    }
+
+    /// Refuses one more file when the files so far and it would pass the
+    /// owner's limits.
+    async fn check_quota_before_file(&mut self) -> Result<(), PipelineError> {
+        let Some(charge) = &self.charge else {
+            return Ok(());
+        };
+        if !charge.limits.any() {
+            return Ok(());
+        }
+        let usage = match charge.usage {
+            Some(usage) => usage,
+            None => {
+                let usage = self
+                    .pipeline
+                    .job_store()
+                    .usage(&self.owner, charge.periods)
+                    .await?;
+                if let Some(c) = &mut self.charge {
+                    c.usage = Some(usage);
+                }
+                usage
+            }
+        };
+        let charge = self.charge.as_ref().expect("checked above");
+        let items = self.items.len() as u64 + 1;
+        let model = self.model_or_default(charge.model.as_ref());
+        let spend = self
+            .pipeline
+            .config()
+            .prices
+            .price(&model)
+            .0
+            .saturating_mul(items);
+        match charge.limits.check(&usage, items, MicroUsd(spend)) {
+            Some(over) => Err(PipelineError::QuotaExceeded(over)),
+            None => Ok(()),
         }
     }
 
@@ -128,6 +212,7 @@ impl Upload {
             }
             .into());
         }
+        self.check_quota_before_file().await?;
         let item_id = ItemId::new();
         // The key's extension comes from the type, so read just enough of the
         // body to sniff it; the inspector re-checks everything while storing.
@@ -200,6 +285,22 @@ impl Upload {
         if generators.resolve(&model).is_none() {
             return Err(PipelineError::UnknownModel(model));
         }
+        let charge = self.charge.as_ref().map(|c| {
+            let items = self.items.len() as u64;
+            Charge {
+                periods: c.periods,
+                items,
+                spend: MicroUsd(
+                    self.pipeline
+                        .config()
+                        .prices
+                        .price(&model)
+                        .0
+                        .saturating_mul(items),
+                ),
+                limits: c.limits,
+            }
+        });
         let new = NewJob {
             job_id: self.job_id,
             owner: self.owner.clone(),
@@ -210,6 +311,7 @@ impl Upload {
             },
             idempotency_key: self.idempotency_key.clone(),
             items: std::mem::take(&mut self.items),
+            charge,
         };
         let items = new.items.clone();
         match self.pipeline.job_store().create_job(new).await {
@@ -224,6 +326,11 @@ impl Upload {
                 self.items = items;
                 self.discard().await;
                 Ok(job)
+            }
+            Ok(CreateOutcome::OverQuota(over)) => {
+                self.items = items;
+                tracing::info!(owner = %self.owner, limit = over.limit.as_str(), "upload refused: over quota");
+                Err(PipelineError::QuotaExceeded(over))
             }
             Err(e) => {
                 self.items = items;

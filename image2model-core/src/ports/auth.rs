@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::ApiKeyId;
+use crate::domain::{ApiKeyId, KeyLimits};
 
 /// What a key may do. Admin keys may also call user endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -52,6 +52,8 @@ pub struct Principal {
     pub key_id: ApiKeyId,
     /// The key's role.
     pub role: Role,
+    /// The key's quotas (none unless set).
+    pub limits: KeyLimits,
 }
 
 /// Authentication could not be decided (a store was unreachable). An unknown

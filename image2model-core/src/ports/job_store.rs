@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{
-    ApiKeyId, BlobKey, DisplayName, GenerateOptions, ImageKind, Item, ItemError, ItemId,
-    ItemStatus, Job, JobId, JobStatus, ModelName, Progress,
+    ApiKeyId, BlobKey, Charge, DisplayName, GenerateOptions, ImageKind, Item, ItemError, ItemId,
+    ItemStatus, Job, JobId, JobStatus, ModelName, OwnerUsage, Periods, Progress, QuotaExceeded,
+    Usage,
 };
 
 /// A job to create, with its items (whose images are already stored).
@@ -26,6 +27,9 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// Its items, in upload order (at least one).
     pub items: Vec<NewItem>,
+    /// What the job charges its owner, counted in the same transaction
+    /// (`None`: nothing counted, as for jobs a library makes for itself).
+    pub charge: Option<Charge>,
 }
 
 impl NewJob {
@@ -100,6 +104,9 @@ pub enum CreateOutcome {
     /// The owner already has a job with this idempotency key: here it is, and
     /// nothing was created.
     Existing(Job),
+    /// The charge would pass one of the owner's limits: nothing was created
+    /// and nothing counted.
+    OverQuota(QuotaExceeded),
 }
 
 /// A page of jobs, newest first.
@@ -274,6 +281,12 @@ impl StoreError {
 /// - `cancel_job` sets `cancel_requested`, turns queued and running items
 ///   `cancelled` (revoking their leases) and leaves ended items alone.
 /// - `delete_job` removes the job and its items and returns them as they were.
+/// - With a [`NewJob::charge`], `create_job` adds its items and spend to the
+///   owner's counts for the charge's day and month in the same transaction,
+///   and creates nothing (returning [`CreateOutcome::OverQuota`]) when the
+///   counts would pass the charge's limits; concurrent creates (from any
+///   number of processes on one database) never both pass the last unit.
+///   An idempotent replay charges nothing.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait JobStore: Send + Sync + fmt::Debug {
@@ -282,6 +295,13 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// One job with its items.
     async fn get_job(&self, id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// An owner's counts for the day and month of `periods`.
+    async fn usage(&self, owner: &ApiKeyId, periods: Periods) -> Result<Usage, StoreError>;
+
+    /// Every owner's counts for the day and month of `periods` (owners
+    /// without use this month left out), by owner.
+    async fn usage_by_owner(&self, periods: Periods) -> Result<Vec<OwnerUsage>, StoreError>;
 
     /// The owner's job with this idempotency key.
     async fn find_by_idempotency_key(

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Role;
 use super::job_store::StoreError;
-use crate::domain::ApiKeyId;
+use crate::domain::{ApiKeyId, KeyLimits};
 
 /// A key as stored: never its secret, only a keyed hash of it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,9 @@ pub struct StoredKey {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked; a revoked key authenticates no more.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Its quotas (none by default).
+    #[serde(default)]
+    pub limits: KeyLimits,
 }
 
 impl fmt::Debug for StoredKey {

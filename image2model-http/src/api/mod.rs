@@ -18,6 +18,7 @@ pub mod links;
 pub mod model;
 pub mod tags;
 pub mod upload;
+pub mod usage;
 
 pub use self::tags::ApiTags;
 
@@ -30,6 +31,7 @@ pub type Apis = (
     upload::UploadApi,
     jobs::JobsApi,
     links::LinksApi,
+    usage::UsageApi,
     admin::AdminApis,
 );
 
@@ -45,6 +47,9 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             links::LinksApi {
+                state: state.clone(),
+            },
+            usage::UsageApi {
                 state: state.clone(),
             },
             admin::apis(state),

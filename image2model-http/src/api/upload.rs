@@ -32,6 +32,7 @@ use poem_openapi::{
 use super::dto::{JobBody, SerdeJson, UploadPolicyDto};
 use super::tags::ApiTags;
 use crate::error::{ApiError, ErrorBody};
+use crate::quota;
 use crate::routes::API_PREFIX;
 use crate::security::auth::UserKey;
 use crate::state::AppState;
@@ -282,6 +283,7 @@ impl UploadApi {
     async fn upload(
         &self,
         auth: UserKey,
+        req: &Request,
         /// 1 to 255 visible ASCII characters; retries with the same key
         /// return the job created first.
         #[oai(name = "Idempotency-Key")]
@@ -307,6 +309,7 @@ impl UploadApi {
             UploadStart::New(upload) => upload,
         };
         let limits = *self.state.pipeline.limits();
+        upload.charge_owner(auth.0.limits);
         let read = read_parts(&mut upload, &mut multipart).await;
         let bound_hit = exceeded.load(Ordering::Relaxed);
         let options = match (read, bound_hit) {
@@ -318,15 +321,28 @@ impl UploadApi {
             }
             (Err(e), false) => {
                 upload.abort().await;
+                if e.code() == ErrorCode::QuotaExceeded.as_str() {
+                    quota::refused(&self.state, &auth.0, req, e.message()).await;
+                }
                 return Err(e);
             }
         };
-        let job = upload
+        let job = match upload
             .commit(SubmitOptions {
                 idempotency_key: key,
                 ..options
             })
-            .await?;
+            .await
+        {
+            Ok(job) => job,
+            Err(e @ PipelineError::QuotaExceeded(_)) => {
+                let e = ApiError::from(e);
+                quota::refused(&self.state, &auth.0, req, e.message()).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        quota::after_upload(&self.state, &auth.0, req, &job).await;
         Ok(accepted(job))
     }
 }
@@ -361,7 +377,9 @@ async fn read_parts(
             }
             "model" => {
                 let text = option_text(field, "model").await?;
-                options.model = Some(ModelName::parse(&text).map_err(PipelineError::from)?);
+                let model = ModelName::parse(&text).map_err(PipelineError::from)?;
+                upload.note_model(model.clone());
+                options.model = Some(model);
             }
             "face_limit" => {
                 let text = option_text(field, "face_limit").await?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use image2model_core::auth::StaticKeys;
+use image2model_core::domain::ApiKeyId;
 use image2model_core::job_cache::{CachedJobStore, JobCacheConfig};
 use image2model_core::ports::{
     AuditLog, AuthPolicy, BlobStore, JobStore, KeyStore, ModelGenerator,
@@ -248,6 +249,7 @@ impl AppBuilder {
         };
         let mut pipeline_config = PipelineConfig {
             limits: self.config.upload_limits(),
+            prices: self.config.prices.clone(),
             ..PipelineConfig::default()
         };
         if let Some(every) = self.event_poll_interval {
@@ -261,12 +263,13 @@ impl AppBuilder {
             },
         );
         let pipeline = Pipeline::new(jobs, blobs, generators, pipeline_config);
-        let bootstrap = self.bootstrap_keys.unwrap_or_else(|| {
+        let mut bootstrap = self.bootstrap_keys.unwrap_or_else(|| {
             StaticKeys::bootstrap(
                 self.config.api_key.clone(),
                 self.config.admin_api_key.clone(),
             )
         });
+        bootstrap.set_limits(&ApiKeyId::bootstrap_user(), self.config.api_key_limits);
         let registry = wiring::key_registry(&self.config, bootstrap, keys);
         let auth = self
             .auth

@@ -136,6 +136,7 @@ async fn spawn(
         Principal {
             key_id: ApiKeyId::parse("other-user").unwrap(),
             role: Role::User,
+            limits: image2model_core::domain::KeyLimits::default(),
         },
     );
     let mut builder = App::builder(config);

@@ -24,6 +24,7 @@ mod ownership;
 mod process;
 mod production;
 mod proxies;
+mod quotas;
 mod rate_limit;
 mod shutdown;
 mod switches;

@@ -62,7 +62,10 @@ pub use config::{
     FalConfigError, parse_base_url,
 };
 pub use kind::FalKind;
-pub use models::{DEFAULT_MODEL, EndpointId, EndpointIdError, FalModel, MODELS, find_model};
+pub use models::{
+    DEFAULT_MODEL, DEFAULT_PRICES_USD, EndpointId, EndpointIdError, FalModel, MODELS,
+    default_prices, find_model,
+};
 pub use retry::{PollPolicy, RetryPolicy};
 
 use self::client::{FalClient, error_for, is_valid_request_id};

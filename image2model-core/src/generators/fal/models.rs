@@ -252,6 +252,35 @@ pub const MODELS: &[FalModel] = &[
     },
 ];
 
+/// Estimated prices per item in US dollars, from fal's public model pages
+/// (late 2026): what a per-key spend limit counts. fal bills by its own
+/// rules (add-ons such as PBR or higher resolutions cost more); override
+/// these with `MODEL_PRICES_USD` when your bill says otherwise.
+pub const DEFAULT_PRICES_USD: &[(&str, &str)] = &[
+    ("tripo3d-v2.5", "0.30"),
+    ("trellis", "0.02"),
+    ("hunyuan3d-v2", "0.16"),
+    ("hunyuan3d-v2-mini", "0.16"),
+    ("hunyuan3d-v2-turbo", "0.16"),
+    ("hunyuan3d-v3", "0.375"),
+    ("triposr", "0.07"),
+];
+
+/// [`DEFAULT_PRICES_USD`] as a price table (models not in it, such as the
+/// offline relief generator, cost nothing).
+///
+/// # Panics
+/// Never: a unit test parses every entry.
+#[must_use]
+pub fn default_prices() -> crate::domain::PriceTable {
+    let mut table = crate::domain::PriceTable::new();
+    for (model, usd) in DEFAULT_PRICES_USD {
+        let price = crate::domain::MicroUsd::parse_usd(usd).expect("the default prices parse");
+        table.set(model, price);
+    }
+    table
+}
+
 /// The model with our name `name`.
 #[must_use]
 pub fn find_model(name: &str) -> Option<&'static FalModel> {
@@ -426,5 +455,17 @@ mod tests {
             m.input("u", &opts(Texture::No, None))["output_format"],
             "glb"
         );
+    }
+
+    #[test]
+    fn every_model_has_a_default_price_and_it_parses() {
+        let prices = default_prices();
+        for model in MODELS {
+            assert!(
+                prices.price(&model.model_name()).0 > 0,
+                "{} has no default price",
+                model.name
+            );
+        }
     }
 }

@@ -9,8 +9,9 @@ use chrono::Utc;
 
 use super::Check;
 use crate::domain::{
-    ApiKeyId, BlobKey, DisplayName, GenerateOptions, ImageKind, ItemError, ItemId, ItemStatus, Job,
-    JobId, JobStatus, ModelName, Progress, Texture,
+    ApiKeyId, BlobKey, Charge, DisplayName, GenerateOptions, ImageKind, ItemError, ItemId,
+    ItemStatus, Job, JobId, JobStatus, KeyLimits, MicroUsd, ModelName, Periods, Progress,
+    QuotaLimit, Texture, Usage,
 };
 use crate::ports::{
     Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobStore, LeaseToken, ListQuery, NewItem,
@@ -57,6 +58,9 @@ macro_rules! __job_store_checks {
             ended_jobs_before_lists_ended_jobs_oldest_first,
             stats_count_queued_and_running_items_and_jobs,
             ping_answers,
+            charges_count_by_owner_day_and_month,
+            a_create_over_a_limit_creates_and_counts_nothing,
+            concurrent_charged_creates_never_pass_a_limit,
         ]}
     };
 }
@@ -118,6 +122,7 @@ pub fn new_job(job_id: JobId, owner: &ApiKeyId, items: usize) -> NewJob {
                 upload_key: BlobKey::upload(job_id, item_id, ImageKind::Png),
             })
             .collect(),
+        charge: None,
     }
 }
 
@@ -151,6 +156,7 @@ async fn create(store: &Arc<dyn JobStore>, new: NewJob) -> Job {
         CreateOutcome::Existing(job) => {
             panic!("create_job returned Existing({}) for a new job", job.job_id)
         }
+        CreateOutcome::OverQuota(over) => panic!("create_job refused a job without limits: {over}"),
     }
 }
 
@@ -285,6 +291,7 @@ pub async fn same_owner_and_idempotency_key_returns_the_existing_job(store: Arc<
 
     match outcome {
         CreateOutcome::Existing(job) => assert_eq!(job, created, "Existing carries the first job"),
+        CreateOutcome::OverQuota(over) => panic!("no limits were set: {over}"),
         CreateOutcome::Created(job) => panic!(
             "a reused idempotency key created job {} instead of returning Existing",
             job.job_id
@@ -353,6 +360,7 @@ pub async fn concurrent_creates_with_one_idempotency_key_create_one_job(store: A
         match t.await.expect("create task") {
             CreateOutcome::Created(j) => created.push(j.job_id),
             CreateOutcome::Existing(j) => existing.push(j.job_id),
+            CreateOutcome::OverQuota(over) => panic!("no limits were set: {over}"),
         }
     }
 
@@ -1673,4 +1681,175 @@ pub async fn stats_count_queued_and_running_items_and_jobs(store: Arc<dyn JobSto
 /// `ping` answers on a working store.
 pub async fn ping_answers(store: Arc<dyn JobStore>) {
     store.ping().await.expect("ping of a working store");
+}
+
+// ---------------------------------------------------------------- usage
+
+fn periods_of(day: &str) -> Periods {
+    Periods::at(
+        format!("{day}T12:00:00Z")
+            .parse()
+            .expect("test days are valid"),
+    )
+}
+
+fn charged(
+    job_id: JobId,
+    owner: &ApiKeyId,
+    items: usize,
+    day: &str,
+    spend: u64,
+    limits: KeyLimits,
+) -> NewJob {
+    let mut new = new_job(job_id, owner, items);
+    new.charge = Some(Charge {
+        periods: periods_of(day),
+        items: items as u64,
+        spend: MicroUsd(spend),
+        limits,
+    });
+    new
+}
+
+/// Charged creates add to their owner's day and month; another day of the
+/// month counts in the month only; other owners are apart; an idempotent
+/// replay charges nothing; uncharged creates count nothing.
+pub async fn charges_count_by_owner_day_and_month(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let bob = owner("bob");
+    let none = KeyLimits::default();
+    let ids = job_ids(5);
+    create(
+        &store,
+        charged(ids[0], &alice, 2, "2026-12-03", 600_000, none),
+    )
+    .await;
+    create(
+        &store,
+        charged(ids[1], &alice, 1, "2026-12-01", 20_000, none),
+    )
+    .await;
+    create(&store, charged(ids[2], &bob, 3, "2026-12-03", 0, none)).await;
+    create(&store, new_job(ids[3], &alice, 4)).await;
+    let mut replay = charged(ids[4], &alice, 2, "2026-12-03", 600_000, none);
+    replay.idempotency_key = Some("once".into());
+    create(&store, replay).await;
+    let mut again = charged(JobId::new(), &alice, 2, "2026-12-03", 600_000, none);
+    again.idempotency_key = Some("once".into());
+    assert!(matches!(
+        store.create_job(again).await.expect("replay"),
+        CreateOutcome::Existing(_)
+    ));
+
+    let today = periods_of("2026-12-03");
+    let a = store.usage(&alice, today).await.expect("usage");
+    assert_eq!(
+        (a.day.items, a.day.spend),
+        (4, MicroUsd(1_200_000)),
+        "alice's day"
+    );
+    assert_eq!(
+        (a.month.items, a.month.spend),
+        (5, MicroUsd(1_220_000)),
+        "alice's month"
+    );
+    let b = store.usage(&bob, today).await.expect("usage");
+    assert_eq!((b.day.items, b.month.items), (3, 3));
+    let next_month = store
+        .usage(&alice, periods_of("2027-01-01"))
+        .await
+        .expect("usage");
+    assert_eq!(next_month, Usage::default(), "a new month starts at zero");
+
+    let mut all = store.usage_by_owner(today).await.expect("usage_by_owner");
+    all.sort_by(|x, y| x.owner.cmp(&y.owner));
+    assert_eq!(
+        all.iter()
+            .map(|u| (u.owner.as_str(), u.usage.month.items))
+            .collect::<Vec<_>>(),
+        vec![("alice", 5), ("bob", 3)]
+    );
+    assert!(
+        store
+            .usage_by_owner(periods_of("2027-01-01"))
+            .await
+            .expect("usage_by_owner")
+            .is_empty()
+    );
+}
+
+/// A charged create that would pass a limit returns `OverQuota`, stores no
+/// job and leaves the counts as they were; one that fits still goes in.
+pub async fn a_create_over_a_limit_creates_and_counts_nothing(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let limits = KeyLimits {
+        items_per_day: Some(3),
+        spend_per_day: None,
+        spend_per_month: Some(MicroUsd(1_000_000)),
+    };
+    let day = "2026-12-03";
+    let ids = job_ids(4);
+    create(&store, charged(ids[0], &alice, 2, day, 500_000, limits)).await;
+    match store
+        .create_job(charged(ids[1], &alice, 2, day, 0, limits))
+        .await
+        .expect("create")
+    {
+        CreateOutcome::OverQuota(over) => {
+            assert_eq!(over.limit, QuotaLimit::ItemsPerDay);
+            assert_eq!((over.allowed, over.used, over.requested), (3, 2, 2));
+        }
+        other => panic!("expected OverQuota, got {other:?}"),
+    }
+    match store
+        .create_job(charged(ids[2], &alice, 1, day, 600_000, limits))
+        .await
+        .expect("create")
+    {
+        CreateOutcome::OverQuota(over) => assert_eq!(over.limit, QuotaLimit::SpendPerMonth),
+        other => panic!("expected OverQuota, got {other:?}"),
+    }
+    assert!(store.get_job(ids[1]).await.expect("get").is_none());
+    assert!(store.get_job(ids[2]).await.expect("get").is_none());
+    let usage = store.usage(&alice, periods_of(day)).await.expect("usage");
+    assert_eq!((usage.day.items, usage.month.spend), (2, MicroUsd(500_000)));
+    create(&store, charged(ids[3], &alice, 1, day, 500_000, limits)).await;
+    let usage = store.usage(&alice, periods_of(day)).await.expect("usage");
+    assert_eq!(
+        (usage.day.items, usage.month.spend),
+        (3, MicroUsd(1_000_000))
+    );
+}
+
+/// Racing charged creates against a limit of N items: exactly N go in.
+pub async fn concurrent_charged_creates_never_pass_a_limit(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let limits = KeyLimits {
+        items_per_day: Some(5),
+        ..KeyLimits::default()
+    };
+    let tasks: Vec<_> = job_ids(12)
+        .into_iter()
+        .map(|id| {
+            let store = store.clone();
+            let new = charged(id, &alice, 1, "2026-12-03", 0, limits);
+            tokio::spawn(async move { store.create_job(new).await.expect("create_job") })
+        })
+        .collect();
+    let mut created = 0;
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.expect("create task") {
+            CreateOutcome::Created(_) => created += 1,
+            CreateOutcome::OverQuota(_) => refused += 1,
+            CreateOutcome::Existing(j) => panic!("no idempotency key was given: {}", j.job_id),
+        }
+    }
+    assert_eq!((created, refused), (5, 7));
+    let usage = store
+        .usage(&alice, periods_of("2026-12-03"))
+        .await
+        .expect("usage");
+    assert_eq!(usage.day.items, 5);
+    assert_eq!(store.stats().await.expect("stats").jobs, 5);
 }

@@ -50,6 +50,7 @@ pub fn stored_key(name: &str, role: Role, age: Duration) -> StoredKey {
         created_at: ms(Utc::now() - age),
         last_used_at: None,
         revoked_at: None,
+        limits: crate::domain::KeyLimits::default(),
     }
 }
 
@@ -58,7 +59,12 @@ pub fn stored_key(name: &str, role: Role, age: Duration) -> StoredKey {
 /// `create_key` stores every field; `list_keys` returns keys oldest first.
 pub async fn created_keys_are_listed_oldest_first_with_every_field(store: Arc<dyn KeyStore>) {
     let newer = stored_key("newer", Role::Admin, Duration::minutes(1));
-    let older = stored_key("older", Role::User, Duration::minutes(5));
+    let mut older = stored_key("older", Role::User, Duration::minutes(5));
+    older.limits = crate::domain::KeyLimits {
+        items_per_day: Some(100),
+        spend_per_day: None,
+        spend_per_month: Some(crate::domain::MicroUsd(25_000_000)),
+    };
     store.create_key(newer.clone()).await.expect("create newer");
     store.create_key(older.clone()).await.expect("create older");
 
@@ -67,7 +73,7 @@ pub async fn created_keys_are_listed_oldest_first_with_every_field(store: Arc<dy
     assert_eq!(
         listed,
         vec![older, newer],
-        "keys come back whole, oldest first"
+        "keys come back whole (limits too), oldest first"
     );
 }
 

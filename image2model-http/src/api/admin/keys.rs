@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use image2model_core::ErrorCode;
 use image2model_core::auth::KeyError;
-use image2model_core::domain::ApiKeyId;
+use image2model_core::domain::{ApiKeyId, KeyLimits};
 use image2model_core::ports::{Role, StoredKey};
 use poem::Request;
 
@@ -21,6 +21,7 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::api::tags::ApiTags;
+use crate::api::usage::LimitsDto;
 use crate::audit::{Entry, kind};
 use crate::error::{AdminError, ApiError, ErrorBody};
 use crate::security::auth::AdminKey;
@@ -62,6 +63,10 @@ pub struct CreateKeyDto {
     pub name: String,
     /// Its role.
     pub role: KeyRoleDto,
+    /// Its quotas (none when absent): an upload that would pass one is
+    /// refused with 429 `quota_exceeded`.
+    #[oai(default)]
+    pub limits: LimitsDto,
 }
 
 /// A key just created, with its secret (shown this once only).
@@ -105,6 +110,8 @@ pub struct KeyDto {
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked; `null` while it is live.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Its quotas.
+    pub limits: LimitsDto,
 }
 
 impl From<StoredKey> for KeyDto {
@@ -118,6 +125,7 @@ impl From<StoredKey> for KeyDto {
             created_at: Some(k.created_at),
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
+            limits: k.limits.into(),
         }
     }
 }
@@ -173,18 +181,20 @@ fn bootstrap_keys(state: &AppState) -> Vec<KeyDto> {
         k.as_ref().is_some_and(|s| !s.expose_secret().is_empty())
     };
     let mut keys = Vec::new();
-    for (set, id, name, role) in [
+    for (set, id, name, role, limits) in [
         (
             configured(&config.api_key),
             ApiKeyId::bootstrap_user(),
             "API_KEY",
             KeyRoleDto::User,
+            config.api_key_limits,
         ),
         (
             configured(&config.admin_api_key),
             ApiKeyId::bootstrap_admin(),
             "ADMIN_API_KEY",
             KeyRoleDto::Admin,
+            KeyLimits::default(),
         ),
     ] {
         if set {
@@ -197,6 +207,7 @@ fn bootstrap_keys(state: &AppState) -> Vec<KeyDto> {
                 created_at: None,
                 last_used_at: None,
                 revoked_at: None,
+                limits: limits.into(),
             });
         }
     }
@@ -241,7 +252,17 @@ impl KeysApi {
         body: Json<CreateKeyDto>,
     ) -> Result<CreateKeyResponse, AdminError> {
         let role = Role::from(body.0.role);
-        let (key, secret) = match self.state.keys.create(&body.0.name, role).await {
+        let limits = body
+            .0
+            .limits
+            .to_limits()
+            .map_err(|m| ApiError::of(ErrorCode::InvalidRequest, m))?;
+        let (key, secret) = match self
+            .state
+            .keys
+            .create_with_limits(&body.0.name, role, limits)
+            .await
+        {
             Ok(made) => made,
             Err(KeyError::InvalidName) => {
                 return Err(ApiError::of(
@@ -262,6 +283,7 @@ impl KeysApi {
                         "key_id": key.key_id.as_str(),
                         "name": key.name,
                         "role": key.role.as_str(),
+                        "limits": key.limits,
                     })),
             )
             .await;

@@ -5,7 +5,8 @@
 //! - [`jobs`]: `GET jobs`, `DELETE jobs/{job_id}` (any owner's jobs);
 //! - [`keys`]: `GET`/`POST keys`, `DELETE keys/{key_id}`;
 //! - [`maintenance`]: `GET disk-usage`, `POST cleanup`;
-//! - [`audit`]: `GET audit`.
+//! - [`audit`]: `GET audit`;
+//! - [`usage`]: `GET usage` (every key's use against its limits).
 //!
 //! Every operation takes an [`AdminKey`](crate::security::auth::AdminKey),
 //! is tagged `ApiTags::Admin`, and records what it changes in the audit
@@ -18,6 +19,7 @@ pub mod jobs;
 pub mod keys;
 pub mod maintenance;
 pub mod system;
+pub mod usage;
 
 use crate::state::AppState;
 
@@ -28,6 +30,7 @@ pub type AdminApis = (
     keys::KeysApi,
     maintenance::MaintenanceApi,
     audit::AuditApi,
+    usage::AdminUsageApi,
 );
 
 /// The admin operations over `state`.
@@ -47,6 +50,9 @@ pub fn apis(state: &AppState) -> AdminApis {
             state: state.clone(),
         },
         audit::AuditApi {
+            state: state.clone(),
+        },
+        usage::AdminUsageApi {
             state: state.clone(),
         },
     )
