@@ -252,6 +252,19 @@ impl KeyRegistry {
             .is_some_and(|k| k.revoked_at.is_none()))
     }
 
+    /// Replaces a stored key's limits (from its next request on); `false`
+    /// when there is none with this id.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub async fn set_limits(
+        &self,
+        key_id: &ApiKeyId,
+        limits: KeyLimits,
+    ) -> Result<bool, StoreError> {
+        self.store.set_key_limits(key_id, limits).await
+    }
+
     /// Revokes a stored key; `false` when there is none with this id.
     ///
     /// # Errors

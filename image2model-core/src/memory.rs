@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::domain::{
-    ApiKeyId, BlobKey, BlobPrefix, Counts, ItemError, ItemId, ItemStatus, Job, JobId, MicroUsd,
-    OwnerUsage, Periods, Progress, Usage,
+    ApiKeyId, BlobKey, BlobPrefix, Counts, ItemError, ItemId, ItemStatus, Job, JobId, KeyLimits,
+    MicroUsd, OwnerUsage, Periods, Progress, Usage,
 };
 use crate::ports::{
     AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim,
@@ -542,6 +542,21 @@ impl KeyStore for MemoryKeyStore {
         match keys.iter_mut().find(|k| &k.key_id == key_id) {
             Some(k) => {
                 k.revoked_at.get_or_insert_with(Utc::now);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn set_key_limits(
+        &self,
+        key_id: &ApiKeyId,
+        limits: KeyLimits,
+    ) -> Result<bool, StoreError> {
+        let mut keys = self.keys.lock().expect("memory key lock");
+        match keys.iter_mut().find(|k| &k.key_id == key_id) {
+            Some(k) => {
+                k.limits = limits;
                 Ok(true)
             }
             None => Ok(false),

@@ -6,7 +6,8 @@
 //! Recorded kinds ([`kind`]): `auth_failed`, `forbidden`, `rate_limited`
 //! (by the request gate's observer,
 //! [`crate::security::audit_observer::AuditObserver`], from the final
-//! response status), and `key_created`, `key_revoked`, `job_deleted`,
+//! response status), and `key_created`, `key_revoked`,
+//! `key_limits_changed`, `job_deleted`,
 //! `cleanup` (by the admin handlers and the cleanup task), `quota_exceeded`
 //! and `quota_nearly_used` (by the upload handler) (all through
 //! [`crate::state::AppState::audit`]). Every one goes through [`record`].
@@ -38,6 +39,8 @@ pub mod kind {
     pub const KEY_CREATED: &str = "key_created";
     /// An API key was revoked.
     pub const KEY_REVOKED: &str = "key_revoked";
+    /// An API key's limits were changed.
+    pub const KEY_LIMITS_CHANGED: &str = "key_limits_changed";
     /// An admin removed a job.
     pub const JOB_DELETED: &str = "job_deleted";
     /// Old jobs and files were removed (or would be, in a dry run).

@@ -306,6 +306,16 @@ macro_rules! statements {
                 " WHERE key_id = ",
                 $p2
             ),
+            set_key_limits: concat!(
+                "UPDATE api_keys SET items_per_day = ",
+                $p1,
+                ", spend_per_day_micros = ",
+                $p2,
+                ", spend_per_month_micros = ",
+                $p3,
+                " WHERE key_id = ",
+                $p4
+            ),
             record_event: concat!(
                 "INSERT INTO audit_events (",
                 event_columns!(),
@@ -351,6 +361,7 @@ struct Statements {
     find_key_by_id: &'static str,
     revoke_key: &'static str,
     touch_key: &'static str,
+    set_key_limits: &'static str,
     record_event: &'static str,
     recent_events: &'static str,
     prune_events: &'static str,
@@ -412,6 +423,23 @@ macro_rules! key_store_and_audit_log {
                     .execute(self.$writer())
                     .await
                     .map_err(db_error("revoking a key"))?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn set_key_limits(
+                &self,
+                key_id: &ApiKeyId,
+                limits: KeyLimits,
+            ) -> Result<bool, StoreError> {
+                let _turn = self.$turn().await;
+                let done = sqlx::query($sql.set_key_limits)
+                    .bind(limits.items_per_day.map(limit_stored))
+                    .bind(limits.spend_per_day.map(|m| limit_stored(m.0)))
+                    .bind(limits.spend_per_month.map(|m| limit_stored(m.0)))
+                    .bind(key_id.as_str())
+                    .execute(self.$writer())
+                    .await
+                    .map_err(db_error("changing a key's limits"))?;
                 Ok(done.rows_affected() > 0)
             }
 

@@ -51,6 +51,7 @@ impl fmt::Debug for StoredKey {
 /// Contract (checked by `testing::conformance::key_store`): `create` fails with
 /// [`StoreError::Conflict`] on a duplicate id or hash; `find_by_hash` ignores
 /// revoked keys; `revoke` is idempotent and returns `false` for an unknown id;
+/// `set_key_limits` replaces the limits `list` and `find` then return;
 /// `list` returns every key (revoked too) oldest first.
 #[async_trait]
 pub trait KeyStore: Send + Sync + fmt::Debug {
@@ -71,6 +72,13 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     }
     /// Revokes a key; `false` when no key has this id.
     async fn revoke_key(&self, key_id: &ApiKeyId) -> Result<bool, StoreError>;
+    /// Replaces a key's limits (revoked keys too); `false` when no key has
+    /// this id.
+    async fn set_key_limits(
+        &self,
+        key_id: &ApiKeyId,
+        limits: KeyLimits,
+    ) -> Result<bool, StoreError>;
     /// Records a use of the key.
     async fn touch_key(&self, key_id: &ApiKeyId, at: DateTime<Utc>) -> Result<(), StoreError>;
 }

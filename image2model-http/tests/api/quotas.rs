@@ -259,3 +259,52 @@ async fn two_instances_on_one_postgres_accept_exactly_the_limit() {
     assert_eq!(usage(&a, USER_KEY).await["day"]["items"], LIMIT);
     assert_eq!(usage(&b, USER_KEY).await["day"]["items"], LIMIT);
 }
+
+#[tokio::test]
+async fn an_admin_changes_a_keys_limits_and_they_apply_from_its_next_upload() {
+    let app = spawn_app_with(|_| {}).await;
+    let created = app.create_key_ok("team", "user").await;
+    let key = created["secret"].as_str().unwrap().to_owned();
+    let key_id = created["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(upload_n(&app, 2, &key).await.status(), 202, "no limits yet");
+
+    let put = |body: Value, id: String| {
+        let app = &app;
+        async move {
+            app.client
+                .put(app.url(&format!("/api/v1/admin/keys/{id}/limits")))
+                .bearer_auth(ADMIN_KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = put(json!({ "items_per_day": 2 }), key_id.clone()).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        error_code(upload_n(&app, 1, &key).await).await,
+        "quota_exceeded",
+        "two used of two"
+    );
+    assert_eq!(usage(&app, &key).await["limits"]["items_per_day"], 2);
+
+    // Lifted again: uploads go through.
+    assert_eq!(put(json!({}), key_id.clone()).await.status(), 200);
+    assert_eq!(upload_n(&app, 1, &key).await.status(), 202);
+
+    assert_eq!(
+        error_code(put(json!({}), "bootstrap-user".into()).await).await,
+        "bootstrap_key"
+    );
+    assert_eq!(
+        error_code(put(json!({}), "01M8YFGK7MWBWWHGC6ENQ5V1EX".into()).await).await,
+        "not_found"
+    );
+    let kinds = audit_kinds(&app).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "key_limits_changed").count(),
+        2,
+        "{kinds:?}"
+    );
+}

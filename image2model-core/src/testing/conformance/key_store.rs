@@ -24,6 +24,7 @@ macro_rules! __key_store_checks {
             revoke_is_idempotent_and_keeps_the_first_time,
             revoke_of_an_unknown_key_is_false,
             touch_records_the_last_use,
+            set_limits_replaces_a_keys_limits,
         ]}
     };
 }
@@ -208,4 +209,48 @@ pub async fn touch_records_the_last_use(store: Arc<dyn KeyStore>) {
         .touch_key(&ApiKeyId::generate(), at)
         .await
         .expect("touching an unknown key is not an error");
+}
+
+/// `set_key_limits` replaces a key's limits (as `list` and `find` then show)
+/// and is `false` for an unknown id.
+pub async fn set_limits_replaces_a_keys_limits(store: Arc<dyn KeyStore>) {
+    let key = stored_key("limited", Role::User, Duration::zero());
+    store.create_key(key.clone()).await.expect("create");
+    let limits = crate::domain::KeyLimits {
+        items_per_day: Some(10),
+        spend_per_day: Some(crate::domain::MicroUsd(2_500_000)),
+        spend_per_month: None,
+    };
+    assert!(
+        store
+            .set_key_limits(&key.key_id, limits)
+            .await
+            .expect("set")
+    );
+    let found = store
+        .find_key(&key.key_id)
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(found.limits, limits);
+    let listed = store.list_keys().await.expect("list");
+    assert_eq!(listed[0].limits, limits);
+    assert!(
+        store
+            .set_key_limits(&key.key_id, crate::domain::KeyLimits::default())
+            .await
+            .expect("clear")
+    );
+    let found = store
+        .find_key(&key.key_id)
+        .await
+        .expect("find")
+        .expect("found");
+    assert_eq!(found.limits, crate::domain::KeyLimits::default());
+    assert!(
+        !store
+            .set_key_limits(&ApiKeyId::generate(), limits)
+            .await
+            .expect("unknown")
+    );
 }

@@ -1,5 +1,6 @@
-//! `GET/POST/DELETE /api/v1/admin/keys[/{key_id}]`: API keys managed without
-//! a restart (admin key only).
+//! `GET/POST/DELETE /api/v1/admin/keys[/{key_id}]` and `PUT
+//! /api/v1/admin/keys/{key_id}/limits`: API keys and their quotas managed
+//! without a restart (admin key only).
 //!
 //! A created key's secret is in the creation response and nowhere else: the
 //! server keeps only its HMAC under `SECRET_KEY` and its first characters
@@ -157,6 +158,23 @@ pub enum CreateKeyResponse {
     /// an unknown role).
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+}
+
+/// Responses of `PUT /api/v1/admin/keys/{key_id}/limits`.
+#[derive(Debug, ApiResponse)]
+pub enum SetLimitsResponse {
+    /// The key's limits now.
+    #[oai(status = 200)]
+    Ok(Json<LimitsDto>),
+    /// `invalid_request`: a spend that is not a dollar amount.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// `not_found`: no key has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// `bootstrap_key`: the bootstrap keys' limits come from the environment.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
 }
 
 /// Responses of `DELETE /api/v1/admin/keys/{key_id}`.
@@ -339,5 +357,56 @@ impl KeysApi {
             )
             .await;
         Ok(RevokeKeyResponse::Revoked)
+    }
+
+    /// Change an API key's limits
+    ///
+    /// Replaces the key's quotas (send `{}` to lift them all); they apply
+    /// from its next upload. The bootstrap user key's come from the
+    /// `API_KEY_*` variables instead.
+    #[oai(
+        path = "/keys/:key_id/limits",
+        method = "put",
+        operation_id = "admin_set_key_limits"
+    )]
+    async fn set_limits(
+        &self,
+        auth: AdminKey,
+        req: &Request,
+        /// The key's id, as listed.
+        key_id: Path<String>,
+        body: Json<LimitsDto>,
+    ) -> Result<SetLimitsResponse, AdminError> {
+        let key_id = ApiKeyId::parse(&key_id.0).map_err(|_| ApiError::not_found())?;
+        if key_id == ApiKeyId::bootstrap_user() || key_id == ApiKeyId::bootstrap_admin() {
+            return Err(ApiError::of(
+                ErrorCode::BootstrapKey,
+                "the bootstrap user key's limits come from API_KEY_ITEMS_PER_DAY, \
+                 API_KEY_SPEND_PER_DAY_USD and API_KEY_SPEND_PER_MONTH_USD: change them there",
+            )
+            .into());
+        }
+        let limits = body
+            .0
+            .to_limits()
+            .map_err(|m| ApiError::of(ErrorCode::InvalidRequest, m))?;
+        let found = self
+            .state
+            .keys
+            .set_limits(&key_id, limits)
+            .await
+            .map_err(image2model_core::PipelineError::from)?;
+        if !found {
+            return Err(ApiError::not_found().into());
+        }
+        self.state
+            .audit(
+                Entry::new(kind::KEY_LIMITS_CHANGED)
+                    .actor(&auth.0.key_id)
+                    .client_ip(self.state.clients.client_ip(req))
+                    .detail(json!({ "key_id": key_id.as_str(), "limits": limits })),
+            )
+            .await;
+        Ok(SetLimitsResponse::Ok(Json(limits.into())))
     }
 }
