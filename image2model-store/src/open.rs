@@ -150,6 +150,23 @@ pub fn redact_url(url: &str) -> String {
 
 /// `url` with the password of its user info replaced by `REDACTED`.
 fn redact_password(url: &str) -> String {
+    let text = redact_password_text(url);
+    // The URL parser finds user info where the text scan does not (special
+    // schemes accept `http:/u:pw@h` and backslashes for slashes): when it
+    // still sees a password, it replaces it itself.
+    match url::Url::parse(&text) {
+        Ok(mut parsed) if parsed.password().is_some_and(|p| p != "REDACTED") => {
+            match parsed.set_password(Some("REDACTED")) {
+                Ok(()) => parsed.into(),
+                Err(()) => "[unparsable URL with credentials]".to_owned(),
+            }
+        }
+        _ => text,
+    }
+}
+
+/// [`redact_password`] on the text: the user info of `scheme://user:pw@host`.
+fn redact_password_text(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_owned();
     };

@@ -29,6 +29,33 @@ use super::{GltfError, Mesh};
 pub const MAX_VERTICES: usize = 8_000_000;
 /// The most triangles (summed over all instances) the reader returns.
 pub const MAX_TRIANGLES: usize = 8_000_000;
+/// Vertices (and triangles) a GLB may yield per byte of its own size, past
+/// [`MIN_ELEMENT_LIMIT`]. An accessor without a buffer view (all zeros),
+/// and a mesh drawn by many nodes or primitives, yield more than their bytes
+/// hold; this bounds that amplification (a few hundred bytes could otherwise
+/// ask for [`MAX_VERTICES`] vertices and a gigabyte of OBJ text) while
+/// leaving room for real instancing.
+pub const ELEMENTS_PER_INPUT_BYTE: usize = 16;
+/// The limit for small inputs, whatever their size.
+pub const MIN_ELEMENT_LIMIT: usize = 65_536;
+
+/// The most vertices, and the most triangles, [`read_glb`] returns for an
+/// input of `input_len` bytes: [`ELEMENTS_PER_INPUT_BYTE`] per byte, at
+/// least [`MIN_ELEMENT_LIMIT`], at most [`MAX_VERTICES`] / [`MAX_TRIANGLES`].
+///
+/// ```
+/// use image2model_core::gltf::reader::{MAX_VERTICES, MIN_ELEMENT_LIMIT, element_limits};
+///
+/// assert_eq!(element_limits(100), (MIN_ELEMENT_LIMIT, MIN_ELEMENT_LIMIT));
+/// assert_eq!(element_limits(1 << 30).0, MAX_VERTICES);
+/// ```
+#[must_use]
+pub fn element_limits(input_len: usize) -> (usize, usize) {
+    let scaled = input_len
+        .saturating_mul(ELEMENTS_PER_INPUT_BYTE)
+        .max(MIN_ELEMENT_LIMIT);
+    (scaled.min(MAX_VERTICES), scaled.min(MAX_TRIANGLES))
+}
 
 type Mat4 = [[f32; 4]; 4];
 const IDENTITY: Mat4 = [
@@ -51,7 +78,8 @@ const IDENTITY: Mat4 = [
 /// [`GltfError::Malformed`] (truncated, inconsistent lengths, JSON that is not
 /// valid glTF, accessors out of bounds, indices out of range, no triangle),
 /// [`GltfError::Unsupported`] (non-triangle primitives, external buffers) and
-/// [`GltfError::TooLarge`] beyond [`MAX_VERTICES`] / [`MAX_TRIANGLES`].
+/// [`GltfError::TooLarge`] beyond [`element_limits`] (so never beyond
+/// [`MAX_VERTICES`] / [`MAX_TRIANGLES`]).
 pub fn read_glb(bytes: &[u8]) -> Result<Mesh, GltfError> {
     let (json, bin) = split_glb(bytes)?;
     let root = ::gltf::json::Root::from_slice(json)
@@ -66,7 +94,12 @@ pub fn read_glb(bytes: &[u8]) -> Result<Mesh, GltfError> {
     let document = Document::from_json(root)
         .map_err(|e| GltfError::Malformed(shorten(format!("invalid glTF: {e}"))))?;
     let buffers = load_buffers(&document, bin)?;
-    let mut out = Collector::default();
+    let (max_vertices, max_triangles) = element_limits(bytes.len());
+    let mut out = Collector {
+        max_vertices,
+        max_triangles,
+        ..Collector::default()
+    };
     for (node, matrix) in scene_nodes(&document)? {
         if let Some(mesh) = node.mesh() {
             for primitive in mesh.primitives() {
@@ -300,6 +333,9 @@ struct Collector {
     any_colors: bool,
     all_normals: bool,
     primitives: usize,
+    /// From [`element_limits`].
+    max_vertices: usize,
+    max_triangles: usize,
 }
 
 impl Collector {
@@ -320,14 +356,16 @@ impl Collector {
         })?;
         let count = positions.count();
         let triangles = primitive.indices().map_or(count, |a| a.count()) / 3;
-        if self.positions.len() + count > MAX_VERTICES {
+        if self.positions.len().saturating_add(count) > self.max_vertices {
             return Err(GltfError::TooLarge(format!(
-                "more than {MAX_VERTICES} vertices"
+                "more than {} vertices",
+                self.max_vertices
             )));
         }
-        if self.indices.len() / 3 + triangles > MAX_TRIANGLES {
+        if (self.indices.len() / 3).saturating_add(triangles) > self.max_triangles {
             return Err(GltfError::TooLarge(format!(
-                "more than {MAX_TRIANGLES} triangles"
+                "more than {} triangles",
+                self.max_triangles
             )));
         }
         let base = self.positions.len();

@@ -15,8 +15,8 @@ use serde_json::Value;
 use super::config::{FalConfig, join};
 use super::models::EndpointId;
 use super::protocol::{
-    CONTENT_POLICY_VIOLATION, StatusResponse, SubmitResponse, UploadInitiate, UploadTarget,
-    error_message, headers, validation_details,
+    CONTENT_POLICY_VIOLATION, StatusResponse, SubmitResponse, UploadInitiate, error_message,
+    headers, parse_status, parse_submit, parse_upload_target, validation_details,
 };
 use super::retry::{CallKind, is_retryable, retry_after};
 use crate::domain::ImageKind;
@@ -101,7 +101,7 @@ impl FalClient {
     }
 
     /// `…/[namespace/]owner/app/requests/{id}`: never the sub path. The id has
-    /// passed [`is_valid_request_id`].
+    /// passed [`is_valid_request_id`](super::protocol::is_valid_request_id).
     fn request_url(&self, endpoint: &EndpointId, request_id: &str, suffix: &str) -> String {
         self.queue_url(&format!(
             "{}/requests/{request_id}{suffix}",
@@ -214,9 +214,7 @@ impl FalClient {
         if !answer.status.is_success() {
             return Err(error_for("upload initiate", &answer, CallKind::Call));
         }
-        let target: UploadTarget = serde_json::from_str(&answer.body).map_err(|e| {
-            GenerateError::Upstream(format!("upload initiate: unexpected answer: {e}"))
-        })?;
+        let target = parse_upload_target(&answer.body)?;
         // The upload URL is presigned: the key is not sent there.
         let response = self
             .send("upload", CallKind::Call, || {
@@ -234,7 +232,8 @@ impl FalClient {
     }
 
     /// Submits `input` to the endpoint (the whole id), asking fal to call
-    /// `webhook` when the request ends.
+    /// `webhook` when the request ends. The answer's request id has passed
+    /// [`is_valid_request_id`](super::protocol::is_valid_request_id).
     pub(crate) async fn submit(
         &self,
         endpoint: &EndpointId,
@@ -267,8 +266,7 @@ impl FalClient {
         if !answer.status.is_success() {
             return Err(error_for("submit", &answer, CallKind::Call));
         }
-        serde_json::from_str(&answer.body)
-            .map_err(|e| GenerateError::Upstream(format!("submit: unexpected answer: {e}")))
+        parse_submit(&answer.body)
     }
 
     /// Polls a request's status once (with retries).
@@ -291,9 +289,7 @@ impl FalClient {
         if !answer.status.is_success() {
             return Err(error_for("status", &answer, CallKind::StatusPoll));
         }
-        serde_json::from_str(&answer.body)
-            .map(StatusAnswer::Status)
-            .map_err(|e| GenerateError::Upstream(format!("status: unexpected answer: {e}")))
+        parse_status(&answer.body).map(StatusAnswer::Status)
     }
 
     /// Opens a request's status stream (`…/status/stream?logs=1`), once: the
@@ -453,17 +449,6 @@ pub(crate) fn describe(e: &reqwest::Error) -> String {
     }
 }
 
-/// Whether a request id is safe to put in a path segment: fal's ids are
-/// UUIDs; anything else (e.g. a corrupted id from a store) is refused rather
-/// than escaped.
-pub(crate) fn is_valid_request_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,13 +513,5 @@ mod tests {
             unauthenticated_error("model download", &a).code(),
             "generator_unavailable"
         );
-    }
-
-    #[test]
-    fn request_ids_cannot_escape_their_segment() {
-        assert!(is_valid_request_id("764cabcf-b745-4b3e-ae38-1200304cf45b"));
-        for bad in ["", "..", "../x", "a?b", "a/b", "a%2Fb"] {
-            assert!(!is_valid_request_id(bad), "{bad}");
-        }
     }
 }

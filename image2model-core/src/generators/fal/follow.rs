@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 use super::client::{StatusAnswer, describe};
 use super::models::{EndpointId, FalModel};
-use super::protocol::{QueueStatus, StatusResponse};
+use super::protocol::{QueueStatus, StatusResponse, parse_status};
 use super::sse::SseReader;
 use super::{FalGenerator, ProgressTracker, report};
 use crate::ports::{GenerateError, GenerationObserver};
@@ -273,7 +273,7 @@ impl FalGenerator {
                 Err(e) => return broken(e.to_string(), events),
             };
             for data in datas {
-                let status: StatusResponse = match serde_json::from_str(&data) {
+                let status = match parse_status(&data) {
                     Ok(status) => status,
                     Err(e) => {
                         return broken(format!("an event is not a status: {e}"), events);

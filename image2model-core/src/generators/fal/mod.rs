@@ -30,12 +30,13 @@
 //! - `kind`: [`FalKind`], FAL in the generator registry (its section is the
 //!   [`FalConfig`]).
 //! - `models`: the model table ([`MODELS`]) and [`EndpointId`].
-//! - `protocol`: fal's wire types.
+//! - [`protocol`]: fal's wire types and the functions that read fal's
+//!   answers (submit, status, result), shared with the fuzz targets.
 //! - `retry`: [`RetryPolicy`] and [`PollPolicy`].
 //! - `client`: HTTP calls with retries and fal's errors mapped; the two
 //!   shared connection pools.
 //! - `follow`: waiting for completion (status stream, webhook, polling).
-//! - `sse`: a bounded reader of the status stream's events.
+//! - [`sse`]: a bounded reader of the status stream's events.
 //! - `output`: downloading the model and the preview.
 
 mod client;
@@ -46,7 +47,7 @@ mod models;
 mod output;
 pub mod protocol;
 mod retry;
-mod sse;
+pub mod sse;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex};
@@ -54,7 +55,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
-use serde_json::Value;
 use tracing::Instrument;
 
 pub use config::{
@@ -68,10 +68,10 @@ pub use models::{
 };
 pub use retry::{PollPolicy, RetryPolicy};
 
-use self::client::{FalClient, error_for, is_valid_request_id};
+use self::client::{FalClient, error_for};
 use self::follow::Waiters;
-use self::output::{download_model, download_preview, file_ref};
-use self::protocol::{QueueStatus, StatusResponse};
+use self::output::{download_model, download_preview};
+use self::protocol::{QueueStatus, StatusResponse, is_valid_request_id, parse_result};
 use self::retry::CallKind;
 use crate::domain::{GenerateOptions, ImageKind, ModelName, Progress};
 use crate::ports::{
@@ -245,12 +245,8 @@ impl FalGenerator {
                 )
                 .await?
         };
+        // `parse_submit` checked that the id is usable in a path.
         let id = submitted.request_id;
-        if !is_valid_request_id(&id) {
-            return Err(GenerateError::Upstream(format!(
-                "fal returned an unusable request id {id:?}"
-            )));
-        }
         lock(remote).request_id = Some(id.clone());
         tracing::info!(request_id = %id, endpoint = %endpoint, "fal request submitted");
         if let Err(e) = ctx.observer.remote_request(&id).await {
@@ -324,37 +320,19 @@ impl FalGenerator {
         if !answer.status.is_success() {
             return Err(error_for("result", &answer, CallKind::Call));
         }
-        let output: Value = serde_json::from_str(&answer.body)
-            .map_err(|e| GenerateError::InvalidOutput(format!("the result is not JSON: {e}")))?;
-        let Some(file) = file_ref(&output, model.output_field) else {
-            // A failure behind COMPLETED: say what fal said, if anything.
-            let said = status
-                .error
-                .clone()
-                .or_else(|| {
-                    output
-                        .get("detail")
-                        .map(|d| protocol::error_message(&d.to_string()))
-                })
-                .or_else(|| {
-                    output
-                        .get("error")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                });
-            return Err(match said {
-                Some(message) => GenerateError::Upstream(format!("fal reported: {message}")),
-                None => GenerateError::InvalidOutput(format!(
-                    "the result has no {} file",
-                    model.output_field
-                )),
-            });
-        };
+        let files = parse_result(
+            &answer.body,
+            model.output_field,
+            model.preview_field,
+            status.error.as_deref(),
+        )?;
         report(ctx.observer, 92).await;
         let config = self.client.config();
-        let preview =
-            download_preview(&self.client, model, &output, config.max_preview_bytes).await;
-        let download = download_model(&self.client, &file, config.max_model_bytes).await?;
+        let preview = match files.preview {
+            Some(file) => download_preview(&self.client, &file, config.max_preview_bytes).await,
+            None => None,
+        };
+        let download = download_model(&self.client, &files.model, config.max_model_bytes).await?;
         report(ctx.observer, 95).await;
         tracing::info!(request_id = %request_id, bytes = download.length, "fal model ready");
         Ok(GeneratedModel {

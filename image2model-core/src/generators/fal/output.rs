@@ -6,23 +6,14 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream};
 use reqwest::Response;
-use serde_json::Value;
 
 use super::client::{FalClient, describe};
-use super::models::FalModel;
 use super::protocol::FileRef;
 use crate::ports::{ByteStream, GenerateError, GeneratedPreview, bytes_stream};
 use crate::validate::sniff;
 
 /// The GLB header: magic, version, total length.
 const GLB_HEADER: usize = 12;
-
-/// The file object in `output[field]`, when there is one with a URL.
-pub(crate) fn file_ref(output: &Value, field: &str) -> Option<FileRef> {
-    serde_json::from_value::<FileRef>(output.get(field)?.clone())
-        .ok()
-        .filter(|f| !f.url.is_empty())
-}
 
 /// An error whose [`io::Error`] carries a [`GenerateError`]: the pipeline can
 /// recover the code with `err.get_ref().and_then(|e| e.downcast_ref())`.
@@ -154,16 +145,13 @@ pub(crate) async fn download_model(
     Ok(ModelDownload { length, stream })
 }
 
-/// Downloads the preview named by the model's preview field, when it has one.
-/// Best effort: a missing, oversized or unrecognised preview is dropped with a
+/// Downloads the preview the result named. Best effort: a missing, oversized or unrecognised preview is dropped with a
 /// warning (the model is what matters).
 pub(crate) async fn download_preview(
     client: &FalClient,
-    model: &FalModel,
-    output: &Value,
+    file: &FileRef,
     max_bytes: u64,
 ) -> Option<GeneratedPreview> {
-    let file = file_ref(output, model.preview_field?)?;
     let response = match client.download("preview download", &file.url).await {
         Ok(r) => r,
         Err(e) => {

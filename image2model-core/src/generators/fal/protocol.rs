@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::ports::GenerateError;
+
 /// The answer to a submit: `POST {queue}/{endpoint_id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubmitResponse {
@@ -155,6 +157,126 @@ pub mod headers {
     pub const REQUEST_ID: &str = "x-fal-request-id";
 }
 
+/// Whether a request id is safe to put in a path segment: fal's ids are
+/// UUIDs; anything else (e.g. a corrupted id from a store) is refused rather
+/// than escaped.
+#[must_use]
+pub fn is_valid_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+}
+
+/// Reads the (successful) answer to a submit, as the generator does: a
+/// [`SubmitResponse`] whose request id passes [`is_valid_request_id`].
+///
+/// ```
+/// use image2model_core::generators::fal::protocol::parse_submit;
+///
+/// let ok = parse_submit(r#"{"request_id":"764cabcf-b745","status":"IN_QUEUE"}"#).unwrap();
+/// assert_eq!(ok.request_id, "764cabcf-b745");
+/// assert!(parse_submit(r#"{"request_id":"../x"}"#).is_err());
+/// ```
+///
+/// # Errors
+/// `Upstream` when the body is not a submit answer or its id is unusable.
+pub fn parse_submit(body: &str) -> Result<SubmitResponse, GenerateError> {
+    let submitted: SubmitResponse = serde_json::from_str(body)
+        .map_err(|e| GenerateError::Upstream(format!("submit: unexpected answer: {e}")))?;
+    if !is_valid_request_id(&submitted.request_id) {
+        return Err(GenerateError::Upstream(format!(
+            "fal returned an unusable request id {:?}",
+            submitted.request_id.chars().take(140).collect::<String>()
+        )));
+    }
+    Ok(submitted)
+}
+
+/// Reads a status: the answer to a status poll or one event of the status
+/// stream.
+///
+/// # Errors
+/// `Upstream` when the text is not a status.
+pub fn parse_status(body: &str) -> Result<StatusResponse, GenerateError> {
+    serde_json::from_str(body)
+        .map_err(|e| GenerateError::Upstream(format!("status: unexpected answer: {e}")))
+}
+
+/// Reads the answer to an upload initiate.
+///
+/// # Errors
+/// `Upstream` when the body is not an [`UploadTarget`].
+pub fn parse_upload_target(body: &str) -> Result<UploadTarget, GenerateError> {
+    serde_json::from_str(body)
+        .map_err(|e| GenerateError::Upstream(format!("upload initiate: unexpected answer: {e}")))
+}
+
+/// The file object in `output[field]`, when there is one with a URL.
+#[must_use]
+pub fn file_ref(output: &Value, field: &str) -> Option<FileRef> {
+    serde_json::from_value::<FileRef>(output.get(field)?.clone())
+        .ok()
+        .filter(|f| !f.url.is_empty())
+}
+
+/// The files named by a completed request's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultFiles {
+    /// The model file (`output[output_field]`).
+    pub model: FileRef,
+    /// The preview image (`output[preview_field]`), when there is one.
+    pub preview: Option<FileRef>,
+}
+
+/// Reads a (successful) result body, as the generator does: the model file
+/// under `output_field` and the preview under `preview_field`. A result
+/// without a model file is a failure behind `COMPLETED`: the error says what
+/// fal said (`status_error`, the status's own error, first; then the body's
+/// `detail` or `error`), if anything.
+///
+/// ```
+/// use image2model_core::generators::fal::protocol::parse_result;
+///
+/// let body = r#"{"model_glb":{"url":"https://cdn/x.glb","file_size":12}}"#;
+/// let files = parse_result(body, "model_glb", Some("thumbnail"), None).unwrap();
+/// assert_eq!(files.model.url, "https://cdn/x.glb");
+/// assert!(files.preview.is_none());
+/// let failed = parse_result(r#"{"detail":"boom"}"#, "model_glb", None, None).unwrap_err();
+/// assert!(failed.to_string().contains("boom"));
+/// ```
+///
+/// # Errors
+/// `InvalidOutput` when the body is not JSON or names no model file and fal
+/// said nothing; `Upstream` with fal's message when it did.
+pub fn parse_result(
+    body: &str,
+    output_field: &str,
+    preview_field: Option<&str>,
+    status_error: Option<&str>,
+) -> Result<ResultFiles, GenerateError> {
+    let output: Value = serde_json::from_str(body)
+        .map_err(|e| GenerateError::InvalidOutput(format!("the result is not JSON: {e}")))?;
+    let Some(model) = file_ref(&output, output_field) else {
+        let said = status_error
+            .map(str::to_owned)
+            .or_else(|| output.get("detail").map(|d| error_message(&d.to_string())))
+            .or_else(|| {
+                output
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        return Err(match said {
+            Some(message) => GenerateError::Upstream(format!("fal reported: {message}")),
+            None => GenerateError::InvalidOutput(format!("the result has no {output_field} file")),
+        });
+    };
+    let preview = preview_field.and_then(|field| file_ref(&output, field));
+    Ok(ResultFiles { model, preview })
+}
+
 /// The message inside fal's error bodies: `detail` as text, or the first
 /// `msg` of a detail list, or the raw text (shortened).
 #[must_use]
@@ -212,6 +334,14 @@ mod tests {
         );
         assert_eq!(d[0].kind, CONTENT_POLICY_VIOLATION);
         assert!(validation_details(r#"{"detail": "x"}"#).is_empty());
+    }
+
+    #[test]
+    fn request_ids_cannot_escape_their_segment() {
+        assert!(is_valid_request_id("764cabcf-b745-4b3e-ae38-1200304cf45b"));
+        for bad in ["", "..", "../x", "a?b", "a/b", "a%2Fb"] {
+            assert!(!is_valid_request_id(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -7,18 +7,18 @@
 //! `eventsource-stream` has no such bound).
 
 /// The longest line accepted.
-const MAX_LINE: usize = 256 * 1024;
+pub const MAX_LINE: usize = 256 * 1024;
 /// The longest event (its data lines joined) accepted.
-const MAX_EVENT: usize = 1024 * 1024;
+pub const MAX_EVENT: usize = 1024 * 1024;
 
 /// A line or an event over the bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a status stream event is larger than {MAX_EVENT} bytes")]
-pub(crate) struct TooLarge;
+pub struct TooLarge;
 
 /// Splits SSE bytes into the data of each event.
 #[derive(Debug, Default)]
-pub(crate) struct SseReader {
+pub struct SseReader {
     /// Bytes of the line being read.
     line: Vec<u8>,
     /// Data lines of the event being read, joined by `\n`.
@@ -28,8 +28,13 @@ pub(crate) struct SseReader {
 }
 
 impl SseReader {
-    /// Feeds a chunk; returns the data of each event it completed.
-    pub(crate) fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, TooLarge> {
+    /// Feeds a chunk; returns the data of each event it completed (each at
+    /// most [`MAX_EVENT`] bytes).
+    ///
+    /// # Errors
+    /// [`TooLarge`] once a line passes [`MAX_LINE`] or an event
+    /// [`MAX_EVENT`]; the reader is not meant to be used after that.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<String>, TooLarge> {
         let mut events = Vec::new();
         let mut rest = chunk;
         while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
@@ -73,13 +78,16 @@ impl SseReader {
             None => (line, &[][..]),
         };
         if field == b"data" {
+            // Measured once decoded: each invalid byte becomes a three-byte
+            // U+FFFD, so the raw length would let an event grow past the bound.
+            let value = String::from_utf8_lossy(value);
             if self.data.len() + value.len() + 1 > MAX_EVENT {
                 return Err(TooLarge);
             }
             if self.has_data {
                 self.data.push('\n');
             }
-            self.data.push_str(&String::from_utf8_lossy(value));
+            self.data.push_str(&value);
             self.has_data = true;
         }
         Ok(())
