@@ -76,9 +76,8 @@ pub async fn after_upload(state: &AppState, who: &Principal, req: &Request, job:
         .pipeline
         .config()
         .prices
-        .price(&job.options.model)
-        .0
-        .saturating_mul(items);
+        .cost(&job.options.model, items)
+        .0;
     for limit in crossed(&who.limits, &usage, items, spend) {
         metrics::counter!("image2model_quota_warnings_total", "limit" => limit.as_str())
             .increment(1);

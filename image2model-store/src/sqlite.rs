@@ -640,11 +640,8 @@ fn insert_query(
     }
     if charge.is_some() {
         for _ in 0..2 {
-            sql.push_str(
-                "; INSERT INTO key_usage (owner, period, items, spend_micros) VALUES (?, ?, ?, ?) \
-                 ON CONFLICT (owner, period) DO UPDATE SET items = key_usage.items + excluded.items, \
-                 spend_micros = key_usage.spend_micros + excluded.spend_micros",
-            );
+            sql.push_str("; ");
+            sql.push_str(crate::usage::add_usage_sql!("?", "?", "?", "?"));
         }
     }
     if whole {

@@ -19,6 +19,28 @@ use crate::postgres::PostgresDatabase;
 use crate::rows::db_error;
 use crate::sqlite::SqliteDatabase;
 
+/// The statement that adds a charge to one `(owner, period)` row, with the
+/// engine's four placeholders: the one text both charge paths run (the
+/// checked one below, with `RETURNING`, and SQLite's one-command create).
+macro_rules! add_usage_sql {
+    ($p1:literal, $p2:literal, $p3:literal, $p4:literal) => {
+        concat!(
+            "INSERT INTO key_usage (owner, period, items, spend_micros) VALUES (",
+            $p1,
+            ", ",
+            $p2,
+            ", ",
+            $p3,
+            ", ",
+            $p4,
+            ") ON CONFLICT (owner, period) DO UPDATE SET ",
+            "items = key_usage.items + excluded.items, ",
+            "spend_micros = key_usage.spend_micros + excluded.spend_micros"
+        )
+    };
+}
+pub(crate) use add_usage_sql;
+
 /// A count as stored (SQL integers are signed).
 fn stored(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -101,18 +123,8 @@ macro_rules! usage_ledger {
                 charge: &Charge,
             ) -> Result<Option<QuotaExceeded>, StoreError> {
                 const UPSERT: &str = concat!(
-                    "INSERT INTO key_usage (owner, period, items, spend_micros) VALUES (",
-                    $p1,
-                    ", ",
-                    $p2,
-                    ", ",
-                    $p3,
-                    ", ",
-                    $p4,
-                    ") ON CONFLICT (owner, period) DO UPDATE SET ",
-                    "items = key_usage.items + excluded.items, ",
-                    "spend_micros = key_usage.spend_micros + excluded.spend_micros ",
-                    "RETURNING items, spend_micros"
+                    add_usage_sql!($p1, $p2, $p3, $p4),
+                    " RETURNING items, spend_micros"
                 );
                 let mut totals = [Counts::default(); 2];
                 for (slot, period) in [charge.periods.day_key(), charge.periods.month_key()]

@@ -308,6 +308,12 @@ impl PriceTable {
         self.prices.get(model.as_str()).copied().unwrap_or_default()
     }
 
+    /// What `items` items of `model` cost.
+    #[must_use]
+    pub fn cost(&self, model: &ModelName, items: u64) -> MicroUsd {
+        MicroUsd(self.price(model).0.saturating_mul(items))
+    }
+
     /// Every priced model, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, MicroUsd)> {
         self.prices.iter().map(|(k, v)| (k.as_str(), *v))
@@ -420,6 +426,10 @@ mod tests {
         );
         assert_eq!(t.price(&ModelName::parse("relief").unwrap()), MicroUsd(0));
         assert_eq!(t.price(&ModelName::parse("unknown").unwrap()), MicroUsd(0));
+        assert_eq!(
+            t.cost(&ModelName::parse("trellis").unwrap(), 3),
+            MicroUsd(150_000)
+        );
         assert!(t.apply_overrides("trellis").is_err());
         assert!(t.apply_overrides("Bad Name=1").is_err());
         assert!(t.apply_overrides("trellis=-1").is_err());

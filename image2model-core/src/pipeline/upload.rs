@@ -3,7 +3,7 @@
 
 use crate::domain::{
     ApiKeyId, BlobKey, Charge, DisplayName, FaceLimit, GenerateOptions, ItemId, Job, JobId,
-    KeyLimits, MicroUsd, ModelName, Periods, Texture, Usage,
+    KeyLimits, ModelName, Periods, Texture, Usage,
 };
 use crate::ports::{ByteStream, CreateOutcome, NewItem, NewJob};
 use crate::validate::{FileInspector, ValidationError, inspect_stream, sniff};
@@ -160,14 +160,8 @@ impl Upload {
         let charge = self.charge.as_ref().expect("checked above");
         let items = self.items.len() as u64 + 1;
         let model = self.model_or_default(charge.model.as_ref());
-        let spend = self
-            .pipeline
-            .config()
-            .prices
-            .price(&model)
-            .0
-            .saturating_mul(items);
-        match charge.limits.check(&usage, items, MicroUsd(spend)) {
+        let spend = self.pipeline.config().prices.cost(&model, items);
+        match charge.limits.check(&usage, items, spend) {
             Some(over) => Err(PipelineError::QuotaExceeded(over)),
             None => Ok(()),
         }
@@ -290,14 +284,7 @@ impl Upload {
             Charge {
                 periods: c.periods,
                 items,
-                spend: MicroUsd(
-                    self.pipeline
-                        .config()
-                        .prices
-                        .price(&model)
-                        .0
-                        .saturating_mul(items),
-                ),
+                spend: self.pipeline.config().prices.cost(&model, items),
                 limits: c.limits,
             }
         });

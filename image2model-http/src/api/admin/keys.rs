@@ -232,6 +232,23 @@ fn bootstrap_keys(state: &AppState) -> Vec<KeyDto> {
     keys
 }
 
+/// The id of a key created here, from a path: `not_found` when it does not
+/// parse, `bootstrap_key` (with `refusal`) for a bootstrap key.
+fn created_key_id(text: &str, refusal: &'static str) -> Result<ApiKeyId, ApiError> {
+    let key_id = ApiKeyId::parse(text).map_err(|_| ApiError::not_found())?;
+    if key_id == ApiKeyId::bootstrap_user() || key_id == ApiKeyId::bootstrap_admin() {
+        return Err(ApiError::of(ErrorCode::BootstrapKey, refusal));
+    }
+    Ok(key_id)
+}
+
+/// The limits a request gives; `invalid_request` for a spend that is not a
+/// dollar amount.
+fn limits_of(dto: &LimitsDto) -> Result<KeyLimits, ApiError> {
+    dto.to_limits()
+        .map_err(|m| ApiError::of(ErrorCode::InvalidRequest, m))
+}
+
 /// The key management endpoints.
 #[derive(Debug, Clone)]
 pub struct KeysApi {
@@ -270,11 +287,7 @@ impl KeysApi {
         body: Json<CreateKeyDto>,
     ) -> Result<CreateKeyResponse, AdminError> {
         let role = Role::from(body.0.role);
-        let limits = body
-            .0
-            .limits
-            .to_limits()
-            .map_err(|m| ApiError::of(ErrorCode::InvalidRequest, m))?;
+        let limits = limits_of(&body.0.limits)?;
         let (key, secret) = match self
             .state
             .keys
@@ -331,14 +344,10 @@ impl KeysApi {
         /// The key's id, as listed.
         key_id: Path<String>,
     ) -> Result<RevokeKeyResponse, AdminError> {
-        let key_id = ApiKeyId::parse(&key_id.0).map_err(|_| ApiError::not_found())?;
-        if key_id == ApiKeyId::bootstrap_user() || key_id == ApiKeyId::bootstrap_admin() {
-            return Err(ApiError::of(
-                ErrorCode::BootstrapKey,
-                "bootstrap keys come from API_KEY and ADMIN_API_KEY: change them there",
-            )
-            .into());
-        }
+        let key_id = created_key_id(
+            &key_id.0,
+            "bootstrap keys come from API_KEY and ADMIN_API_KEY: change them there",
+        )?;
         let found = self
             .state
             .keys
@@ -377,19 +386,12 @@ impl KeysApi {
         key_id: Path<String>,
         body: Json<LimitsDto>,
     ) -> Result<SetLimitsResponse, AdminError> {
-        let key_id = ApiKeyId::parse(&key_id.0).map_err(|_| ApiError::not_found())?;
-        if key_id == ApiKeyId::bootstrap_user() || key_id == ApiKeyId::bootstrap_admin() {
-            return Err(ApiError::of(
-                ErrorCode::BootstrapKey,
-                "the bootstrap user key's limits come from API_KEY_ITEMS_PER_DAY, \
-                 API_KEY_SPEND_PER_DAY_USD and API_KEY_SPEND_PER_MONTH_USD: change them there",
-            )
-            .into());
-        }
-        let limits = body
-            .0
-            .to_limits()
-            .map_err(|m| ApiError::of(ErrorCode::InvalidRequest, m))?;
+        let key_id = created_key_id(
+            &key_id.0,
+            "the bootstrap user key's limits come from API_KEY_ITEMS_PER_DAY, \
+             API_KEY_SPEND_PER_DAY_USD and API_KEY_SPEND_PER_MONTH_USD: change them there",
+        )?;
+        let limits = limits_of(&body.0)?;
         let found = self
             .state
             .keys
