@@ -802,3 +802,25 @@ pub(crate) fn page(jobs: Vec<Job>, more: bool) -> JobPage {
     };
     JobPage { jobs, next_cursor }
 }
+
+/// The statement that adds a charge to one `(owner, period)` row, with the
+/// engine's four placeholders: the one text both charge paths run (the
+/// checked one below, with `RETURNING`, and SQLite's one-command create).
+macro_rules! add_usage_sql {
+    ($p1:literal, $p2:literal, $p3:literal, $p4:literal) => {
+        concat!(
+            "INSERT INTO key_usage (owner, period, items, spend_micros) VALUES (",
+            $p1,
+            ", ",
+            $p2,
+            ", ",
+            $p3,
+            ", ",
+            $p4,
+            ") ON CONFLICT (owner, period) DO UPDATE SET ",
+            "items = key_usage.items + excluded.items, ",
+            "spend_micros = key_usage.spend_micros + excluded.spend_micros"
+        )
+    };
+}
+pub(crate) use add_usage_sql;

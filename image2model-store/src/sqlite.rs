@@ -641,7 +641,7 @@ fn insert_query(
     if charge.is_some() {
         for _ in 0..2 {
             sql.push_str("; ");
-            sql.push_str(crate::usage::add_usage_sql!("?", "?", "?", "?"));
+            sql.push_str(crate::rows::add_usage_sql!("?", "?", "?", "?"));
         }
     }
     if whole {

@@ -16,30 +16,8 @@ use image2model_core::domain::{
 use image2model_core::ports::StoreError;
 
 use crate::postgres::PostgresDatabase;
-use crate::rows::db_error;
+use crate::rows::{add_usage_sql, db_error};
 use crate::sqlite::SqliteDatabase;
-
-/// The statement that adds a charge to one `(owner, period)` row, with the
-/// engine's four placeholders: the one text both charge paths run (the
-/// checked one below, with `RETURNING`, and SQLite's one-command create).
-macro_rules! add_usage_sql {
-    ($p1:literal, $p2:literal, $p3:literal, $p4:literal) => {
-        concat!(
-            "INSERT INTO key_usage (owner, period, items, spend_micros) VALUES (",
-            $p1,
-            ", ",
-            $p2,
-            ", ",
-            $p3,
-            ", ",
-            $p4,
-            ") ON CONFLICT (owner, period) DO UPDATE SET ",
-            "items = key_usage.items + excluded.items, ",
-            "spend_micros = key_usage.spend_micros + excluded.spend_micros"
-        )
-    };
-}
-pub(crate) use add_usage_sql;
 
 /// A count as stored (SQL integers are signed).
 fn stored(n: u64) -> i64 {
