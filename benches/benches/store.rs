@@ -91,6 +91,7 @@ fn new_job(owner: &ApiKeyId) -> NewJob {
             upload_key: BlobKey::upload(job_id, item_id, ImageKind::Jpeg),
         }],
         charge: None,
+        callback: None,
     }
 }
 

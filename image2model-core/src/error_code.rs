@@ -74,6 +74,8 @@ error_codes! {
     InvalidModel = "invalid_model", Some(400), "`model` is not 1–64 characters of `[a-z0-9._-]`.";
     UnknownModel = "unknown_model", Some(400), "No configured generator offers the model.";
     InvalidIdempotencyKey = "invalid_idempotency_key", Some(400), "`Idempotency-Key` is not 1–255 visible ASCII characters.";
+    InvalidCallbackUrl = "invalid_callback_url", Some(400), "`callback_url` is not an https URL this server may call (a loopback, private, link-local or metadata address is refused).";
+    WebhookSecretMissing = "webhook_secret_missing", Some(409), "A webhook was asked for, but the key has no webhook secret yet (`POST /api/v1/webhook/secret`).";
     NotFound = "not_found", Some(404), "No such job, item or route, or it belongs to another key.";
     ModelNotReady = "model_not_ready", Some(409), "The item has not succeeded (yet).";
     UploadInterrupted = "upload_interrupted", Some(400), "The request body ended or failed mid-file.";

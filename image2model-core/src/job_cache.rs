@@ -347,4 +347,8 @@ impl JobStore for CachedJobStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+
+    fn callbacks(&self) -> Option<std::sync::Arc<dyn crate::ports::CallbackStore>> {
+        self.inner.callbacks()
+    }
 }

@@ -50,6 +50,7 @@
 //!   FAL server.
 
 pub mod auth;
+pub mod callbacks;
 pub mod checked_stream;
 pub mod domain;
 pub mod error_code;

@@ -13,13 +13,15 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 
 use crate::domain::{
-    ApiKeyId, BlobKey, BlobPrefix, Counts, ItemError, ItemId, ItemStatus, Job, JobId, KeyLimits,
-    MicroUsd, OwnerUsage, Periods, Progress, Usage,
+    ApiKeyId, BlobKey, BlobPrefix, CallbackUrl, Counts, Delivery, DeliveryStatus, ItemError,
+    ItemId, ItemStatus, Job, JobId, KeyLimits, MicroUsd, OwnerUsage, Periods, Progress, Usage,
+    WebhookSettings,
 };
 use crate::ports::{
-    AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Claim,
-    ClaimOptions, CreateOutcome, HeldChange, ItemOutcome, JobPage, JobStore, KeyStore, LeaseToken,
-    ListQuery, NewJob, QueueStats, StoreError, StoredKey, bytes_stream,
+    AttemptOutcome, AuditEvent, AuditLog, BlobError, BlobMeta, BlobObject, BlobStore, ByteStream,
+    CallbackStore, Claim, ClaimOptions, CreateOutcome, DeliveryClaim, DeliveryQuery, HeldChange,
+    ItemOutcome, JobPage, JobStore, KeyStore, LeaseToken, ListQuery, MAX_DELIVERY_PAGE, NewJob,
+    QueueStats, StoreError, StoredKey, bytes_stream,
 };
 
 #[derive(Debug, Clone)]
@@ -35,12 +37,16 @@ struct JobsState {
     item_jobs: BTreeMap<ItemId, JobId>,
     /// Counts by owner and period (`YYYY-MM-DD` or `YYYY-MM`).
     usage: BTreeMap<(ApiKeyId, String), Counts>,
+    /// Webhook deliveries by job, with the lease (ms) of a claim.
+    deliveries: BTreeMap<JobId, (Delivery, Option<i64>)>,
+    /// Webhook settings by owner.
+    webhooks: BTreeMap<ApiKeyId, WebhookSettings>,
 }
 
-/// A [`JobStore`] kept in memory, lost when dropped.
-#[derive(Debug, Default)]
+/// A [`JobStore`] kept in memory, lost when dropped. Clones share one store.
+#[derive(Debug, Default, Clone)]
 pub struct MemoryJobStore {
-    state: Mutex<JobsState>,
+    state: std::sync::Arc<Mutex<JobsState>>,
 }
 
 fn lease_until(lease: Duration) -> DateTime<Utc> {
@@ -85,7 +91,7 @@ fn touch(job: &mut Job, idx: Option<usize>) {
 
 #[async_trait]
 impl JobStore for MemoryJobStore {
-    async fn create_job(&self, new: NewJob) -> Result<CreateOutcome, StoreError> {
+    async fn create_job(&self, mut new: NewJob) -> Result<CreateOutcome, StoreError> {
         let mut st = self.state.lock().expect("memory store lock");
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = st
@@ -97,6 +103,7 @@ impl JobStore for MemoryJobStore {
         }
         let owner = new.owner.clone();
         let charge = new.charge.clone();
+        let callback = new.callback.take();
         let job = new.into_job(Utc::now())?;
         if let Some(charge) = charge {
             let usage = st.usage(&owner, charge.periods);
@@ -111,6 +118,10 @@ impl JobStore for MemoryJobStore {
         }
         for i in &job.items {
             st.item_jobs.insert(i.item_id, job.job_id);
+        }
+        if let Some(callback) = callback {
+            let delivery = callback.into_delivery(job.job_id, owner, job.created_at);
+            st.deliveries.insert(job.job_id, (delivery, None));
         }
         st.jobs.insert(job.job_id, job.clone());
         Ok(CreateOutcome::Created(job))
@@ -375,6 +386,7 @@ impl JobStore for MemoryJobStore {
         let Some(job) = st.jobs.remove(&id) else {
             return Ok(None);
         };
+        st.deliveries.remove(&id);
         for item in &job.items {
             st.item_jobs.remove(&item.item_id);
             st.leases.remove(&item.item_id);
@@ -417,6 +429,119 @@ impl JobStore for MemoryJobStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn callbacks(&self) -> Option<std::sync::Arc<dyn CallbackStore>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
+}
+
+#[async_trait]
+impl CallbackStore for MemoryJobStore {
+    async fn webhook_settings(&self, owner: &ApiKeyId) -> Result<WebhookSettings, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        Ok(st.webhooks.get(owner).cloned().unwrap_or_default())
+    }
+
+    async fn set_default_callback(
+        &self,
+        owner: &ApiKeyId,
+        url: Option<&CallbackUrl>,
+    ) -> Result<WebhookSettings, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let settings = st.webhooks.entry(owner.clone()).or_default();
+        settings.default_url = url.cloned();
+        Ok(settings.clone())
+    }
+
+    async fn set_webhook_secret_seed(
+        &self,
+        owner: &ApiKeyId,
+        seed: &str,
+        at: DateTime<Utc>,
+    ) -> Result<WebhookSettings, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let settings = st.webhooks.entry(owner.clone()).or_default();
+        settings.secret_seed = Some(seed.to_owned());
+        settings.secret_created_at = Some(at);
+        Ok(settings.clone())
+    }
+
+    async fn delivery(&self, job: JobId) -> Result<Option<Delivery>, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        Ok(st.deliveries.get(&job).map(|(d, _)| d.clone()))
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: u32,
+    ) -> Result<Vec<DeliveryClaim>, StoreError> {
+        let mut guard = self.state.lock().expect("memory store lock");
+        let st = &mut *guard;
+        let now_ms = now.timestamp_millis();
+        let lease_until_ms =
+            now_ms.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let mut due: Vec<&mut (Delivery, Option<i64>)> = st
+            .deliveries
+            .values_mut()
+            .filter(|(d, held)| {
+                d.status == DeliveryStatus::Pending
+                    && d.next_attempt_at <= now
+                    && held.is_none_or(|until| until <= now_ms)
+                    && st
+                        .jobs
+                        .get(&d.job_id)
+                        .is_some_and(|j| j.status.is_terminal())
+            })
+            .collect();
+        due.sort_by_key(|(d, _)| (d.next_attempt_at, d.delivery_id));
+        Ok(due
+            .into_iter()
+            .take(limit as usize)
+            .map(|(d, held)| {
+                *held = Some(lease_until_ms);
+                DeliveryClaim {
+                    delivery: d.clone(),
+                    lease_until_ms,
+                }
+            })
+            .collect())
+    }
+
+    async fn record_attempt(
+        &self,
+        claim: &DeliveryClaim,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state.lock().expect("memory store lock");
+        let Some((d, held)) = st.deliveries.get_mut(&claim.delivery.job_id) else {
+            return Ok(false);
+        };
+        if *held != Some(claim.lease_until_ms) || d.status != DeliveryStatus::Pending {
+            return Ok(false);
+        }
+        *held = None;
+        d.apply(outcome, at);
+        Ok(true)
+    }
+
+    async fn list_deliveries(&self, query: &DeliveryQuery) -> Result<Vec<Delivery>, StoreError> {
+        let st = self.state.lock().expect("memory store lock");
+        let mut found: Vec<Delivery> = st
+            .deliveries
+            .values()
+            .map(|(d, _)| d)
+            .filter(|d| query.owner.as_ref().is_none_or(|o| &d.owner == o))
+            .filter(|d| query.status.is_none_or(|s| d.status == s))
+            .filter(|d| query.before.is_none_or(|b| d.delivery_id < b))
+            .cloned()
+            .collect();
+        found.sort_by_key(|d| std::cmp::Reverse(d.delivery_id));
+        found.truncate(query.limit.min(MAX_DELIVERY_PAGE) as usize);
+        Ok(found)
     }
 }
 

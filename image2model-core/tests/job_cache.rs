@@ -148,6 +148,10 @@ impl JobStore for Probe {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+
+    fn callbacks(&self) -> Option<std::sync::Arc<dyn image2model_core::ports::CallbackStore>> {
+        self.inner.callbacks()
+    }
 }
 
 fn owner() -> ApiKeyId {

@@ -107,6 +107,10 @@ impl JobStore for Counting {
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
+
+    fn callbacks(&self) -> Option<std::sync::Arc<dyn image2model_core::ports::CallbackStore>> {
+        self.inner.callbacks()
+    }
 }
 
 const LOCAL: &str = "local-model";

@@ -7,8 +7,9 @@
 //!   [`crate::api`], the probes, the page, the webhooks) behind the request
 //!   gate ([`crate::security::gate`]).
 //! - [`App::run`]: the accept loop ([`crate::server`]) and, by role, the
-//!   worker and the background tasks (`app/tasks.rs`, and the retention
-//!   task of [`crate::cleanup`]), until shutdown.
+//!   worker and the background tasks (`app/tasks.rs`, the retention task
+//!   of [`crate::cleanup`] and the webhook deliverer of
+//!   [`crate::deliveries`]), until shutdown.
 //!
 //! Everything else in the crate sits below this module; nothing imports it
 //! but the crate root's re-exports.
@@ -174,6 +175,15 @@ impl App {
                 shutdown.clone(),
             ))
         });
+        // Webhooks go out where the worker runs (jobs end there), from any
+        // number of processes: the outbox's leases keep them apart.
+        let deliverer = self
+            .parts
+            .role
+            .runs_worker()
+            .then(|| crate::deliveries::Deliverer::new(&self.parts.state))
+            .flatten()
+            .map(|d| tokio::spawn(d.run(shutdown.clone())));
         let sweeper = tasks::sweep_rate_limits(self.parts.rate_limits.clone(), shutdown.clone());
         let addr = listener.local_addr()?;
         tracing::info!(addr = %addr, role = ?self.parts.role, "listening");
@@ -195,6 +205,9 @@ impl App {
             tracing::error!(error = %e, "worker task failed");
         }
         let _ = sweeper.await;
+        if let Some(deliverer) = deliverer {
+            let _ = deliverer.await;
+        }
         if let Some(cleaner) = cleaner {
             let _ = cleaner.await;
         }

@@ -119,6 +119,50 @@ pub struct Config {
     /// `API_KEY_ITEMS_PER_DAY`, `API_KEY_SPEND_PER_DAY_USD`,
     /// `API_KEY_SPEND_PER_MONTH_USD`: the bootstrap user key's quotas.
     pub api_key_limits: KeyLimits,
+    /// `WEBHOOK_*`: how jobs' ends are posted to callback URLs.
+    pub webhooks: WebhookConfig,
+}
+
+/// How jobs' ends are posted to integrators' callback URLs
+/// (`docs/WEBHOOKS.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_ALLOW_HTTP`: plain `http` callback URLs are accepted
+    /// (default `false`: `https` only).
+    pub allow_http: bool,
+    /// `WEBHOOK_ALLOWED_NETS`: networks a callback may reach although they
+    /// are loopback, private, link-local or otherwise reserved (default
+    /// none).
+    pub allowed_nets: Vec<IpNet>,
+    /// `WEBHOOK_TIMEOUT_SECS`: the limit on one attempt, connecting
+    /// included (default 10).
+    pub timeout: std::time::Duration,
+    /// `WEBHOOK_RETRY_INITIAL_MS`: the wait before the second attempt,
+    /// doubled for each after (default 5000).
+    pub retry_initial: std::time::Duration,
+    /// `WEBHOOK_RETRY_MAX_SECS`: the longest wait between attempts
+    /// (default 3600).
+    pub retry_max: std::time::Duration,
+    /// `WEBHOOK_RETRY_FOR_SECS`: how long after the job's end attempts go
+    /// on before the delivery is marked failed (default 86400: a day).
+    pub retry_for: std::time::Duration,
+    /// `WEBHOOK_POLL_MS`: how often the outbox is read for due deliveries
+    /// (default 500).
+    pub poll: std::time::Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_http: false,
+            allowed_nets: Vec::new(),
+            timeout: std::time::Duration::from_secs(10),
+            retry_initial: std::time::Duration::from_secs(5),
+            retry_max: std::time::Duration::from_secs(3600),
+            retry_for: std::time::Duration::from_secs(24 * 3600),
+            poll: std::time::Duration::from_millis(500),
+        }
+    }
 }
 
 /// Variables that could not be parsed.
@@ -160,6 +204,13 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "API_KEY_ITEMS_PER_DAY",
     "API_KEY_SPEND_PER_DAY_USD",
     "API_KEY_SPEND_PER_MONTH_USD",
+    "WEBHOOK_ALLOW_HTTP",
+    "WEBHOOK_ALLOWED_NETS",
+    "WEBHOOK_TIMEOUT_SECS",
+    "WEBHOOK_RETRY_INITIAL_MS",
+    "WEBHOOK_RETRY_MAX_SECS",
+    "WEBHOOK_RETRY_FOR_SECS",
+    "WEBHOOK_POLL_MS",
 ];
 
 /// Every variable [`Config::from_lookup`] reads: the server's, then
@@ -382,6 +433,44 @@ impl Config {
                 }
             },
         };
+        let mut allowed_nets = Vec::new();
+        for net in r.list("WEBHOOK_ALLOWED_NETS") {
+            match parse_net(&net) {
+                Some(n) => allowed_nets.push(n),
+                None => r.errors.push(format!(
+                    "WEBHOOK_ALLOWED_NETS: {net:?} is not an IP address or CIDR"
+                )),
+            }
+        }
+        let defaults = WebhookConfig::default();
+        let webhooks = WebhookConfig {
+            allow_http: match r.text("WEBHOOK_ALLOW_HTTP") {
+                None => false,
+                Some(v) => image2model_store::open::parse_switch("WEBHOOK_ALLOW_HTTP", &v, false)
+                    .unwrap_or_else(|e| {
+                        r.errors.push(e);
+                        false
+                    }),
+            },
+            allowed_nets,
+            timeout: std::time::Duration::from_secs(
+                r.positive("WEBHOOK_TIMEOUT_SECS", defaults.timeout.as_secs()),
+            ),
+            retry_initial: std::time::Duration::from_millis(r.positive(
+                "WEBHOOK_RETRY_INITIAL_MS",
+                u64::try_from(defaults.retry_initial.as_millis()).unwrap_or(u64::MAX),
+            )),
+            retry_max: std::time::Duration::from_secs(
+                r.positive("WEBHOOK_RETRY_MAX_SECS", defaults.retry_max.as_secs()),
+            ),
+            retry_for: std::time::Duration::from_secs(
+                r.positive("WEBHOOK_RETRY_FOR_SECS", defaults.retry_for.as_secs()),
+            ),
+            poll: std::time::Duration::from_millis(r.positive(
+                "WEBHOOK_POLL_MS",
+                u64::try_from(defaults.poll.as_millis()).unwrap_or(u64::MAX),
+            )),
+        };
         let config = Config {
             environment,
             bind_addr,
@@ -417,6 +506,7 @@ impl Config {
             public_base_url,
             prices,
             api_key_limits,
+            webhooks,
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -571,6 +661,13 @@ impl Config {
             "API_KEY_ITEMS_PER_DAY": self.api_key_limits.items_per_day,
             "API_KEY_SPEND_PER_DAY_USD": self.api_key_limits.spend_per_day.map(MicroUsd::as_usd),
             "API_KEY_SPEND_PER_MONTH_USD": self.api_key_limits.spend_per_month.map(MicroUsd::as_usd),
+            "WEBHOOK_ALLOW_HTTP": self.webhooks.allow_http,
+            "WEBHOOK_ALLOWED_NETS": self.webhooks.allowed_nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "WEBHOOK_TIMEOUT_SECS": self.webhooks.timeout.as_secs(),
+            "WEBHOOK_RETRY_INITIAL_MS": self.webhooks.retry_initial.as_millis(),
+            "WEBHOOK_RETRY_MAX_SECS": self.webhooks.retry_max.as_secs(),
+            "WEBHOOK_RETRY_FOR_SECS": self.webhooks.retry_for.as_secs(),
+            "WEBHOOK_POLL_MS": self.webhooks.poll.as_millis(),
         });
         if let Some(map) = shown.as_object_mut() {
             for (name, value) in self.generators.shown() {

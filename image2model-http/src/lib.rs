@@ -61,8 +61,10 @@
 pub mod api;
 pub mod app;
 pub mod audit;
+pub mod callbacks;
 pub mod cleanup;
 pub mod config;
+pub mod deliveries;
 pub mod error;
 pub mod links;
 pub mod metrics;

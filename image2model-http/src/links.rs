@@ -99,6 +99,29 @@ impl Link {
     }
 }
 
+/// `HMAC-SHA256(secret, context)`: a key for one use, derived from the
+/// server secret.
+fn derive(secret: &SecretString, context: &str) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(context.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// The key for `context` derived from `SECRET_KEY` ([`derive`]); without
+/// one (development), a random key, after a warning that says what is
+/// `lost`.
+pub(crate) fn derived_key(secret: Option<&SecretString>, context: &str, lost: &str) -> [u8; 32] {
+    match secret {
+        Some(s) if !s.expose_secret().is_empty() => derive(s, context),
+        _ => {
+            tracing::warn!(context, "SECRET_KEY is not set: {lost}");
+            use rand::Rng;
+            rand::rng().random()
+        }
+    }
+}
+
 /// Why a link was refused by [`LinkSigner::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkRefusal {
@@ -127,11 +150,8 @@ impl LinkSigner {
     /// `HMAC-SHA256(secret, LINK_KEY_CONTEXT)`.
     #[must_use]
     pub fn new(secret: &SecretString) -> Self {
-        let mut mac = HmacSha256::new_from_slice(secret.expose_secret().as_bytes())
-            .expect("HMAC takes keys of any length");
-        mac.update(LINK_KEY_CONTEXT.as_bytes());
         Self {
-            key: mac.finalize().into_bytes().into(),
+            key: derive(secret, LINK_KEY_CONTEXT),
         }
     }
 
@@ -149,18 +169,13 @@ impl LinkSigner {
     /// when it is set, else [`LinkSigner::random`] with a warning.
     #[must_use]
     pub fn from_secret(secret: Option<&SecretString>) -> Self {
-        match secret {
-            Some(s) if !s.expose_secret().is_empty() => Self::new(s),
-            _ => {
-                static WARNED: std::sync::Once = std::sync::Once::new();
-                WARNED.call_once(|| {
-                    tracing::warn!(
-                        "SECRET_KEY is not set: download links are signed with a random key and \
-                         stop working when this process ends"
-                    );
-                });
-                Self::random()
-            }
+        Self {
+            key: derived_key(
+                secret,
+                LINK_KEY_CONTEXT,
+                "download links are signed with a random key and stop working when this process \
+                 ends",
+            ),
         }
     }
 

@@ -17,6 +17,7 @@ use image2model_core::ports::AuditLog;
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{self, Entry};
+use crate::callbacks::{AddressPolicy, WebhookSecrets};
 use crate::config::Config;
 use crate::links::LinkSigner;
 use crate::security::client_ip::ClientIpResolver;
@@ -75,4 +76,8 @@ pub struct SharedState {
     /// Signs and checks download links (under a key derived from
     /// `SECRET_KEY`).
     pub links: LinkSigner,
+    /// Derives keys' webhook secrets (from `SECRET_KEY`).
+    pub webhook_secrets: WebhookSecrets,
+    /// Which addresses webhooks may reach (`WEBHOOK_ALLOWED_NETS`).
+    pub webhook_addresses: Arc<AddressPolicy>,
 }

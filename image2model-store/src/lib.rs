@@ -40,6 +40,7 @@
 //! Migrations are embedded in the binary and run when a store opens.
 
 pub mod blob;
+mod callbacks;
 mod keys;
 pub mod open;
 pub mod postgres;

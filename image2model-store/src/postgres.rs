@@ -25,8 +25,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, Postgres};
 
 use crate::rows::{
-    self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
-    RENEW_CHUNK, db_error, to_ms,
+    self, DeliveryRow, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob,
+    MAX_PAGE, RENEW_CHUNK, db_error, to_ms,
 };
 
 /// The migrations, embedded at build time from `migrations/postgres`.
@@ -89,7 +89,7 @@ impl PostgresDatabase {
         &self.pool
     }
 
-    async fn write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+    pub(crate) async fn write(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
         self.pool
             .begin()
             .await
@@ -277,7 +277,9 @@ impl JobStore for PostgresDatabase {
         let charge = new.charge.take();
         let owner = new.owner.clone();
         let key = new.idempotency_key.clone();
+        let callback = new.callback.take();
         let job = rows::new_job(new, rows::now())?;
+        let delivery = rows::new_delivery(callback, &job);
         let mut tx = self.write().await?;
         if !insert(&mut tx, &job).await? {
             // The owner's key is taken (perhaps by a racing create whose
@@ -296,6 +298,13 @@ impl JobStore for PostgresDatabase {
         {
             tx.rollback().await.map_err(db_error("rolling back"))?;
             return Ok(CreateOutcome::OverQuota(over));
+        }
+        if let Some(delivery) = &delivery {
+            DeliveryRow::from_delivery(delivery)
+                .bind_to(sqlx::query(AssertSqlSafe(rows::delivery_insert_sql(true))))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error("inserting a webhook delivery"))?;
         }
         let stored = rows::as_stored(&job)?;
         tx.commit()
@@ -508,5 +517,9 @@ impl JobStore for PostgresDatabase {
 
     async fn ping(&self) -> Result<(), StoreError> {
         rows::ping(&self.pool).await
+    }
+
+    fn callbacks(&self) -> Option<std::sync::Arc<dyn image2model_core::ports::CallbackStore>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }

@@ -12,8 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use image2model_core::ErrorCode;
 use image2model_core::domain::{
-    ApiKeyId, BlobKey, DisplayName, FaceLimit, GenerateOptions, ImageKind, Item, ItemError, ItemId,
-    ItemStatus, Job, JobId, JobStatus, ModelName, Progress, Texture,
+    ApiKeyId, BlobKey, CallbackUrl, Delivery, DeliveryId, DeliveryStatus, DisplayName, FaceLimit,
+    GenerateOptions, ImageKind, Item, ItemError, ItemId, ItemStatus, Job, JobId, JobStatus,
+    ModelName, NewCallback, Progress, Texture,
 };
 use image2model_core::ports::{
     Claim, HeldChange, ItemOutcome, JobPage, LeaseToken, ListQuery, NewJob, QueueStats, StoreError,
@@ -824,3 +825,116 @@ macro_rules! add_usage_sql {
     };
 }
 pub(crate) use add_usage_sql;
+
+/// The columns of `webhook_deliveries`, in [`DeliveryRow`] order.
+pub(crate) const DELIVERY_COLUMNS: &str = "delivery_id, job_id, owner, url, status, attempts, \
+     next_attempt_at_ms, lease_until_ms, last_error, last_status_code, delivered_at_ms, \
+     created_at_ms, updated_at_ms";
+
+/// The insert of one [`DeliveryRow`]: with `$1`…`$13` when `numbered`, else
+/// with `?` (SQLite's one-command job insert, whose statements take their
+/// arguments in turn).
+pub(crate) fn delivery_insert_sql(numbered: bool) -> String {
+    let params: Vec<String> = (1..=13)
+        .map(|n| {
+            if numbered {
+                format!("${n}")
+            } else {
+                "?".to_owned()
+            }
+        })
+        .collect();
+    format!(
+        "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES ({})",
+        params.join(", ")
+    )
+}
+
+/// A row of `webhook_deliveries`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    pub delivery_id: String,
+    pub job_id: String,
+    pub owner: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub lease_until_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_status_code: Option<i64>,
+    pub delivered_at_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl DeliveryRow {
+    /// The row of `delivery`, not leased.
+    pub(crate) fn from_delivery(d: &Delivery) -> Self {
+        DeliveryRow {
+            delivery_id: d.delivery_id.to_string(),
+            job_id: d.job_id.to_string(),
+            owner: d.owner.as_str().to_owned(),
+            url: d.url.as_str().to_owned(),
+            status: d.status.as_str().to_owned(),
+            attempts: i64::from(d.attempts),
+            next_attempt_at_ms: to_ms(d.next_attempt_at),
+            lease_until_ms: None,
+            last_error: d.last_error.clone(),
+            last_status_code: d.last_status_code.map(i64::from),
+            delivered_at_ms: d.delivered_at.map(to_ms),
+            created_at_ms: to_ms(d.created_at),
+            updated_at_ms: to_ms(d.updated_at),
+        }
+    }
+
+    /// Binds the row's values to `query`, in [`DELIVERY_COLUMNS`] order.
+    pub(crate) fn bind_to<'q, DB>(self, query: Bound<'q, DB>) -> Bound<'q, DB>
+    where
+        DB: sqlx::Database,
+        for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<String>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+        for<'t> Option<i64>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.delivery_id)
+            .bind(self.job_id)
+            .bind(self.owner)
+            .bind(self.url)
+            .bind(self.status)
+            .bind(self.attempts)
+            .bind(self.next_attempt_at_ms)
+            .bind(self.lease_until_ms)
+            .bind(self.last_error)
+            .bind(self.last_status_code)
+            .bind(self.delivered_at_ms)
+            .bind(self.created_at_ms)
+            .bind(self.updated_at_ms)
+    }
+
+    /// The delivery, strictly parsed.
+    pub(crate) fn into_delivery(self) -> Result<Delivery, StoreError> {
+        const WHAT: &str = "a webhook delivery";
+        Ok(Delivery {
+            delivery_id: DeliveryId::parse(&self.delivery_id).map_err(|e| corrupt(WHAT, e))?,
+            job_id: JobId::parse(&self.job_id).map_err(|e| corrupt(WHAT, e))?,
+            owner: ApiKeyId::parse(&self.owner).map_err(|e| corrupt(WHAT, e))?,
+            url: CallbackUrl::from_stored(&self.url).map_err(|e| corrupt(WHAT, e))?,
+            status: DeliveryStatus::parse(&self.status)
+                .ok_or_else(|| corrupt(WHAT, format!("unknown status {:?}", self.status)))?,
+            attempts: int_of(self.attempts, WHAT)?,
+            next_attempt_at: from_ms(self.next_attempt_at_ms, WHAT)?,
+            last_error: self.last_error,
+            last_status_code: self.last_status_code.map(|c| int_of(c, WHAT)).transpose()?,
+            delivered_at: self.delivered_at_ms.map(|t| from_ms(t, WHAT)).transpose()?,
+            created_at: from_ms(self.created_at_ms, WHAT)?,
+            updated_at: from_ms(self.updated_at_ms, WHAT)?,
+        })
+    }
+}
+
+/// The delivery a new job is created with, if it named a callback.
+pub(crate) fn new_delivery(callback: Option<NewCallback>, job: &Job) -> Option<Delivery> {
+    callback.map(|c| c.into_delivery(job.job_id, job.owner.clone(), job.created_at))
+}

@@ -52,7 +52,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use image2model_core::domain::{
-    ApiKeyId, Charge, ItemId, ItemStatus, Job, JobId, OwnerUsage, Periods, Usage,
+    ApiKeyId, Charge, Delivery, ItemId, ItemStatus, Job, JobId, OwnerUsage, Periods, Usage,
 };
 use image2model_core::ports::{
     Claim, ClaimOptions, CreateOutcome, HeldChange, JobPage, JobStore, LeaseToken, ListQuery,
@@ -65,8 +65,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::rows::{
-    self, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob, MAX_PAGE,
-    RENEW_CHUNK, db_error, to_ms,
+    self, DeliveryRow, ENDED_STATUSES, ITEM_COLUMNS, ItemRow, JOB_COLUMNS, JobRow, LoadedJob,
+    MAX_PAGE, RENEW_CHUNK, db_error, to_ms,
 };
 
 /// How long a connection waits for SQLite's write lock before giving up.
@@ -284,7 +284,7 @@ impl SqliteDatabase {
 
     /// A write transaction holding SQLite's write lock from its start, begun
     /// in this process's turn.
-    async fn write(&self) -> Result<WriteTx, StoreError> {
+    pub(crate) async fn write(&self) -> Result<WriteTx, StoreError> {
         let turn = self.write_turn().await;
         let tx = self
             .writer
@@ -320,13 +320,13 @@ impl Drop for WholeWrite {
 /// dropped. Dropped uncommitted, sqlx queues its rollback on the
 /// connection's thread at once, and the writer taking the next turn gets
 /// the connection back after it.
-struct WriteTx {
+pub(crate) struct WriteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
     _turn: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
-    async fn commit(self) -> Result<(), sqlx::Error> {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
 }
@@ -609,8 +609,9 @@ async fn insert(
     job: &Job,
     whole: bool,
     charge: Option<(&ApiKeyId, &Charge)>,
+    delivery: Option<&Delivery>,
 ) -> Result<(), StoreError> {
-    insert_query(job, whole, charge)
+    insert_query(job, whole, charge, delivery)
         .execute(&mut *conn)
         .await
         .map_err(db_error("inserting a job"))?;
@@ -622,11 +623,13 @@ async fn insert(
 /// arguments to the statements in turn), not one per row: each command is a
 /// round trip between threads. `whole` wraps them in `BEGIN IMMEDIATE` and
 /// `COMMIT`. A `charge` (only one without limits: nothing to check) adds
-/// to its owner's usage rows in the same command.
+/// to its owner's usage rows in the same command, and so does the job's
+/// webhook `delivery`.
 fn insert_query(
     job: &Job,
     whole: bool,
     charge: Option<(&ApiKeyId, &Charge)>,
+    delivery: Option<&Delivery>,
 ) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
     const ITEM_INSERT: &str = "; INSERT INTO items (";
     let mut sql = String::from(if whole { "BEGIN IMMEDIATE; " } else { "" });
@@ -644,6 +647,10 @@ fn insert_query(
             sql.push_str(crate::rows::add_usage_sql!("?", "?", "?", "?"));
         }
     }
+    if delivery.is_some() {
+        sql.push_str("; ");
+        sql.push_str(&rows::delivery_insert_sql(false));
+    }
     if whole {
         sql.push_str("; COMMIT");
     }
@@ -659,6 +666,9 @@ fn insert_query(
                 .bind(i64::try_from(charge.items).unwrap_or(i64::MAX))
                 .bind(i64::try_from(charge.spend.0).unwrap_or(i64::MAX));
         }
+    }
+    if let Some(delivery) = delivery {
+        query = DeliveryRow::from_delivery(delivery).bind_to(query);
     }
     query
 }
@@ -781,7 +791,9 @@ impl JobStore for SqliteDatabase {
             // Nothing to look up or check first: the job (and a charge
             // without limits) goes in with one command.
             let owner = new.owner.clone();
+            let callback = new.callback.take();
             let job = rows::new_job(new, rows::now())?;
+            let delivery = rows::new_delivery(callback, &job);
             // Checked before it is written, as in the transaction below.
             let stored = rows::as_stored(&job)?;
             let mut write = self.whole_write().await?;
@@ -790,6 +802,7 @@ impl JobStore for SqliteDatabase {
                 &job,
                 true,
                 charge.as_ref().map(|c| (&owner, c)),
+                delivery.as_ref(),
             )
             .await?;
             write.kept = true;
@@ -802,8 +815,10 @@ impl JobStore for SqliteDatabase {
             return Ok(CreateOutcome::Existing(existing.job));
         }
         let owner = new.owner.clone();
+        let callback = new.callback.take();
         let job = rows::new_job(new, rows::now())?;
-        insert(&mut tx, &job, false, None).await?;
+        let delivery = rows::new_delivery(callback, &job);
+        insert(&mut tx, &job, false, None, delivery.as_ref()).await?;
         if let Some(charge) = &charge
             && let Some(over) = Self::charge_usage(&mut tx, &owner, charge).await?
         {
@@ -1035,5 +1050,9 @@ impl JobStore for SqliteDatabase {
 
     async fn ping(&self) -> Result<(), StoreError> {
         rows::ping(&self.pool).await
+    }
+
+    fn callbacks(&self) -> Option<Arc<dyn image2model_core::ports::CallbackStore>> {
+        Some(Arc::new(self.clone()))
     }
 }

@@ -119,6 +119,13 @@ ulid_id!(
     ItemId,
     "item id"
 );
+ulid_id!(
+    /// Identifies one webhook delivery (a job's end, told to its callback
+    /// URL): every attempt of one delivery carries it, so a receiver can drop
+    /// duplicates.
+    DeliveryId,
+    "delivery id"
+);
 
 /// Identifies an API key (never the key's secret). Jobs are owned by a key id.
 ///

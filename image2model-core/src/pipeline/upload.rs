@@ -2,8 +2,8 @@
 //! created only when every file passed, and a failed upload leaves nothing.
 
 use crate::domain::{
-    ApiKeyId, BlobKey, Charge, DisplayName, FaceLimit, GenerateOptions, ItemId, Job, JobId,
-    KeyLimits, ModelName, Periods, Texture, Usage,
+    ApiKeyId, BlobKey, CallbackUrl, Charge, DisplayName, FaceLimit, GenerateOptions, ItemId, Job,
+    JobId, KeyLimits, ModelName, NewCallback, Periods, Texture, Usage,
 };
 use crate::ports::{ByteStream, CreateOutcome, NewItem, NewJob};
 use crate::validate::{FileInspector, ValidationError, inspect_stream, sniff};
@@ -40,6 +40,9 @@ pub struct SubmitOptions {
     pub texture: Option<Texture>,
     /// Makes retried submissions return the first job instead of a new one.
     pub idempotency_key: Option<String>,
+    /// Where the job's end is posted (a signed webhook), written with the
+    /// job; the job store must keep callbacks ([`crate::ports::JobStore::callbacks`]).
+    pub callback: Option<CallbackUrl>,
 }
 
 /// How [`Pipeline::begin_upload`] started.
@@ -299,6 +302,7 @@ impl Upload {
             idempotency_key: self.idempotency_key.clone(),
             items: std::mem::take(&mut self.items),
             charge,
+            callback: options.callback.map(NewCallback::to),
         };
         let items = new.items.clone();
         match self.pipeline.job_store().create_job(new).await {

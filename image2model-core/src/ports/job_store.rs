@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{
     ApiKeyId, BlobKey, Charge, DisplayName, GenerateOptions, ImageKind, Item, ItemError, ItemId,
-    ItemStatus, Job, JobId, JobStatus, ModelName, OwnerUsage, Periods, Progress, QuotaExceeded,
-    Usage,
+    ItemStatus, Job, JobId, JobStatus, ModelName, NewCallback, OwnerUsage, Periods, Progress,
+    QuotaExceeded, Usage,
 };
 
 /// A job to create, with its items (whose images are already stored).
@@ -30,6 +30,10 @@ pub struct NewJob {
     /// What the job charges its owner, counted in the same transaction
     /// (`None`: nothing counted, as for jobs a library makes for itself).
     pub charge: Option<Charge>,
+    /// The webhook delivery told of the job's end, written in the same
+    /// transaction (see [`CallbackStore`](super::CallbackStore)); only for
+    /// stores whose [`JobStore::callbacks`] is `Some`.
+    pub callback: Option<NewCallback>,
 }
 
 impl NewJob {
@@ -408,4 +412,12 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// This store's webhook deliveries and settings, when it keeps them
+    /// (memory, SQLite and Postgres do; a store that does not refuses a
+    /// [`NewJob::callback`] with [`StoreError::Backend`]). Wrappers return
+    /// the store they wrap's.
+    fn callbacks(&self) -> Option<Arc<dyn super::CallbackStore>> {
+        None
+    }
 }

@@ -7,12 +7,16 @@
 
 mod auth;
 mod blob_store;
+mod callbacks;
 mod generator;
 mod job_store;
 mod keys;
 
 pub use auth::{AuthError, AuthPolicy, Principal, Role};
 pub use blob_store::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Usage, bytes_stream};
+pub use callbacks::{
+    AttemptOutcome, CallbackStore, DeliveryClaim, DeliveryQuery, MAX_DELIVERY_PAGE,
+};
 pub use generator::{
     Capacity, GenerateContext, GenerateError, GenerateRequest, GeneratedModel, GeneratedPreview,
     GenerationObserver, GeneratorHealth, ModelGenerator, ModelInfo,

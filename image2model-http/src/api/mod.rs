@@ -19,6 +19,7 @@ pub mod model;
 pub mod tags;
 pub mod upload;
 pub mod usage;
+pub mod webhooks;
 
 pub use self::tags::ApiTags;
 
@@ -32,6 +33,8 @@ pub type Apis = (
     jobs::JobsApi,
     links::LinksApi,
     usage::UsageApi,
+    webhooks::WebhooksApi,
+    webhooks::AdminWebhooksApi,
     admin::AdminApis,
 );
 
@@ -50,6 +53,12 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             usage::UsageApi {
+                state: state.clone(),
+            },
+            webhooks::WebhooksApi {
+                state: state.clone(),
+            },
+            webhooks::AdminWebhooksApi {
                 state: state.clone(),
             },
             admin::apis(state),

@@ -10,6 +10,8 @@ pub enum ApiTags {
     Upload,
     /// Following and downloading jobs.
     Jobs,
+    /// Being told when a job ends: settings, secret, deliveries.
+    Webhooks,
     /// Administration (admin key).
     Admin,
 }

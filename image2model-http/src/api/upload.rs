@@ -15,7 +15,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, TryStreamExt};
-use image2model_core::domain::{FaceLimit, ModelName, Texture};
+use image2model_core::domain::{
+    ApiKeyId, CallbackUrl, FaceLimit, MAX_CALLBACK_URL_BYTES, ModelName, Texture,
+};
 use image2model_core::pipeline::{Upload, UploadStart};
 use image2model_core::validate::ValidationError;
 use image2model_core::{PipelineError, SubmitOptions};
@@ -57,6 +59,11 @@ pub struct UploadForm {
     pub face_limit: Option<u32>,
     /// Texture quality: `no`, `standard` (default) or `hd`.
     pub texture: Option<String>,
+    /// Where to post the job's end, signed (see `docs/WEBHOOKS.md`): an
+    /// `https` URL of a public host, at most 2048 bytes. The key's default
+    /// callback URL (`PUT /api/v1/webhook`) when absent; the key needs a
+    /// webhook secret (`POST /api/v1/webhook/secret`) for either.
+    pub callback_url: Option<String>,
 }
 
 /// The streamed multipart body of an upload.
@@ -221,10 +228,14 @@ pub enum UploadResponse {
     Accepted(SerdeJson<JobBody>, #[oai(header = "Location")] String),
     /// `no_files`, `empty_file`, `invalid_image`, `image_too_large`,
     /// `invalid_model`, `unknown_model`, `invalid_face_limit`,
-    /// `invalid_texture`, `invalid_idempotency_key`, `unexpected_field`,
-    /// `upload_interrupted`.
+    /// `invalid_texture`, `invalid_idempotency_key`, `invalid_callback_url`,
+    /// `unexpected_field`, `upload_interrupted`.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
+    /// `webhook_secret_missing`: a webhook was asked for but the key has no
+    /// webhook secret yet.
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// `too_many_files`, `file_too_large`, `request_too_large`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
@@ -310,8 +321,18 @@ impl UploadApi {
         };
         let limits = *self.state.pipeline.limits();
         upload.charge_owner(auth.0.limits);
-        let read = read_parts(&mut upload, &mut multipart).await;
+        let allow_http = self.state.config.webhooks.allow_http;
+        let read = read_parts(&mut upload, &mut multipart, allow_http).await;
         let bound_hit = exceeded.load(Ordering::Relaxed);
+        let read = match read {
+            Ok(mut options) => callback_of(&self.state, &auth.0.key_id, options.callback.take())
+                .await
+                .map(|callback| SubmitOptions {
+                    callback,
+                    ..options
+                }),
+            Err(e) => Err(e),
+        };
         let options = match (read, bound_hit) {
             (Ok(options), false) => options,
             (_, true) => {
@@ -352,10 +373,53 @@ fn accepted(job: image2model_core::domain::Job) -> UploadResponse {
     UploadResponse::Accepted(JobBody::owner(job), location)
 }
 
+/// The webhook of an upload: its own `callback_url`, else its key's
+/// default; checked for an address a delivery may reach and for the key's
+/// secret.
+async fn callback_of(
+    state: &AppState,
+    owner: &ApiKeyId,
+    asked: Option<CallbackUrl>,
+) -> Result<Option<CallbackUrl>, ApiError> {
+    let Some(outbox) = state.pipeline.job_store().callbacks() else {
+        return match asked {
+            Some(_) => Err(ApiError::of(
+                ErrorCode::InvalidCallbackUrl,
+                "this server's job store keeps no webhooks",
+            )),
+            None => Ok(None),
+        };
+    };
+    let settings = outbox
+        .webhook_settings(owner)
+        .await
+        .map_err(PipelineError::from)?;
+    let Some(url) = asked.or(settings.default_url) else {
+        return Ok(None);
+    };
+    if settings.secret_seed.is_none() {
+        return Err(ApiError::of(
+            ErrorCode::WebhookSecretMissing,
+            "this key has no webhook secret: make one with POST /api/v1/webhook/secret, then \
+             verify deliveries with it",
+        ));
+    }
+    state
+        .webhook_addresses
+        .check_url(url.url(), CALLBACK_LOOKUP_TIMEOUT)
+        .await
+        .map_err(|m| ApiError::of(ErrorCode::InvalidCallbackUrl, format!("callback_url: {m}")))?;
+    Ok(Some(url))
+}
+
+/// How long an upload waits for its callback host's address.
+const CALLBACK_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Reads every part: files into the upload, options into the result.
 async fn read_parts(
     upload: &mut Upload,
     multipart: &mut Multipart<'static>,
+    allow_http: bool,
 ) -> Result<SubmitOptions, ApiError> {
     let mut options = SubmitOptions::default();
     loop {
@@ -376,24 +440,31 @@ async fn read_parts(
                 upload.add_file(&name, stream).await?;
             }
             "model" => {
-                let text = option_text(field, "model").await?;
+                let text = option_text(field, "model", MAX_OPTION_BYTES).await?;
                 let model = ModelName::parse(&text).map_err(PipelineError::from)?;
                 upload.note_model(model.clone());
                 options.model = Some(model);
             }
             "face_limit" => {
-                let text = option_text(field, "face_limit").await?;
+                let text = option_text(field, "face_limit", MAX_OPTION_BYTES).await?;
                 options.face_limit = Some(FaceLimit::parse(&text).map_err(PipelineError::from)?);
             }
             "texture" => {
-                let text = option_text(field, "texture").await?;
+                let text = option_text(field, "texture", MAX_OPTION_BYTES).await?;
                 options.texture = Some(Texture::parse(&text).map_err(PipelineError::from)?);
+            }
+            "callback_url" => {
+                let text =
+                    option_text(field, "callback_url", MAX_CALLBACK_URL_BYTES as u64).await?;
+                let url = CallbackUrl::parse(&text, allow_http)
+                    .map_err(|e| ApiError::of(ErrorCode::InvalidCallbackUrl, e.to_string()))?;
+                options.callback = Some(url);
             }
             other => {
                 return Err(ApiError::of(
                     ErrorCode::UnexpectedField,
                     format!(
-                        "unexpected form field {:?}: expected files, model, face_limit, texture",
+                        "unexpected form field {:?}: expected files, model, face_limit, texture, callback_url",
                         other.chars().take(40).collect::<String>()
                     ),
                 ));
@@ -402,17 +473,21 @@ async fn read_parts(
     }
 }
 
-/// An option field's text, bounded.
-async fn option_text(mut field: Field<'static>, name: &'static str) -> Result<String, ApiError> {
+/// An option field's text, of at most `max` bytes.
+async fn option_text(
+    mut field: Field<'static>,
+    name: &'static str,
+    max: u64,
+) -> Result<String, ApiError> {
     let mut buf = Vec::new();
     loop {
         match field.chunk().await {
             Ok(Some(chunk)) => {
                 buf.extend_from_slice(&chunk);
-                if buf.len() as u64 > MAX_OPTION_BYTES {
+                if buf.len() as u64 > max {
                     return Err(ApiError::of(
                         ErrorCode::InvalidRequest,
-                        format!("the field {name} is longer than {MAX_OPTION_BYTES} bytes"),
+                        format!("the field {name} is longer than {max} bytes"),
                     ));
                 }
             }

@@ -15,6 +15,7 @@ use image2model_core::ports::{
 use image2model_core::{Generators, Pipeline, PipelineConfig, WorkerConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::callbacks::{AddressPolicy, WebhookSecrets};
 use crate::cleanup::CleanupSchedule;
 use crate::config::Config;
 use crate::links::LinkSigner;
@@ -300,6 +301,10 @@ impl AppBuilder {
             worker.lease = Duration::from_secs(self.config.worker_lease_seconds);
         }
         let links = LinkSigner::from_secret(self.config.secret_key.as_ref());
+        let webhook_secrets = WebhookSecrets::from_secret(self.config.secret_key.as_ref());
+        let webhook_addresses = Arc::new(AddressPolicy::new(
+            self.config.webhooks.allowed_nets.clone(),
+        ));
         let state = AppState::new(SharedState {
             pipeline,
             disk_path: wiring::disk_path(&self.config),
@@ -311,6 +316,8 @@ impl AppBuilder {
             clients,
             fal,
             links,
+            webhook_secrets,
+            webhook_addresses,
         });
         Ok(Assembled {
             state,

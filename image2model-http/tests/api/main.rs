@@ -31,3 +31,4 @@ mod switches;
 mod traversal;
 mod upload;
 mod web;
+mod webhooks;

@@ -148,7 +148,7 @@ async fn invalid_options_are_400_with_their_codes() {
 async fn an_unexpected_field_is_400() {
     let form = Form::new()
         .part("files", file_part("a.png", png(8, 8)))
-        .text("callback_url", "http://example.com");
+        .text("notify_me", "http://example.com");
     assert_rejected(form, 400, "unexpected_field").await;
 }
 

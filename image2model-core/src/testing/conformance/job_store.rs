@@ -9,13 +9,13 @@ use chrono::Utc;
 
 use super::Check;
 use crate::domain::{
-    ApiKeyId, BlobKey, Charge, DisplayName, GenerateOptions, ImageKind, ItemError, ItemId,
-    ItemStatus, Job, JobId, JobStatus, KeyLimits, MicroUsd, ModelName, Periods, Progress,
-    QuotaLimit, Texture, Usage,
+    ApiKeyId, BlobKey, CallbackUrl, Charge, DeliveryStatus, DisplayName, GenerateOptions,
+    ImageKind, ItemError, ItemId, ItemStatus, Job, JobId, JobStatus, KeyLimits, MicroUsd,
+    ModelName, NewCallback, Periods, Progress, QuotaLimit, Texture, Usage,
 };
 use crate::ports::{
-    Claim, ClaimOptions, CreateOutcome, ItemOutcome, JobStore, LeaseToken, ListQuery, NewItem,
-    NewJob, QueueStats,
+    AttemptOutcome, CallbackStore, Claim, ClaimOptions, CreateOutcome, DeliveryClaim,
+    DeliveryQuery, ItemOutcome, JobStore, LeaseToken, ListQuery, NewItem, NewJob, QueueStats,
 };
 
 /// The list of checks, shared by the test macro and [`CHECKS`].
@@ -61,6 +61,13 @@ macro_rules! __job_store_checks {
             charges_count_by_owner_day_and_month,
             a_create_over_a_limit_creates_and_counts_nothing,
             concurrent_charged_creates_never_pass_a_limit,
+            a_delivery_is_claimable_only_once_its_job_has_ended,
+            record_attempt_applies_the_outcome_only_under_the_lease,
+            an_expired_delivery_lease_is_claimed_again,
+            concurrent_delivery_claims_take_each_delivery_once,
+            cancel_arms_a_delivery_and_delete_removes_it,
+            webhook_settings_are_per_owner_and_kept_apart,
+            list_deliveries_filters_by_owner_and_status_newest_first,
         ]}
     };
 }
@@ -123,6 +130,7 @@ pub fn new_job(job_id: JobId, owner: &ApiKeyId, items: usize) -> NewJob {
             })
             .collect(),
         charge: None,
+        callback: None,
     }
 }
 
@@ -1852,4 +1860,413 @@ pub async fn concurrent_charged_creates_never_pass_a_limit(store: Arc<dyn JobSto
         .expect("usage");
     assert_eq!(usage.day.items, 5);
     assert_eq!(store.stats().await.expect("stats").jobs, 5);
+}
+
+// ---------------------------------------------------------------- callbacks
+
+fn callbacks(store: &Arc<dyn JobStore>) -> Arc<dyn CallbackStore> {
+    store
+        .callbacks()
+        .expect("this job store keeps webhook deliveries (JobStore::callbacks)")
+}
+
+fn hook_url(n: usize) -> CallbackUrl {
+    CallbackUrl::parse(&format!("https://hooks.example.com/i2m/{n}?token=t"), false)
+        .expect("valid callback URL")
+}
+
+/// Creates a job of `items` items with a callback to [`hook_url`]`(n)`.
+async fn create_with_callback(
+    store: &Arc<dyn JobStore>,
+    owner: &ApiKeyId,
+    items: usize,
+    n: usize,
+) -> (Job, NewCallback) {
+    let mut new = new_job(JobId::new(), owner, items);
+    let callback = NewCallback::to(hook_url(n));
+    new.callback = Some(callback.clone());
+    (create(store, new).await, callback)
+}
+
+/// Claims and ends every item of the store's queue (succeeded).
+async fn finish_all(store: &Arc<dyn JobStore>) {
+    while let Some(c) = store.claim_next(LONG).await.expect("claim_next") {
+        let done = ItemOutcome::Succeeded {
+            model_key: BlobKey::model(c.job.job_id, c.item.item_id),
+            preview_key: None,
+        };
+        assert!(
+            store
+                .finish_item(c.item.item_id, &c.token, done)
+                .await
+                .expect("finish_item")
+        );
+    }
+}
+
+async fn claim_deliveries(
+    store: &Arc<dyn JobStore>,
+    at: chrono::DateTime<Utc>,
+    lease: Duration,
+) -> Vec<DeliveryClaim> {
+    callbacks(store)
+        .claim_deliveries(at, lease, 100)
+        .await
+        .expect("claim_deliveries")
+}
+
+fn later(seconds: i64) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::seconds(seconds)
+}
+
+/// A job created with a callback has a pending delivery at once; it is not
+/// claimable while the job runs, becomes claimable in the write that ends
+/// the job's last item, and a live lease keeps other claimers off it. Jobs
+/// without a callback have none.
+pub async fn a_delivery_is_claimable_only_once_its_job_has_ended(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let (job, callback) = create_with_callback(&store, &alice, 2, 1).await;
+    let plain = create(&store, new_job(JobId::new(), &alice, 1)).await;
+    let d = callbacks(&store)
+        .delivery(job.job_id)
+        .await
+        .expect("delivery")
+        .expect("a job created with a callback has a delivery");
+    assert_eq!(d.delivery_id, callback.delivery_id);
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 0));
+    assert_eq!(d.url, hook_url(1));
+    assert_eq!(d.owner, alice);
+    assert!(
+        callbacks(&store)
+            .delivery(plain.job_id)
+            .await
+            .expect("delivery")
+            .is_none(),
+        "a job without a callback has no delivery"
+    );
+    assert!(
+        claim_deliveries(&store, later(3600), LONG.lease)
+            .await
+            .is_empty(),
+        "a queued job's delivery was claimable"
+    );
+    // One item ends: the job runs on.
+    let c = claim(&store, LONG).await;
+    let done = ItemOutcome::Succeeded {
+        model_key: BlobKey::model(c.job.job_id, c.item.item_id),
+        preview_key: None,
+    };
+    assert!(
+        store
+            .finish_item(c.item.item_id, &c.token, done)
+            .await
+            .expect("finish_item")
+    );
+    assert!(
+        claim_deliveries(&store, later(3600), LONG.lease)
+            .await
+            .is_empty(),
+        "a running job's delivery was claimable"
+    );
+    finish_all(&store).await;
+    let claims = claim_deliveries(&store, Utc::now(), LONG.lease).await;
+    assert_eq!(
+        claims.len(),
+        1,
+        "the ended job's delivery (and only it) is claimable"
+    );
+    assert_eq!(claims[0].delivery.delivery_id, callback.delivery_id);
+    assert!(
+        claim_deliveries(&store, Utc::now(), LONG.lease)
+            .await
+            .is_empty(),
+        "a leased delivery was claimed twice"
+    );
+}
+
+/// `record_attempt` counts the attempt and applies its outcome while the
+/// claim's lease holds it, and changes nothing for a stale claim: a retry
+/// waits for its time, a delivered one is never claimed again, a failed one
+/// neither.
+pub async fn record_attempt_applies_the_outcome_only_under_the_lease(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let (job, _) = create_with_callback(&store, &alice, 1, 1).await;
+    let (other, _) = create_with_callback(&store, &alice, 1, 2).await;
+    finish_all(&store).await;
+    let cb = callbacks(&store);
+    // Leased for days, so that the second stays held while the first is
+    // claimed again hours later.
+    let days = Duration::from_secs(3 * 86_400);
+    let mut claims = claim_deliveries(&store, Utc::now(), days).await;
+    assert_eq!(claims.len(), 2);
+    claims.sort_by_key(|c| c.delivery.job_id != job.job_id);
+    let (first, second) = (claims[0].clone(), claims[1].clone());
+    let retry_at = later(3600);
+    let retry = AttemptOutcome::Retry {
+        error: "HTTP 500".into(),
+        status_code: Some(500),
+        next_attempt_at: retry_at,
+    };
+    assert!(
+        cb.record_attempt(&first, &retry, Utc::now())
+            .await
+            .expect("record_attempt")
+    );
+    assert!(
+        !cb.record_attempt(&first, &retry, Utc::now())
+            .await
+            .expect("record_attempt"),
+        "a claim recorded twice: its lease should be released by the first record"
+    );
+    let d = cb
+        .delivery(job.job_id)
+        .await
+        .expect("delivery")
+        .expect("kept");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Pending, 1));
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(d.last_status_code, Some(500));
+    assert_eq!(d.next_attempt_at.timestamp(), retry_at.timestamp());
+    assert!(
+        claim_deliveries(&store, Utc::now(), LONG.lease)
+            .await
+            .is_empty(),
+        "a retry was claimed before its time"
+    );
+    let again = claim_deliveries(&store, later(7200), LONG.lease).await;
+    assert_eq!(again.len(), 1, "a due retry is claimable");
+    let delivered = AttemptOutcome::Delivered { status_code: 204 };
+    assert!(
+        cb.record_attempt(&again[0], &delivered, Utc::now())
+            .await
+            .expect("record_attempt")
+    );
+    let d = cb
+        .delivery(job.job_id)
+        .await
+        .expect("delivery")
+        .expect("kept");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Delivered, 2));
+    assert!(d.delivered_at.is_some());
+    assert_eq!(d.last_error, None);
+    let failed = AttemptOutcome::Failed {
+        error: "blocked address".into(),
+        status_code: None,
+    };
+    assert!(
+        cb.record_attempt(&second, &failed, Utc::now())
+            .await
+            .expect("record_attempt")
+    );
+    let d = cb
+        .delivery(other.job_id)
+        .await
+        .expect("delivery")
+        .expect("kept");
+    assert_eq!((d.status, d.attempts), (DeliveryStatus::Failed, 1));
+    assert!(
+        claim_deliveries(&store, later(100_000), LONG.lease)
+            .await
+            .is_empty(),
+        "a delivered or failed delivery was claimed again"
+    );
+}
+
+/// A claim whose lease lapsed (its claimer died) is claimed again, and the
+/// lapsed claim can record nothing.
+pub async fn an_expired_delivery_lease_is_claimed_again(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    create_with_callback(&store, &alice, 1, 1).await;
+    finish_all(&store).await;
+    let now = Utc::now();
+    let first = claim_deliveries(&store, now, Duration::from_secs(10)).await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        claim_deliveries(&store, now + chrono::Duration::seconds(5), LONG.lease)
+            .await
+            .is_empty(),
+        "a live lease was taken over"
+    );
+    let second = claim_deliveries(&store, now + chrono::Duration::seconds(11), LONG.lease).await;
+    assert_eq!(second.len(), 1, "a lapsed lease is claimed again");
+    let delivered = AttemptOutcome::Delivered { status_code: 200 };
+    let cb = callbacks(&store);
+    assert!(
+        !cb.record_attempt(&first[0], &delivered, Utc::now())
+            .await
+            .expect("record_attempt"),
+        "a lapsed claim recorded an attempt"
+    );
+    assert!(
+        cb.record_attempt(&second[0], &delivered, Utc::now())
+            .await
+            .expect("record_attempt")
+    );
+}
+
+/// Claimers racing over many due deliveries take each exactly once.
+pub async fn concurrent_delivery_claims_take_each_delivery_once(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    for n in 0..12 {
+        create_with_callback(&store, &alice, 1, n).await;
+    }
+    finish_all(&store).await;
+    let now = Utc::now();
+    let claimers = (0..4).map(|_| {
+        let store = store.clone();
+        async move {
+            let mut got = Vec::new();
+            loop {
+                let claims = store
+                    .callbacks()
+                    .expect("callbacks")
+                    .claim_deliveries(now, LONG.lease, 2)
+                    .await
+                    .expect("claim_deliveries");
+                if claims.is_empty() {
+                    return got;
+                }
+                got.extend(claims.into_iter().map(|c| c.delivery.delivery_id));
+            }
+        }
+    });
+    let all: Vec<_> = futures::future::join_all(claimers)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 12, "every delivery claimed once: {all:?}");
+    assert_eq!(distinct.len(), 12, "a delivery was claimed twice");
+}
+
+/// Cancelling a job ends it, which arms its delivery; deleting a job
+/// removes its delivery.
+pub async fn cancel_arms_a_delivery_and_delete_removes_it(store: Arc<dyn JobStore>) {
+    let alice = owner("alice");
+    let (job, _) = create_with_callback(&store, &alice, 2, 1).await;
+    store.cancel_job(job.job_id).await.expect("cancel_job");
+    let claims = claim_deliveries(&store, Utc::now(), LONG.lease).await;
+    assert_eq!(claims.len(), 1, "a cancelled job's delivery is claimable");
+    store.delete_job(job.job_id).await.expect("delete_job");
+    let cb = callbacks(&store);
+    assert!(cb.delivery(job.job_id).await.expect("delivery").is_none());
+    let all = DeliveryQuery {
+        owner: None,
+        status: None,
+        limit: 100,
+        before: None,
+    };
+    assert!(cb.list_deliveries(&all).await.expect("list").is_empty());
+    let delivered = AttemptOutcome::Delivered { status_code: 200 };
+    assert!(
+        !cb.record_attempt(&claims[0], &delivered, Utc::now())
+            .await
+            .expect("record_attempt"),
+        "an attempt was recorded for a deleted job"
+    );
+}
+
+/// Settings start empty, are per owner, and setting the URL keeps the
+/// secret's seed and the reverse; a URL can be cleared.
+pub async fn webhook_settings_are_per_owner_and_kept_apart(store: Arc<dyn JobStore>) {
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    let cb = callbacks(&store);
+    let empty = cb.webhook_settings(&alice).await.expect("settings");
+    assert_eq!(empty, Default::default());
+    let at = Utc::now();
+    cb.set_webhook_secret_seed(&alice, "seed-1", at)
+        .await
+        .expect("seed");
+    let after = cb
+        .set_default_callback(&alice, Some(&hook_url(7)))
+        .await
+        .expect("url");
+    assert_eq!(after.default_url, Some(hook_url(7)));
+    assert_eq!(after.secret_seed.as_deref(), Some("seed-1"));
+    assert_eq!(
+        after.secret_created_at.map(|t| t.timestamp_millis()),
+        Some(at.timestamp_millis())
+    );
+    let rotated = cb
+        .set_webhook_secret_seed(&alice, "seed-2", at)
+        .await
+        .expect("seed");
+    assert_eq!(rotated.secret_seed.as_deref(), Some("seed-2"));
+    assert_eq!(
+        rotated.default_url,
+        Some(hook_url(7)),
+        "rotating the secret kept the URL"
+    );
+    let cleared = cb.set_default_callback(&alice, None).await.expect("clear");
+    assert_eq!(cleared.default_url, None);
+    assert_eq!(cleared.secret_seed.as_deref(), Some("seed-2"));
+    assert_eq!(
+        cb.webhook_settings(&alice).await.expect("settings"),
+        cleared
+    );
+    assert_eq!(
+        cb.webhook_settings(&bob).await.expect("settings"),
+        Default::default(),
+        "another owner's settings leaked"
+    );
+}
+
+/// `list_deliveries` is newest first, filters by owner and status, pages with
+/// `before` and caps its limit.
+pub async fn list_deliveries_filters_by_owner_and_status_newest_first(store: Arc<dyn JobStore>) {
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    let (a1, c1) = create_with_callback(&store, &alice, 1, 1).await;
+    let (_, c2) = create_with_callback(&store, &bob, 1, 2).await;
+    let (_, c3) = create_with_callback(&store, &alice, 1, 3).await;
+    store.cancel_job(a1.job_id).await.expect("cancel");
+    let cb = callbacks(&store);
+    let claims = claim_deliveries(&store, Utc::now(), LONG.lease).await;
+    assert_eq!(claims.len(), 1);
+    let failed = AttemptOutcome::Failed {
+        error: "gone".into(),
+        status_code: Some(410),
+    };
+    assert!(
+        cb.record_attempt(&claims[0], &failed, Utc::now())
+            .await
+            .expect("record")
+    );
+    let query = |owner: Option<&ApiKeyId>, status, limit, before| DeliveryQuery {
+        owner: owner.cloned(),
+        status,
+        limit,
+        before,
+    };
+    let ids = |ds: Vec<crate::domain::Delivery>| -> Vec<_> {
+        ds.into_iter().map(|d| d.delivery_id).collect()
+    };
+    let all = cb
+        .list_deliveries(&query(None, None, 100, None))
+        .await
+        .expect("list");
+    assert_eq!(
+        ids(all),
+        vec![c3.delivery_id, c2.delivery_id, c1.delivery_id]
+    );
+    let alices = cb
+        .list_deliveries(&query(Some(&alice), None, 100, None))
+        .await
+        .expect("list");
+    assert_eq!(ids(alices), vec![c3.delivery_id, c1.delivery_id]);
+    let failed = cb
+        .list_deliveries(&query(None, Some(DeliveryStatus::Failed), 100, None))
+        .await
+        .expect("list");
+    assert_eq!(ids(failed), vec![c1.delivery_id]);
+    let page = cb
+        .list_deliveries(&query(None, None, 1, None))
+        .await
+        .expect("list");
+    assert_eq!(ids(page), vec![c3.delivery_id]);
+    let next = cb
+        .list_deliveries(&query(None, None, 100, Some(c3.delivery_id)))
+        .await
+        .expect("list");
+    assert_eq!(ids(next), vec![c2.delivery_id, c1.delivery_id]);
 }
