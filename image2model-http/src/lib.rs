@@ -65,6 +65,7 @@ pub mod callbacks;
 pub mod cleanup;
 pub mod config;
 pub mod deliveries;
+pub mod doctor;
 pub mod error;
 pub mod links;
 pub mod metrics;

@@ -48,6 +48,16 @@ enum Command {
         #[arg(long)]
         face_limit: Option<u32>,
     },
+    /// Checks that this deployment can run: the configuration, then each
+    /// store, Redis and FAL answer, disk room, file permissions, proxies and
+    /// the clock; each finding with what to do. Exits 1 on a problem.
+    Doctor {
+        /// The env file to read (variables already set win) and check the
+        /// permissions of; by default `.env` here is read and
+        /// `.env.production` and `.env` are checked.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -112,6 +122,7 @@ fn main() -> ExitCode {
             Command::Config {
                 command: ConfigCommand::Check,
             } => cli::config_check::run(),
+            Command::Doctor { env_file } => cli::doctor::run(env_file).await,
         }
     })
 }

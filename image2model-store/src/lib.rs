@@ -50,7 +50,8 @@ mod usage;
 
 pub use blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
 pub use open::{
-    Database, OpenError, local_blob_dir, open_blob_store, open_database, open_job_store, redact_url,
+    Database, DatabaseProbe, OpenError, local_blob_dir, open_blob_store, open_database,
+    open_job_store, probe_database, redact_url,
 };
 pub use postgres::PostgresDatabase;
 pub use sqlite::{SqliteDatabase, SqliteOptions};

@@ -387,3 +387,88 @@ mod tests {
         assert_eq!(redact_url("ftp://a:b@h"), "ftp://a:REDACTED@h");
     }
 }
+
+/// What [`probe_database`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseProbe {
+    /// The database answers; for Postgres, with its clock.
+    Answers {
+        /// The server's time (Postgres), to compare clocks with.
+        server_time: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// A SQLite file that does not exist yet (`serve` creates it), in a
+    /// directory that exists.
+    NotCreatedYet(PathBuf),
+    /// Throwaway in-memory stores (`memory://`, `sqlite::memory:`).
+    InMemory,
+}
+
+/// Reaches the database a `DATABASE_URL` names without changing it (no
+/// migration, no file created: an existing SQLite file is opened read-only)
+/// within `timeout`, for `image2model doctor`.
+///
+/// # Errors
+/// A message saying what failed (redacted of any password).
+pub async fn probe_database(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<DatabaseProbe, String> {
+    use sqlx::ConnectOptions;
+    let url = url.trim();
+    if url == "memory://" || url == "memory:" {
+        return Ok(DatabaseProbe::InMemory);
+    }
+    let shown = redact_url(url);
+    if url.starts_with("sqlite:") {
+        let Some(path) = SqliteDatabase::path_from_url(url) else {
+            return Ok(DatabaseProbe::InMemory);
+        };
+        if !path.exists() {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            return match dir {
+                Some(d) if !d.is_dir() => Err(format!(
+                    "the directory of the SQLite file {} does not exist",
+                    path.display()
+                )),
+                _ => Ok(DatabaseProbe::NotCreatedYet(path)),
+            };
+        }
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true);
+        let probe = async {
+            let mut conn = options.connect().await?;
+            sqlx::query("SELECT count(*) FROM sqlite_master")
+                .execute(&mut conn)
+                .await?;
+            Ok::<_, sqlx::Error>(())
+        };
+        return match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(())) => Ok(DatabaseProbe::Answers { server_time: None }),
+            Ok(Err(e)) => Err(format!("{shown}: {e}")),
+            Err(_) => Err(format!("{shown}: no answer within {timeout:?}")),
+        };
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options: sqlx::postgres::PgConnectOptions = url
+            .parse()
+            .map_err(|_| format!("{shown}: not a valid Postgres connection URL"))?;
+        let probe = async {
+            let mut conn = options.connect().await?;
+            let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+                .fetch_one(&mut conn)
+                .await?;
+            Ok::<_, sqlx::Error>(now)
+        };
+        return match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(now)) => Ok(DatabaseProbe::Answers {
+                server_time: Some(now),
+            }),
+            Ok(Err(e)) => Err(format!("{shown}: {e}")),
+            Err(_) => Err(format!("{shown}: no answer within {timeout:?}")),
+        };
+    }
+    Err(format!(
+        "{shown}: expected sqlite://PATH, sqlite::memory:, postgres://… or memory://"
+    ))
+}

@@ -1,9 +1,10 @@
 //! What only the `image2model` binary uses: its commands (`serve`,
-//! `convert`, `config check`) and its log set-up. The library never
+//! `convert`, `config check`, `doctor`) and its log set-up. The library never
 //! imports from here; `main.rs` parses the command line and calls in.
 
 pub mod config_check;
 pub mod convert;
+pub mod doctor;
 pub mod logs;
 pub mod serve;
 

@@ -58,8 +58,12 @@ pub async fn run(bind: Option<SocketAddr>, role: ServeRole) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     if let Some(addr) = metrics_addr
-        && let Err(e) =
-            image2model_http::metrics::serve(addr, app.state().pipeline.clone(), shutdown.clone())
+        && let Err(e) = image2model_http::metrics::serve(
+            addr,
+            app.state().pipeline.clone(),
+            app.state().disk_path.clone(),
+            shutdown.clone(),
+        )
     {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

@@ -98,6 +98,16 @@ impl AuditObserver {
             return;
         }
         let (reason, token) = auth_failure(observed.authorization.as_ref());
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                metrics::counter!("image2model_auth_failures_total", "reason" => reason)
+                    .increment(1);
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                metrics::counter!("image2model_rate_limited_total").increment(1);
+            }
+            _ => {}
+        }
         let token = token.map(ToOwned::to_owned);
         let base = json!({ "method": observed.method.as_str(), "path": observed.uri.path() });
         let entry = match status {

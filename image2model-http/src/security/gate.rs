@@ -178,12 +178,15 @@ impl<E: Endpoint, D: Clone + Send + Sync + 'static> Endpoint for Gate<E, D> {
     async fn call(&self, mut req: Request) -> poem::Result<Response> {
         let (id, context) = begin(&mut req, &self.clients);
         let method = req.method().clone();
+        let route = crate::metrics::route_of(req.uri().path());
         let headers = SecurityHeaders::for_path(req.uri().path(), self.hsts);
         let started = Instant::now();
         let mut resp = request_id::scope(context, self.spans, async {
             let resp = self.guarded(req).await;
             let elapsed = started.elapsed();
-            request_id::log_response(&method, resp.status().as_u16(), elapsed);
+            let status = resp.status().as_u16();
+            request_id::log_response(&method, status, elapsed);
+            crate::metrics::record_request(route, &method, status, elapsed);
             resp
         })
         .await;
@@ -397,11 +400,14 @@ where
             let (id, context) = begin(&mut req, &clients);
             async move {
                 let method = req.method().clone();
+                let route = crate::metrics::route_of(req.uri().path());
                 let started = Instant::now();
                 let mut resp = request_id::scope(context, spans, async {
                     let resp = enveloped(ep.call(req).await);
                     let elapsed = started.elapsed();
-                    request_id::log_response(&method, resp.status().as_u16(), elapsed);
+                    let status = resp.status().as_u16();
+                    request_id::log_response(&method, status, elapsed);
+                    crate::metrics::record_request(route, &method, status, elapsed);
                     resp
                 })
                 .await;

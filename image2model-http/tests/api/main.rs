@@ -9,6 +9,7 @@ mod auth;
 mod cleanup;
 mod cors;
 mod crash;
+mod doctor;
 mod errors;
 mod fal;
 mod guide;

@@ -35,6 +35,13 @@ async fn metrics_count_uploads_and_finished_items() {
             .multipart(form)
             .send()
     };
+    // A request without a key: an authentication failure.
+    let anonymous = client
+        .get(format!("{}/api/v1/jobs", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
     let job: Value = upload(png(20, 10)).await.unwrap().json().await.unwrap();
     assert_eq!(
         upload(b"not an image at all".to_vec())
@@ -101,6 +108,41 @@ async fn metrics_count_uploads_and_finished_items() {
         "{text}"
     );
     assert!(text.contains("image2model_item_seconds_bucket"), "{text}");
+    // Requests by route template, method and status, with their latency.
+    let requests = |route: &str, method: &str, status: &str| {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("image2model_http_requests_total{")
+                    && l.contains(&format!(r#"route="{route}""#))
+                    && l.contains(&format!(r#"method="{method}""#))
+                    && l.contains(&format!(r#"status="{status}""#))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(requests("/api/v1/upload", "POST", "202"), 1.0, "{text}");
+    assert_eq!(requests("/api/v1/upload", "POST", "415"), 1.0, "{text}");
+    assert_eq!(requests("/api/v1/jobs", "GET", "401"), 1.0, "{text}");
+    assert!(
+        requests("/api/v1/jobs/{job_id}", "GET", "200") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"image2model_http_request_seconds_bucket{route="/api/v1/upload""#),
+        "{text}"
+    );
+    assert_eq!(
+        value_of(
+            &text,
+            r#"image2model_auth_failures_total{reason="missing_credentials"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Disk use, for the disk alert.
+    let total = value_of(&text, r#"image2model_disk_bytes{state="total"}"#).expect("disk total");
+    let free = value_of(&text, r#"image2model_disk_bytes{state="free"}"#).expect("disk free");
+    assert!(total > 0.0 && free <= total, "{text}");
     // The API port does not serve metrics.
     let api = client
         .get(format!("{}/metrics", server.base))

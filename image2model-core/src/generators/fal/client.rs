@@ -125,8 +125,22 @@ impl FalClient {
             CallKind::StatusPoll => policy.status_max_retries,
         };
         let mut attempt = 0u32;
+        let call = match kind {
+            CallKind::Call => "call",
+            CallKind::StatusPoll => "status",
+        };
         loop {
-            let (wait, failure) = match build().send().await {
+            let sent = build().send().await;
+            let outcome = match &sent {
+                Ok(r) if r.status().is_success() => "ok",
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => "http_429",
+                Ok(r) if r.status().is_client_error() => "http_4xx",
+                Ok(_) => "http_5xx",
+                Err(_) => "unreachable",
+            };
+            metrics::counter!("image2model_fal_calls_total", "call" => call, "outcome" => outcome)
+                .increment(1);
+            let (wait, failure) = match sent {
                 Ok(response) => {
                     let status = response.status();
                     let hinted_final = response

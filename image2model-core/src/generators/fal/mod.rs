@@ -107,6 +107,24 @@ struct Remote {
 }
 
 impl FalGenerator {
+    /// Checks that fal answers and takes the key, at no cost: one status read
+    /// of a request that does not exist, on the default model's endpoint
+    /// (fal answers a key it accepts with 404; nothing is submitted).
+    ///
+    /// # Errors
+    /// `Account` for a refused key, `Unavailable` when fal cannot be
+    /// reached, others as fal answers.
+    pub async fn check_account(&self) -> Result<(), GenerateError> {
+        let model = MODELS
+            .iter()
+            .find(|m| m.name == DEFAULT_MODEL)
+            .unwrap_or(&MODELS[0]);
+        self.client
+            .status(&model.endpoint(), "00000000-0000-4000-8000-000000000000")
+            .await
+            .map(|_| ())
+    }
+
     /// A generator with this configuration.
     ///
     /// # Errors
