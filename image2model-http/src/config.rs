@@ -121,6 +121,12 @@ pub struct Config {
     pub api_key_limits: KeyLimits,
     /// `WEBHOOK_*`: how jobs' ends are posted to callback URLs.
     pub webhooks: WebhookConfig,
+    /// `MAX_QUEUED_ITEMS`: beyond this many items waiting for a worker,
+    /// uploads answer 503 `overloaded` (default 10000; `0`: no cap).
+    pub max_queued_items: u64,
+    /// `MAX_CONCURRENT_UPLOADS`: uploads one instance streams at once;
+    /// beyond, 503 `overloaded` (default 256).
+    pub max_concurrent_uploads: usize,
 }
 
 /// How jobs' ends are posted to integrators' callback URLs
@@ -211,6 +217,8 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "WEBHOOK_RETRY_MAX_SECS",
     "WEBHOOK_RETRY_FOR_SECS",
     "WEBHOOK_POLL_MS",
+    "MAX_QUEUED_ITEMS",
+    "MAX_CONCURRENT_UPLOADS",
 ];
 
 /// Every variable [`Config::from_lookup`] reads: the server's, then
@@ -507,6 +515,8 @@ impl Config {
             prices,
             api_key_limits,
             webhooks,
+            max_queued_items: r.parsed("MAX_QUEUED_ITEMS", 10_000),
+            max_concurrent_uploads: r.positive("MAX_CONCURRENT_UPLOADS", 256),
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -668,6 +678,8 @@ impl Config {
             "WEBHOOK_RETRY_MAX_SECS": self.webhooks.retry_max.as_secs(),
             "WEBHOOK_RETRY_FOR_SECS": self.webhooks.retry_for.as_secs(),
             "WEBHOOK_POLL_MS": self.webhooks.poll.as_millis(),
+            "MAX_QUEUED_ITEMS": self.max_queued_items,
+            "MAX_CONCURRENT_UPLOADS": self.max_concurrent_uploads,
         });
         if let Some(map) = shown.as_object_mut() {
             for (name, value) in self.generators.shown() {

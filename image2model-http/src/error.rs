@@ -328,6 +328,10 @@ documented_error!(
     [rate_limited_meta()]
 );
 
+/// The `Retry-After` of a 503 `overloaded` answer: about how long a full
+/// queue takes to move.
+pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 5;
+
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         let status = match e.kind() {
@@ -337,7 +341,7 @@ impl From<PipelineError> for ApiError {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if let PipelineError::QuotaExceeded(over) = &e {
@@ -345,6 +349,10 @@ impl From<PipelineError> for ApiError {
                 header::RETRY_AFTER,
                 over.limit.seconds_until_reset(chrono::Utc::now()),
             );
+        }
+        if e.kind() == ErrorKind::Overloaded {
+            return ApiError::new(status, e.code(), e.to_string())
+                .with_header(header::RETRY_AFTER, OVERLOADED_RETRY_AFTER_SECS);
         }
         if e.is_client_safe() {
             let message = if status == StatusCode::NOT_FOUND {
@@ -355,12 +363,16 @@ impl From<PipelineError> for ApiError {
             return ApiError::new(status, e.code(), message);
         }
         tracing::error!(request_id = %request_id::current(), code = e.code(), error = %e, "pipeline error");
-        let message = if status == StatusCode::SERVICE_UNAVAILABLE {
-            "a dependency is unavailable; retry later"
-        } else {
-            "internal error; quote the request id when reporting it"
-        };
-        ApiError::new(status, e.code(), message)
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // A store that went away usually comes back: say when to retry.
+            return ApiError::new(status, e.code(), "a dependency is unavailable; retry later")
+                .with_header(header::RETRY_AFTER, OVERLOADED_RETRY_AFTER_SECS);
+        }
+        ApiError::new(
+            status,
+            e.code(),
+            "internal error; quote the request id when reporting it",
+        )
     }
 }
 

@@ -80,4 +80,6 @@ pub struct SharedState {
     pub webhook_secrets: WebhookSecrets,
     /// Which addresses webhooks may reach (`WEBHOOK_ALLOWED_NETS`).
     pub webhook_addresses: Arc<AddressPolicy>,
+    /// One permit per upload in progress (`MAX_CONCURRENT_UPLOADS`).
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
 }

@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Conflict,
     /// A key's quota would be passed (429).
     QuotaExceeded,
+    /// Too much work already: retry later (503, safe to show).
+    Overloaded,
     /// A dependency is down (503).
     Unavailable,
     /// A bug or an unexpected failure (500).
@@ -59,6 +61,14 @@ pub enum PipelineError {
     /// The upload would pass one of its key's limits.
     #[error(transparent)]
     QuotaExceeded(QuotaExceeded),
+    /// The queue is full: `queued` items wait, the cap is `limit`.
+    #[error("the server is busy: {queued} items are waiting (at most {limit}); retry later")]
+    Overloaded {
+        /// Items waiting.
+        queued: u64,
+        /// The cap.
+        limit: u64,
+    },
     /// The job store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,6 +94,7 @@ impl PipelineError {
             PipelineError::Interrupted(_) => ErrorCode::UploadInterrupted.as_str(),
             PipelineError::Config(_) => ErrorCode::InvalidConfiguration.as_str(),
             PipelineError::QuotaExceeded(_) => ErrorCode::QuotaExceeded.as_str(),
+            PipelineError::Overloaded { .. } => ErrorCode::Overloaded.as_str(),
             PipelineError::Store(e) => e.code(),
             PipelineError::Blob(e) => e.code(),
             PipelineError::Generate(e) => e.code(),
@@ -110,6 +121,7 @@ impl PipelineError {
                 ErrorKind::Conflict
             }
             PipelineError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
+            PipelineError::Overloaded { .. } => ErrorKind::Overloaded,
             PipelineError::Store(StoreError::Unavailable(_))
             | PipelineError::Blob(BlobError::Unavailable(_)) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,

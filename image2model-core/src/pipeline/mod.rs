@@ -59,6 +59,11 @@ pub struct PipelineConfig {
     /// Empty by default (every model free);
     /// [`crate::generators::fal::default_prices`] has fal's public prices.
     pub prices: PriceTable,
+    /// Backpressure: beyond this many queued items (waiting for a worker,
+    /// across every process on the job store), uploads are refused with
+    /// [`PipelineError::Overloaded`] instead of growing the queue without
+    /// bound. `None`: no cap.
+    pub max_queued_items: Option<u64>,
 }
 
 impl Default for PipelineConfig {
@@ -69,8 +74,20 @@ impl Default for PipelineConfig {
             max_model_bytes: 200 * 1024 * 1024,
             generation_deadline: Duration::from_secs(15 * 60),
             prices: PriceTable::new(),
+            max_queued_items: None,
         }
     }
+}
+
+/// How long a count of queued items is trusted before the store is asked
+/// again (items this process queues are added to it meanwhile).
+const QUEUE_COUNT_TTL: Duration = Duration::from_millis(500);
+
+/// The queued items as last counted, plus those this process queued since.
+#[derive(Debug, Default)]
+pub(crate) struct QueueCount {
+    counted_at: Option<Instant>,
+    queued: u64,
 }
 
 /// Whose jobs a call may see.
@@ -189,6 +206,8 @@ pub(crate) struct Inner {
     /// Cancellation handles of the items this process is generating, so that a
     /// cancel takes effect at once (workers elsewhere notice at lease renewal).
     pub(crate) running: Mutex<HashMap<ItemId, CancellationToken>>,
+    /// For [`PipelineConfig::max_queued_items`].
+    pub(crate) queue_count: Mutex<QueueCount>,
 }
 
 /// The conversion pipeline. Cheap to clone; all clones share state.
@@ -225,6 +244,7 @@ impl Pipeline {
                 events: EventHub::new(),
                 work: Notify::new(),
                 running: Mutex::new(HashMap::new()),
+                queue_count: Mutex::new(QueueCount::default()),
             }),
         }
     }
@@ -311,11 +331,52 @@ impl Pipeline {
                 return Ok(UploadStart::Existing(job));
             }
         }
+        self.check_queue_room().await?;
         Ok(UploadStart::New(Upload::new(
             self.clone(),
             owner,
             idempotency_key,
         )))
+    }
+
+    /// Refuses new work while the queue holds
+    /// [`PipelineConfig::max_queued_items`] items or more: counted by the
+    /// store at most [`QUEUE_COUNT_TTL`] ago, plus what this process queued
+    /// since.
+    async fn check_queue_room(&self) -> Result<(), PipelineError> {
+        let Some(limit) = self.inner.config.max_queued_items else {
+            return Ok(());
+        };
+        let fresh = {
+            let count = self.inner.queue_count.lock().expect("queue count lock");
+            count
+                .counted_at
+                .is_some_and(|at| at.elapsed() < QUEUE_COUNT_TTL)
+                .then_some(count.queued)
+        };
+        let queued = match fresh {
+            Some(q) => q,
+            None => {
+                let q = self.inner.jobs.stats().await?.queued;
+                let mut count = self.inner.queue_count.lock().expect("queue count lock");
+                *count = QueueCount {
+                    counted_at: Some(Instant::now()),
+                    queued: q,
+                };
+                q
+            }
+        };
+        if queued >= limit {
+            metrics::counter!("image2model_uploads_total", "outcome" => "overloaded").increment(1);
+            return Err(PipelineError::Overloaded { queued, limit });
+        }
+        Ok(())
+    }
+
+    /// Counts `items` just queued by this process toward the queue cap.
+    pub(crate) fn note_queued(&self, items: u64) {
+        let mut count = self.inner.queue_count.lock().expect("queue count lock");
+        count.queued = count.queued.saturating_add(items);
     }
 
     /// One job, when `scope` may see it.

@@ -309,6 +309,7 @@ impl Upload {
             Ok(CreateOutcome::Created(job)) => {
                 tracing::info!(job_id = %job.job_id, owner = %job.owner, items = job.items.len(), model = %job.options.model, "job created");
                 self.pipeline.notify(job.job_id);
+                self.pipeline.note_queued(job.items.len() as u64);
                 self.pipeline.inner.work.notify_waiters();
                 Ok(job)
             }

@@ -243,7 +243,9 @@ pub enum UploadResponse {
     /// `unsupported_media_type` (the body is not multipart/form-data).
     #[oai(status = 415)]
     Unsupported(Json<ErrorBody>),
-    /// `storage_unavailable` or another dependency is down.
+    /// `overloaded` (the queue or the uploads in progress are at their cap;
+    /// see `Retry-After`), or `storage_unavailable` or another dependency is
+    /// down.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -307,6 +309,15 @@ impl UploadApi {
             max_body,
         } = body;
         let key = idempotency_key.0;
+        // Backpressure: a bounded number of uploads stream at once here.
+        let Ok(_slot) = self.state.upload_slots.clone().try_acquire_owned() else {
+            let max = self.state.config.max_concurrent_uploads;
+            return Err(ApiError::of(
+                ErrorCode::Overloaded,
+                format!("this server has {max} uploads in progress (its limit); retry shortly"),
+            )
+            .with_header(header::RETRY_AFTER, 1));
+        };
         let start = self
             .state
             .pipeline

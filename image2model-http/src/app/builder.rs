@@ -251,6 +251,8 @@ impl AppBuilder {
         let mut pipeline_config = PipelineConfig {
             limits: self.config.upload_limits(),
             prices: self.config.prices.clone(),
+            max_queued_items: (self.config.max_queued_items > 0)
+                .then_some(self.config.max_queued_items),
             ..PipelineConfig::default()
         };
         if let Some(every) = self.event_poll_interval {
@@ -302,6 +304,9 @@ impl AppBuilder {
         }
         let links = LinkSigner::from_secret(self.config.secret_key.as_ref());
         let webhook_secrets = WebhookSecrets::from_secret(self.config.secret_key.as_ref());
+        let upload_slots = Arc::new(tokio::sync::Semaphore::new(
+            self.config.max_concurrent_uploads,
+        ));
         let webhook_addresses = Arc::new(AddressPolicy::new(
             self.config.webhooks.allowed_nets.clone(),
         ));
@@ -318,6 +323,7 @@ impl AppBuilder {
             links,
             webhook_secrets,
             webhook_addresses,
+            upload_slots,
         });
         Ok(Assembled {
             state,
