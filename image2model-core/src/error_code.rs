@@ -82,6 +82,7 @@ error_codes! {
     Conflict = "conflict", Some(409), "A unique value (an id, a key) is already taken.";
     StoreUnavailable = "store_unavailable", Some(503), "The job database did not answer.";
     StorageUnavailable = "storage_unavailable", Some(503), "The blob store did not answer.";
+    InsufficientStorage = "insufficient_storage", Some(507), "The blob store is full (disk, inodes or quota): nothing was stored; retry once space is freed.";
     InvalidConfiguration = "invalid_configuration", Some(500), "The server's configuration cannot serve the request.";
     InternalError = "internal_error", Some(500), "Anything else; details only in the server log.";
     // The HTTP layer.

@@ -332,6 +332,10 @@ documented_error!(
 /// queue takes to move.
 pub const OVERLOADED_RETRY_AFTER_SECS: u64 = 5;
 
+/// The `Retry-After` of a 507 `insufficient_storage` answer: space is
+/// freed by an operator or the retention task, not in seconds.
+pub const FULL_RETRY_AFTER_SECS: u64 = 60;
+
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
         let status = match e.kind() {
@@ -342,6 +346,7 @@ impl From<PipelineError> for ApiError {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if let PipelineError::QuotaExceeded(over) = &e {
@@ -349,6 +354,15 @@ impl From<PipelineError> for ApiError {
                 header::RETRY_AFTER,
                 over.limit.seconds_until_reset(chrono::Utc::now()),
             );
+        }
+        if e.kind() == ErrorKind::InsufficientStorage {
+            tracing::error!(request_id = %request_id::current(), error = %e, "the blob store is full");
+            return ApiError::new(
+                status,
+                e.code(),
+                "the server's storage is full: nothing was stored; retry later",
+            )
+            .with_header(header::RETRY_AFTER, FULL_RETRY_AFTER_SECS);
         }
         if e.kind() == ErrorKind::Overloaded {
             return ApiError::new(status, e.code(), e.to_string())

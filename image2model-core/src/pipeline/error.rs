@@ -23,6 +23,8 @@ pub enum ErrorKind {
     QuotaExceeded,
     /// Too much work already: retry later (503, safe to show).
     Overloaded,
+    /// The storage is full (507, safe to show).
+    InsufficientStorage,
     /// A dependency is down (503).
     Unavailable,
     /// A bug or an unexpected failure (500).
@@ -122,6 +124,7 @@ impl PipelineError {
             }
             PipelineError::QuotaExceeded(_) => ErrorKind::QuotaExceeded,
             PipelineError::Overloaded { .. } => ErrorKind::Overloaded,
+            PipelineError::Blob(BlobError::Full(_)) => ErrorKind::InsufficientStorage,
             PipelineError::Store(StoreError::Unavailable(_))
             | PipelineError::Blob(BlobError::Unavailable(_)) => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,

@@ -70,6 +70,10 @@ pub enum BlobError {
     /// The backend could not be reached.
     #[error("blob store unavailable: {0}")]
     Unavailable(String),
+    /// The backend has no room (a full disk, no inodes left, a quota).
+    /// Nothing was stored.
+    #[error("blob store full: {0}")]
+    Full(String),
     /// Any other backend failure.
     #[error("blob store failure: {0}")]
     Backend(String),
@@ -83,6 +87,7 @@ impl BlobError {
             BlobError::NotFound(_) => ErrorCode::NotFound.as_str(),
             BlobError::Body(_) => ErrorCode::UploadInterrupted.as_str(),
             BlobError::Unavailable(_) => ErrorCode::StorageUnavailable.as_str(),
+            BlobError::Full(_) => ErrorCode::InsufficientStorage.as_str(),
             BlobError::Backend(_) => ErrorCode::InternalError.as_str(),
         }
     }

@@ -248,6 +248,9 @@ pub enum UploadResponse {
     /// down.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// `insufficient_storage`: the blob store is full; nothing was stored.
+    #[oai(status = 507)]
+    InsufficientStorage(Json<ErrorBody>),
 }
 
 /// The upload endpoints.

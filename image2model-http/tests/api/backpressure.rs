@@ -50,7 +50,8 @@ async fn a_full_queue_refuses_uploads_with_503_until_there_is_room() {
     );
     assert_eq!(app.job_count().await, 1);
 
-    // Room again (the job is deleted): accepted, once the count is re-read.
+    // Room again (the job is cancelled: its items no longer wait):
+    // accepted, once the count is re-read.
     let resp = app
         .delete_job(job["job_id"].as_str().unwrap(), USER_KEY)
         .await;

@@ -11,6 +11,7 @@ mod cleanup;
 mod cors;
 mod crash;
 mod doctor;
+mod drills;
 mod errors;
 mod fal;
 mod guide;

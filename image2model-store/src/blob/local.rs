@@ -77,6 +77,13 @@ impl Default for LocalOptions {
 }
 
 fn backend(context: &str, e: io::Error) -> BlobError {
+    // No space, no inodes, or a disk quota: the disk is full, not broken.
+    if matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) {
+        return BlobError::Full(format!("{context}: {e}"));
+    }
     BlobError::Backend(format!("{context}: {e}"))
 }
 
