@@ -21,6 +21,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::json;
 use std::sync::Arc;
 
+use crate::api::dto::JsonString;
 use crate::api::jobs;
 use crate::api::tags::ApiTags;
 use crate::audit::Entry;
@@ -57,7 +58,7 @@ impl From<WebhookSettings> for WebhookSettingsDto {
 pub struct WebhookSettingsChangeDto {
     /// The new default callback URL (`https`, a public host, at most 2048
     /// bytes); null removes it.
-    pub default_url: Option<String>,
+    pub default_url: Option<JsonString>,
 }
 
 /// A new signing secret, shown this once.
@@ -285,7 +286,7 @@ impl WebhooksApi {
     ) -> Result<SettingsResponse, ApiError> {
         let url = match &body.0.default_url {
             None => None,
-            Some(text) => {
+            Some(JsonString(text)) => {
                 let url = CallbackUrl::parse(text, self.state.config.webhooks.allow_http)
                     .map_err(|e| ApiError::of(ErrorCode::InvalidCallbackUrl, e.to_string()))?;
                 self.state

@@ -21,6 +21,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::api::dto::JsonString;
 use crate::api::tags::ApiTags;
 use crate::api::usage::LimitsDto;
 use crate::audit::{Entry, kind};
@@ -61,7 +62,7 @@ impl From<Role> for KeyRoleDto {
 #[oai(rename = "CreateKey")]
 pub struct CreateKeyDto {
     /// A name to recognise the key by: 1 to 64 printable characters.
-    pub name: String,
+    pub name: JsonString,
     /// Its role.
     pub role: KeyRoleDto,
     /// Its quotas (none when absent): an upload that would pass one is
@@ -291,7 +292,7 @@ impl KeysApi {
         let (key, secret) = match self
             .state
             .keys
-            .create_with_limits(&body.0.name, role, limits)
+            .create_with_limits(&body.0.name.0, role, limits)
             .await
         {
             Ok(made) => made,
