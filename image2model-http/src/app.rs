@@ -20,7 +20,7 @@ mod tasks;
 use std::io;
 use std::net::SocketAddr;
 
-use poem::endpoint::BoxEndpoint;
+use poem::endpoint::{BoxEndpoint, make_sync};
 use poem::http::Method;
 use poem::{EndpointExt, IntoEndpoint, Route, RouteMethod};
 use tokio::net::TcpListener;
@@ -140,8 +140,17 @@ impl App {
         if self.parts.role.serves_api() {
             let service = api::service(&self.parts.state);
             allow.add_api(API_PREFIX, &<api::Apis as poem_openapi::OpenApi>::meta());
-            let spec = service.spec_endpoint();
-            let docs = service.swagger_ui();
+            // The refined document (`api::document`), in Swagger UI too.
+            let spec = api::spec_json(&self.parts.state);
+            let docs = service
+                .swagger_ui_html()
+                .replacen(&service.spec(), &spec, 1);
+            let spec = make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            });
+            let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(docs.clone())));
             other = mount(other, &mut allow, "/", Method::GET, web::index);
             other = mount(other, &mut allow, "/static/:file", Method::GET, web::asset);
             // Any method: these two never answer 405.

@@ -100,10 +100,13 @@ pub struct ItemDto {
     /// Progress in percent, never going down.
     pub progress: u8,
     /// Why it failed, when it did.
+    #[oai(nullable)]
     pub error: Option<ItemErrorDto>,
     /// Where to download the model, once it succeeded.
+    #[oai(nullable)]
     pub model_url: Option<String>,
     /// Where to download a preview image, when the generator made one.
+    #[oai(nullable)]
     pub preview_url: Option<String>,
 }
 
@@ -173,6 +176,7 @@ pub struct JobListDto {
     /// The jobs.
     pub jobs: Vec<JobDto>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 

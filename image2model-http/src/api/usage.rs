@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 /// A key's optional limits; `null` is no limit.
 #[derive(Debug, Clone, Default, Object)]
-#[oai(rename = "KeyLimits")]
+#[oai(rename = "KeyLimits", nullable_all)]
 pub struct LimitsDto {
     /// Items accepted per UTC day.
     pub items_per_day: Option<u64>,

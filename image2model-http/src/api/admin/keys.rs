@@ -65,9 +65,9 @@ pub struct CreateKeyDto {
     pub name: JsonString,
     /// Its role.
     pub role: KeyRoleDto,
-    /// Its quotas (none when absent): an upload that would pass one is
-    /// refused with 429 `quota_exceeded`.
-    #[oai(default)]
+    /// Its quotas (none when absent or null): an upload that would pass one
+    /// is refused with 429 `quota_exceeded`.
+    #[oai(default, nullable)]
     pub limits: LimitsDto,
 }
 
@@ -102,15 +102,19 @@ pub struct KeyDto {
     pub role: KeyRoleDto,
     /// The secret's first characters; `null` for the bootstrap keys, of
     /// which nothing is shown.
+    #[oai(nullable)]
     pub prefix: Option<String>,
     /// Whether it comes from the environment (cannot be revoked here).
     pub bootstrap: bool,
     /// When it was created; `null` for the bootstrap keys.
+    #[oai(nullable)]
     pub created_at: Option<DateTime<Utc>>,
     /// When it last authenticated (recorded at most once a minute); `null`
     /// when never, and always for the bootstrap keys.
+    #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked; `null` while it is live.
+    #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
     /// Its quotas.
     pub limits: LimitsDto,
