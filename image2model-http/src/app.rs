@@ -20,8 +20,9 @@ mod tasks;
 use std::io;
 use std::net::SocketAddr;
 
-use poem::endpoint::BoxEndpoint;
-use poem::{EndpointExt, IntoEndpoint, Route, get};
+use poem::endpoint::{BoxEndpoint, make_sync};
+use poem::http::Method;
+use poem::{EndpointExt, IntoEndpoint, Route, RouteMethod};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +31,7 @@ use self::builder::Assembled;
 pub use self::builder::{AppBuilder, ServeRole};
 use crate::cleanup;
 use crate::config::Config;
-use crate::routes::{API_PREFIX, FAL_WEBHOOK_PATH, OPENAPI_PATH, Routes};
+use crate::routes::{API_PREFIX, AllowTable, FAL_WEBHOOK_PATH, OPENAPI_PATH, Routes};
 use crate::security::audit_observer::AuditObserver;
 use crate::security::auth::Authenticator;
 use crate::security::gate::{GateMode, Steps};
@@ -39,6 +40,16 @@ use crate::server;
 use crate::state::AppState;
 use crate::wiring::BuildError;
 use crate::{api, security, web, webhooks};
+
+/// Mounts `ep` at `path` for `method` only, and records that in `allow`.
+fn mount<E>(route: Route, allow: &mut AllowTable, path: &str, method: Method, ep: E) -> Route
+where
+    E: IntoEndpoint,
+    E::Endpoint: 'static,
+{
+    allow.add(path, method.clone());
+    route.at(path, RouteMethod::new().method(method, ep))
+}
 
 /// The server: HTTP API, worker, or both.
 #[derive(Debug)]
@@ -104,22 +115,46 @@ impl App {
     }
 
     /// The routes of this role: the API (paths under [`API_PREFIX`]) and
-    /// every other path.
+    /// every other path, with the methods of each for a 405's `Allow`.
     fn routes(&self) -> Routes<BoxEndpoint<'static>> {
-        let mut other = Route::new()
-            .at("/health", get(api::health::health))
-            .at("/ready", get(api::health::ready));
+        let mut allow = AllowTable::default();
+        let mut other = Route::new();
+        other = mount(
+            other,
+            &mut allow,
+            "/health",
+            Method::GET,
+            api::health::health,
+        );
+        other = mount(other, &mut allow, "/ready", Method::GET, api::health::ready);
         if self.parts.state.fal.is_some() {
-            other = other.at(FAL_WEBHOOK_PATH, poem::post(webhooks::fal));
+            other = mount(
+                other,
+                &mut allow,
+                FAL_WEBHOOK_PATH,
+                Method::POST,
+                webhooks::fal,
+            );
         }
         let mut api = Route::new().boxed();
         if self.parts.role.serves_api() {
             let service = api::service(&self.parts.state);
-            let spec = service.spec_endpoint();
-            let docs = service.swagger_ui();
+            allow.add_api(API_PREFIX, &<api::Apis as poem_openapi::OpenApi>::meta());
+            // The refined document (`api::document`), in Swagger UI too.
+            let spec = api::spec_json(&self.parts.state);
+            let docs = service
+                .swagger_ui_html()
+                .replacen(&service.spec(), &spec, 1);
+            let spec = make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            });
+            let docs = Route::new().at("/", make_sync(move |_| poem::web::Html(docs.clone())));
+            other = mount(other, &mut allow, "/", Method::GET, web::index);
+            other = mount(other, &mut allow, "/static/:file", Method::GET, web::asset);
+            // Any method: these two never answer 405.
             other = other
-                .at("/", get(web::index))
-                .at("/static/:file", get(web::asset))
                 .at(format!("{API_PREFIX}{OPENAPI_PATH}"), spec)
                 .nest("/docs", docs);
             api = service.into_endpoint();
@@ -128,6 +163,7 @@ impl App {
             api,
             other,
             exact: &[OPENAPI_PATH],
+            allow,
         }
     }
 

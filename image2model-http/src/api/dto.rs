@@ -1,12 +1,14 @@
 //! The JSON shapes of the API (API.md, "The job"), built from core types.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use image2model_core::domain::{Item, ItemStatus, Job, JobStatus};
 use image2model_core::ports::ModelInfo;
 use poem::{IntoResponse, Response};
 use poem_openapi::payload::Payload;
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchemaRef, Registry};
-use poem_openapi::types::Type;
+use poem_openapi::types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type};
 use poem_openapi::{ApiResponse, Enum, Object};
 use serde::ser::{Serialize, SerializeStruct, Serializer};
 
@@ -98,10 +100,13 @@ pub struct ItemDto {
     /// Progress in percent, never going down.
     pub progress: u8,
     /// Why it failed, when it did.
+    #[oai(nullable)]
     pub error: Option<ItemErrorDto>,
     /// Where to download the model, once it succeeded.
+    #[oai(nullable)]
     pub model_url: Option<String>,
     /// Where to download a preview image, when the generator made one.
+    #[oai(nullable)]
     pub preview_url: Option<String>,
 }
 
@@ -171,6 +176,7 @@ pub struct JobListDto {
     /// The jobs.
     pub jobs: Vec<JobDto>,
     /// Pass as `cursor` for the next page; null on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -214,6 +220,55 @@ pub struct UploadPolicyDto {
     pub models: Vec<ModelDto>,
     /// The model used when none is named.
     pub default_model: String,
+}
+
+/// A string in a JSON request body, and only a string: poem-openapi's
+/// `String` also takes `true` or `42` (as `"true"`, `"42"`), which the
+/// document's `type: string` does not allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonString(pub String);
+
+impl Type for JsonString {
+    const IS_REQUIRED: bool = true;
+
+    type RawValueType = String;
+
+    type RawElementValueType = String;
+
+    fn name() -> Cow<'static, str> {
+        String::name()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        String::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl ParseFromJSON for JsonString {
+    fn parse_from_json(value: Option<serde_json::Value>) -> ParseResult<Self> {
+        match value.unwrap_or_default() {
+            serde_json::Value::String(text) => Ok(Self(text)),
+            other => Err(ParseError::expected_type(other)),
+        }
+    }
+}
+
+impl ToJSON for JsonString {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
 }
 
 /// A body whose JSON is written by `serde` and whose schema is another type's.

@@ -46,7 +46,10 @@ const FRAMING_ALLOWANCE: u64 = 1024 * 1024;
 const MAX_OPTION_BYTES: u64 = 256;
 
 /// The multipart form of `POST /api/v1/upload` (documentation of the body;
-/// the body itself is streamed by [`UploadBody`]).
+/// the body itself is streamed by [`UploadBody`], which checks each field
+/// itself: the validators here only describe those checks). The document
+/// adds what a derive cannot say (`crate::api::document`): the models this
+/// server offers as `model`'s values, and the media types of `files`.
 #[derive(Debug, poem_openapi::Multipart)]
 pub struct UploadForm {
     /// One part per image (1 to `max_files`): PNG, JPEG or WebP, decided from
@@ -54,16 +57,31 @@ pub struct UploadForm {
     pub files: Vec<poem_openapi::types::multipart::Upload>,
     /// The model (see `GET /api/v1/upload` for those offered); the default
     /// model when absent.
+    #[oai(validator(pattern = r"^[a-z0-9._-]{1,64}$"))]
     pub model: Option<String>,
     /// At most this many faces (500 to 1000000), for models that honour it.
+    #[oai(validator(minimum(value = "500"), maximum(value = "1000000")))]
     pub face_limit: Option<u32>,
     /// Texture quality: `no`, `standard` (default) or `hd`.
-    pub texture: Option<String>,
+    pub texture: Option<TextureParam>,
     /// Where to post the job's end, signed (see `docs/WEBHOOKS.md`): an
     /// `https` URL of a public host, at most 2048 bytes. The key's default
     /// callback URL (`PUT /api/v1/webhook`) when absent; the key needs a
     /// webhook secret (`POST /api/v1/webhook/secret`) for either.
+    #[oai(validator(max_length = 2048))]
     pub callback_url: Option<String>,
+}
+
+/// The `texture` field of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename = "Texture", rename_all = "lowercase")]
+pub enum TextureParam {
+    /// No texture.
+    No,
+    /// A standard texture (the default).
+    Standard,
+    /// A high-definition texture, where the model offers one.
+    Hd,
 }
 
 /// The streamed multipart body of an upload.

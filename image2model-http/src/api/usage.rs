@@ -17,15 +17,24 @@ use crate::state::AppState;
 
 /// A key's optional limits; `null` is no limit.
 #[derive(Debug, Clone, Default, Object)]
-#[oai(rename = "KeyLimits")]
+#[oai(rename = "KeyLimits", nullable_all)]
 pub struct LimitsDto {
     /// Items accepted per UTC day.
     pub items_per_day: Option<u64>,
-    /// Estimated spend per UTC day, in US dollars.
+    /// Estimated spend per UTC day, in US dollars (rounded to the
+    /// micro-dollar).
+    #[oai(validator(minimum(value = "0")))]
     pub spend_per_day_usd: Option<f64>,
-    /// Estimated spend per UTC month, in US dollars.
+    /// Estimated spend per UTC month, in US dollars (rounded to the
+    /// micro-dollar).
+    #[oai(validator(minimum(value = "0")))]
     pub spend_per_month_usd: Option<f64>,
 }
+
+/// The largest spend limit in micro-dollars, about 9.2 trillion dollars
+/// (what the stores keep, as signed 64-bit integers): a larger one is held
+/// at it, as good as no limit.
+const MAX_SPEND_MICROS: u64 = i64::MAX as u64;
 
 impl From<KeyLimits> for LimitsDto {
     fn from(l: KeyLimits) -> Self {
@@ -38,8 +47,11 @@ impl From<KeyLimits> for LimitsDto {
 }
 
 impl LimitsDto {
-    /// The limits these fields give; a message naming a field that is not a
-    /// dollar amount (negative, more than six decimals, not finite).
+    /// The limits these fields give, each spend rounded to the nearest
+    /// micro-dollar (a JSON number is a binary fraction: `0.1 + 0.2` is
+    /// `0.30000000000000004`, which is 0.3 here, not an error) and held at
+    /// about 9.2 trillion dollars; a message naming a spend that is negative or
+    /// not finite (which the document's `minimum` already refuses).
     ///
     /// # Errors
     /// The message, for a 400.
@@ -50,9 +62,11 @@ impl LimitsDto {
                 Some(v) if !v.is_finite() || v < 0.0 => {
                     Err(format!("{name} must be a dollar amount of 0 or more"))
                 }
-                Some(v) => MicroUsd::parse_usd(&format!("{v}"))
-                    .map(Some)
-                    .map_err(|e| format!("{name}: {e}")),
+                // A float-to-integer `as` saturates: huge amounts end at the cap.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                Some(v) => Ok(Some(MicroUsd(
+                    ((v * 1_000_000.0).round() as u64).min(MAX_SPEND_MICROS),
+                ))),
             }
         };
         Ok(KeyLimits {
@@ -157,16 +171,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_in_dollars_convert_exactly_or_are_refused() {
+    fn limits_in_dollars_are_rounded_to_the_micro_dollar_or_refused() {
         let dto = LimitsDto {
             items_per_day: Some(5),
             spend_per_day_usd: Some(1.5),
-            spend_per_month_usd: Some(0.3),
+            spend_per_month_usd: Some(0.1 + 0.2),
         };
         let limits = dto.to_limits().unwrap();
         assert_eq!(limits.spend_per_day, Some(MicroUsd(1_500_000)));
         assert_eq!(limits.spend_per_month, Some(MicroUsd(300_000)));
-        for bad in [-1.0, f64::NAN, f64::INFINITY, 0.000_000_1] {
+        for (asked, kept) in [
+            (0.000_000_1, 0),
+            (0.000_000_6, 1),
+            (1e300, MAX_SPEND_MICROS),
+            (-0.0, 0),
+        ] {
+            let dto = LimitsDto {
+                spend_per_day_usd: Some(asked),
+                ..LimitsDto::default()
+            };
+            assert_eq!(
+                dto.to_limits().unwrap().spend_per_day,
+                Some(MicroUsd(kept)),
+                "{asked}"
+            );
+        }
+        for bad in [-1.0, -0.000_000_1, f64::NAN, f64::INFINITY] {
             let dto = LimitsDto {
                 spend_per_day_usd: Some(bad),
                 ..LimitsDto::default()

@@ -21,6 +21,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use serde_json::json;
 use std::sync::Arc;
 
+use crate::api::dto::JsonString;
 use crate::api::jobs;
 use crate::api::tags::ApiTags;
 use crate::audit::Entry;
@@ -34,10 +35,12 @@ use crate::state::AppState;
 pub struct WebhookSettingsDto {
     /// Where the ends of the key's uploads that name no `callback_url` are
     /// posted; null for none.
+    #[oai(nullable)]
     pub default_url: Option<String>,
     /// Whether the key has a signing secret (webhooks need one).
     pub has_secret: bool,
     /// When the current secret was made; null without one.
+    #[oai(nullable)]
     pub secret_created_at: Option<DateTime<Utc>>,
 }
 
@@ -57,7 +60,8 @@ impl From<WebhookSettings> for WebhookSettingsDto {
 pub struct WebhookSettingsChangeDto {
     /// The new default callback URL (`https`, a public host, at most 2048
     /// bytes); null removes it.
-    pub default_url: Option<String>,
+    #[oai(nullable)]
+    pub default_url: Option<JsonString>,
 }
 
 /// A new signing secret, shown this once.
@@ -123,10 +127,13 @@ pub struct DeliveryDto {
     /// When the next attempt is due (pending deliveries of ended jobs).
     pub next_attempt_at: DateTime<Utc>,
     /// What went wrong last; null when nothing did.
+    #[oai(nullable)]
     pub last_error: Option<String>,
     /// The receiver's last HTTP status; null when it did not answer.
+    #[oai(nullable)]
     pub last_status_code: Option<u16>,
     /// When the receiver took it; null until then.
+    #[oai(nullable)]
     pub delivered_at: Option<DateTime<Utc>>,
     /// When it was made (with its job).
     pub created_at: DateTime<Utc>,
@@ -157,6 +164,7 @@ pub struct DeliveryListDto {
     /// The deliveries.
     pub deliveries: Vec<DeliveryDto>,
     /// Pass as `before` for the next page; null on the last page.
+    #[oai(nullable)]
     pub next_before: Option<String>,
 }
 
@@ -285,7 +293,7 @@ impl WebhooksApi {
     ) -> Result<SettingsResponse, ApiError> {
         let url = match &body.0.default_url {
             None => None,
-            Some(text) => {
+            Some(JsonString(text)) => {
                 let url = CallbackUrl::parse(text, self.state.config.webhooks.allow_http)
                     .map_err(|e| ApiError::of(ErrorCode::InvalidCallbackUrl, e.to_string()))?;
                 self.state
@@ -356,6 +364,7 @@ impl WebhooksApi {
         limit: Query<Option<u32>>,
         /// Only deliveries older than this one (the previous page's
         /// `next_before`).
+        #[oai(validator(pattern = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
         before: Query<Option<String>>,
     ) -> Result<DeliveryListResponse, ApiError> {
         let dto = page(
@@ -419,6 +428,7 @@ impl AdminWebhooksApi {
         &self,
         _auth: AdminKey,
         /// Only this key's deliveries.
+        #[oai(validator(pattern = r"^[a-z0-9][a-z0-9_-]{0,63}$"))]
         owner: Query<Option<String>>,
         /// Only deliveries in this state.
         status: Query<Option<DeliveryStatusDto>>,
@@ -427,6 +437,7 @@ impl AdminWebhooksApi {
         limit: Query<Option<u32>>,
         /// Only deliveries older than this one (the previous page's
         /// `next_before`).
+        #[oai(validator(pattern = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
         before: Query<Option<String>>,
     ) -> Result<DeliveryListResponse, AdminError> {
         let owner = owner

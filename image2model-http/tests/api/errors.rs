@@ -37,7 +37,47 @@ async fn a_wrong_method_is_an_enveloped_405() {
         .unwrap();
 
     assert_eq!(resp.status(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, HEAD");
     assert_eq!(error_code(resp).await, "method_not_allowed");
+}
+
+/// RFC 9110: a 405 lists the methods the path has, in the API (paths with
+/// parameters too, before any key is checked) and outside it.
+#[tokio::test]
+async fn every_405_says_what_the_path_allows() {
+    let app = spawn_app().await;
+    let job = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let cases = [
+        ("PUT", "/api/v1/jobs".to_owned(), "GET, HEAD"),
+        ("TRACE", format!("/api/v1/jobs/{job}"), "GET, HEAD, DELETE"),
+        (
+            "PATCH",
+            format!("/api/v1/jobs/{job}/items/{job}/link"),
+            "POST",
+        ),
+        ("HEAD", "/api/v1/admin/cleanup".to_owned(), "POST"),
+        ("DELETE", "/api/v1/upload".to_owned(), "GET, HEAD, POST"),
+        ("GET", "/api/v1/admin/keys/key_x/limits".to_owned(), "PUT"),
+        ("POST", "/health".to_owned(), "GET, HEAD"),
+        ("PUT", "/static/app.js".to_owned(), "GET, HEAD"),
+    ];
+    for (method, path, allow) in cases {
+        let resp = app
+            .client
+            .request(method.parse().unwrap(), app.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+        if method != "HEAD" {
+            assert_eq!(
+                error_code(resp).await,
+                "method_not_allowed",
+                "{method} {path}"
+            );
+        }
+    }
 }
 
 #[tokio::test]

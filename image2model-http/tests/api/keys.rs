@@ -2,7 +2,7 @@
 //! carry their role and own their jobs; a secret is shown once only.
 
 use reqwest::multipart::Form;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_KEY, USER_KEY, error_code, file_part, png, spawn_app};
 
@@ -159,6 +159,24 @@ async fn bad_names_and_roles_are_refused() {
     assert_eq!(long.status(), 400);
     assert_eq!(error_code(long).await, "invalid_key_name");
     assert_eq!(role.status(), 400);
+}
+
+/// The document says `name` is a string: `false` or `42` is not one
+/// (poem-openapi's own `String` would take them as `"false"`, `"42"`).
+#[tokio::test]
+async fn a_name_that_is_not_a_json_string_is_refused() {
+    let app = spawn_app().await;
+    for name in [json!(false), json!(42), json!(null), json!(["x"])] {
+        let resp = app
+            .post_json(
+                "/api/v1/admin/keys",
+                &json!({ "name": name, "role": "user" }),
+                Some(ADMIN_KEY),
+            )
+            .await;
+        assert_eq!(resp.status(), 400, "{name}");
+        assert_eq!(error_code(resp).await, "invalid_request", "{name}");
+    }
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! The generated OpenAPI document against the checked-in snapshot, so that an
 //! API change is always a visible diff. `UPDATE_SNAPSHOTS=1` rewrites it.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
@@ -162,6 +162,113 @@ async fn the_link_operations_are_documented() {
     }
 }
 
+/// What the derives cannot say is added to the document
+/// (`api::document`): every refinement finds what it refines, and what
+/// it adds is served.
+#[tokio::test]
+async fn the_refinements_apply_and_are_served() {
+    use image2model_http::api::document::{Facts, refine};
+
+    let app = spawn_app().await;
+    let state = &app.app.state;
+    let mut raw: Value =
+        serde_json::from_str(&image2model_http::api::service(state).spec()).unwrap();
+    assert_eq!(refine(&mut raw, &Facts::of(state)), Vec::<String>::new());
+    let spec: Value = app
+        .get("/api/v1/openapi.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec, raw, "the served document is the refined one");
+
+    // The upload: the models offered, the files' media types, no other field.
+    let form = &spec["paths"]["/upload"]["post"]["requestBody"]["content"]["multipart/form-data"];
+    assert_eq!(
+        form["encoding"]["files"]["contentType"],
+        "image/png, image/jpeg, image/webp"
+    );
+    assert_eq!(form["schema"]["additionalProperties"], false);
+    let policy: Value = app
+        .get("/api/v1/upload", Some(crate::helpers::USER_KEY))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let offered: Vec<&Value> = policy["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["name"])
+        .collect();
+    let documented: Vec<&Value> = form["schema"]["properties"]["model"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    assert_eq!(documented, offered);
+    // Links from a new job to what takes its ids.
+    let links = &spec["paths"]["/upload"]["post"]["responses"]["202"]["links"];
+    assert_eq!(links["DownloadModel"]["operationId"], "download_model");
+    assert_eq!(
+        links["DownloadModel"]["parameters"]["item_id"],
+        "$response.body#/items/0/item_id"
+    );
+    // Unsigned integers are bounded.
+    let limit = &spec["paths"]["/jobs"]["get"]["parameters"][0]["schema"];
+    assert_eq!(limit["minimum"], 1.0);
+    let size = &spec["components"]["schemas"]["Item"]["properties"]["size_bytes"];
+    assert_eq!(
+        (&size["minimum"], &size["maximum"]),
+        (&json!(0), &json!(u64::MAX))
+    );
+    // Events, one at a time, with their payload's schema.
+    let event = &spec["paths"]["/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    assert_eq!(
+        event["properties"]["data"]["contentSchema"]["$ref"],
+        "#/components/schemas/Job"
+    );
+}
+
+/// Every operation that reads a JSON body says what a body over the limit
+/// (413) and a body that is not JSON (415) get, and a request that sends
+/// one gets it.
+#[tokio::test]
+async fn json_bodies_document_their_refusals() {
+    let app = spawn_app().await;
+    let spec = document().await;
+    let mut operations = 0;
+    for (path, methods) in spec["paths"].as_object().unwrap() {
+        for (method, op) in methods.as_object().unwrap() {
+            let json_body = op["requestBody"]["content"]
+                .as_object()
+                .is_some_and(|c| c.keys().any(|k| k.starts_with("application/json")));
+            if !json_body {
+                continue;
+            }
+            operations += 1;
+            for status in ["400", "413", "415"] {
+                assert!(
+                    op["responses"][status].is_object(),
+                    "{method} {path} lacks {status}"
+                );
+            }
+        }
+    }
+    assert!(operations >= 4, "{operations} operations with a JSON body");
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/cleanup"))
+        .bearer_auth(crate::helpers::ADMIN_KEY)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+}
+
 #[tokio::test]
 async fn swagger_ui_is_served_at_docs() {
     let app = spawn_app().await;
@@ -174,5 +281,10 @@ async fn swagger_ui_is_served_at_docs() {
         .unwrap()
         .to_owned();
     assert!(csp.contains("'unsafe-inline'"), "{csp}");
-    assert!(resp.text().await.unwrap().contains("swagger"));
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("swagger"));
+    assert!(
+        page.contains("image/png, image/jpeg, image/webp"),
+        "the page shows the refined document"
+    );
 }

@@ -177,7 +177,10 @@ async fn limits_that_are_not_dollar_amounts_are_refused_at_key_creation() {
     let app = spawn_app_with(|_| {}).await;
     for limits in [
         json!({ "spend_per_day_usd": -1.0 }),
-        json!({ "spend_per_month_usd": 0.000_000_1 }),
+        json!({ "spend_per_month_usd": -0.000_000_1 }),
+        json!({ "spend_per_month_usd": "1" }),
+        json!({ "items_per_day": -1 }),
+        json!({ "items_per_day": 1.5 }),
     ] {
         let resp = app
             .post_json(
@@ -187,6 +190,46 @@ async fn limits_that_are_not_dollar_amounts_are_refused_at_key_creation() {
             )
             .await;
         assert_eq!(error_code(resp).await, "invalid_request", "{limits}");
+    }
+}
+
+/// A JSON number is a binary fraction: spends are rounded to the
+/// micro-dollar (so `0.1 + 0.2` is 0.3, not an error), and an absurd one is
+/// held at the largest the stores keep, as good as no limit.
+#[tokio::test]
+async fn spends_are_rounded_to_the_micro_dollar_and_capped() {
+    let app = spawn_app_with(|_| {}).await;
+    for (asked, kept) in [
+        (0.1 + 0.2, 0.3),
+        (0.000_000_4, 0.0),
+        (1.234_567_8, 1.234_568),
+        (1e300, 9_223_372_036_854.775),
+    ] {
+        let resp = app
+            .post_json(
+                "/api/v1/admin/keys",
+                &json!({ "name": "k", "role": "user", "limits": { "spend_per_day_usd": asked } }),
+                Some(ADMIN_KEY),
+            )
+            .await;
+        assert_eq!(resp.status(), 201, "{asked}");
+        let key_id = resp.json::<serde_json::Value>().await.unwrap()["key_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let listed: serde_json::Value = app
+            .get("/api/v1/admin/keys", Some(ADMIN_KEY))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let key = listed["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["key_id"] == key_id.as_str())
+            .unwrap();
+        assert_eq!(key["limits"]["spend_per_day_usd"], kept, "{asked}");
     }
 }
 

@@ -22,10 +22,13 @@ pub struct AuditEventDto {
     /// `key_revoked`, `job_deleted` or `cleanup`.
     pub kind: String,
     /// The key id that acted, when known (never a secret).
+    #[oai(nullable)]
     pub actor: Option<String>,
     /// The client's address, when known.
+    #[oai(nullable)]
     pub client_ip: Option<String>,
     /// The request's id (as in `X-Request-Id` and the logs).
+    #[oai(nullable)]
     pub request_id: Option<String>,
     /// Details: method and path, reason, ids, counts.
     pub detail: serde_json::Value,
@@ -51,6 +54,7 @@ pub struct AuditPageDto {
     /// Events, newest first.
     pub events: Vec<AuditEventDto>,
     /// Pass as `before` for the next (older) page; `null` on the last page.
+    #[oai(nullable)]
     pub next_before: Option<DateTime<Utc>>,
 }
 

@@ -56,6 +56,7 @@ impl AdminJobsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
+        #[oai(validator(pattern = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"))]
         cursor: Query<Option<String>>,
     ) -> Result<AdminListResponse, AdminError> {
         let page = list_page(&self.state, Scope::Any, limit.0, cursor.0).await?;

@@ -21,6 +21,7 @@ use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
+use crate::api::dto::JsonString;
 use crate::api::tags::ApiTags;
 use crate::api::usage::LimitsDto;
 use crate::audit::{Entry, kind};
@@ -61,12 +62,12 @@ impl From<Role> for KeyRoleDto {
 #[oai(rename = "CreateKey")]
 pub struct CreateKeyDto {
     /// A name to recognise the key by: 1 to 64 printable characters.
-    pub name: String,
+    pub name: JsonString,
     /// Its role.
     pub role: KeyRoleDto,
-    /// Its quotas (none when absent): an upload that would pass one is
-    /// refused with 429 `quota_exceeded`.
-    #[oai(default)]
+    /// Its quotas (none when absent or null): an upload that would pass one
+    /// is refused with 429 `quota_exceeded`.
+    #[oai(default, nullable)]
     pub limits: LimitsDto,
 }
 
@@ -101,15 +102,19 @@ pub struct KeyDto {
     pub role: KeyRoleDto,
     /// The secret's first characters; `null` for the bootstrap keys, of
     /// which nothing is shown.
+    #[oai(nullable)]
     pub prefix: Option<String>,
     /// Whether it comes from the environment (cannot be revoked here).
     pub bootstrap: bool,
     /// When it was created; `null` for the bootstrap keys.
+    #[oai(nullable)]
     pub created_at: Option<DateTime<Utc>>,
     /// When it last authenticated (recorded at most once a minute); `null`
     /// when never, and always for the bootstrap keys.
+    #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
     /// When it was revoked; `null` while it is live.
+    #[oai(nullable)]
     pub revoked_at: Option<DateTime<Utc>>,
     /// Its quotas.
     pub limits: LimitsDto,
@@ -291,7 +296,7 @@ impl KeysApi {
         let (key, secret) = match self
             .state
             .keys
-            .create_with_limits(&body.0.name, role, limits)
+            .create_with_limits(&body.0.name.0, role, limits)
             .await
         {
             Ok(made) => made,

@@ -50,6 +50,7 @@ pub struct DiskUsageDto {
     pub total: UsageDto,
     /// The disk holding the blobs, for local-file storage; `null` for
     /// remote storage (S3, memory).
+    #[oai(nullable)]
     pub disk: Option<DiskDto>,
 }
 

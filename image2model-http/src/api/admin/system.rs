@@ -51,6 +51,7 @@ pub struct DependencyDto {
     /// Round-trip time in milliseconds.
     pub latency_ms: f64,
     /// The error code when it did not answer.
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -75,6 +76,7 @@ pub struct GeneratorDto {
     /// `healthy`, `degraded` or `unhealthy`.
     pub state: String,
     /// What is wrong, when something is.
+    #[oai(nullable)]
     pub message: Option<String>,
 }
 
@@ -85,6 +87,7 @@ pub struct SystemHealthDto {
     /// Overall status.
     pub status: HealthStatus,
     /// The disk, when it could be read.
+    #[oai(nullable)]
     pub disk: Option<DiskDto>,
     /// Queue depth.
     pub queue: QueueDto,
