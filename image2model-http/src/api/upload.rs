@@ -454,6 +454,8 @@ async fn read_parts(
     allow_http: bool,
 ) -> Result<SubmitOptions, ApiError> {
     let mut options = SubmitOptions::default();
+    // An option given twice is ambiguous: refused, not last-one-wins.
+    let mut seen: Vec<String> = Vec::new();
     loop {
         let field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -465,6 +467,19 @@ async fn read_parts(
                 ));
             }
         };
+        let name = field.name().unwrap_or("").to_owned();
+        if name != "files" {
+            if seen.contains(&name) {
+                return Err(ApiError::of(
+                    ErrorCode::InvalidRequest,
+                    format!(
+                        "the field {:?} is given more than once",
+                        name.chars().take(40).collect::<String>()
+                    ),
+                ));
+            }
+            seen.push(name);
+        }
         match field.name().unwrap_or("") {
             "files" => {
                 let name = field.file_name().unwrap_or("image").to_owned();

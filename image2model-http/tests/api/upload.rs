@@ -298,3 +298,12 @@ fn the_convert_command_applies_the_same_upload_validation() {
         .collect();
     assert_eq!(written, ["real.glb"], "only the real image became a model");
 }
+
+#[tokio::test]
+async fn an_option_given_twice_is_400() {
+    let form = Form::new()
+        .part("files", file_part("a.png", png(8, 8)))
+        .text("texture", "hd")
+        .text("texture", "no");
+    assert_rejected(form, 400, "invalid_request").await;
+}
