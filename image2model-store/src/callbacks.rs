@@ -44,6 +44,14 @@ macro_rules! claim_sql {
     };
 }
 
+/// Whether anything may be due, read without the write lock: most polls
+/// find nothing, and a write transaction every poll would queue behind
+/// (and hold up) the job writes.
+const ANY_DUE_SQL: &str = "SELECT EXISTS (SELECT 1 FROM webhook_deliveries d \
+     JOIN jobs j ON j.job_id = d.job_id WHERE d.status = 'pending' \
+     AND d.next_attempt_at_ms <= $1 AND (d.lease_until_ms IS NULL OR d.lease_until_ms <= $1) \
+     AND j.status IN ('succeeded', 'partial', 'failed', 'cancelled'))";
+
 const SETTINGS_SQL: &str =
     "SELECT default_url, secret_seed, secret_created_at_ms FROM webhook_settings WHERE owner = $1";
 
@@ -178,6 +186,14 @@ macro_rules! callback_store {
                 lease: Duration,
                 limit: u32,
             ) -> Result<Vec<DeliveryClaim>, StoreError> {
+                let any: bool = sqlx::query_scalar(ANY_DUE_SQL)
+                    .bind(to_ms(now))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(db_error("looking for due webhook deliveries"))?;
+                if !any {
+                    return Ok(Vec::new());
+                }
                 let mut tx = self.write().await?;
                 let rows: Vec<DeliveryRow> = sqlx::query_as(claim_sql!($lock))
                     .bind(to_ms(lease_until(now, lease)))
