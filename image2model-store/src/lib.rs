@@ -39,6 +39,7 @@
 //!
 //! Migrations are embedded in the binary and run when a store opens.
 
+pub mod backup;
 pub mod blob;
 mod callbacks;
 mod keys;
