@@ -47,7 +47,19 @@ pub async fn run_backup(dir: &Path) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail("backup", &e),
+        Err(e) => {
+            let code = fail("backup", &e);
+            let partial = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some())
+                && !dir.join(backup::MANIFEST).exists();
+            if partial && !matches!(e, BackupError::Refused(_)) {
+                eprintln!(
+                    "{} holds an incomplete backup (it has no {}): delete it before trying again",
+                    dir.display(),
+                    backup::MANIFEST
+                );
+            }
+            code
+        }
     }
 }
 

@@ -52,6 +52,9 @@ impl Stack {
     fn with(data: tempfile::TempDir, mut env: Vec<(&'static str, String)>) -> Self {
         env.push(("RATE_LIMIT_UPLOAD_PER_MINUTE", "100000".into()));
         env.push(("RATE_LIMIT_PER_HOUR", "1000000".into()));
+        // Items the snapshot caught running are taken again once their
+        // lease lapses: short leases keep the drill short.
+        env.push(("WORKER_LEASE_SECONDS", "2".into()));
         Self { data, env }
     }
 
@@ -166,6 +169,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let client = reqwest::Client::new();
+    let t0 = Instant::now();
     let server = stack.serve().await;
     let base = server.base.clone();
 
@@ -202,7 +206,9 @@ where
     let backup_dir = tempfile::tempdir().unwrap();
     let dir = backup_dir.path().join("b1");
     let at_start = accepted.load(Ordering::Relaxed);
+    let jobs_made = t0.elapsed();
     let out = stack.cli(&["backup", dir.to_str().unwrap()]).await;
+    let backup_took = t0.elapsed() - jobs_made;
     let during = accepted.load(Ordering::Relaxed) - at_start;
     stop.store(true, Ordering::Relaxed);
     uploader.await.unwrap();
@@ -226,8 +232,16 @@ where
 
     wipe().await;
 
+    let t1 = Instant::now();
     let out = stack.cli(&["restore", dir.to_str().unwrap()]).await;
+    let restore_took = t1.elapsed();
     assert!(out.status.success(), "restore: {}", text(&out));
+    eprintln!(
+        "drill: jobs made in {jobs_made:?}; backup {backup_took:?} ({during} uploads accepted meanwhile; {} jobs, {} blobs, {} left out); restore {restore_took:?}",
+        manifest["database"]["jobs"],
+        manifest["blobs"]["objects"],
+        manifest["blobs"]["skipped_newer"]
+    );
 
     let server = stack.serve().await;
     let base = server.base.clone();
@@ -256,6 +270,7 @@ where
         assert_eq!(job["status"], "succeeded", "{job}");
         models(&client, &base, &job).await;
     }
+    eprintln!("drill: done in {:?}", t0.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,4 +555,77 @@ async fn a_binary_refuses_to_start_on_a_schema_newer_than_it_knows() {
         "{}",
         text(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_gone_before_it_is_copied_is_recorded_and_the_backup_still_restores() {
+    let source = Stack::sqlite();
+    let client = reqwest::Client::new();
+    let server = source.serve().await;
+    let mut done = Vec::new();
+    for size in [20, 28] {
+        let job: Value = upload(&client, &server.base, png(size, size))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let end = wait_for_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
+        assert_eq!(end["status"], "succeeded");
+        let bytes = models(&client, &server.base, &end).await;
+        done.push((end, bytes));
+    }
+    drop(server);
+    // The first job's model vanishes, as when the job is deleted between
+    // the snapshot and the copy of its blobs.
+    let gone_dir = source
+        .data
+        .path()
+        .join("blobs/models")
+        .join(done[0].0["job_id"].as_str().unwrap());
+    let gone = std::fs::read_dir(&gone_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(&gone).unwrap();
+
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("b");
+    let out = source.cli(&["backup", dir.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("were deleted before"), "{}", text(&out));
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let key = format!(
+        "models/{}/{}",
+        done[0].0["job_id"].as_str().unwrap(),
+        gone.file_name().unwrap().to_str().unwrap()
+    );
+    assert_eq!(manifest["blobs"]["missing"], serde_json::json!([key]));
+
+    let target = Stack::sqlite();
+    let out = target.cli(&["restore", dir.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("already gone"), "{}", text(&out));
+    let server = target.serve().await;
+    assert_eq!(listed_jobs(&client, &server.base).await.len(), 2);
+    let url = done[0].0["items"][0]["model_url"].as_str().unwrap();
+    let resp = client
+        .get(format!("{}{url}", server.base))
+        .bearer_auth(USER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the vanished model");
+    let kept = get_json(
+        &client,
+        &format!(
+            "{}/api/v1/jobs/{}",
+            server.base,
+            done[1].0["job_id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(models(&client, &server.base, &kept).await, done[1].1);
 }

@@ -123,6 +123,13 @@ pub async fn backup(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir).map_err(io_failed(dir.display()))?;
+            // Key digests and everyone's uploads: for the owner only.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io_failed(dir.display()))?;
+            }
         }
         Err(e) => return Err(io_failed(dir.display())(e)),
     }
