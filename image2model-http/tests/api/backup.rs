@@ -492,9 +492,31 @@ async fn restore_refuses_a_damaged_changed_or_newer_backup_and_changes_nothing()
     // No manifest: a backup that stopped part-way.
     std::fs::remove_file(&manifest_path).unwrap();
     refuse("no manifest", "not a complete backup").await;
+    std::fs::write(&manifest_path, &manifest).unwrap();
+
+    // A SQLite backup into a Postgres configuration (refused before any
+    // connection: nothing listens on port 1).
+    let mismatched = Stack::with(
+        tempfile::tempdir().unwrap(),
+        vec![
+            ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none".into()),
+            (
+                "STORAGE_URL",
+                format!("file://{}", target.data.path().join("blobs").display()),
+            ),
+        ],
+    );
+    let before = snapshot_tree(target.data.path());
+    let out = mismatched.cli(&["restore", d]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("holds a sqlite database but DATABASE_URL names a postgres one"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(snapshot_tree(target.data.path()), before);
 
     // Put back as it was, the same backup restores.
-    std::fs::write(&manifest_path, &manifest).unwrap();
     let out = target.cli(&["restore", d]).await;
     assert!(out.status.success(), "{}", text(&out));
     let server = target.serve().await;
@@ -628,4 +650,80 @@ async fn a_blob_gone_before_it_is_copied_is_recorded_and_the_backup_still_restor
     )
     .await;
     assert_eq!(models(&client, &server.base, &kept).await, done[1].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backup_names_the_missing_pg_dump_and_restore_needs_force_over_data() {
+    let Some((admin, url, name)) = postgres_urls() else {
+        let _ = writeln!(
+            std::io::stderr(),
+            "postgres backup test skipped: set TEST_DATABASE_URL to run it"
+        );
+        return;
+    };
+    pg_admin(&admin, format!("CREATE DATABASE {name}")).await;
+    let data = tempfile::tempdir().unwrap();
+    let storage = format!("file://{}", data.path().join("blobs").display());
+    let stack = Stack::with(
+        data,
+        vec![("DATABASE_URL", url.clone()), ("STORAGE_URL", storage)],
+    );
+    let client = reqwest::Client::new();
+    let server = stack.serve().await;
+    let job: Value = upload(&client, &server.base, png(20, 16))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let done = wait_for_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "succeeded");
+    let model = models(&client, &server.base, &done).await;
+    drop(server);
+
+    // No pg_dump on PATH: refused, naming the package, leaving the
+    // directory empty so that the same command works once it is installed.
+    let backups = tempfile::tempdir().unwrap();
+    let dir = backups.path().join("pg");
+    let d = dir.to_str().unwrap();
+    let without = Stack {
+        data: tempfile::tempdir().unwrap(),
+        env: [stack.env.clone(), vec![("PATH", "/nonexistent".into())]].concat(),
+    };
+    let out = without.cli(&["backup", d]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("pg_dump could not be run")
+            && text(&out).contains("postgresql-client-"),
+        "{}",
+        text(&out)
+    );
+    let out = stack.cli(&["backup", d]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.join("database.pgdump").is_file());
+
+    // The database still holds the job: refused without --force.
+    let out = stack.cli(&["restore", d]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the job store holds data"),
+        "{}",
+        text(&out)
+    );
+    let out = stack.cli(&["restore", "--force", d]).await;
+    assert!(out.status.success(), "{}", text(&out));
+
+    let server = stack.serve().await;
+    assert_eq!(listed_jobs(&client, &server.base).await.len(), 1);
+    let job = get_json(
+        &client,
+        &format!(
+            "{}/api/v1/jobs/{}",
+            server.base,
+            done["job_id"].as_str().unwrap()
+        ),
+    )
+    .await;
+    assert_eq!(models(&client, &server.base, &job).await, model);
+    drop(server);
+    pg_admin(&admin, format!("DROP DATABASE {name} WITH (FORCE)")).await;
 }
