@@ -499,3 +499,46 @@ pub async fn restore_postgres(
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_url_for_pgpassword_decoded() {
+        let (url, password) = libpq_url("postgres://app:p%40ss%2Fw@db:5432/i2m?sslmode=require");
+        assert_eq!(url, "postgres://app@db:5432/i2m?sslmode=require");
+        assert_eq!(password.as_deref(), Some("p@ss/w"));
+        let (url, password) = libpq_url("postgres://app@db/i2m");
+        assert_eq!(url, "postgres://app@db/i2m");
+        assert_eq!(password, None);
+    }
+
+    #[test]
+    fn percent_decoding_keeps_what_is_not_an_escape() {
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("%zz%41"), "%zzA");
+        assert_eq!(percent_decode("é%C3%A9"), "éé");
+    }
+
+    #[test]
+    fn server_versions_give_their_major() {
+        assert_eq!(major_of("15.20 (Debian 15.20-0+deb12u1)"), Some(15));
+        assert_eq!(major_of("16.4"), Some(16));
+        assert_eq!(major_of("17devel"), None);
+    }
+
+    #[test]
+    fn in_memory_and_unknown_databases_are_refused() {
+        for url in ["memory://", "sqlite::memory:", "mysql://h/db"] {
+            assert!(
+                matches!(DbTarget::of(url), Err(BackupError::Refused(_))),
+                "{url}"
+            );
+        }
+        assert!(matches!(
+            DbTarget::of("sqlite://./data/x.db"),
+            Ok(DbTarget::Sqlite(p)) if p == Path::new("./data/x.db")
+        ));
+    }
+}
