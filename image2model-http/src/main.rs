@@ -1,4 +1,5 @@
-//! The `image2model` binary: `serve`, `convert`, `config check`. The
+//! The `image2model` binary: `serve`, `convert`, `config check`, `doctor`,
+//! `backup`, `restore`. The
 //! command line is parsed here; each command lives in [`cli`].
 
 mod cli;
@@ -57,6 +58,25 @@ enum Command {
         /// `.env.production` and `.env` are checked.
         #[arg(long)]
         env_file: Option<PathBuf>,
+    },
+    /// Backs up the job store and the blob store of this configuration
+    /// (as `serve` reads it) into DIR, while the server runs: a snapshot of
+    /// the database, the blobs its jobs use, and a manifest of checksums.
+    Backup {
+        /// A new or empty directory.
+        dir: PathBuf,
+    },
+    /// Restores a backup made by `backup` into the stores of this
+    /// configuration, after checking every file against its manifest.
+    /// Stop every server and worker first.
+    Restore {
+        /// The backup's directory.
+        dir: PathBuf,
+        /// Restore even when the job store or the blob store holds data:
+        /// the job store is replaced; the backup's blobs are written over
+        /// the store's (others stay).
+        #[arg(long)]
+        force: bool,
     },
     /// Configuration tools.
     Config {
@@ -123,6 +143,8 @@ fn main() -> ExitCode {
                 command: ConfigCommand::Check,
             } => cli::config_check::run(),
             Command::Doctor { env_file } => cli::doctor::run(env_file).await,
+            Command::Backup { dir } => cli::backup::run_backup(&dir).await,
+            Command::Restore { dir, force } => cli::backup::run_restore(&dir, force).await,
         }
     })
 }

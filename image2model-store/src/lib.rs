@@ -37,8 +37,13 @@
 //! - [`blob::object`]: [`ObjectBlobStore`] over `object_store`: S3 (multipart
 //!   for large bodies) and memory.
 //!
+//! - [`backup`]: `image2model backup` / `restore`: a snapshot of a SQL
+//!   store and the blobs its jobs use, with a manifest of checksums, and
+//!   its checked restore.
+//!
 //! Migrations are embedded in the binary and run when a store opens.
 
+pub mod backup;
 pub mod blob;
 mod callbacks;
 mod keys;

@@ -73,7 +73,7 @@ use crate::rows::{
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The migrations, embedded at build time from `migrations/sqlite`.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How a [`SqliteDatabase`] writes. The default is the fast path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

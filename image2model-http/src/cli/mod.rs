@@ -1,7 +1,8 @@
 //! What only the `image2model` binary uses: its commands (`serve`,
-//! `convert`, `config check`, `doctor`) and its log set-up. The library never
+//! `convert`, `config check`, `doctor`, `backup`, `restore`) and its log set-up. The library never
 //! imports from here; `main.rs` parses the command line and calls in.
 
+pub mod backup;
 pub mod config_check;
 pub mod convert;
 pub mod doctor;

@@ -7,6 +7,7 @@ mod admin;
 mod audit;
 mod auth;
 mod backpressure;
+mod backup;
 mod cleanup;
 mod cors;
 mod crash;
