@@ -16,9 +16,12 @@
 ARG RUNTIME_BASE=debian:bookworm-slim
 
 FROM ${RUNTIME_BASE} AS runtime-base
-# ca-certificates for FAL and S3 over TLS; curl for the health checks.
+# ca-certificates for FAL and S3 over TLS; curl for the health checks;
+# postgresql-client for `image2model backup`/`restore` on Postgres (bookworm's
+# is 15: pg_dump refuses a newer server, so the compose file's Postgres is 15).
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates curl \
+       postgresql-client \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 image2model \
     && useradd --uid 10001 --gid 10001 --home-dir /data --no-create-home \
