@@ -30,7 +30,8 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts `image2model serve` on `port` with SQLite and local files under
-/// `data`, the test user key, and `env` on top; waits until `/health` answers.
+/// `data`, the test user key, generous rate limits, and `env` on top; waits
+/// until `/health` answers.
 pub async fn start(port: u16, data: &Path, env: &[(&str, String)]) -> ServerProcess {
     start_role(port, data, env, "all").await
 }
@@ -61,6 +62,9 @@ pub async fn start_role(
         format!("file://{}", data.join("blobs").display()),
     )
     .env("RUST_LOG", "warn")
+    // Tests poll job states often: generous limits, as `spawn_app` has.
+    .env("RATE_LIMIT_PER_HOUR", "100000")
+    .env("RATE_LIMIT_UPLOAD_PER_MINUTE", "1000")
     .stdout(Stdio::null())
     .stderr(Stdio::null());
     for (k, v) in env {
