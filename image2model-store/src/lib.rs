@@ -53,7 +53,10 @@ mod rows;
 pub mod sqlite;
 mod usage;
 
-pub use blob::{LocalBlobStore, LocalOptions, ObjectBlobStore, S3Config};
+pub use blob::{
+    LocalBlobStore, LocalOptions, ObjectBlobStore, S3_DEFAULT_MAX_RETRIES,
+    S3_DEFAULT_RETRY_TIMEOUT, S3Config,
+};
 pub use open::{
     Database, DatabaseProbe, OpenError, local_blob_dir, open_blob_store, open_database,
     open_job_store, probe_database, redact_url,

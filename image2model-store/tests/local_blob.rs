@@ -456,3 +456,73 @@ async fn a_key_whose_folder_is_a_file_is_refused_without_damage() {
 fn assert_not_found<T>(got: Result<T, BlobError>) {
     assert!(matches!(got, Err(BlobError::NotFound(_))));
 }
+
+/// Sets a file's modification time `ago` back, as if written then.
+fn age_file(path: &Path, ago: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+#[tokio::test]
+async fn stale_staged_files_are_swept_and_a_live_puts_staging_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    let hour = Duration::from_secs(3600);
+
+    // A live put whose client stalls after more than one batch: its staged
+    // file is on disk, written just now.
+    let (tx, rx) = futures::channel::mpsc::unbounded::<std::io::Result<Bytes>>();
+    tx.unbounded_send(Ok(Bytes::from(pattern(1_200_000, 7))))
+        .unwrap();
+    let live_key = key("uploads/j1/i1.png");
+    let put = {
+        let store = store.clone();
+        let live_key = live_key.clone();
+        tokio::spawn(async move { store.put(&live_key, rx.boxed()).await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while files_under(store.root()).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never staged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let live = files_under(store.root());
+
+    // What a killed process left two hours ago: a staged file; next to it
+    // an old stored object and an old hidden file that is not ours.
+    let dead_dir = store.root().join("uploads/j2");
+    std::fs::create_dir_all(&dead_dir).unwrap();
+    let dead = dead_dir.join(".i2.png.0123456789abcdef.tmp");
+    std::fs::write(&dead, vec![1u8; 3000]).unwrap();
+    age_file(&dead, 2 * hour);
+    let other_dir = store.root().join("uploads/j3");
+    store
+        .put_bytes(&key("uploads/j3/i3.png"), Bytes::from_static(b"kept"))
+        .await
+        .unwrap();
+    age_file(&other_dir.join("i3.png"), 2 * hour);
+    let foreign = other_dir.join(".DS_Store.tmp");
+    std::fs::write(&foreign, b"junk").unwrap();
+    age_file(&foreign, 2 * hour);
+
+    let cutoff = chrono::Utc::now() - chrono::Duration::hours(1);
+    let counted = store.sweep_abandoned(cutoff, true).await.unwrap();
+    assert_eq!((counted.objects, counted.bytes), (1, 3000));
+    assert!(dead.exists(), "a dry run removes nothing");
+
+    let swept = store.sweep_abandoned(cutoff, false).await.unwrap();
+    assert_eq!((swept.objects, swept.bytes), (1, 3000));
+    assert!(!dead.exists() && !dead_dir.exists(), "swept and pruned");
+    assert!(live.iter().all(|p| p.exists()), "the live staging stays");
+    assert!(other_dir.join("i3.png").exists() && foreign.exists());
+    assert_eq!(
+        store.sweep_abandoned(cutoff, false).await.unwrap().objects,
+        0
+    );
+
+    // The live put still publishes its whole body.
+    tx.unbounded_send(Ok(Bytes::from_static(b"end"))).unwrap();
+    drop(tx);
+    assert_eq!(put.await.unwrap().unwrap(), 1_200_003);
+    assert_eq!(store.get_bytes(&live_key).await.unwrap().len(), 1_200_003);
+}

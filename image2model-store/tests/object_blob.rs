@@ -43,6 +43,8 @@ fn s3_config() -> Option<S3Config> {
         access_key_id: Some(var("TEST_S3_ACCESS_KEY_ID").unwrap_or_else(|| "test".into())),
         secret_access_key: Some(var("TEST_S3_SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into())),
         session_token: None,
+        max_retries: image2model_store::S3_DEFAULT_MAX_RETRIES,
+        retry_timeout: image2model_store::S3_DEFAULT_RETRY_TIMEOUT,
     })
 }
 
@@ -143,6 +145,8 @@ async fn an_unreachable_s3_endpoint_is_unavailable() {
         access_key_id: Some("id".into()),
         secret_access_key: Some("hunter2".into()),
         session_token: None,
+        max_retries: 0,
+        retry_timeout: std::time::Duration::from_secs(1),
     };
     let store = ObjectBlobStore::s3(&config).unwrap();
 
@@ -188,4 +192,28 @@ fn s3_describe_names_bucket_and_prefix_only() {
     let store = ObjectBlobStore::s3(&config).unwrap();
 
     assert_eq!(store.describe(), "s3://bucket/env/prod");
+}
+
+#[test]
+fn s3_retries_come_from_the_environment_with_object_stores_defaults() {
+    let config = S3Config::from_lookup("bucket", None, |name| match name {
+        "S3_MAX_RETRIES" => Some("2".into()),
+        "S3_RETRY_TIMEOUT_SECS" => Some(" 7 ".into()),
+        _ => None,
+    });
+    assert_eq!(config.max_retries, 2);
+    assert_eq!(config.retry_timeout, std::time::Duration::from_secs(7));
+
+    let config = S3Config::from_lookup("bucket", None, |name| match name {
+        "S3_MAX_RETRIES" => Some("many".into()),
+        _ => None,
+    });
+    assert_eq!(
+        config.max_retries,
+        image2model_store::S3_DEFAULT_MAX_RETRIES
+    );
+    assert_eq!(
+        config.retry_timeout,
+        image2model_store::S3_DEFAULT_RETRY_TIMEOUT
+    );
 }

@@ -12,7 +12,11 @@
 //!   between storing and recording, or by a failed delete. Objects whose key
 //!   names no job are left alone. The cutoff for orphans is at least
 //!   [`ORPHAN_MIN_AGE`] back, so an upload in flight (stored before its job
-//!   row is written) is never taken for an orphan.
+//!   row is written) is never taken for an orphan. Counted with them: the
+//!   partial writes of a process killed mid-upload that the blob store
+//!   keeps out of its listing (a local store's staged files), swept by
+//!   [`BlobStore::sweep_abandoned`](crate::ports::BlobStore::sweep_abandoned)
+//!   under the same age rule.
 //!
 //! The order: the areas are listed first, so a file written while a run goes
 //! on is not considered by it; then ended jobs are removed (at most
@@ -191,6 +195,17 @@ impl Pipeline {
                 continue;
             }
             add(&mut report.orphan_files, meta);
+        }
+        // What writers killed mid-put left (staged files no list shows),
+        // under the same age rule as orphans.
+        match blobs.sweep_abandoned(orphan_cutoff, dry_run).await {
+            Ok(swept) => {
+                report.orphan_files.objects += swept.objects;
+                report.orphan_files.bytes += swept.bytes;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention could not sweep abandoned staged files");
+            }
         }
         Ok(report)
     }

@@ -130,6 +130,21 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Removes what a writer that died mid-`put` left behind (a killed
+    /// process's staged files), when last written before `before`; with
+    /// `dry_run` only counts it. The age keeps a live writer's staging out
+    /// of reach. Stores whose partial writes are never visible as files
+    /// (memory; S3, where a bucket lifecycle rule aborts incomplete
+    /// multipart uploads) have nothing to sweep: the default.
+    async fn sweep_abandoned(
+        &self,
+        before: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Usage, BlobError> {
+        let _ = (before, dry_run);
+        Ok(Usage::default())
+    }
+
     /// Checks that the backend answers.
     async fn ping(&self) -> Result<(), BlobError>;
 

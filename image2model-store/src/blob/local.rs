@@ -14,7 +14,9 @@
 //!   `.`, so it cannot collide with one), flushed with `fsync`, then renamed
 //!   over the target, which is atomic on POSIX file systems. On any error,
 //!   and when the `put` future is dropped, the staged file is removed.
-//!   `list` never shows staged files.
+//!   `list` never shows staged files. A process killed mid-`put` leaves
+//!   its staged file: `sweep_abandoned` removes those not written for a
+//!   while (the retention task's orphan cleanup calls it).
 //!
 //! File system work runs on tokio's blocking pool, one task per step rather
 //! than one per system call. A `put` gathers the body into a batch of
@@ -41,7 +43,7 @@ use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use image2model_core::domain::{BlobKey, BlobPrefix};
-use image2model_core::ports::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream};
+use image2model_core::ports::{BlobError, BlobMeta, BlobObject, BlobStore, ByteStream, Usage};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
@@ -156,6 +158,16 @@ impl Drop for StagedGuard {
             let _ = fs::remove_file(&self.staging.path);
         }
     }
+}
+
+/// Whether a file name is one [`staged_name`] makes.
+fn is_staged_name(name: &str) -> bool {
+    let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
+        return false;
+    };
+    inner.rsplit_once('.').is_some_and(|(key_name, tag)| {
+        !key_name.is_empty() && tag.len() == 16 && tag.bytes().all(|b| b.is_ascii_hexdigit())
+    })
 }
 
 fn staged_name(name: &str) -> String {
@@ -455,6 +467,66 @@ impl LocalBlobStore {
         Ok(found)
     }
 
+    /// Removes (or with `dry_run` only counts) the staged files last
+    /// written before `before`: the leftovers of puts whose process died
+    /// between creating and publishing them. Directories left empty are
+    /// pruned; links are never followed. Blocking.
+    fn sweep_staged(&self, before: DateTime<Utc>, dry_run: bool) -> Result<Usage, BlobError> {
+        let mut swept = Usage::default();
+        let mut emptied = Vec::new();
+        let mut pending = vec![self.root.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(backend("listing blobs", e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| backend("listing blobs", e))?;
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                if kind.is_dir() {
+                    pending.push(entry.path());
+                    continue;
+                }
+                let staged = entry.file_name().to_str().is_some_and(is_staged_name);
+                if !kind.is_file() || !staged {
+                    continue;
+                }
+                let Ok(meta) = entry.metadata() else {
+                    continue;
+                };
+                if modified(&meta) >= before {
+                    continue;
+                }
+                if !dry_run {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => emptied.push(dir.clone()),
+                        // Published or removed by its own put meanwhile.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(backend("removing a staged blob file", e)),
+                    }
+                }
+                swept.objects += 1;
+                swept.bytes += meta.len();
+            }
+        }
+        for dir in emptied {
+            let mut current = dir;
+            while current != self.root && current.starts_with(&self.root) {
+                if fs::remove_dir(&current).is_err() {
+                    break;
+                }
+                match current.parent() {
+                    Some(parent) => current = parent.to_path_buf(),
+                    None => break,
+                }
+            }
+        }
+        Ok(swept)
+    }
+
     /// Runs `f` with a clone of this store on the blocking pool.
     async fn run<T, F>(&self, f: F) -> Result<T, BlobError>
     where
@@ -604,6 +676,15 @@ impl BlobStore for LocalBlobStore {
     async fn list(&self, prefix: &BlobPrefix) -> Result<Vec<BlobMeta>, BlobError> {
         let prefix = prefix.clone();
         self.run(move |store| store.objects(&prefix)).await
+    }
+
+    async fn sweep_abandoned(
+        &self,
+        before: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<Usage, BlobError> {
+        self.run(move |store| store.sweep_staged(before, dry_run))
+            .await
     }
 
     async fn ping(&self) -> Result<(), BlobError> {

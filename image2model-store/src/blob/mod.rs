@@ -5,4 +5,4 @@ pub mod local;
 pub mod object;
 
 pub use local::{LocalBlobStore, LocalOptions};
-pub use object::{ObjectBlobStore, S3Config};
+pub use object::{ObjectBlobStore, S3_DEFAULT_MAX_RETRIES, S3_DEFAULT_RETRY_TIMEOUT, S3Config};

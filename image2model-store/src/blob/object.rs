@@ -46,7 +46,20 @@ pub struct S3Config {
     pub secret_access_key: Option<String>,
     /// A session token for temporary credentials.
     pub session_token: Option<String>,
+    /// How often a request S3 answered with a 5xx, 429 or 408 (or that
+    /// timed out) is retried, with exponential backoff from 100 ms, before
+    /// the operation fails (`S3_MAX_RETRIES`, default 10).
+    pub max_retries: usize,
+    /// How long retries of one request may go on (`S3_RETRY_TIMEOUT_SECS`,
+    /// default 180).
+    pub retry_timeout: std::time::Duration,
 }
+
+/// The default of [`S3Config::max_retries`] (`object_store`'s).
+pub const S3_DEFAULT_MAX_RETRIES: usize = 10;
+
+/// The default of [`S3Config::retry_timeout`] (`object_store`'s).
+pub const S3_DEFAULT_RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 impl fmt::Debug for S3Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -64,6 +77,8 @@ impl fmt::Debug for S3Config {
                 "session_token",
                 &self.session_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout", &self.retry_timeout)
             .finish()
     }
 }
@@ -72,7 +87,9 @@ impl S3Config {
     /// A configuration for `bucket` (and `prefix`) with the rest read from the
     /// usual variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`, `AWS_REGION` (or `AWS_DEFAULT_REGION`, else
-    /// `us-east-1`) and `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`.
+    /// `us-east-1`) and `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`; the
+    /// retries from `S3_MAX_RETRIES` and `S3_RETRY_TIMEOUT_SECS` (a value
+    /// that is not a whole number is ignored with a warning).
     #[must_use]
     pub fn from_env(bucket: &str, prefix: Option<&str>) -> Self {
         Self::from_lookup(bucket, prefix, |name| std::env::var(name).ok())
@@ -96,6 +113,24 @@ impl S3Config {
             access_key_id: get("AWS_ACCESS_KEY_ID"),
             secret_access_key: get("AWS_SECRET_ACCESS_KEY"),
             session_token: get("AWS_SESSION_TOKEN"),
+            max_retries: parse_number("S3_MAX_RETRIES", &get)
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(S3_DEFAULT_MAX_RETRIES),
+            retry_timeout: parse_number("S3_RETRY_TIMEOUT_SECS", &get)
+                .map_or(S3_DEFAULT_RETRY_TIMEOUT, std::time::Duration::from_secs),
+        }
+    }
+}
+
+/// A whole number read through `get`; `None` (with a warning when set)
+/// otherwise.
+fn parse_number(name: &str, get: &impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let text = get(name)?;
+    match text.trim().parse() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            tracing::warn!(variable = name, value = %text, "not a whole number: the default is used");
+            None
         }
     }
 }
@@ -136,10 +171,31 @@ fn unreachable(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Whether an error chain holds an answer that says the server is failing
+/// for now (5xx, 429 or 408, or S3's `InternalError`/`SlowDown` in a 200)
+/// after the retries: the store is unavailable, not broken. (`object_store`
+/// keeps its retry error type private, so this reads its message, as
+/// [`unreachable`] does.)
+fn server_failing(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if ["status code: 5", "status code: 429", "status code: 408"]
+            .iter()
+            .any(|needle| text.contains(needle))
+            || text.contains("Server returned error response")
+        {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
 fn map_error(key: Option<&BlobKey>, e: object_store::Error) -> BlobError {
     match (e, key) {
         (object_store::Error::NotFound { .. }, Some(key)) => BlobError::NotFound(key.clone()),
-        (e, _) if unreachable(&e) => BlobError::Unavailable(e.to_string()),
+        (e, _) if unreachable(&e) || server_failing(&e) => BlobError::Unavailable(e.to_string()),
         (e, _) => backend(e),
     }
 }
@@ -235,6 +291,11 @@ impl ObjectBlobStore {
         if let Some(token) = &config.session_token {
             builder = builder.with_token(token);
         }
+        builder = builder.with_retry(object_store::RetryConfig {
+            max_retries: config.max_retries,
+            retry_timeout: config.retry_timeout,
+            ..object_store::RetryConfig::default()
+        });
         let store = builder
             .build()
             .map_err(|e| BlobError::Backend(format!("configuring S3: {e}")))?;
