@@ -21,8 +21,10 @@
 //!
 //! Every command is a round trip to the connection's thread (sqlx runs each
 //! SQLite connection on a thread of its own), so a new job without an
-//! idempotency key goes in with one: `BEGIN IMMEDIATE`, one `INSERT` per
-//! row, `COMMIT`, in one query string. A connection whose command was cut
+//! idempotency key or limits goes in with one: `BEGIN IMMEDIATE`, one
+//! `INSERT` per row, `COMMIT`, in one query string, shared with the other
+//! new jobs and lease changes queued meanwhile (group commit, module
+//! `held_batch`). A connection whose command was cut
 //! short (an error half-way, or the caller gone) may be left inside that
 //! transaction, so it is closed, which rolls it back, instead of going back
 //! to the pool. In memory, where closing the one connection would lose the
@@ -631,8 +633,18 @@ fn insert_query(
     charge: Option<(&ApiKeyId, &Charge)>,
     delivery: Option<&Delivery>,
 ) -> sqlx::query::Query<'static, Sqlite, SqliteArguments> {
-    const ITEM_INSERT: &str = "; INSERT INTO items (";
     let mut sql = String::from(if whole { "BEGIN IMMEDIATE; " } else { "" });
+    push_insert_sql(&mut sql, job, charge.is_some(), delivery.is_some());
+    if whole {
+        sql.push_str("; COMMIT");
+    }
+    bind_insert(sqlx::query(AssertSqlSafe(sql)), job, charge, delivery)
+}
+
+/// Appends the statements that insert `job` (see [`insert_query`]), with
+/// no separator after the last; [`bind_insert`] binds their arguments.
+fn push_insert_sql(sql: &mut String, job: &Job, charge: bool, delivery: bool) {
+    const ITEM_INSERT: &str = "; INSERT INTO items (";
     sql.push_str("INSERT INTO jobs (");
     sql.push_str(JOB_COLUMNS);
     sql.push_str(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
@@ -641,20 +653,31 @@ fn insert_query(
         sql.push_str(ITEM_COLUMNS);
         sql.push_str(") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     }
-    if charge.is_some() {
+    if charge {
         for _ in 0..2 {
             sql.push_str("; ");
             sql.push_str(crate::rows::add_usage_sql!("?", "?", "?", "?"));
         }
     }
-    if delivery.is_some() {
+    if delivery {
         sql.push_str("; ");
         sql.push_str(&rows::delivery_insert_sql(false));
     }
-    if whole {
-        sql.push_str("; COMMIT");
-    }
-    let mut query = JobRow::from_job(job).bind_to(sqlx::query(AssertSqlSafe(sql)));
+}
+
+/// How many arguments [`push_insert_sql`]'s statements take.
+fn insert_binds(job: &Job, charge: bool, delivery: bool) -> usize {
+    11 + 20 * job.items.len() + if charge { 8 } else { 0 } + if delivery { 13 } else { 0 }
+}
+
+/// Binds the arguments of [`push_insert_sql`]'s statements, in order.
+fn bind_insert<'q>(
+    query: sqlx::query::Query<'q, Sqlite, SqliteArguments>,
+    job: &Job,
+    charge: Option<(&ApiKeyId, &Charge)>,
+    delivery: Option<&Delivery>,
+) -> sqlx::query::Query<'q, Sqlite, SqliteArguments> {
+    let mut query = JobRow::from_job(job).bind_to(query);
     for (position, item) in job.items.iter().enumerate() {
         query = ItemRow::from_item(job.job_id, position, item, None).bind_to(query);
     }
@@ -789,23 +812,17 @@ impl JobStore for SqliteDatabase {
         let limited = charge.as_ref().is_some_and(|c| c.limits.any());
         if new.idempotency_key.is_none() && self.whole_writes && !limited {
             // Nothing to look up or check first: the job (and a charge
-            // without limits) goes in with one command.
+            // without limits) goes in with the group commit (module
+            // `held_batch`), in the same command as the other writes queued
+            // meanwhile.
             let owner = new.owner.clone();
             let callback = new.callback.take();
             let job = rows::new_job(new, rows::now())?;
             let delivery = rows::new_delivery(callback, &job);
             // Checked before it is written, as in the transaction below.
             let stored = rows::as_stored(&job)?;
-            let mut write = self.whole_write().await?;
-            insert(
-                &mut write.conn,
-                &job,
-                true,
-                charge.as_ref().map(|c| (&owner, c)),
-                delivery.as_ref(),
-            )
-            .await?;
-            write.kept = true;
+            self.create_batched(job, charge.map(|c| (owner, c)), delivery)
+                .await?;
             return Ok(CreateOutcome::Created(stored));
         }
         let mut tx = self.write().await?;

@@ -1,4 +1,5 @@
-//! Group commit of changes under a lease (`change_held`), on the fast-writes
+//! Group commit of changes under a lease (`change_held`) and of new jobs
+//! (`create_job` without an idempotency key or limits), on the fast-writes
 //! path only.
 //!
 //! What it buys: every change under a lease (a remote request id, progress,
@@ -12,39 +13,76 @@
 //! every changed job and commits. Changes that arrive while a batch runs
 //! form the next one.
 //!
+//! New jobs wait in the same queue: their inserts go into the batch's last
+//! command, so a turn carries the uploads that arrived meanwhile as well
+//! (a batch of only new jobs is one command). With hundreds of uploads a
+//! second the writer's turn was taken about four times per job, and each
+//! turn lasts as long as its holder takes to be polled again between
+//! commands, not just the writer's own work (`docs/BENCHMARKS.md`,
+//! "Session 13"); folding the creates in takes one of those turns away.
+//!
 //! How to change it safely: each change is applied to its job exactly as a
 //! lone `change_held` applies it ([`LoadedJob::apply_held`], in arrival
 //! order, a change that fails leaving its job as it was), and the batch
 //! commits or fails as a whole (a failed command closes the connection,
 //! which rolls it back, and every change that would have written gets the
-//! error). The flusher is a task of its own, so a caller that gives up
+//! error, new jobs included: their uploads are then refused and removed as
+//! for any failed create). The flusher is a task of its own, so a caller that gives up
 //! waiting never cuts a batch short. The conformance suite runs this path
 //! and the plain one (`SQLITE_FAST_WRITES=false`, which turns this off).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use image2model_core::domain::ItemId;
+use image2model_core::domain::{ApiKeyId, Charge, Delivery, ItemId, Job};
 use image2model_core::ports::{HeldChange, LeaseToken, StoreError};
 use sqlx::AssertSqlSafe;
 use tokio::sync::oneshot;
 
-use super::{JoinedRow, SqliteDatabase, WholeWrite, bind_save, joined, rollback, save_sql};
+use super::{
+    JoinedRow, SqliteDatabase, WholeWrite, bind_insert, bind_save, insert_binds, joined,
+    push_insert_sql, rollback, save_sql,
+};
 use crate::rows::{LoadedJob, db_error};
 
 /// The most changes one transaction makes (each binds at most 17 values
 /// per changed job, well under SQLite's limit of 32,766).
 pub(super) const MAX_BATCH: usize = 128;
 
+/// The most arguments the new jobs of one batch bind (SQLite takes at most
+/// 32,766 per statement list; the held changes of a full batch bind at most
+/// 2,176). A job of 25 images binds 532.
+const MAX_CREATE_BINDS: usize = 24_000;
+
 /// Where a change's result goes.
 type Answer = oneshot::Sender<Result<bool, StoreError>>;
 
-/// One change waiting for the writer.
-struct Pending {
+/// One change under a lease waiting for the writer.
+struct Held {
     item: ItemId,
     token: LeaseToken,
     change: HeldChange,
     done: Answer,
+}
+
+/// One new job waiting for the writer, with what its insert writes too.
+struct Create {
+    job: Job,
+    charge: Option<(ApiKeyId, Charge)>,
+    delivery: Option<Delivery>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Create {
+    fn binds(&self) -> usize {
+        insert_binds(&self.job, self.charge.is_some(), self.delivery.is_some())
+    }
+}
+
+/// One write waiting for the writer.
+enum Pending {
+    Held(Held),
+    Create(Box<Create>),
 }
 
 #[derive(Default)]
@@ -82,15 +120,26 @@ impl HeldBatcher {
         !std::mem::replace(&mut queue.flushing, true)
     }
 
-    /// The next batch, oldest first; `None` (and the flusher's end) when
-    /// nothing waits.
+    /// The next batch, oldest first (at most [`MAX_BATCH`] writes, and new
+    /// jobs binding at most [`MAX_CREATE_BINDS`] arguments unless one alone
+    /// binds more); `None` (and the flusher's end) when nothing waits.
     fn take(&self) -> Option<Vec<Pending>> {
         let mut queue = self.queue.lock().expect("held batch lock");
         if queue.pending.is_empty() {
             queue.flushing = false;
             return None;
         }
-        let n = queue.pending.len().min(MAX_BATCH);
+        let mut n = 0;
+        let mut binds = 0;
+        for pending in queue.pending.iter().take(MAX_BATCH) {
+            if let Pending::Create(create) = pending {
+                binds += create.binds();
+                if binds > MAX_CREATE_BINDS && n > 0 {
+                    break;
+                }
+            }
+            n += 1;
+        }
         Some(queue.pending.drain(..n).collect())
     }
 }
@@ -127,19 +176,43 @@ impl SqliteDatabase {
         change: HeldChange,
     ) -> Result<bool, StoreError> {
         let (done, answer) = oneshot::channel();
-        let pending = Pending {
+        self.queue_write(Pending::Held(Held {
             item,
             token: token.clone(),
             change,
             done,
-        };
+        }));
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the write was abandoned".into()))?
+    }
+
+    /// Inserts a new job (with its owner's `charge`, which must have no
+    /// limits, and its webhook `delivery`) through the group commit.
+    pub(super) async fn create_batched(
+        &self,
+        job: Job,
+        charge: Option<(ApiKeyId, Charge)>,
+        delivery: Option<Delivery>,
+    ) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.queue_write(Pending::Create(Box::new(Create {
+            job,
+            charge,
+            delivery,
+            done,
+        })));
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the write was abandoned".into()))?
+    }
+
+    /// Queues a write, starting a flusher when none runs.
+    fn queue_write(&self, pending: Pending) {
         if self.held.push(pending) {
             let store = self.clone();
             tokio::spawn(async move { store.flush_held().await });
         }
-        answer
-            .await
-            .map_err(|_| StoreError::Unavailable("the write was abandoned".into()))?
     }
 
     /// Runs batches in the writer's turn until nothing waits.
@@ -158,11 +231,7 @@ impl SqliteDatabase {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match write {
                 Ok(mut write) => run(&mut write, batch).await,
-                Err(e) => {
-                    for p in batch {
-                        let _ = p.done.send(Err(copy(&e)));
-                    }
-                }
+                Err(e) => fail_all(batch, &e),
             }
         }
     }
@@ -174,71 +243,101 @@ impl SqliteDatabase {
     }
 }
 
-/// Makes `batch`'s changes in one transaction and answers each caller.
-async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
-    let mut read = sqlx::query_as::<_, JoinedRow>(AssertSqlSafe(batch_read_sql(batch.len())));
-    for p in &batch {
-        read = read.bind(p.item.to_string());
-    }
-    let rows = match read.fetch_all(&mut *write.conn).await {
-        Ok(rows) => rows,
-        Err(e) => {
-            let e = db_error("checking leases")(e);
-            for p in batch {
-                let _ = p.done.send(Err(copy(&e)));
-            }
-            return;
-        }
-    };
-    let mut jobs = match group(rows) {
-        Ok(jobs) => jobs,
-        Err(e) => {
-            // Were the rollback to fail, the connection closes on drop,
-            // which rolls back too.
-            let _ = rollback(write).await;
-            for p in batch {
-                let _ = p.done.send(Err(copy(&e)));
-            }
-            return;
-        }
-    };
-    let where_is: HashMap<ItemId, usize> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(j, loaded)| loaded.job.items.iter().map(move |i| (i.item_id, j)))
-        .collect();
-
-    let mut outcomes: Vec<(Answer, Result<bool, StoreError>)> = Vec::with_capacity(batch.len());
-    let mut changed = vec![false; jobs.len()];
+/// Answers every write of `batch` with `e`.
+fn fail_all(batch: Vec<Pending>, e: &StoreError) {
     for p in batch {
-        let result = match where_is.get(&p.item) {
-            None => Ok(false),
-            Some(&j) => {
-                let before = jobs[j].clone();
-                match jobs[j].apply_held(p.item, &p.token, p.change) {
-                    Ok(applied) => {
-                        changed[j] |= applied;
-                        Ok(applied)
-                    }
-                    Err(e) => {
-                        jobs[j] = before;
-                        Err(e)
-                    }
-                }
+        match p {
+            Pending::Held(h) => {
+                let _ = h.done.send(Err(copy(e)));
+            }
+            Pending::Create(c) => {
+                let _ = c.done.send(Err(copy(e)));
+            }
+        }
+    }
+}
+
+/// Makes `batch`'s changes and inserts in one transaction and answers each
+/// caller.
+async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
+    let mut held = Vec::new();
+    let mut creates = Vec::new();
+    for p in batch {
+        match p {
+            Pending::Held(h) => held.push(h),
+            Pending::Create(c) => creates.push(c),
+        }
+    }
+    let mut jobs = Vec::new();
+    let mut outcomes: Vec<(Answer, Result<bool, StoreError>)> = Vec::with_capacity(held.len());
+    let mut changed = Vec::new();
+    // A batch of new jobs only has nothing to read: its one command begins.
+    let began = !held.is_empty();
+    if began {
+        let mut read = sqlx::query_as::<_, JoinedRow>(AssertSqlSafe(batch_read_sql(held.len())));
+        for h in &held {
+            read = read.bind(h.item.to_string());
+        }
+        let read = match read.fetch_all(&mut *write.conn).await {
+            Ok(rows) => group(rows),
+            Err(e) => Err(db_error("checking leases")(e)),
+        };
+        jobs = match read {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                // Were the rollback to fail, the connection closes on drop,
+                // which rolls back too.
+                let _ = rollback(write).await;
+                let batch = held
+                    .into_iter()
+                    .map(Pending::Held)
+                    .chain(creates.into_iter().map(Pending::Create));
+                fail_all(batch.collect(), &e);
+                return;
             }
         };
-        outcomes.push((p.done, result));
+        let where_is: HashMap<ItemId, usize> = jobs
+            .iter()
+            .enumerate()
+            .flat_map(|(j, loaded)| loaded.job.items.iter().map(move |i| (i.item_id, j)))
+            .collect();
+        changed = vec![false; jobs.len()];
+        for h in held {
+            let result = match where_is.get(&h.item) {
+                None => Ok(false),
+                Some(&j) => {
+                    let before = jobs[j].clone();
+                    match jobs[j].apply_held(h.item, &h.token, h.change) {
+                        Ok(applied) => {
+                            changed[j] |= applied;
+                            Ok(applied)
+                        }
+                        Err(e) => {
+                            jobs[j] = before;
+                            Err(e)
+                        }
+                    }
+                }
+            };
+            outcomes.push((h.done, result));
+        }
     }
 
-    let write_result = if changed.contains(&true) {
-        let to_save: Vec<&LoadedJob> = jobs
-            .iter()
-            .zip(&changed)
-            .filter_map(|(loaded, &c)| c.then_some(loaded))
-            .collect();
-        let mut sql = String::new();
+    let to_save: Vec<&LoadedJob> = jobs
+        .iter()
+        .zip(&changed)
+        .filter_map(|(loaded, &c)| c.then_some(loaded))
+        .collect();
+    let write_result = if to_save.is_empty() && creates.is_empty() {
+        rollback(write).await
+    } else {
+        let mut sql = String::from(if began { "" } else { "BEGIN IMMEDIATE; " });
         for loaded in &to_save {
             sql.push_str(&save_sql(loaded));
+            sql.push_str("; ");
+        }
+        for c in &creates {
+            push_insert_sql(&mut sql, &c.job, c.charge.is_some(), c.delivery.is_some());
             sql.push_str("; ");
         }
         sql.push_str("COMMIT");
@@ -246,13 +345,15 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
         for loaded in to_save {
             query = bind_save(query, loaded);
         }
+        for c in &creates {
+            let charge = c.charge.as_ref().map(|(owner, charge)| (owner, charge));
+            query = bind_insert(query, &c.job, charge, c.delivery.as_ref());
+        }
         query
             .execute(&mut *write.conn)
             .await
             .map(|_| write.kept = true)
             .map_err(db_error("committing"))
-    } else {
-        rollback(write).await
     };
 
     for (done, result) in outcomes {
@@ -261,6 +362,9 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
             (_, result) => result,
         };
         let _ = done.send(result);
+    }
+    for c in creates {
+        let _ = c.done.send(write_result.as_ref().map_err(copy).copied());
     }
 }
 
@@ -447,5 +551,81 @@ mod tests {
                 .await
                 .unwrap()
         );
+    }
+
+    #[tokio::test]
+    async fn new_jobs_go_in_with_the_changes_queued_beside_them() {
+        let (_dir, store) = store().await;
+        let (_, claims) = claimed(&store, &[4]).await;
+        let before = store.held_batches();
+        let owner = ApiKeyId::bootstrap_user();
+        let new_ids: Vec<JobId> = (0..40).map(|_| JobId::new()).collect();
+        let creates = join_all(
+            new_ids
+                .iter()
+                .enumerate()
+                .map(|(n, id)| store.create_job(new_job(*id, &owner, 1 + n % 25))),
+        );
+        let changes = join_all(claims.iter().map(|c| {
+            store.change_held(
+                c.item.item_id,
+                &c.token,
+                HeldChange::RemoteRequest("r".into()),
+            )
+        }));
+        let (created, changed) = tokio::join!(creates, changes);
+        assert!(created.iter().all(Result::is_ok), "{created:?}");
+        assert!(changed.into_iter().all(|r| r.unwrap()));
+        let batches = store.held_batches() - before;
+        assert!(
+            batches < new_ids.len() + claims.len(),
+            "{batches} batches for {} writes: none were made together",
+            new_ids.len() + claims.len()
+        );
+        for (n, id) in new_ids.iter().enumerate() {
+            let job = store.get_job(*id).await.unwrap().expect("created");
+            assert_eq!(job.items.len(), 1 + n % 25);
+            assert!(job.items.iter().all(|i| i.status == ItemStatus::Queued));
+        }
+        let job = store.get_job(claims[0].job.job_id).await.unwrap().unwrap();
+        assert!(
+            job.items
+                .iter()
+                .all(|i| i.remote_request_id.as_deref() == Some("r"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_insert_fails_makes_no_job_and_answers_each_with_the_error() {
+        let (_dir, store) = store().await;
+        let owner = ApiKeyId::bootstrap_user();
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON items \
+             WHEN NEW.position = 6 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(store.writer())
+        .await
+        .unwrap();
+        // Jobs of 1 to 3 items and one of 7 (refused) queued together.
+        let ids: Vec<JobId> = (0..8).map(|_| JobId::new()).collect();
+        let results = join_all(ids.iter().enumerate().map(|(n, id)| {
+            let items = if n == 5 { 7 } else { 1 + n % 3 };
+            store.create_job(new_job(*id, &owner, items))
+        }))
+        .await;
+        assert!(results[5].is_err(), "{:?}", results[5]);
+        for (id, result) in ids.iter().zip(&results) {
+            let stored = store.get_job(*id).await.unwrap();
+            // Whoever was answered with an error has no job; whoever was
+            // answered Ok has all of it.
+            match result {
+                Ok(_) => assert!(stored.is_some_and(|j| !j.items.is_empty())),
+                Err(_) => assert!(stored.is_none(), "a refused create left a job"),
+            }
+        }
+        // The writer still works afterwards.
+        let later = JobId::new();
+        store.create_job(new_job(later, &owner, 2)).await.unwrap();
+        assert!(store.get_job(later).await.unwrap().is_some());
     }
 }
