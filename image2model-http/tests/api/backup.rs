@@ -20,7 +20,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::helpers::{USER_KEY, png};
-use crate::process::{ServerProcess, free_port, start};
+use crate::process::{ServerProcess, free_port, start, wait_job_end};
 
 /// Jobs made (and finished) before the backup.
 const JOBS: usize = 4;
@@ -106,22 +106,6 @@ async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     resp.json().await.unwrap()
 }
 
-/// Polls the job until it ends; its last state.
-async fn wait_for_end(client: &reqwest::Client, base: &str, job_id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = get_json(client, &format!("{base}/api/v1/jobs/{job_id}")).await;
-        if matches!(
-            job["status"].as_str(),
-            Some("succeeded" | "failed" | "partial" | "cancelled")
-        ) {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {job_id} did not end: {job}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Every item's model bytes, by model URL.
 async fn models(client: &reqwest::Client, base: &str, job: &Value) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
@@ -179,7 +163,7 @@ where
         assert_eq!(resp.status(), 202);
         let job: Value = resp.json().await.unwrap();
         let id = job["job_id"].as_str().unwrap().to_owned();
-        let done = wait_for_end(&client, &base, &id).await;
+        let done = wait_job_end(&client, &base, &id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         before.insert(id, models(&client, &base, &done).await);
     }
@@ -266,7 +250,7 @@ where
     // The jobs that arrived under load: their uploads were backed up, so
     // whatever state the snapshot caught them in, they end well.
     for id in listed.iter().filter(|id| !before.contains_key(*id)) {
-        let job = wait_for_end(&client, &base, id).await;
+        let job = wait_job_end(&client, &base, id).await;
         assert_eq!(job["status"], "succeeded", "{job}");
         models(&client, &base, &job).await;
     }
@@ -327,6 +311,8 @@ fn s3_env() -> Option<(S3Config, Vec<(&'static str, String)>)> {
         access_key_id: Some(var("TEST_S3_ACCESS_KEY_ID").unwrap_or_else(|| "test".into())),
         secret_access_key: Some(var("TEST_S3_SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into())),
         session_token: None,
+        max_retries: image2model_store::S3_DEFAULT_MAX_RETRIES,
+        retry_timeout: image2model_store::S3_DEFAULT_RETRY_TIMEOUT,
     };
     let env = vec![
         ("STORAGE_URL", format!("s3://{bucket}/{prefix}")),
@@ -404,7 +390,7 @@ async fn restore_refuses_a_damaged_changed_or_newer_backup_and_changes_nothing()
         .json()
         .await
         .unwrap();
-    let done = wait_for_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
+    let done = wait_job_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded");
     let backups = tempfile::tempdir().unwrap();
     let dir = backups.path().join("b");
@@ -591,7 +577,7 @@ async fn a_blob_gone_before_it_is_copied_is_recorded_and_the_backup_still_restor
             .json()
             .await
             .unwrap();
-        let end = wait_for_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
+        let end = wait_job_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
         assert_eq!(end["status"], "succeeded");
         let bytes = models(&client, &server.base, &end).await;
         done.push((end, bytes));
@@ -675,7 +661,7 @@ async fn postgres_backup_names_the_missing_pg_dump_and_restore_needs_force_over_
         .json()
         .await
         .unwrap();
-    let done = wait_for_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
+    let done = wait_job_end(&client, &server.base, job["job_id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "succeeded");
     let model = models(&client, &server.base, &done).await;
     drop(server);

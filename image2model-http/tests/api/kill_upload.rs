@@ -13,7 +13,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{ADMIN_KEY, USER_KEY, png};
 use crate::process::{
-    ServerProcess, count_rows, files_under, free_port, fresh_postgres_schema, start, wait_for,
+    ServerProcess, count_rows, files_under, free_port, fresh_postgres_schema, get_user_json, start,
+    wait_for, wait_job_end,
 };
 
 const BOUNDARY: &str = "drill-boundary-7d1c";
@@ -134,15 +135,7 @@ async fn drill(database_url: String) {
 
     let _server = start(port, data.path(), &env).await;
     // No job half exists: none listed, no row at all.
-    let list: Value = client
-        .get(format!("{base}/api/v1/jobs"))
-        .bearer_auth(USER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_user_json(&client, &format!("{base}/api/v1/jobs")).await;
     assert_eq!(list["jobs"], json!([]), "{list}");
     assert_eq!(count_rows(&database_url, "jobs").await, 0);
     assert_eq!(count_rows(&database_url, "items").await, 0);
@@ -186,27 +179,7 @@ async fn drill(database_url: String) {
         "the same key, the same job"
     );
 
-    let done = wait_for(60, "the retried job ends", || {
-        let client = &client;
-        let url = format!("{base}/api/v1/jobs/{job_id}");
-        async move {
-            let job: Value = client
-                .get(url)
-                .bearer_auth(USER_KEY)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            matches!(
-                job["status"].as_str(),
-                Some("succeeded" | "failed" | "partial" | "cancelled")
-            )
-            .then_some(job)
-        }
-    })
-    .await;
+    let done = wait_job_end(&client, &base, &job_id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["items"].as_array().unwrap().len(), 3);
     assert_eq!(count_rows(&database_url, "jobs").await, 1);

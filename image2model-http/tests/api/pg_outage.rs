@@ -17,7 +17,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::helpers::{USER_KEY, png};
-use crate::process::{free_port, start, wait_for};
+use crate::process::{free_port, start, wait_for, wait_job_end};
 
 /// A PostgreSQL server of the test's own; stopped (immediately) and its
 /// files removed when dropped.
@@ -162,26 +162,7 @@ async fn ready(client: &reqwest::Client, base: &str) -> Option<u16> {
 }
 
 async fn wait_succeeded(client: &reqwest::Client, base: &str, job_id: &str) {
-    let done = wait_for(60, "the job ends", || {
-        let u = format!("{base}/api/v1/jobs/{job_id}");
-        async move {
-            let job: Value = client
-                .get(u)
-                .bearer_auth(USER_KEY)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            matches!(
-                job["status"].as_str(),
-                Some("succeeded" | "failed" | "partial" | "cancelled")
-            )
-            .then_some(job)
-        }
-    })
-    .await;
+    let done = wait_job_end(client, base, job_id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
 }
 

@@ -10,7 +10,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::helpers::{USER_KEY, png};
-use crate::process::{free_port, fresh_postgres_schema, start_role, wait_for};
+use crate::process::{free_port, fresh_postgres_schema, start_role, wait_for, wait_job_end};
 
 /// The items with a FAL request submitted and a live claim.
 async fn running_with_request(url: &str) -> Vec<String> {
@@ -112,27 +112,7 @@ async fn sigkill_of_one_of_two_postgres_workers_mid_fal_keeps_one_submit_per_ite
     assert!(fake.submits() >= 2);
 
     for job_id in &jobs {
-        let done = wait_for(60, "every job ends", || {
-            let client = &client;
-            let u = format!("{}/api/v1/jobs/{job_id}", api.base);
-            async move {
-                let job: Value = client
-                    .get(u)
-                    .bearer_auth(USER_KEY)
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                matches!(
-                    job["status"].as_str(),
-                    Some("succeeded" | "failed" | "partial" | "cancelled")
-                )
-                .then_some(job)
-            }
-        })
-        .await;
+        let done = wait_job_end(&client, &api.base, job_id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         for item in done["items"].as_array().unwrap() {
             assert_eq!(item["status"], "succeeded", "{item}");

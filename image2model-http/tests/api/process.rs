@@ -150,6 +150,44 @@ pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// `GET url` with the user key, its JSON body (panics on any failure).
+pub async fn get_user_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .bearer_auth(crate::helpers::USER_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls a job with the user key until it ends (for at most 60 s, a failed
+/// read counting as not yet); its last state.
+pub async fn wait_job_end(client: &reqwest::Client, base: &str, job_id: &str) -> serde_json::Value {
+    wait_for(60, &format!("job {job_id} ends"), || {
+        let url = format!("{base}/api/v1/jobs/{job_id}");
+        async move {
+            let job: serde_json::Value = client
+                .get(url)
+                .bearer_auth(crate::helpers::USER_KEY)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "partial" | "cancelled")
+            )
+            .then_some(job)
+        }
+    })
+    .await
+}
+
 /// Polls `check` every 50 ms until it gives `Some`, for at most `secs`;
 /// panics with `what` after that.
 pub async fn wait_for<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T

@@ -23,7 +23,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::helpers::{USER_KEY, png};
-use crate::process::{free_port, start_role};
+use crate::process::{free_port, get_user_json, start_role};
 
 /// The proxy's state: how many more PUTs go through, and what it saw.
 #[derive(Debug)]
@@ -238,15 +238,7 @@ async fn s3_failing_writes_part_way_fail_the_upload_cleanly_and_store_nothing() 
     assert_eq!(stored().await, Vec::<String>::new());
     assert_eq!(unfinished().await, 0, "the multipart upload was aborted");
 
-    let jobs: Value = client
-        .get(format!("{base}/api/v1/jobs"))
-        .bearer_auth(USER_KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jobs = get_user_json(&client, &format!("{base}/api/v1/jobs")).await;
     assert_eq!(jobs["jobs"], json!([]), "no job of a failed upload");
 
     // S3 is well again: uploads work, without a restart.
