@@ -335,8 +335,7 @@ impl SoakReport {
             let s = self
                 .samples
                 .iter()
-                .filter(|s| s.at_s < end + 1.0 && s.at_s >= end - 60.0)
-                .next_back();
+                .rfind(|s| s.at_s < end + 1.0 && s.at_s >= end - 60.0);
             let (rss_mib, fds, tasks) = s.map_or(("—".into(), "—".into(), "—".into()), |s| {
                 (
                     format!("{:.1}", s.rss as f64 / MIB),
