@@ -532,10 +532,18 @@ impl Rng {
     }
 }
 
-/// One client's connection, opened again whenever the server closed it.
+/// How long a keep-alive connection may have been idle and still be reused:
+/// well below the server's 10 s header-read timeout, which closes idle
+/// connections (reusing one as the server closes it loses the request, the
+/// keep-alive race every HTTP client avoids this way).
+const IDLE_REUSE: Duration = Duration::from_secs(4);
+
+/// One client's connection, opened again whenever the server closed it or
+/// it was idle longer than [`IDLE_REUSE`].
 struct Client {
     addr: SocketAddr,
     conn: Option<Conn>,
+    last_used: Instant,
 }
 
 /// A response's status, headers that matter, and body.
@@ -546,10 +554,17 @@ struct Answer {
 
 impl Client {
     fn new(addr: SocketAddr) -> Self {
-        Self { addr, conn: None }
+        Self {
+            addr,
+            conn: None,
+            last_used: Instant::now(),
+        }
     }
 
     async fn conn(&mut self) -> std::result::Result<&mut Conn, String> {
+        if self.last_used.elapsed() > IDLE_REUSE {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let c = Conn::open(self.addr)
                 .await
@@ -582,6 +597,7 @@ impl Client {
             Ok::<_, String>((Answer { status, body }, close))
         })
         .await;
+        self.last_used = Instant::now();
         match result {
             Ok(Ok((answer, close))) => {
                 if close {
