@@ -163,7 +163,7 @@ struct SoakArgs {
     #[arg(long)]
     minutes: f64,
     /// Seconds between readings of RSS, descriptors and tasks [default:
-    /// a twelfth of the run, between 10 and 60].
+    /// a twenty-fourth of the run, between 5 and 60].
     #[arg(long)]
     sample_secs: Option<f64>,
     /// Concurrent clients.
@@ -857,7 +857,7 @@ async fn soak_run(cli: &Cli, args: &SoakArgs) -> Result<()> {
     let duration = Duration::from_secs_f64(args.minutes * 60.0);
     let sample_every = Duration::from_secs_f64(
         args.sample_secs
-            .unwrap_or_else(|| (duration.as_secs_f64() / 12.0).clamp(10.0, 60.0))
+            .unwrap_or_else(|| (duration.as_secs_f64() / 24.0).clamp(5.0, 60.0))
             .max(1.0),
     );
     raise_open_files_limit(4096)?;
