@@ -3,8 +3,8 @@
 //! The core records counters and histograms through the `metrics` facade
 //! (uploads by outcome, upload bytes, items claimed, items finished by outcome
 //! and code, item durations, FAL calls by outcome); this module installs the
-//! Prometheus exporter, keeps the queue, store, generator and disk gauges
-//! fresh, and records each HTTP request by its route template
+//! Prometheus exporter, keeps the queue, store, generator, disk and runtime
+//! (alive tasks) gauges fresh, and records each HTTP request by its route template
 //! ([`record_request`]). The metrics listener is separate from the API's, so
 //! it can stay on a private address. Alert rules over these series are in
 //! `deploy/prometheus/alerts.yml`.
@@ -59,6 +59,13 @@ pub fn serve(
                 _ = tick.tick() => {}
                 () = shutdown.cancelled() => return,
             }
+            // Tasks alive in this runtime: flat under steady load, so a
+            // leak of spawned tasks shows as a slope (the soak reads it).
+            metrics::gauge!("image2model_runtime_alive_tasks").set(
+                tokio::runtime::Handle::current()
+                    .metrics()
+                    .num_alive_tasks() as f64,
+            );
             let health = pipeline.health().await;
             metrics::gauge!("image2model_queue_items", "state" => "queued")
                 .set(health.queue.queued as f64);

@@ -17,6 +17,10 @@
 //! load fal-bound --in-flight 2000 --latency-ms 30000 --server-env FAL_MAX_IN_FLIGHT=2048
 //! load fal-bound --quick                                         # CI: both, a few seconds
 //! ```
+//!
+//! `load soak --minutes N` runs mixed traffic against a fake FAL that fails
+//! on purpose and fails if RSS, descriptors or tasks grow or an item is lost
+//! (see `scenarios::soak`; CI runs 2 minutes).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,6 +36,7 @@ use image2model_benches::rss::MIB;
 use image2model_benches::scenarios::fal_bound::{
     ClosedLoop, ClosedLoopPlan, FakeFalHost, InFlight, InFlightPlan, ms_per, poll_floor,
 };
+use image2model_benches::scenarios::soak::{self, SoakPlan, SoakTarget, Tolerance};
 use image2model_benches::scenarios::{e2e, fal_bound as fb, ingest, memory, relief, storm};
 use image2model_benches::server::{self, Generator, Role, ServerSetup, USER_KEY};
 use image2model_benches::stats::ms;
@@ -140,6 +145,46 @@ enum Command {
     /// item). The shared options (`--server-env`, `--database-url`,
     /// `--quick`, `--json`…) apply.
     FalBound(FalBoundArgs),
+    /// Mixed traffic for N minutes (uploads, status reads, event streams,
+    /// downloads in each format, listings, bad requests) from a few clients
+    /// at a moderate pace, against the real server and a fake FAL that fails
+    /// on purpose (submits 503/429, status 503, broken and refused streams,
+    /// failed results). Prints RSS, open descriptors, alive tasks and
+    /// answers by outcome per minute; fails if any item is lost, any answer
+    /// is unexpected, or RSS, descriptors or tasks grow (the last third's
+    /// median against the first third's, after a 20 % warm-up).
+    Soak(SoakArgs),
+}
+
+/// `load soak`'s options.
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// How long the traffic lasts, in minutes (fractions allowed).
+    #[arg(long)]
+    minutes: f64,
+    /// Seconds between readings of RSS, descriptors and tasks [default:
+    /// a twenty-fourth of the run, between 5 and 60].
+    #[arg(long)]
+    sample_secs: Option<f64>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Each client's pause after every action, in ms.
+    #[arg(long, default_value_t = 300)]
+    pause_ms: u64,
+    /// How long a job may take to end after its acceptance before its
+    /// items count as lost, in seconds.
+    #[arg(long, default_value_t = 120)]
+    item_bound_secs: u64,
+    /// How long each step of the fake FAL's failure cycle lasts, in seconds.
+    #[arg(long, default_value_t = 5)]
+    chaos_secs: u64,
+    /// Time queued at the fake FAL, in ms.
+    #[arg(long, default_value_t = 300)]
+    queue_ms: u64,
+    /// Time running at the fake FAL, in ms.
+    #[arg(long, default_value_t = 1200)]
+    run_ms: u64,
 }
 
 /// `load fal-bound`'s options; the defaults are for the issue's targets
@@ -344,6 +389,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Some(Command::FalBound(ref args)) => fal_bound(&cli, args).await,
+            Some(Command::Soak(ref args)) => soak_run(&cli, args).await,
             None => run(&cli).await,
         }
     });
@@ -796,6 +842,171 @@ async fn run(cli: &Cli) -> Result<()> {
     } else {
         eprintln!("{a_log}");
         Err(format!("problems:\n  - {}", problems.join("\n  - ")).into())
+    }
+}
+
+/// The server's `MAX_FILE_BYTES` in a soak (its oversized upload is twice
+/// that).
+const SOAK_MAX_FILE_BYTES: u64 = 1_000_000;
+
+/// `load soak`: see [`SoakArgs`] and `scenarios::soak`.
+async fn soak_run(cli: &Cli, args: &SoakArgs) -> Result<()> {
+    if !(args.minutes.is_finite() && args.minutes > 0.0) {
+        return Err("--minutes must be a positive number".into());
+    }
+    let duration = Duration::from_secs_f64(args.minutes * 60.0);
+    let sample_every = Duration::from_secs_f64(
+        args.sample_secs
+            .unwrap_or_else(|| (duration.as_secs_f64() / 24.0).clamp(5.0, 60.0))
+            .max(1.0),
+    );
+    raise_open_files_limit(4096)?;
+    let bin = server_binary(cli)?;
+    let base = cli.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let data = tempfile::Builder::new()
+        .prefix("i2m-soak-")
+        .tempdir_in(&base)?;
+    let dir = data.path().to_path_buf();
+    let (queue, running) = (
+        Duration::from_millis(args.queue_ms),
+        Duration::from_millis(args.run_ms),
+    );
+    step!(
+        "soak: {} min, {} clients pausing {} ms, readings every {} s; fake FAL {} + {} ms with failures every {} s; server {}; data in {}",
+        num(args.minutes),
+        args.clients,
+        args.pause_ms,
+        num(sample_every.as_secs_f64()),
+        queue.as_millis(),
+        running.as_millis(),
+        args.chaos_secs,
+        bin.display(),
+        dir.display()
+    );
+    let host = FakeFalHost::start(queue, running).await?;
+    let metrics = free_loopback_addr()?;
+    let mut extra_env = cli.server_env.clone();
+    extra_env.push(("METRICS_ADDR".into(), metrics.to_string()));
+    let server = server::start(&ServerSetup {
+        bin: bin.clone(),
+        dir: dir.join("server"),
+        role: Role::All,
+        generator: host.generator(),
+        database_url: cli.database_url.clone(),
+        storage_url: cli.storage_url.clone(),
+        log_filter: cli.server_log.clone(),
+        max_file_bytes: Some(SOAK_MAX_FILE_BYTES),
+        extra_env,
+        public_base_url: false,
+    })
+    .await?;
+    let plan = SoakPlan {
+        duration,
+        sample_every,
+        clients: args.clients.max(1),
+        pause: Duration::from_millis(args.pause_ms),
+        item_bound: Duration::from_secs(args.item_bound_secs),
+        chaos_every: Duration::from_secs(args.chaos_secs.max(1)),
+        oversized_bytes: 2 * SOAK_MAX_FILE_BYTES,
+        images_per_job: 3,
+        tolerance: Tolerance::default(),
+    };
+    let target = SoakTarget {
+        addr: server.addr,
+        pid: server.pid(),
+        metrics,
+        key: USER_KEY.to_owned(),
+    };
+    let report = soak::soak(target, host.fake(), plan).await;
+    let log_tail = server.log_tail();
+    server.stop().await;
+    host.stop().await;
+    let report = report?;
+
+    println!("{}", report.table());
+    let t = &report.total;
+    println!(
+        "Totals: {} requests ({} 2xx, {} expected 4xx, {} unexpected 4xx, {} 5xx, {} without an answer); {} jobs, {} items accepted: {} succeeded, {} failed, {} lost; {} models downloaded and checked; {} event streams read.",
+        t.requests(),
+        t.ok,
+        t.expected_4xx,
+        t.unexpected_4xx,
+        t.server_errors,
+        t.no_answer,
+        t.jobs,
+        t.items,
+        t.succeeded,
+        t.failed,
+        report.lost.len(),
+        t.downloads,
+        t.streams
+    );
+    for g in &report.growth {
+        let unit = |v: f64| {
+            if g.what == "rss" {
+                format!("{} MiB", num(v / MIB))
+            } else {
+                num(v)
+            }
+        };
+        println!(
+            "Growth of {}: median {} in the first third after the warm-up, {} in the last third (limit {}): {}.",
+            g.what,
+            unit(g.first),
+            unit(g.last),
+            unit(g.limit),
+            if g.flat() { "flat" } else { "GREW" }
+        );
+    }
+    if let Some(d) = report.after_drain {
+        println!(
+            "After the traffic stopped and every job ended: RSS {} MiB, {} fds, {} tasks.",
+            num(d.rss as f64 / MIB),
+            d.fds,
+            d.tasks.map_or("—".into(), |t| t.to_string())
+        );
+    }
+    println!(
+        "Fake FAL failures, {} s each, in turn: {}.",
+        plan.chaos_every.as_secs(),
+        report
+            .chaos
+            .iter()
+            .map(|(n, k)| format!("{n} ×{k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("{}", machine(&bin));
+    if let Some(path) = &cli.json {
+        let json = serde_json::json!({
+            "scenario": "soak",
+            "minutes": args.minutes,
+            "clients": plan.clients,
+            "pause_ms": args.pause_ms,
+            "sample_every_s": sample_every.as_secs_f64(),
+            "machine": machine(&bin),
+            "tolerance": plan.tolerance,
+            "report": report,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
+    }
+    if cli.keep {
+        let kept = data.keep();
+        step!("data kept in {}", kept.display());
+    }
+    if report.passed() {
+        step!("soak passed: nothing grew, no item lost, no unexpected answer");
+        Ok(())
+    } else {
+        for u in &report.unexpected {
+            eprintln!("  unexpected: {u}");
+        }
+        for l in report.lost.iter().take(30) {
+            eprintln!("  lost: {l}");
+        }
+        eprintln!("{log_tail}");
+        Err(format!("the soak failed:\n  - {}", report.problems.join("\n  - ")).into())
     }
 }
 

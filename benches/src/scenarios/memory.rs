@@ -137,7 +137,12 @@ pub async fn refused_upload(
 /// server that refuses early answers before the body is sent, and closes
 /// the connection, which an HTTP client library reports as a write error
 /// rather than the answer. Returns `STATUS CODE` or what went wrong.
-async fn raw_chunked_upload(addr: SocketAddr, key: &str, head: Bytes, total: u64) -> String {
+pub(crate) async fn raw_chunked_upload(
+    addr: SocketAddr,
+    key: &str,
+    head: Bytes,
+    total: u64,
+) -> String {
     let form = Multipart::one_file("huge.png", "image/png");
     let Ok(stream) = TcpStream::connect(addr).await else {
         return "cannot connect".to_owned();

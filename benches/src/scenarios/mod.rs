@@ -9,10 +9,13 @@
 //! - [`memory`]: RSS idle, with many SSE subscribers, while an oversized
 //!   upload is refused and while large uploads stream in.
 //! - [`relief`]: the relief generator against a plain JPEG decode.
+//! - [`soak`]: mixed traffic for minutes against a fake FAL that fails on
+//!   purpose; fails if RSS, descriptors or tasks grow, or an item is lost.
 
 pub mod e2e;
 pub mod fal_bound;
 pub mod ingest;
 pub mod memory;
 pub mod relief;
+pub mod soak;
 pub mod storm;

@@ -139,6 +139,10 @@ async fn metrics_count_uploads_and_finished_items() {
         Some(1.0),
         "{text}"
     );
+    // The runtime's alive tasks (the soak watches them for leaks): at least
+    // the gauge task itself and the server's accept loop.
+    let tasks = value_of(&text, "image2model_runtime_alive_tasks").expect("alive tasks");
+    assert!((2.0..10_000.0).contains(&tasks), "{text}");
     // Disk use, for the disk alert.
     let total = value_of(&text, r#"image2model_disk_bytes{state="total"}"#).expect("disk total");
     let free = value_of(&text, r#"image2model_disk_bytes{state="free"}"#).expect("disk free");
