@@ -6,7 +6,8 @@ use std::process::Command;
 use image2model_http::ServeRole;
 use serde_json::Value;
 
-use crate::helpers::{USER_KEY, png, spawn_app_built};
+use crate::helpers::{USER_KEY, big_png, spawn_app_built};
+use crate::process::files_under;
 
 /// A small tmpfs mounted for a test, unmounted when dropped.
 struct SmallDisk(PathBuf);
@@ -33,34 +34,6 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A valid PNG header with `extra` bytes of noise after it (the size counts,
-/// the pixels are not read).
-fn big_png(extra: usize) -> Vec<u8> {
-    use rand::RngCore;
-    let mut bytes = png(8, 8);
-    let mut noise = vec![0u8; extra];
-    rand::rng().fill_bytes(&mut noise);
-    bytes.extend_from_slice(&noise);
-    bytes
 }
 
 #[tokio::test]

@@ -579,3 +579,14 @@ pub fn has_curl() -> bool {
         .output()
         .is_ok_and(|o| o.status.success())
 }
+
+/// A PNG header with `extra` bytes of noise after it (the size counts, the
+/// pixels are not read).
+pub fn big_png(extra: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut bytes = png(8, 8);
+    let mut noise = vec![0u8; extra];
+    rand::rng().fill_bytes(&mut noise);
+    bytes.extend_from_slice(&noise);
+    bytes
+}

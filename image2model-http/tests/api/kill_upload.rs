@@ -11,24 +11,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{ADMIN_KEY, USER_KEY, png};
+use crate::helpers::{ADMIN_KEY, USER_KEY, big_png, png};
 use crate::process::{
     ServerProcess, count_rows, files_under, free_port, fresh_postgres_schema, get_user_json, start,
     wait_for, wait_job_end,
 };
 
 const BOUNDARY: &str = "drill-boundary-7d1c";
-
-/// A PNG header with `extra` bytes of noise after it (the size counts, the
-/// pixels are not read).
-fn big_png(extra: usize) -> Vec<u8> {
-    use rand::RngCore;
-    let mut bytes = png(8, 8);
-    let mut noise = vec![0u8; extra];
-    rand::rng().fill_bytes(&mut noise);
-    bytes.extend_from_slice(&noise);
-    bytes
-}
 
 /// A multipart body of `files`.
 fn multipart(files: &[(&str, &[u8])]) -> Vec<u8> {

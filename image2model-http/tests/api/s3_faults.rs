@@ -22,7 +22,7 @@ use image2model_store::{ObjectBlobStore, S3Config};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-use crate::helpers::{USER_KEY, png};
+use crate::helpers::{USER_KEY, big_png, png};
 use crate::process::{free_port, get_user_json, start_role};
 
 /// The proxy's state: how many more PUTs go through, and what it saw.
@@ -93,16 +93,6 @@ async fn start_proxy(faults: Arc<Faults>) -> String {
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// A PNG header with `extra` bytes of noise after it.
-fn big_png(extra: usize) -> Vec<u8> {
-    use rand::RngCore;
-    let mut bytes = png(8, 8);
-    let mut noise = vec![0u8; extra];
-    rand::rng().fill_bytes(&mut noise);
-    bytes.extend_from_slice(&noise);
-    bytes
 }
 
 async fn upload(client: &reqwest::Client, base: &str, files: Vec<Vec<u8>>) -> reqwest::Response {
