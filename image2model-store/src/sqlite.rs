@@ -410,17 +410,6 @@ macro_rules! joined_select {
     };
 }
 
-/// The claim's candidate (see [`claim_sql`]) and its job with every item,
-/// in one statement; the candidate item's id is the last column.
-fn claim_load_sql(models: usize) -> String {
-    format!(
-        "WITH c AS ({}) SELECT {}, c.item_id FROM c JOIN jobs j ON j.job_id = c.job_id \
-         LEFT JOIN items i ON i.job_id = j.job_id ORDER BY i.position",
-        claim_sql(models),
-        joined_columns!()
-    )
-}
-
 /// One job and its items ([`read_job`], [`load`]).
 const JOINED_SQL: &str = concat!(joined_select!(), "WHERE j.job_id = ? ORDER BY i.position");
 
@@ -717,16 +706,24 @@ async fn find_key(
 /// The claim's candidate query: the oldest claimable item, of a job with one
 /// of `models` models (bound as `?2`, `?3`, … after the time `?1`) when
 /// `models` is not zero, of any model when it is.
+fn claim_sql(models: usize) -> String {
+    claim_sql_at(models, 2, 1)
+}
+
+/// [`claim_sql`] for the `limit` oldest claimable items, with the models
+/// bound from `?{first_model}` on (the time is always `?1`), in claim order.
 ///
 /// Two halves, each answered from an index without reading the items it
-/// passes over: the oldest queued item (`items_status_job_position`, in
-/// order), and the oldest running item whose lease expired
+/// passes over: the oldest queued items (`items_status_job_position`, in
+/// order), and the oldest running items whose lease expired
 /// (`items_status_lease`, only the expired ones). One query with an `OR` of
 /// the two read every running item per claim, which grew with the items in
 /// flight (thousands waiting on FAL).
-fn claim_sql(models: usize) -> String {
+pub(super) fn claim_sql_at(models: usize, first_model: usize, limit: usize) -> String {
     let filter = if models > 0 {
-        let params: Vec<String> = (2..models + 2).map(|n| format!("?{n}")).collect();
+        let params: Vec<String> = (first_model..first_model + models)
+            .map(|n| format!("?{n}"))
+            .collect();
         format!(" AND j.model IN ({})", params.join(", "))
     } else {
         String::new()
@@ -736,73 +733,15 @@ fn claim_sql(models: usize) -> String {
          SELECT * FROM (SELECT i.item_id, i.job_id, i.position FROM items i \
          JOIN jobs j ON j.job_id = i.job_id \
          WHERE i.status = 'queued' AND j.cancel_requested = 0{filter} \
-         ORDER BY i.job_id, i.position LIMIT 1) \
+         ORDER BY i.job_id, i.position LIMIT {limit}) \
          UNION ALL \
          SELECT * FROM (SELECT i.item_id, i.job_id, i.position FROM items i \
          JOIN jobs j ON j.job_id = i.job_id \
          WHERE i.status = 'running' AND i.lease_expires_at_ms <= ?1 \
          AND j.cancel_requested = 0{filter} \
-         ORDER BY i.job_id, i.position LIMIT 1)) \
-         ORDER BY job_id, position LIMIT 1"
+         ORDER BY i.job_id, i.position LIMIT {limit})) \
+         ORDER BY job_id, position LIMIT {limit}"
     )
-}
-
-impl SqliteDatabase {
-    /// [`JobStore::claim_next`] as whole-write commands: the first begins
-    /// the transaction and reads the candidate with its job, the last writes
-    /// the claim and commits (a `worker_lost` failure on the way adds one
-    /// write and one read). Two round trips to the connection's thread for
-    /// a claim instead of six.
-    async fn claim_whole(&self, options: &ClaimOptions) -> Result<Option<Claim>, StoreError> {
-        use sqlx::{FromRow, Row};
-        let select = claim_load_sql(options.models.as_deref().map_or(0, <[_]>::len));
-        let mut write = self.whole_write().await?;
-        let now = rows::now();
-        let mut begin = "BEGIN IMMEDIATE; ";
-        loop {
-            let mut query = sqlx::query(AssertSqlSafe(format!("{begin}{select}"))).bind(to_ms(now));
-            begin = "";
-            for model in options.models.iter().flat_map(|m| m.iter()) {
-                query = query.bind(model.as_str());
-            }
-            let found = query
-                .fetch_all(&mut *write.conn)
-                .await
-                .map_err(db_error("finding a claimable item"))?;
-            let Some(first) = found.first() else {
-                // Commit any worker_lost failures made on the way.
-                sqlx::query("COMMIT")
-                    .execute(&mut *write.conn)
-                    .await
-                    .map_err(db_error("committing"))?;
-                write.kept = true;
-                return Ok(None);
-            };
-            let item_id: String = first
-                .try_get(31)
-                .map_err(db_error("reading a claimable item"))?;
-            let rows = found
-                .iter()
-                .map(JoinedRow::from_row)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_error("reading a claimable item"))?;
-            let mut loaded = joined(rows)?
-                .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
-            let idx = candidate_index(&loaded, &item_id)?;
-            if worker_lost(&loaded, idx, options) {
-                loaded.fail_worker_lost(idx, now)?;
-                save(&mut write.conn, &loaded).await?;
-                continue;
-            }
-            let lease = loaded.claim(idx, options.lease, now)?;
-            save_query(&loaded, true)
-                .execute(&mut *write.conn)
-                .await
-                .map_err(db_error("committing a claim"))?;
-            write.kept = true;
-            return Ok(Some(loaded.into_claim(idx, lease)));
-        }
-    }
 }
 
 #[async_trait]
@@ -900,7 +839,9 @@ impl JobStore for SqliteDatabase {
             return Ok(None);
         }
         if self.whole_writes {
-            return self.claim_whole(&options).await;
+            // With the changes under a lease and the new jobs: claims made
+            // while the writer was busy go in together (module `held_batch`).
+            return self.claim_batched(options).await;
         }
         let sql = claim_sql(options.models.as_deref().map_or(0, <[_]>::len));
         let mut tx = self.write().await?;

@@ -15,7 +15,13 @@
 //!
 //! New jobs wait in the same queue: their inserts go into the batch's last
 //! command, so a turn carries the uploads that arrived meanwhile as well
-//! (a batch of only new jobs is one command). With hundreds of uploads a
+//! (a batch of only new jobs is one command). Claims wait there too: the
+//! batch's read finds the oldest claimable items for all of its claims (one
+//! candidate query per set of models asked for, `LIMIT` the claims asking)
+//! in the same statement that reads the jobs of its changes, and the claims
+//! are written with the rest. A claim whose candidate was taken by another
+//! set of models in the batch, or failed as `worker_lost`, waits for the
+//! next batch when more items may be claimable. With hundreds of uploads a
 //! second the writer's turn was taken about four times per job, and each
 //! turn lasts as long as its holder takes to be polled again between
 //! commands, not just the writer's own work (`docs/BENCHMARKS.md`,
@@ -27,23 +33,29 @@
 //! commits or fails as a whole (a failed command closes the connection,
 //! which rolls it back, and every change that would have written gets the
 //! error, new jobs included: their uploads are then refused and removed as
-//! for any failed create). The flusher is a task of its own, so a caller that gives up
+//! for any failed create, claims too: nothing was claimed). Claims are
+//! made on the jobs as read, before the changes under a lease, as if each
+//! claim had committed first: an old holder's change to an item claimed
+//! again (its lease expired) is then refused by its token, as it would be
+//! after a lone claim. A claim whose caller stopped waiting before its
+//! batch ran is dropped; one whose caller stops waiting while its batch
+//! runs stays claimed until its lease expires, like a worker that crashed. The flusher is a task of its own, so a caller that gives up
 //! waiting never cuts a batch short. The conformance suite runs this path
 //! and the plain one (`SQLITE_FAST_WRITES=false`, which turns this off).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use image2model_core::domain::{ApiKeyId, Charge, Delivery, ItemId, Job};
-use image2model_core::ports::{HeldChange, LeaseToken, StoreError};
+use image2model_core::domain::{ApiKeyId, Charge, Delivery, ItemId, Job, ModelName};
+use image2model_core::ports::{Claim, ClaimOptions, HeldChange, LeaseToken, StoreError};
 use sqlx::AssertSqlSafe;
 use tokio::sync::oneshot;
 
 use super::{
-    JoinedRow, SqliteDatabase, WholeWrite, bind_insert, bind_save, insert_binds, joined,
-    push_insert_sql, rollback, save_sql,
+    JoinedRow, SqliteDatabase, WholeWrite, bind_insert, bind_save, claim_sql_at, insert_binds,
+    joined, push_insert_sql, rollback, save_sql, worker_lost,
 };
-use crate::rows::{LoadedJob, db_error};
+use crate::rows::{self, LoadedJob, db_error, to_ms};
 
 /// The most changes one transaction makes (each binds at most 17 values
 /// per changed job, well under SQLite's limit of 32,766).
@@ -79,10 +91,17 @@ impl Create {
     }
 }
 
+/// One claim waiting for the writer.
+struct ClaimRequest {
+    options: ClaimOptions,
+    done: oneshot::Sender<Result<Option<Claim>, StoreError>>,
+}
+
 /// One write waiting for the writer.
 enum Pending {
     Held(Held),
     Create(Box<Create>),
+    Claim(ClaimRequest),
 }
 
 #[derive(Default)]
@@ -120,6 +139,17 @@ impl HeldBatcher {
         !std::mem::replace(&mut queue.flushing, true)
     }
 
+    /// Puts claims that must wait for the next batch back at the head of
+    /// the queue (the flusher calling this is still running).
+    fn requeue(&self, claims: Vec<ClaimRequest>) {
+        if claims.is_empty() {
+            return;
+        }
+        let mut queue = self.queue.lock().expect("held batch lock");
+        let rest = std::mem::take(&mut queue.pending);
+        queue.pending = claims.into_iter().map(Pending::Claim).chain(rest).collect();
+    }
+
     /// The next batch, oldest first (at most [`MAX_BATCH`] writes, and new
     /// jobs binding at most [`MAX_CREATE_BINDS`] arguments unless one alone
     /// binds more); `None` (and the flusher's end) when nothing waits.
@@ -155,15 +185,82 @@ fn copy(e: &StoreError) -> StoreError {
     }
 }
 
-/// The jobs holding any of `count` items, each with all its items, in one
-/// statement whose item ids are bound in order.
-fn batch_read_sql(count: usize) -> String {
-    let mut sql = String::from(concat!("BEGIN IMMEDIATE; ", joined_select!()));
-    sql.push_str("WHERE j.job_id IN (SELECT job_id FROM items WHERE item_id IN (");
-    for i in 0..count {
-        sql.push_str(if i == 0 { "?" } else { ", ?" });
+/// The claims of a batch that ask for the same models and attempts: one
+/// candidate query serves them all.
+struct ClaimGroup {
+    models: Option<std::sync::Arc<[ModelName]>>,
+    max_attempts: u32,
+    requests: Vec<ClaimRequest>,
+}
+
+/// Sorts `claims` into groups, first come first.
+fn claim_groups(claims: Vec<ClaimRequest>) -> Vec<ClaimGroup> {
+    let mut groups: Vec<ClaimGroup> = Vec::new();
+    for request in claims {
+        let at = groups.iter().position(|g| {
+            g.max_attempts == request.options.max_attempts && g.models == request.options.models
+        });
+        match at {
+            Some(at) => groups[at].requests.push(request),
+            None => groups.push(ClaimGroup {
+                models: request.options.models.clone(),
+                max_attempts: request.options.max_attempts,
+                requests: vec![request],
+            }),
+        }
     }
-    sql.push_str(")) ORDER BY j.job_id, i.position");
+    groups
+}
+
+/// The batch's read, beginning its transaction: every job holding one of
+/// `held` items, and every job holding a claim candidate of one of
+/// `groups`, each with all its items, ordered by job and position. The last
+/// column names the groups (`"0"`, `"0,2"`…) an item is a candidate of, or
+/// is `NULL`. Parameters: `?1` the time (when there are groups), then each
+/// group's models in order, then the held items.
+fn batch_read_sql(held: usize, groups: &[ClaimGroup]) -> String {
+    let mut sql = String::from("BEGIN IMMEDIATE; ");
+    // `?1` is the time only when there are claims.
+    let mut next = if groups.is_empty() { 1 } else { 2 };
+    let mut sources = Vec::new();
+    if !groups.is_empty() {
+        let parts: Vec<String> = groups
+            .iter()
+            .enumerate()
+            .map(|(g, group)| {
+                let models = group.models.as_deref().map_or(0, <[_]>::len);
+                let part = format!(
+                    "SELECT {g}, item_id, job_id FROM ({})",
+                    claim_sql_at(models, next, group.requests.len())
+                );
+                next += models;
+                part
+            })
+            .collect();
+        sql.push_str("WITH c(g, item_id, job_id) AS MATERIALIZED (");
+        sql.push_str(&parts.join(" UNION ALL "));
+        sql.push_str(") ");
+        sources.push("SELECT job_id FROM c".to_string());
+    }
+    sql.push_str(joined_select!());
+    if held > 0 {
+        let params: Vec<String> = (next..next + held).map(|n| format!("?{n}")).collect();
+        sources.push(format!(
+            "SELECT job_id FROM items WHERE item_id IN ({})",
+            params.join(", ")
+        ));
+    }
+    // `joined_select!` ends in the join; the candidate column goes in
+    // before its `FROM`.
+    let marker = if groups.is_empty() {
+        ", NULL FROM "
+    } else {
+        ", (SELECT group_concat(g) FROM c WHERE c.item_id = i.item_id) FROM "
+    };
+    sql = sql.replacen(" FROM jobs j ", &format!("{marker}jobs j "), 1);
+    sql.push_str("WHERE j.job_id IN (");
+    sql.push_str(&sources.join(" UNION "));
+    sql.push_str(") ORDER BY j.job_id, i.position");
     sql
 }
 
@@ -207,6 +304,18 @@ impl SqliteDatabase {
             .map_err(|_| StoreError::Unavailable("the write was abandoned".into()))?
     }
 
+    /// `claim_next` through the group commit.
+    pub(super) async fn claim_batched(
+        &self,
+        options: ClaimOptions,
+    ) -> Result<Option<Claim>, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.queue_write(Pending::Claim(ClaimRequest { options, done }));
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("the claim was abandoned".into()))?
+    }
+
     /// Queues a write, starting a flusher when none runs.
     fn queue_write(&self, pending: Pending) {
         if self.held.push(pending) {
@@ -230,7 +339,10 @@ impl SqliteDatabase {
                 .batches
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match write {
-                Ok(mut write) => run(&mut write, batch).await,
+                Ok(mut write) => {
+                    let again = run(&mut write, batch).await;
+                    self.held.requeue(again);
+                }
                 Err(e) => fail_all(batch, &e),
             }
         }
@@ -253,28 +365,61 @@ fn fail_all(batch: Vec<Pending>, e: &StoreError) {
             Pending::Create(c) => {
                 let _ = c.done.send(Err(copy(e)));
             }
+            Pending::Claim(c) => {
+                let _ = c.done.send(Err(copy(e)));
+            }
         }
     }
 }
 
-/// Makes `batch`'s changes and inserts in one transaction and answers each
-/// caller.
-async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
+/// Claim candidates as (job, item index) in claim order, with the groups
+/// each is a candidate of.
+type Candidates = Vec<((usize, usize), Vec<usize>)>;
+
+/// A claim made in a batch, answered once the batch commits.
+struct Made {
+    done: oneshot::Sender<Result<Option<Claim>, StoreError>>,
+    job: usize,
+    idx: usize,
+    lease: rows::Lease,
+}
+
+/// Makes `batch`'s claims, changes and inserts in one transaction and
+/// answers each caller; returns the claims that wait for the next batch.
+async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
     let mut held = Vec::new();
     let mut creates = Vec::new();
+    let mut claims = Vec::new();
     for p in batch {
         match p {
             Pending::Held(h) => held.push(h),
             Pending::Create(c) => creates.push(c),
+            // A caller that stopped waiting claims nothing.
+            Pending::Claim(c) if !c.done.is_closed() => claims.push(c),
+            Pending::Claim(_) => {}
         }
     }
+    let groups = claim_groups(claims);
     let mut jobs = Vec::new();
     let mut outcomes: Vec<(Answer, Result<bool, StoreError>)> = Vec::with_capacity(held.len());
+    let mut made: Vec<Made> = Vec::new();
+    let mut unclaimed: Vec<oneshot::Sender<Result<Option<Claim>, StoreError>>> = Vec::new();
+    let mut again: Vec<ClaimRequest> = Vec::new();
     let mut changed = Vec::new();
     // A batch of new jobs only has nothing to read: its one command begins.
-    let began = !held.is_empty();
+    let began = !held.is_empty() || !groups.is_empty();
     if began {
-        let mut read = sqlx::query_as::<_, JoinedRow>(AssertSqlSafe(batch_read_sql(held.len())));
+        let now = rows::now();
+        let sql = batch_read_sql(held.len(), &groups);
+        let mut read = sqlx::query(AssertSqlSafe(sql));
+        if !groups.is_empty() {
+            read = read.bind(to_ms(now));
+        }
+        for group in &groups {
+            for model in group.models.iter().flat_map(|m| m.iter()) {
+                read = read.bind(model.as_str());
+            }
+        }
         for h in &held {
             read = read.bind(h.item.to_string());
         }
@@ -282,8 +427,9 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
             Ok(rows) => group(rows),
             Err(e) => Err(db_error("checking leases")(e)),
         };
-        jobs = match read {
-            Ok(jobs) => jobs,
+        let candidates;
+        (jobs, candidates) = match read {
+            Ok(read) => read,
             Err(e) => {
                 // Were the rollback to fail, the connection closes on drop,
                 // which rolls back too.
@@ -291,9 +437,15 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
                 let batch = held
                     .into_iter()
                     .map(Pending::Held)
-                    .chain(creates.into_iter().map(Pending::Create));
+                    .chain(creates.into_iter().map(Pending::Create))
+                    .chain(
+                        groups
+                            .into_iter()
+                            .flat_map(|g| g.requests)
+                            .map(Pending::Claim),
+                    );
                 fail_all(batch.collect(), &e);
-                return;
+                return Vec::new();
             }
         };
         let where_is: HashMap<ItemId, usize> = jobs
@@ -302,6 +454,60 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
             .flat_map(|(j, loaded)| loaded.job.items.iter().map(move |i| (i.item_id, j)))
             .collect();
         changed = vec![false; jobs.len()];
+
+        // Claims first, on the jobs as read (see the module's doc).
+        let mut taken = std::collections::HashSet::new();
+        for (g, group) in groups.into_iter().enumerate() {
+            let limit = group.requests.len();
+            let mine: Vec<(usize, usize)> = candidates
+                .iter()
+                .filter(|(_, groups)| groups.contains(&g))
+                .map(|(at, _)| *at)
+                .collect();
+            let found = mine.len();
+            let mut requests = group.requests.into_iter();
+            for (j, idx) in mine {
+                if !taken.insert((j, idx)) {
+                    continue;
+                }
+                if worker_lost(&jobs[j], idx, &claim_options(group.max_attempts)) {
+                    let before = jobs[j].clone();
+                    match jobs[j].fail_worker_lost(idx, now) {
+                        Ok(()) => changed[j] = true,
+                        Err(_) => jobs[j] = before,
+                    }
+                    continue;
+                }
+                let Some(request) = requests.next() else {
+                    break;
+                };
+                let before = jobs[j].clone();
+                match jobs[j].claim(idx, request.options.lease, now) {
+                    Ok(lease) => {
+                        changed[j] = true;
+                        made.push(Made {
+                            done: request.done,
+                            job: j,
+                            idx,
+                            lease,
+                        });
+                    }
+                    Err(e) => {
+                        jobs[j] = before;
+                        let _ = request.done.send(Err(e));
+                    }
+                }
+            }
+            // The query found as many as were asked for: more may be
+            // claimable than this batch could give (some were taken by
+            // another group or failed); otherwise there are none left.
+            if found == limit {
+                again.extend(requests);
+            } else {
+                unclaimed.extend(requests.map(|r| r.done));
+            }
+        }
+
         for h in held {
             let result = match where_is.get(&h.item) {
                 None => Ok(false),
@@ -329,7 +535,7 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
         .filter_map(|(loaded, &c)| c.then_some(loaded))
         .collect();
     let write_result = if to_save.is_empty() && creates.is_empty() {
-        rollback(write).await
+        if began { rollback(write).await } else { Ok(()) }
     } else {
         let mut sql = String::from(if began { "" } else { "BEGIN IMMEDIATE; " });
         for loaded in &to_save {
@@ -366,21 +572,67 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) {
     for c in creates {
         let _ = c.done.send(write_result.as_ref().map_err(copy).copied());
     }
+    for m in made {
+        let answer = match &write_result {
+            Ok(()) => {
+                let loaded = &jobs[m.job];
+                Ok(Some(Claim {
+                    job: loaded.job.clone(),
+                    item: loaded.job.items[m.idx].clone(),
+                    token: m.lease.token,
+                    lease_expires_at: m.lease.expires_at,
+                }))
+            }
+            Err(e) => Err(copy(e)),
+        };
+        let _ = m.done.send(answer);
+    }
+    for done in unclaimed {
+        // Nothing was claimable; after a failed write, the worker should
+        // try again rather than wait for news.
+        let _ = done.send(write_result.as_ref().map_err(copy).map(|()| None));
+    }
+    again
 }
 
-/// The rows of the batch read, one loaded job per run of rows with the same
-/// job id (the read orders them by job).
-fn group(rows: Vec<JoinedRow>) -> Result<Vec<LoadedJob>, StoreError> {
+/// The options [`worker_lost`] reads.
+fn claim_options(max_attempts: u32) -> ClaimOptions {
+    ClaimOptions {
+        lease: std::time::Duration::ZERO,
+        max_attempts,
+        models: None,
+    }
+}
+
+/// The rows of the batch read: one loaded job per run of rows with the same
+/// job id (the read orders them by job), and the claim candidates in claim
+/// order, each as (job, item index) with the groups it is a candidate of.
+fn group(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<(Vec<LoadedJob>, Candidates), StoreError> {
+    use sqlx::{FromRow, Row};
     let mut jobs = Vec::new();
+    let mut candidates = Vec::new();
     let mut run: Vec<JoinedRow> = Vec::new();
-    for row in rows {
+    for row in &rows {
+        let marker: Option<String> = row
+            .try_get(31)
+            .map_err(db_error("reading claim candidates"))?;
+        let row = JoinedRow::from_row(row).map_err(db_error("reading a job"))?;
         if run.first().is_some_and(|r| r.job.job_id != row.job.job_id) {
             jobs.extend(joined(std::mem::take(&mut run))?);
+        }
+        if let Some(marker) = marker.filter(|_| row.item.is_some()) {
+            let groups = marker
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<usize>, _>>()
+                .map_err(|_| StoreError::Corrupt(format!("a bad candidate mark {marker}")))?;
+            // The job's items are its rows, in order (see `joined`).
+            candidates.push(((jobs.len(), run.len()), groups));
         }
         run.push(row);
     }
     jobs.extend(joined(run)?);
-    Ok(jobs)
+    Ok((jobs, candidates))
 }
 
 #[cfg(test)]
@@ -388,7 +640,7 @@ mod tests {
     use std::time::Duration;
 
     use futures::future::join_all;
-    use image2model_core::domain::{ApiKeyId, BlobKey, ItemStatus, JobId, JobStatus};
+    use image2model_core::domain::{ApiKeyId, BlobKey, ItemStatus, JobId, JobStatus, ModelName};
     use image2model_core::ports::{Claim, ClaimOptions, ItemOutcome, JobStore};
     use image2model_core::testing::conformance::job_store::new_job;
 
@@ -627,5 +879,230 @@ mod tests {
         let later = JobId::new();
         store.create_job(new_job(later, &owner, 2)).await.unwrap();
         assert!(store.get_job(later).await.unwrap().is_some());
+    }
+
+    /// Runs `writes` (spawned) while this test holds the writer's turn, so
+    /// that they all wait in the queue, then lets them go in; the number of
+    /// batches they took.
+    async fn queued_together<T: Send + 'static>(
+        store: &SqliteDatabase,
+        writes: Vec<tokio::task::JoinHandle<T>>,
+    ) -> (Vec<T>, usize) {
+        let turn = store.whole_write().await.unwrap();
+        let before = store.held_batches();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(turn);
+        let mut out = Vec::new();
+        for w in writes {
+            out.push(w.await.unwrap());
+        }
+        (out, store.held_batches() - before)
+    }
+
+    #[tokio::test]
+    async fn queued_claims_take_distinct_items_oldest_first_in_one_batch() {
+        let (_dir, store) = store().await;
+        let owner = ApiKeyId::bootstrap_user();
+        let mut items = Vec::new();
+        for n in [3, 1, 4] {
+            let id = JobId::new();
+            store.create_job(new_job(id, &owner, n)).await.unwrap();
+            let job = store.get_job(id).await.unwrap().unwrap();
+            items.extend(
+                job.items
+                    .iter()
+                    .enumerate()
+                    .map(|(p, i)| (id, p, i.item_id)),
+            );
+        }
+        items.sort_by_key(|&(job, position, _)| (job.to_string(), position));
+        // Five claims for eight items, then five more for the three left.
+        let claims = (0..5)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.claim_next(CLAIM).await.unwrap() })
+            })
+            .collect();
+        let (first, batches) = queued_together(&store, claims).await;
+        assert_eq!(batches, 1, "five queued claims took {batches} batches");
+        let first: Vec<Claim> = first.into_iter().map(|c| c.expect("an item")).collect();
+        let got: Vec<ItemId> = first.iter().map(|c| c.item.item_id).collect();
+        let oldest: Vec<ItemId> = items.iter().take(5).map(|i| i.2).collect();
+        assert_eq!(got, oldest, "not the five oldest, in order");
+        let claims = (0..5)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.claim_next(CLAIM).await.unwrap() })
+            })
+            .collect();
+        let (second, _) = queued_together(&store, claims).await;
+        let second: Vec<Claim> = second.into_iter().flatten().collect();
+        assert_eq!(second.len(), 3, "three items were left");
+        let mut all: Vec<ItemId> = first
+            .iter()
+            .chain(&second)
+            .map(|c| c.item.item_id)
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 8, "an item was claimed twice");
+        // Each claim holds its item: its token works, and the stored item
+        // is running with one attempt.
+        for c in first.iter().chain(&second) {
+            assert_eq!(c.item.status, ItemStatus::Running);
+            assert_eq!(c.item.attempts, 1);
+            assert!(
+                store
+                    .change_held(
+                        c.item.item_id,
+                        &c.token,
+                        HeldChange::Progress(50.try_into().unwrap())
+                    )
+                    .await
+                    .unwrap()
+            );
+        }
+        assert!(store.claim_next(CLAIM).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn claims_for_other_models_in_one_batch_never_share_an_item() {
+        let (_dir, store) = store().await;
+        let owner = ApiKeyId::bootstrap_user();
+        let other = ModelName::parse("trellis").unwrap();
+        let mut total = 0;
+        for n in 0..6 {
+            let mut job = new_job(JobId::new(), &owner, 2);
+            if n % 2 == 0 {
+                job.options.model = other.clone();
+            }
+            total += 2;
+            store.create_job(job).await.unwrap();
+        }
+        let only_other = ClaimOptions {
+            models: Some(std::sync::Arc::from(vec![other.clone()])),
+            ..CLAIM
+        };
+        // Any model (overlapping the others) and one model, queued together.
+        let claims = (0..16)
+            .map(|n| {
+                let store = store.clone();
+                let options = if n % 2 == 0 {
+                    CLAIM
+                } else {
+                    only_other.clone()
+                };
+                tokio::spawn(async move { (n, store.claim_next(options).await.unwrap()) })
+            })
+            .collect();
+        let (got, _) = queued_together(&store, claims).await;
+        let mut ids = Vec::new();
+        let mut other_claimed = 0;
+        for (n, claim) in got.into_iter() {
+            match claim {
+                Some(c) => {
+                    if n % 2 == 1 {
+                        assert_eq!(c.job.options.model, other, "a claim got another model");
+                    }
+                    if c.job.options.model == other {
+                        other_claimed += 1;
+                    }
+                    ids.push(c.item.item_id);
+                }
+                // Only a one-model claim may come back empty-handed: the
+                // eight any-model claims had twelve items to take.
+                None => assert_eq!(n % 2, 1, "an any-model claim got nothing"),
+            }
+        }
+        let claimed = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), claimed, "an item was claimed twice");
+        assert_eq!(
+            other_claimed, 6,
+            "eight one-model claims left some of six items"
+        );
+        // What is left goes to later claims, once each.
+        while let Some(c) = store.claim_next(CLAIM).await.unwrap() {
+            assert!(!ids.contains(&c.item.item_id), "claimed twice");
+            ids.push(c.item.item_id);
+        }
+        assert_eq!(ids.len(), total);
+    }
+
+    #[tokio::test]
+    async fn a_claim_and_the_old_holders_end_in_one_batch_leave_the_item_to_the_claim() {
+        let (_dir, store) = store().await;
+        let owner = ApiKeyId::bootstrap_user();
+        let id = JobId::new();
+        store.create_job(new_job(id, &owner, 2)).await.unwrap();
+        // A lease that has already expired: the item is claimable again.
+        let short = ClaimOptions {
+            lease: Duration::ZERO,
+            ..CLAIM
+        };
+        let old = store.claim_next(short).await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let writes = vec![
+            {
+                let store = store.clone();
+                tokio::spawn(async move { Err(store.claim_next(CLAIM).await.unwrap()) })
+            },
+            {
+                let store = store.clone();
+                let (item, token, end) = (old.item.item_id, old.token.clone(), success(&old));
+                tokio::spawn(async move { Ok(store.change_held(item, &token, end).await.unwrap()) })
+            },
+        ];
+        let (out, batches) = queued_together(&store, writes).await;
+        assert_eq!(batches, 1);
+        let again = match &out[0] {
+            Err(Some(claim)) => claim.clone(),
+            other => panic!("the claim got {other:?}"),
+        };
+        assert_eq!(again.item.item_id, old.item.item_id, "not the oldest item");
+        assert_eq!(again.item.attempts, 2);
+        assert!(
+            matches!(out[1], Ok(false)),
+            "the old holder's end was taken"
+        );
+        let job = store.get_job(id).await.unwrap().unwrap();
+        let item = job.item(old.item.item_id).unwrap();
+        assert_eq!(item.status, ItemStatus::Running);
+        assert!(item.model_key.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_claim_whose_write_fails_claims_nothing() {
+        let (_dir, store) = store().await;
+        let owner = ApiKeyId::bootstrap_user();
+        let id = JobId::new();
+        store.create_job(new_job(id, &owner, 3)).await.unwrap();
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF status ON items \
+             WHEN NEW.status = 'running' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+        )
+        .execute(store.writer())
+        .await
+        .unwrap();
+        let claims = (0..2)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.claim_next(CLAIM).await })
+            })
+            .collect();
+        let (got, _) = queued_together(&store, claims).await;
+        assert!(got.iter().all(Result::is_err), "{got:?}");
+        let job = store.get_job(id).await.unwrap().unwrap();
+        assert!(
+            job.items
+                .iter()
+                .all(|i| i.status == ItemStatus::Queued && i.attempts == 0)
+        );
+        sqlx::query("DROP TRIGGER refuse")
+            .execute(store.writer())
+            .await
+            .unwrap();
+        assert!(store.claim_next(CLAIM).await.unwrap().is_some());
     }
 }
