@@ -66,14 +66,16 @@ pub(super) const MAX_BATCH: usize = 128;
 /// 2,176). A job of 25 images binds 532.
 const MAX_CREATE_BINDS: usize = 24_000;
 
-/// The largest batch read (held changes and claims) kept in the writer
-/// connection's statement cache. Every batch has its own text (how many
-/// changes, how many claims of which models), and sqlx keeps up to 100
-/// prepared statements per connection: with large batches the cache held
-/// tens of megabytes of one-off programs (`heaptrack` with 2,000 items in
-/// flight: 20 MiB of SQLite's 28 MiB peak were cached statements), and
-/// evicted the statements that do repeat.
-const CACHED_READS: usize = 4;
+/// The largest batch (changes and claims read; jobs written) whose
+/// statements are kept in the writer connection's statement cache. Every
+/// batch has its own text (how many changes, how many claims of which
+/// models, which items changed), and sqlx keeps up to 100 prepared
+/// statements per connection: with large batches the cache held tens of
+/// megabytes of one-off programs (`heaptrack` with 2,000 items in flight:
+/// 20 MiB of SQLite's 28 MiB peak) and evicted the statements that do
+/// repeat. Small batches repeat: preparing them every time cost 0.35 ms of
+/// CPU per job at L = 0 (`docs/BENCHMARKS.md`, "Session 14").
+const CACHED: usize = 4;
 
 /// Where a change's result goes.
 type Answer = oneshot::Sender<Result<bool, StoreError>>;
@@ -421,9 +423,9 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
         let now = rows::now();
         let sql = batch_read_sql(held.len(), &groups);
         // Only the few common small shapes are worth a place in the
-        // connection's statement cache (see `CACHED_READS`).
+        // connection's statement cache (see `CACHED`).
         let cached = held.len() + groups.iter().map(|g| g.requests.len()).sum::<usize>();
-        let mut read = sqlx::query(AssertSqlSafe(sql)).persistent(cached <= CACHED_READS);
+        let mut read = sqlx::query(AssertSqlSafe(sql)).persistent(cached <= CACHED);
         if !groups.is_empty() {
             read = read.bind(to_ms(now));
         }
@@ -559,10 +561,10 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
             sql.push_str("; ");
         }
         sql.push_str("COMMIT");
-        // A batch's writes are a new text almost every time (the jobs, their
-        // changed items and the new jobs' items vary): kept out of the
-        // statement cache (see `CACHED_READS`).
-        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(false);
+        // Only small batches' writes repeat often enough to be worth a
+        // place in the statement cache (see `CACHED`).
+        let writes = to_save.len() + creates.len();
+        let mut query = sqlx::query(AssertSqlSafe(sql)).persistent(writes <= CACHED);
         for loaded in to_save {
             query = bind_save(query, loaded);
         }
