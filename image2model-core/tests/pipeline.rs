@@ -62,6 +62,7 @@ fn fast_worker() -> WorkerConfig {
         shutdown_grace: Duration::from_millis(200),
         progress_interval: Duration::ZERO,
         progress_step: 0,
+        progress_writes_per_sec: 0,
         claimers: 4,
     }
 }

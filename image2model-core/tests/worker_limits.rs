@@ -162,6 +162,7 @@ fn worker(local_slots: usize) -> WorkerConfig {
         shutdown_grace: Duration::from_millis(200),
         progress_interval: Duration::ZERO,
         progress_step: 0,
+        progress_writes_per_sec: 0,
         claimers: 4,
     }
 }

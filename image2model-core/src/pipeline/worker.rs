@@ -68,6 +68,14 @@ pub struct WorkerConfig {
     pub progress_interval: Duration,
     /// The smallest rise (in percentage points) worth a progress write.
     pub progress_step: u8,
+    /// The progress writes a second this process aims at, across all its
+    /// items: with more items running than `progress_interval` allows for
+    /// (at the default, over 200), each item's writes are spaced further
+    /// apart (items running ÷ this many seconds), so that the store's load
+    /// stays flat with thousands of items waiting on a remote service.
+    /// `0` turns the budget off (only `progress_interval` spaces writes).
+    /// See `docs/BENCHMARKS.md`, "Session 14".
+    pub progress_writes_per_sec: u32,
     /// Claims in flight at once: each is a store round trip, so one at a
     /// time would cap a worker at one item per round trip.
     pub claimers: usize,
@@ -89,6 +97,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(10),
             progress_interval: Duration::from_secs(2),
             progress_step: 10,
+            progress_writes_per_sec: 100,
             claimers: 4,
         }
     }
@@ -345,6 +354,8 @@ struct LeaseObserver {
     claim: Claim,
     interval: Duration,
     step: u8,
+    /// [`WorkerConfig::progress_writes_per_sec`].
+    budget: u32,
     /// The progress last written, and when (or when the item was claimed).
     last: Mutex<(Progress, Instant)>,
 }
@@ -360,6 +371,18 @@ impl GenerationObserver for LeaseObserver {
                 || now.duration_since(last.1) < self.interval
             {
                 return;
+            }
+            if self.budget > 0 {
+                let running = self
+                    .pipeline
+                    .inner
+                    .running
+                    .lock()
+                    .expect("running lock")
+                    .len();
+                if now.duration_since(last.1) < progress_spacing(running, self.budget) {
+                    return;
+                }
             }
             *last = (progress, now);
         }
@@ -388,6 +411,15 @@ impl GenerationObserver for LeaseObserver {
             ))),
         }
     }
+}
+
+/// The shortest time between two progress writes of one item that keeps
+/// `running` items within `budget` writes a second.
+fn progress_spacing(running: usize, budget: u32) -> Duration {
+    if budget == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(running as f64 / f64::from(budget))
 }
 
 enum Ending {
@@ -517,6 +549,7 @@ async fn run_item(
         claim: claim.clone(),
         interval: config.progress_interval,
         step: config.progress_step,
+        budget: config.progress_writes_per_sec,
         last: Mutex::new((item.progress, Instant::now())),
     };
     let request = GenerateRequest {
@@ -611,4 +644,21 @@ async fn store_model(pipeline: &Pipeline, claim: &Claim, generated: GeneratedMod
         model_key,
         preview_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_writes_spread_out_as_more_items_run() {
+        // Few items: the budget adds nothing over the 2 s interval.
+        assert_eq!(progress_spacing(10, 100), Duration::from_millis(100));
+        assert!(progress_spacing(200, 100) <= WorkerConfig::default().progress_interval);
+        // Thousands waiting on FAL: 2,000 items within 100 writes a second
+        // write each at most every 20 s.
+        assert_eq!(progress_spacing(2_000, 100), Duration::from_secs(20));
+        // Off: nothing beyond the interval.
+        assert_eq!(progress_spacing(2_000, 0), Duration::ZERO);
+    }
 }
