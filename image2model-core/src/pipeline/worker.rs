@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::domain::{BlobKey, ItemError, ItemId, ModelName, Progress};
+use crate::domain::{BlobKey, ItemError, ItemId, JobId, ModelName, Progress};
 use crate::gltf::inspect_glb_stream;
 use crate::ports::{
     BlobError, Capacity, Claim, ClaimOptions, GenerateContext, GenerateError, GenerateRequest,
@@ -275,8 +275,13 @@ impl Worker {
             };
             tokio::select! {
                 Some((claimed, reserved)) = claims.next(), if !claims.is_empty() => match claimed {
-                    Ok(Some(claim)) => {
+                    Ok(Some(mut claim)) => {
                         failures = 0;
+                        // The item's task holds its claim for the whole run,
+                        // minutes of remote waiting with thousands in
+                        // flight; the job's other items (up to 25 a job,
+                        // about half a KiB each) are not needed there.
+                        claim.job.items.clear();
                         let lane = lane_of.get(&claim.job.options.model).copied();
                         // Unknown model: it fails at once and needs no slot.
                         let permit = reserved
@@ -351,7 +356,9 @@ impl Worker {
 /// Persists what the generator reports, under the item's lease.
 struct LeaseObserver {
     pipeline: Pipeline,
-    claim: Claim,
+    job_id: JobId,
+    item_id: ItemId,
+    token: LeaseToken,
     interval: Duration,
     step: u8,
     /// [`WorkerConfig::progress_writes_per_sec`].
@@ -388,10 +395,10 @@ impl GenerationObserver for LeaseObserver {
         }
         let store = &self.pipeline.inner.jobs;
         match store
-            .record_progress(self.claim.item.item_id, &self.claim.token, progress)
+            .record_progress(self.item_id, &self.token, progress)
             .await
         {
-            Ok(true) => self.pipeline.notify(self.claim.job.job_id),
+            Ok(true) => self.pipeline.notify(self.job_id),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "could not record progress"),
         }
@@ -400,7 +407,7 @@ impl GenerationObserver for LeaseObserver {
     async fn remote_request(&self, request_id: &str) -> Result<(), GenerateError> {
         let store = &self.pipeline.inner.jobs;
         match store
-            .record_remote_request(self.claim.item.item_id, &self.claim.token, request_id)
+            .record_remote_request(self.item_id, &self.token, request_id)
             .await
         {
             Ok(true) => Ok(()),
@@ -546,7 +553,9 @@ async fn run_item(
     };
     let observer = LeaseObserver {
         pipeline: pipeline.clone(),
-        claim: claim.clone(),
+        job_id: job.job_id,
+        item_id: item.item_id,
+        token: claim.token.clone(),
         interval: config.progress_interval,
         step: config.progress_step,
         budget: config.progress_writes_per_sec,

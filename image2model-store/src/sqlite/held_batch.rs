@@ -898,15 +898,16 @@ mod tests {
         assert!(store.get_job(later).await.unwrap().is_some());
     }
 
-    /// Runs `writes` (spawned) while this test holds the writer's turn, so
-    /// that they all wait in the queue, then lets them go in; the number of
-    /// batches they took.
+    /// Spawns `writes` while this test holds the writer's turn, so that they
+    /// all wait in the queue, then lets them go in; their results and the
+    /// number of batches they took.
     async fn queued_together<T: Send + 'static>(
         store: &SqliteDatabase,
-        writes: Vec<tokio::task::JoinHandle<T>>,
+        writes: impl FnOnce() -> Vec<tokio::task::JoinHandle<T>>,
     ) -> (Vec<T>, usize) {
         let turn = store.whole_write().await.unwrap();
         let before = store.held_batches();
+        let writes = writes();
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(turn);
         let mut out = Vec::new();
@@ -934,25 +935,21 @@ mod tests {
         }
         items.sort_by_key(|&(job, position, _)| (job.to_string(), position));
         // Five claims for eight items, then five more for the three left.
-        let claims = (0..5)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { store.claim_next(CLAIM).await.unwrap() })
-            })
-            .collect();
-        let (first, batches) = queued_together(&store, claims).await;
+        let spawn_claims = || {
+            (0..5)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.claim_next(CLAIM).await.unwrap() })
+                })
+                .collect()
+        };
+        let (first, batches) = queued_together(&store, spawn_claims).await;
         assert_eq!(batches, 1, "five queued claims took {batches} batches");
         let first: Vec<Claim> = first.into_iter().map(|c| c.expect("an item")).collect();
         let got: Vec<ItemId> = first.iter().map(|c| c.item.item_id).collect();
         let oldest: Vec<ItemId> = items.iter().take(5).map(|i| i.2).collect();
         assert_eq!(got, oldest, "not the five oldest, in order");
-        let claims = (0..5)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { store.claim_next(CLAIM).await.unwrap() })
-            })
-            .collect();
-        let (second, _) = queued_together(&store, claims).await;
+        let (second, _) = queued_together(&store, spawn_claims).await;
         let second: Vec<Claim> = second.into_iter().flatten().collect();
         assert_eq!(second.len(), 3, "three items were left");
         let mut all: Vec<ItemId> = first
@@ -1001,17 +998,19 @@ mod tests {
             ..CLAIM
         };
         // Any model (overlapping the others) and one model, queued together.
-        let claims = (0..16)
-            .map(|n| {
-                let store = store.clone();
-                let options = if n % 2 == 0 {
-                    CLAIM
-                } else {
-                    only_other.clone()
-                };
-                tokio::spawn(async move { (n, store.claim_next(options).await.unwrap()) })
-            })
-            .collect();
+        let claims = || {
+            (0..16)
+                .map(|n| {
+                    let store = store.clone();
+                    let options = if n % 2 == 0 {
+                        CLAIM
+                    } else {
+                        only_other.clone()
+                    };
+                    tokio::spawn(async move { (n, store.claim_next(options).await.unwrap()) })
+                })
+                .collect()
+        };
         let (got, _) = queued_together(&store, claims).await;
         let mut ids = Vec::new();
         let mut other_claimed = 0;
@@ -1060,17 +1059,21 @@ mod tests {
         };
         let old = store.claim_next(short).await.unwrap().unwrap();
         tokio::time::sleep(Duration::from_millis(5)).await;
-        let writes = vec![
-            {
-                let store = store.clone();
-                tokio::spawn(async move { Err(store.claim_next(CLAIM).await.unwrap()) })
-            },
-            {
-                let store = store.clone();
-                let (item, token, end) = (old.item.item_id, old.token.clone(), success(&old));
-                tokio::spawn(async move { Ok(store.change_held(item, &token, end).await.unwrap()) })
-            },
-        ];
+        let writes = || {
+            vec![
+                {
+                    let store = store.clone();
+                    tokio::spawn(async move { Err(store.claim_next(CLAIM).await.unwrap()) })
+                },
+                {
+                    let store = store.clone();
+                    let (item, token, end) = (old.item.item_id, old.token.clone(), success(&old));
+                    tokio::spawn(
+                        async move { Ok(store.change_held(item, &token, end).await.unwrap()) },
+                    )
+                },
+            ]
+        };
         let (out, batches) = queued_together(&store, writes).await;
         assert_eq!(batches, 1);
         let again = match &out[0] {
@@ -1102,12 +1105,14 @@ mod tests {
         .execute(store.writer())
         .await
         .unwrap();
-        let claims = (0..2)
-            .map(|_| {
-                let store = store.clone();
-                tokio::spawn(async move { store.claim_next(CLAIM).await })
-            })
-            .collect();
+        let claims = || {
+            (0..2)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.claim_next(CLAIM).await })
+                })
+                .collect()
+        };
         let (got, _) = queued_together(&store, claims).await;
         assert!(got.iter().all(Result::is_err), "{got:?}");
         let job = store.get_job(id).await.unwrap().unwrap();
