@@ -1428,20 +1428,20 @@ export class Viewer {
 
   _zoom(factor) {
     const c = this._camera;
-    c.zoom = Math.max(0.05, Math.min(20, c.zoom * factor));
+    c.zoom = Math.max(0.1, Math.min(20, c.zoom * factor));
     this._requestDraw();
   }
 
   _onResize(entry) {
-    let w;
-    let h;
-    if (entry.devicePixelContentBoxSize && entry.devicePixelContentBoxSize[0]) {
-      w = entry.devicePixelContentBoxSize[0].inlineSize;
-      h = entry.devicePixelContentBoxSize[0].blockSize;
-    } else {
-      const dpr = window.devicePixelRatio || 1;
-      w = Math.round(entry.contentRect.width * dpr);
-      h = Math.round(entry.contentRect.height * dpr);
+    const dpr = window.devicePixelRatio || 1;
+    let w = Math.round(entry.contentRect.width * dpr);
+    let h = Math.round(entry.contentRect.height * dpr);
+    // The exact device-pixel size when the browser gives one that agrees
+    // (emulated device scale factors report CSS pixels there).
+    const exact = entry.devicePixelContentBoxSize && entry.devicePixelContentBoxSize[0];
+    if (exact && Math.abs(exact.inlineSize - w) <= 1 && Math.abs(exact.blockSize - h) <= 1) {
+      w = exact.inlineSize;
+      h = exact.blockSize;
     }
     if (!w || !h) return; // hidden: keep the last size
     if (this._size && this._size[0] === w && this._size[1] === h) return;
