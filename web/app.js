@@ -264,11 +264,13 @@ async function inspect(file) {
   return { kind, size: kind ? dimensions(kind.mime, head) : null };
 }
 
+let chooseToken = 0;
+
 /** Checks the chosen files against the policy; nothing is sent here. */
 async function choose(fileList) {
+  const token = ++chooseToken;
   const files = Array.from(fileList);
   state.idempotencyKey = null;
-  state.selection = [];
   const checked = await Promise.all(files.map(async (file) => {
     try {
       return { file, ...(await inspect(file)) };
@@ -276,6 +278,7 @@ async function choose(fileList) {
       return { file, kind: null, size: null, readError: e.message };
     }
   }));
+  if (token !== chooseToken) return; // a newer choice won
   state.selection = checked;
   checkSelection();
 }
@@ -364,7 +367,8 @@ async function upload(event) {
   form.append("texture", $("texture").value);
   const faceLimit = faceLimitValue();
   if (faceLimit) form.append("face_limit", String(faceLimit));
-  for (const { file } of state.selection) form.append("files", file, file.name);
+  const sent = state.selection;
+  for (const { file } of sent) form.append("files", file, file.name);
   // One key per selection: resending the same photos after a lost answer
   // returns the job created first instead of a second job.
   if (!state.idempotencyKey) state.idempotencyKey = randomKey();
@@ -378,9 +382,11 @@ async function upload(event) {
       headers: { "Idempotency-Key": state.idempotencyKey },
     })).json();
     if (generation !== state.generation) return;
-    state.selection = [];
-    state.idempotencyKey = null;
-    $("files").value = "";
+    if (state.selection === sent) {
+      state.selection = [];
+      state.idempotencyKey = null;
+      $("files").value = "";
+    }
     checkSelection();
     setStatus(status, "Uploaded: job " + job.job_id + " is " + job.status + ".", "ok");
     upsertJob(job);

@@ -225,9 +225,11 @@ impl Stack {
             .to_owned()
     }
 
-    /// Chooses `files` with the file picker.
+    /// Chooses `files` with the file picker (instead of any chosen before:
+    /// chromedriver adds to a `multiple` input's files).
     pub async fn pick(&self, files: &[PathBuf]) {
         let input = self.browser.find("#files").await;
+        self.browser.clear(&input).await;
         let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
         self.browser.send_keys(&input, &paths.join("\n")).await;
     }

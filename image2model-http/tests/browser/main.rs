@@ -3,7 +3,7 @@
 //! limits, with the fake FAL on real sockets. Skipped (saying so) when
 //! Chromium is missing, except in CI (`CI=true`), where that fails.
 //!
-//! See docs/TESTING.md ("The browser suite").
+//! See docs/WEB.md ("The browser suite").
 
 mod harness;
 mod webdriver;

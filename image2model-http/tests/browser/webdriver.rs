@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 /// The W3C key of an element reference.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a14e23c11da";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Chromium's flags that work headless on this kind of machine (WebGL2
-/// through SwiftShader; see docs/TESTING.md).
+/// through SwiftShader; see docs/WEB.md).
 const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
@@ -304,7 +304,10 @@ impl Session {
                 json!({"using": "css selector", "value": css}),
             )
             .await;
-        v[ELEMENT].as_str().expect("an element").to_owned()
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
     }
 
     /// Types `text` into an element (for a file input: paths, one a line).
@@ -314,6 +317,12 @@ impl Session {
             json!({ "text": text }),
         )
         .await;
+    }
+
+    /// Empties an input (for a file input: its chosen files).
+    pub async fn clear(&self, element: &str) {
+        self.post(&format!("/element/{element}/clear"), json!({}))
+            .await;
     }
 
     /// Clicks an element.
