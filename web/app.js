@@ -31,6 +31,8 @@ const state = {
   policy: null,
   /** job_id → the newest job JSON seen. */
   jobs: new Map(),
+  /** Jobs deleted from this page: a late event must not bring them back. */
+  deleted: new Set(),
   /** job_id → its card's elements. */
   cards: new Map(),
   /** The cursor of the next (older) page of jobs, if any. */
@@ -172,6 +174,7 @@ function forget(say = true) {
   if (state.stream) state.stream.abort();
   state.stream = null;
   state.jobs.clear();
+  state.deleted.clear();
   state.cards.clear();
   state.cursor = null;
   for (const url of state.urls.values()) URL.revokeObjectURL(url);
@@ -436,6 +439,7 @@ async function loadJobs(cursor) {
 /** Takes in a job's state (from an answer or the event stream), unless it is
  *  older than what the page already shows, and follows it while it runs. */
 function upsertJob(job) {
+  if (state.deleted.has(job.job_id)) return;
   const known = state.jobs.get(job.job_id);
   if (known && Date.parse(known.updated_at) > Date.parse(job.updated_at)) return;
   state.jobs.set(job.job_id, job);
@@ -445,6 +449,7 @@ function upsertJob(job) {
 }
 
 function removeJob(jobId) {
+  state.deleted.add(jobId);
   const job = state.jobs.get(jobId);
   state.jobs.delete(jobId);
   const card = state.cards.get(jobId);
