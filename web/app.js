@@ -639,13 +639,14 @@ function openStream() {
   });
 }
 
-/** Reads `GET /api/v1/events` (every active job of this key, one stream),
- *  reopening it with backoff while jobs run. A stream that was cut may have
- *  missed a job's end: after each reopening, one page of the job list
- *  settles what the page still shows as running. */
+/** Reads `GET /api/v1/events`: the current state of each of the key's
+ *  running jobs, `synced`, then every change of any of its jobs (new ones
+ *  too) and `deleted`. The stream stays open; if it is cut while jobs run
+ *  it is reopened with backoff. A job the page shows as running that is
+ *  not among the states sent before `synced` ended (or went) while the
+ *  page was not listening: one page of the job list settles those. */
 async function followAll(ctl) {
   let failures = 0;
-  let reopened = false;
   while (!ctl.signal.aborted) {
     let retryAfter = null;
     try {
@@ -654,11 +655,20 @@ async function followAll(ctl) {
         signal: ctl.signal,
       });
       setLive("● live", "on");
-      if (reopened) settle();
+      const fresh = new Set();
       await readEvents(resp.body, (type, data) => {
-        if (type !== "job") return;
-        failures = 0;
-        upsertJob(JSON.parse(data));
+        if (type === "job") {
+          const job = JSON.parse(data);
+          fresh.add(job.job_id);
+          upsertJob(job);
+        } else if (type === "deleted") {
+          const { job_id: id } = JSON.parse(data);
+          if (state.jobs.has(id)) removeJob(id);
+        } else if (type === "synced") {
+          failures = 0;
+          const stale = Array.from(state.jobs.values()).filter((j) => isActive(j) && !fresh.has(j.job_id));
+          if (stale.length) settle(stale.map((j) => j.job_id));
+        }
       });
     } catch (e) {
       if (ctl.signal.aborted) return;
@@ -669,7 +679,6 @@ async function followAll(ctl) {
       retryAfter = e.retryAfter;
     }
     if (ctl.signal.aborted || !anyActive()) return; // the next upload opens it again
-    reopened = true;
     failures += 1;
     // About 1 s, 2 s, 4 s … up to a minute, with jitter; the server's
     // Retry-After wins.
@@ -681,14 +690,19 @@ async function followAll(ctl) {
   }
 }
 
-/** One page of jobs, to learn the end of jobs whose last events a cut
- *  stream lost. */
-async function settle() {
+/** The current state of `ids` (jobs whose end a cut stream did not
+ *  deliver), from one page of the job list; a job not on it is gone. */
+async function settle(ids) {
   const generation = state.generation;
   try {
-    const page = await (await api(API + "/jobs?limit=" + PAGE_SIZE)).json();
+    const page = await (await api(API + "/jobs?limit=100")).json();
     if (generation !== state.generation) return;
-    for (const job of page.jobs) if (state.jobs.has(job.job_id)) upsertJob(job);
+    const listed = new Map(page.jobs.map((j) => [j.job_id, j]));
+    for (const id of ids) {
+      const job = listed.get(id);
+      if (job) upsertJob(job);
+      else if (!page.next_cursor || id > page.jobs[page.jobs.length - 1].job_id) removeJob(id);
+    }
   } catch (_) {
     // The stream itself reports what matters.
   }

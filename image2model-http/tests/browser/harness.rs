@@ -354,7 +354,9 @@ impl Stack {
                  const row = document.querySelector('.item.viewing'); \
                  if (!row || row.dataset.item !== arguments[0]) return null; \
                  const s = c.dataset.viewerState; \
-                 return s === 'ready' || s === 'error' ? s : null",
+                 const loading = !document.getElementById('viewer-message').hidden \
+                   && document.getElementById('viewer-message').textContent.startsWith('Loading'); \
+                 return !loading && (s === 'ready' || s === 'error') ? s : null",
                 json!([item]),
             )
             .await;
@@ -457,7 +459,15 @@ impl Stack {
                 json!([]),
             )
             .await;
-        for field in ["local", "session", "cookie", "href", "resources", "field", "html"] {
+        for field in [
+            "local",
+            "session",
+            "cookie",
+            "href",
+            "resources",
+            "field",
+            "html",
+        ] {
             let text = stored[field].as_str().unwrap_or_default();
             assert!(!text.contains(key), "the key is in the page's {field}");
         }

@@ -32,7 +32,11 @@ async fn drop_files(stack: &Stack, files: &[(&str, Vec<u8>, &str)]) {
     let files: Vec<_> = files
         .iter()
         .map(|(name, bytes, mime)| {
-            json!([name, base64::engine::general_purpose::STANDARD.encode(bytes), mime])
+            json!([
+                name,
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+                mime
+            ])
         })
         .collect();
     stack
@@ -153,7 +157,11 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
             .filter(|r| r.method == "POST" && r.path() == "/api/v1/upload")
             .count()
     };
-    assert_eq!(uploads(&stack.api_requests().await), 0, "a bad selection was sent");
+    assert_eq!(
+        uploads(&stack.api_requests().await),
+        0,
+        "a bad selection was sent"
+    );
 
     // Options: HD texture and a face limit; photos dropped on the page.
     b.exec(
@@ -213,7 +221,11 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(end, "succeeded", "{}", b.page_text().await);
-    let intermediate: Vec<i64> = seen.iter().copied().filter(|p| (1..100).contains(p)).collect();
+    let intermediate: Vec<i64> = seen
+        .iter()
+        .copied()
+        .filter(|p| (1..100).contains(p))
+        .collect();
     assert!(
         intermediate.len() >= 2,
         "no live progress on the card: saw {seen:?}"
@@ -258,7 +270,8 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
     assert!(obj.contains("mtllib ") && obj.contains("usemtl "), "{obj}");
     assert!(obj.lines().filter(|l| l.starts_with("f ")).count() >= 12);
     assert!(
-        mtl.lines().any(|l| l.trim() == format!("map_Kd {png_name}")),
+        mtl.lines()
+            .any(|l| l.trim() == format!("map_Kd {png_name}")),
         "the material does not use the texture: {mtl}"
     );
     assert_eq!(png, &texture_png(), "the texture in the OBJ zip");
@@ -326,7 +339,12 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
         .filter(|r| r.method == "DELETE" && r.path() == format!("/api/v1/jobs/{long_job}"))
         .map(|r| r.status)
         .collect();
-    assert_eq!(deletes, [200, 204], "cancel then delete:\n{}", describe(&reqs));
+    assert_eq!(
+        deletes,
+        [200, 204],
+        "cancel then delete:\n{}",
+        describe(&reqs)
+    );
 
     stack.assert_clean(KEY).await;
 }
@@ -500,8 +518,11 @@ async fn job_history_pages_back_and_the_page_fits_a_phone() {
         json!({"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": true}),
     )
     .await;
-    b.cdp("Emulation.setTouchEmulationEnabled", json!({"enabled": true}))
-        .await;
+    b.cdp(
+        "Emulation.setTouchEmulationEnabled",
+        json!({"enabled": true}),
+    )
+    .await;
 
     // 22 earlier jobs of this key, made through the API from other
     // loopback addresses (each has its own rate-limit buckets).

@@ -268,7 +268,13 @@ impl Session {
 
     /// Runs `script` (with `args`) every 100 ms until it returns something other than
     /// `null`/`false`, and returns that; panics with `what` after `timeout`.
-    pub async fn wait_for(&self, what: &str, timeout: Duration, script: &str, args: Value) -> Value {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        script: &str,
+        args: Value,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.exec(script, args.clone()).await;
@@ -299,10 +305,7 @@ impl Session {
     /// The first element matching `css`.
     pub async fn find(&self, css: &str) -> String {
         let v = self
-            .post(
-                "/element",
-                json!({"using": "css selector", "value": css}),
-            )
+            .post("/element", json!({"using": "css selector", "value": css}))
             .await;
         v[ELEMENT]
             .as_str()
@@ -356,11 +359,8 @@ impl Session {
 
     /// A DevTools command on the page's target.
     pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
-        self.post(
-            "/goog/cdp/execute",
-            json!({"cmd": cmd, "params": params}),
-        )
-        .await
+        self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params}))
+            .await
     }
 
     async fn drain_logs(&self) {
@@ -426,7 +426,10 @@ impl Session {
                         .unwrap_or_default();
                     out.push(Request {
                         id,
-                        method: p["request"]["method"].as_str().unwrap_or_default().to_owned(),
+                        method: p["request"]["method"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
                         url: p["request"]["url"].as_str().unwrap_or_default().to_owned(),
                         headers,
                         ..Request::default()
