@@ -391,7 +391,8 @@ async function upload(event) {
       $("files").value = "";
     }
     checkSelection();
-    setStatus(status, "Uploaded: job " + job.job_id + " is " + job.status + ".", "ok");
+    const n = job.items.length;
+    setStatus(status, "Uploaded " + n + (n === 1 ? " photo" : " photos") + " as job " + job.job_id + ".", "ok");
     upsertJob(job);
   } catch (e) {
     if (generation !== state.generation) return;

@@ -98,7 +98,7 @@ fn unzip(zip: &[u8]) -> Vec<(String, Vec<u8>)> {
 async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it() {
     let Some(stack) = Stack::start(
         "browser: the whole flow",
-        slow_fal(400, 2500),
+        slow_fal(300, 7000),
         &[],
         (1280, 1000),
     )
@@ -396,9 +396,12 @@ async fn ten_five_image_jobs_in_a_row_meet_no_rate_limit() {
         "requests without an answer:\n{}",
         describe(&reqs)
     );
-    // Each model was fetched once for its preview and its download.
+    // Each model was fetched once for its preview and its download, and
+    // one event stream followed all ten jobs.
     let models = reqs.iter().filter(|r| r.path().ends_with("/model")).count();
     assert_eq!(models, 50, "{}", describe(&reqs));
+    let streams = reqs.iter().filter(|r| r.path() == "/api/v1/events").count();
+    assert_eq!(streams, 1, "{}", describe(&reqs));
     let _ = std::io::Write::write_fmt(
         &mut std::io::stderr(),
         format_args!(
