@@ -127,6 +127,10 @@ pub struct Config {
     /// `MAX_CONCURRENT_UPLOADS`: uploads one instance streams at once;
     /// beyond, 503 `overloaded` (default 256).
     pub max_concurrent_uploads: usize,
+    /// `MAX_EVENT_STREAMS_PER_KEY`: `GET /api/v1/events` streams one key
+    /// may have open at once on one instance; beyond, 429
+    /// `too_many_streams` (default 4).
+    pub max_event_streams_per_key: usize,
 }
 
 /// How jobs' ends are posted to integrators' callback URLs
@@ -219,6 +223,7 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "WEBHOOK_POLL_MS",
     "MAX_QUEUED_ITEMS",
     "MAX_CONCURRENT_UPLOADS",
+    "MAX_EVENT_STREAMS_PER_KEY",
 ];
 
 /// Every variable [`Config::from_lookup`] reads: the server's, then
@@ -517,6 +522,7 @@ impl Config {
             webhooks,
             max_queued_items: r.parsed("MAX_QUEUED_ITEMS", 10_000),
             max_concurrent_uploads: r.positive("MAX_CONCURRENT_UPLOADS", 256),
+            max_event_streams_per_key: r.positive("MAX_EVENT_STREAMS_PER_KEY", 4),
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -680,6 +686,7 @@ impl Config {
             "WEBHOOK_POLL_MS": self.webhooks.poll.as_millis(),
             "MAX_QUEUED_ITEMS": self.max_queued_items,
             "MAX_CONCURRENT_UPLOADS": self.max_concurrent_uploads,
+            "MAX_EVENT_STREAMS_PER_KEY": self.max_event_streams_per_key,
         });
         if let Some(map) = shown.as_object_mut() {
             for (name, value) in self.generators.shown() {

@@ -14,6 +14,7 @@ mod crash;
 mod doctor;
 mod drills;
 mod errors;
+mod events;
 mod fal;
 mod guide;
 mod headers;
