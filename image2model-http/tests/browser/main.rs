@@ -100,7 +100,7 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
         "browser: the whole flow",
         slow_fal(300, 7000),
         &[],
-        (1280, 1000),
+        (1280, 1100),
     )
     .await
     else {
