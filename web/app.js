@@ -570,7 +570,7 @@ function renderItem(job, card, item) {
 function downloadButtons(item) {
   return [
     ["glb", "GLB", "binary glTF with its texture"],
-    ["obj", "OBJ", "OBJ with its material and texture (zip)"],
+    ["obj.zip", "OBJ", "OBJ with its material and texture (zip)"],
     ["stl", "STL", "STL (shape only)"],
   ].map(([format, label, title]) => {
     const b = button(label, () => download(item, format, b), "secondary small download");
@@ -748,7 +748,9 @@ function findItem(jobId, itemId) {
   return job ? job.items.find((i) => i.item_id === itemId) : null;
 }
 
-const EXTENSIONS = { glb: ".glb", obj: ".zip", stl: ".stl" };
+/** The formats the page offers: GLB as generated, OBJ zipped with its
+ *  material (.mtl) and texture so that it stays textured, and STL. */
+const EXTENSIONS = { glb: ".glb", "obj.zip": ".obj.zip", stl: ".stl" };
 
 /** The file name from Content-Disposition, else the photo's name with the
  *  format's extension. */
@@ -772,7 +774,7 @@ function modelFile(item, format) {
   const key = item.item_id + ":" + format;
   let promise = state.files.get(key);
   if (!promise) {
-    const url = format === "glb" ? item.model_url : item.model_url + "?format=" + format;
+    const url = format === "glb" ? item.model_url : item.model_url + "?format=" + encodeURIComponent(format);
     const generation = state.generation;
     promise = api(url).then(async (resp) => ({ blob: await resp.blob(), name: fileName(resp, item, format) }));
     state.files.set(key, promise);

@@ -254,8 +254,8 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
     let triangles = u32::from_le_bytes(stl[80..84].try_into().unwrap()) as usize;
     assert_eq!(triangles, 12, "the cube's triangles in the STL");
     assert_eq!(stl.len(), 84 + 50 * triangles, "a binary STL");
-    stack.click_item(&items[0], "[data-format=obj]").await;
-    let zip = b.downloaded("chair.zip", Duration::from_secs(10)).await;
+    stack.click_item(&items[0], "[data-format=\"obj.zip\"]").await;
+    let zip = b.downloaded("chair.obj.zip", Duration::from_secs(10)).await;
     let entries = unzip(&zip);
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
     let find = |ext: &str| {
@@ -282,7 +282,7 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
     let model_url = format!("/api/v1/jobs/{job}/items/{}/model", items[0]);
     for (path, what) in [
         (model_url.clone(), "the GLB"),
-        (format!("{model_url}?format=obj"), "the OBJ"),
+        (format!("{model_url}?format=obj.zip"), "the OBJ zip"),
         (format!("{model_url}?format=stl"), "the STL"),
         ("/api/v1/upload".to_owned(), "policy + upload"),
     ] {
