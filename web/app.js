@@ -161,7 +161,10 @@ async function useKey(event) {
     await loadJobs(null);
   } catch (e) {
     if (generation !== state.generation) return;
-    if (e.status === 401 || e.status === 403) forget(false);
+    forget(false);
+    // Not refused (a network error, a 429): give the key back to the field
+    // so that "Use key" tries again without pasting it anew.
+    if (e.status !== 401 && e.status !== 403) input.value = key;
     setStatus($("key-status"), e.message, "error");
   }
 }
@@ -498,10 +501,8 @@ function cardOf(job) {
   const bar = el("progress", "job-progress");
   bar.max = 100;
   const items = el("ol", "items");
-  const error = el("p", "error-text");
-  error.hidden = true;
-  root.append(head, bar, items, error);
-  card = { el: root, name, meta, status, remove, bar, items, error, rows: new Map(), confirmTimer: null };
+  root.append(head, bar, items);
+  card = { el: root, name, meta, status, remove, bar, items, rows: new Map(), confirmTimer: null };
   state.cards.set(job.job_id, card);
   // Insert in order (newest first).
   const list = $("jobs");
