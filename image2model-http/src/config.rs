@@ -77,6 +77,9 @@ pub struct Config {
     pub rate_limit_upload_per_minute: u32,
     /// `RATE_LIMIT_PER_HOUR`.
     pub rate_limit_per_hour: u32,
+    /// `RATE_LIMIT_DOWNLOADS_PER_HOUR`: the downloads bucket (an item's
+    /// model or preview, with a key), per client IP (default 1000).
+    pub rate_limit_downloads_per_hour: u32,
     /// `MAX_FILES`.
     pub max_files: usize,
     /// `MAX_FILE_BYTES`.
@@ -197,6 +200,7 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "TRUSTED_PROXIES",
     "RATE_LIMIT_UPLOAD_PER_MINUTE",
     "RATE_LIMIT_PER_HOUR",
+    "RATE_LIMIT_DOWNLOADS_PER_HOUR",
     "MAX_FILES",
     "MAX_FILE_BYTES",
     "MAX_IMAGE_PIXELS",
@@ -503,6 +507,10 @@ impl Config {
             trusted_proxies,
             rate_limit_upload_per_minute: r.positive("RATE_LIMIT_UPLOAD_PER_MINUTE", 10),
             rate_limit_per_hour: r.positive("RATE_LIMIT_PER_HOUR", 100),
+            rate_limit_downloads_per_hour: r.positive(
+                "RATE_LIMIT_DOWNLOADS_PER_HOUR",
+                crate::security::rate_limit::DEFAULT_DOWNLOADS_PER_HOUR,
+            ),
             max_files: r.positive("MAX_FILES", 25),
             max_file_bytes: r.positive("MAX_FILE_BYTES", 10 * 1024 * 1024),
             max_image_pixels: r.positive("MAX_IMAGE_PIXELS", 8192 * 8192),
@@ -660,6 +668,7 @@ impl Config {
             "TRUSTED_PROXIES": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "RATE_LIMIT_UPLOAD_PER_MINUTE": self.rate_limit_upload_per_minute,
             "RATE_LIMIT_PER_HOUR": self.rate_limit_per_hour,
+            "RATE_LIMIT_DOWNLOADS_PER_HOUR": self.rate_limit_downloads_per_hour,
             "MAX_FILES": self.max_files,
             "MAX_FILE_BYTES": self.max_file_bytes,
             "MAX_IMAGE_PIXELS": self.max_image_pixels,

@@ -282,6 +282,10 @@ impl AppBuilder {
             self.config.rate_limit_upload_per_minute,
             self.config.rate_limit_per_hour,
         );
+        settings.downloads = Rule::new(
+            self.config.rate_limit_downloads_per_hour,
+            settings.downloads.window,
+        );
         if let Some((upload, general)) = self.rate_limit_windows {
             settings.upload = Rule::new(settings.upload.limit, upload);
             settings.general = Rule::new(settings.general.limit, general);

@@ -35,6 +35,7 @@ mod proxies;
 mod quotas;
 mod rate_limit;
 mod s3_faults;
+mod session;
 mod shutdown;
 mod switches;
 mod traversal;
