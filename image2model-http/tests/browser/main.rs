@@ -10,7 +10,7 @@ mod webdriver;
 
 use std::time::{Duration, Instant};
 
-use image2model_core::testing::fake_fal::{FakeFalConfig, texture_png, textured_glb};
+use image2model_core::testing::fake_fal::{FakeFalConfig, Scenario, texture_png, textured_glb};
 use serde_json::json;
 
 use harness::{KEY, MAX_FILE_BYTES, MAX_FILES, Stack, describe};
@@ -254,7 +254,9 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
     let triangles = u32::from_le_bytes(stl[80..84].try_into().unwrap()) as usize;
     assert_eq!(triangles, 12, "the cube's triangles in the STL");
     assert_eq!(stl.len(), 84 + 50 * triangles, "a binary STL");
-    stack.click_item(&items[0], "[data-format=\"obj.zip\"]").await;
+    stack
+        .click_item(&items[0], "[data-format=\"obj.zip\"]")
+        .await;
     let zip = b.downloaded("chair.obj.zip", Duration::from_secs(10)).await;
     let entries = unzip(&zip);
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
@@ -344,6 +346,25 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
         [200, 204],
         "cancel then delete:\n{}",
         describe(&reqs)
+    );
+
+    // A failed item says why, in words.
+    stack
+        .fake
+        .set_latency(Duration::from_millis(50), Duration::from_millis(100));
+    stack.fake.set_scenario(Scenario::ContentPolicy);
+    let refused = stack.photos("refused", 1);
+    let failed_job = stack.upload(&refused).await;
+    let end = stack
+        .wait_job_end(&failed_job, Duration::from_secs(20))
+        .await;
+    assert_eq!(end, "failed");
+    let why = stack
+        .text(&format!("[data-job=\"{failed_job}\"] .item .error-text"))
+        .await;
+    assert!(
+        why.split_whitespace().count() >= 3 && !why.contains("content_policy_violation"),
+        "the failure is not told in words: {why:?}"
     );
 
     stack.assert_clean(KEY).await;
