@@ -751,7 +751,7 @@ function findItem(jobId, itemId) {
 
 /** The formats the page offers: GLB as generated, OBJ zipped with its
  *  material (.mtl) and texture so that it stays textured, and STL. */
-const EXTENSIONS = { glb: ".glb", "obj.zip": ".obj.zip", stl: ".stl" };
+const EXTENSIONS = { glb: ".glb", "obj.zip": ".zip", stl: ".stl" };
 
 /** The file name from Content-Disposition, else the photo's name with the
  *  format's extension. */

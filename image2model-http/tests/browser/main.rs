@@ -257,7 +257,7 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
     stack
         .click_item(&items[0], "[data-format=\"obj.zip\"]")
         .await;
-    let zip = b.downloaded("chair.obj.zip", Duration::from_secs(10)).await;
+    let zip = b.downloaded("chair.zip", Duration::from_secs(10)).await;
     let entries = unzip(&zip);
     let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
     let find = |ext: &str| {
