@@ -151,13 +151,16 @@ impl Stack {
         let driver = Driver::start(&chromium, &chromedriver).await;
         let browser = driver.session(width, height).await;
         // Before the page's own scripts: record every CSP violation (the
-        // page has no report endpoint; this is what a report would carry).
+        // page has no report endpoint; this is what a report would carry),
+        // and take crypto.randomUUID away, as plain HTTP to a LAN address
+        // does (it exists only in secure contexts, and loopback is one).
         browser
             .cdp(
                 "Page.addScriptToEvaluateOnNewDocument",
                 json!({"source": "window.__cspViolations = [];\
                     document.addEventListener('securitypolicyviolation', (e) => \
-                    window.__cspViolations.push(e.violatedDirective + ' blocked ' + e.blockedURI));"}),
+                    window.__cspViolations.push(e.violatedDirective + ' blocked ' + e.blockedURI));\
+                    delete Crypto.prototype.randomUUID;"}),
             )
             .await;
         browser.goto(&format!("{}/", server.base)).await;

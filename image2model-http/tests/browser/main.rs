@@ -119,6 +119,11 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
     );
     assert!(stack.api_requests().await.is_empty());
 
+    // As on plain HTTP to a LAN address: no crypto.randomUUID.
+    assert_eq!(
+        b.exec("return typeof crypto.randomUUID", json!([])).await,
+        "undefined"
+    );
     stack.enter_key(KEY).await;
 
     // Checked in the browser against the policy, before anything is sent.
