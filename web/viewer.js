@@ -90,6 +90,7 @@ const EXTENSION_NAMES = {
 /** An accessor with no buffer view is all zeros; this caps its count. */
 const MAX_EMPTY_ACCESSOR = 1 << 22;
 const MAX_NODE_COUNT = 1 << 16;
+const MAX_HULL_POINTS = 8 * 4096;
 
 const WRAP = { 33071: "CLAMP_TO_EDGE", 33648: "MIRRORED_REPEAT", 10497: "REPEAT" };
 const FILTER = {
@@ -130,7 +131,8 @@ const isIndex = (v) => Number.isInteger(v) && v >= 0;
  *   textures: [{ image, sampler: { wrapS, wrapT, magFilter, minFilter } }] (GL enum names),
  *   images: [{ bytes: Uint8Array, mimeType } | null],
  *   draws: [{ primitive, matrix: Float64Array(16) column-major world matrix }],
- *   bounds: { min, max } (world space), warnings: [string]
+ *   bounds: { min, max } (world space), hull: [[x,y,z]] (world corners of each part's box),
+ *   warnings: [string]
  * }
  * Throws an Error with a readable message when the model cannot be drawn.
  */
@@ -157,6 +159,7 @@ export function parseGlb(input) {
   const draws = [];
   const min = [Infinity, Infinity, Infinity];
   const max = [-Infinity, -Infinity, -Infinity];
+  const hull = []; // corners of each part's box, for a tight camera fit
   let skippedModes = 0;
   for (const { node, matrix } of sceneNodes(json)) {
     if (node.mesh === undefined) continue;
@@ -172,6 +175,7 @@ export function parseGlb(input) {
       draws.push({ primitive: index, matrix });
       for (const corner of boxCorners(data.min, data.max)) {
         const w = transformPoint(matrix, corner);
+        if (hull.length < MAX_HULL_POINTS) hull.push(w);
         for (let c = 0; c < 3; c++) {
           min[c] = Math.min(min[c], w[c]);
           max[c] = Math.max(max[c], w[c]);
@@ -191,6 +195,7 @@ export function parseGlb(input) {
     images: ctx.images,
     draws,
     bounds: { min, max },
+    hull: hull.length < MAX_HULL_POINTS ? hull : boxCorners(min, max),
     warnings: ctx.warnings,
   };
 }
@@ -974,7 +979,7 @@ export class Viewer {
       this._model = model;
       this.warnings = model.warnings;
       for (const w of model.warnings) console.warn("viewer:", w);
-      this._fit(model.bounds);
+      this._fit(model.bounds, model.hull);
       this.reset();
       if (!this._lost) this._upload();
     } catch (e) {
@@ -1050,10 +1055,32 @@ export class Viewer {
     );
   }
 
-  _fit(bounds) {
+  _fit(bounds, hull) {
     const { min, max } = bounds;
     this._center = [0, 1, 2].map((c) => (min[c] + max[c]) / 2);
     this._radius = Math.max(1e-9, Math.hypot(max[0] - min[0], max[1] - min[1], max[2] - min[2]) / 2);
+    this._corners = hull.map((p) => add(p, this._center, -1));
+    this._fitCache = null;
+  }
+
+  /**
+   * The camera distance (at zoom 1) at which the boxes of the model's parts, seen
+   * from the default angle, fills the view with a small margin. It does not
+   * change while orbiting, so zoom stays put; the near and far planes use
+   * the bounding sphere, so no angle clips the model.
+   */
+  _fitDistance(aspect) {
+    if (this._fitCache && this._fitCache[0] === aspect) return this._fitCache[1];
+    const { back, right, up } = basis(DEFAULT_YAW, DEFAULT_PITCH);
+    const tanV = Math.tan(FOV / 2) * 0.88;
+    const tanH = tanV * aspect;
+    let d = this._radius * 0.1;
+    for (const p of this._corners || []) {
+      const z = dot(p, back);
+      d = Math.max(d, z + Math.abs(dot(p, right)) / tanH, z + Math.abs(dot(p, up)) / tanV, z + this._radius * 0.1);
+    }
+    this._fitCache = [aspect, d];
+    return d;
   }
 
   // --- GPU resources -------------------------------------------------------
@@ -1219,18 +1246,9 @@ export class Viewer {
   /** Camera position and basis for the current orbit. */
   _view(aspect) {
     const { yaw, pitch, zoom, target } = this._camera;
-    // Distance at which the bounding sphere fits both the height and the width.
-    const half = Math.min(FOV / 2, Math.atan(Math.tan(FOV / 2) * aspect));
-    const distance = (this._radius / Math.sin(half)) * zoom;
-    const back = [Math.cos(pitch) * Math.sin(yaw), Math.sin(pitch), Math.cos(pitch) * Math.cos(yaw)];
-    const eye = add(target, back, distance);
-    const right = normalize([Math.cos(yaw), 0, -Math.sin(yaw)]);
-    const up = [
-      back[1] * right[2] - back[2] * right[1],
-      back[2] * right[0] - back[0] * right[2],
-      back[0] * right[1] - back[1] * right[0],
-    ];
-    return { eye, back, right, up, distance };
+    const distance = this._fitDistance(aspect) * zoom;
+    const { back, right, up } = basis(yaw, pitch);
+    return { eye: add(target, back, distance), back, right, up, distance };
   }
 
   _drawModel(aspect) {
@@ -1448,6 +1466,18 @@ export class Viewer {
     this._size = [w, h];
     this._requestDraw();
   }
+}
+
+/** The camera's unit vectors for an orbit angle: back (target to eye), right, up. */
+function basis(yaw, pitch) {
+  const back = [Math.cos(pitch) * Math.sin(yaw), Math.sin(pitch), Math.cos(pitch) * Math.cos(yaw)];
+  const right = [Math.cos(yaw), 0, -Math.sin(yaw)];
+  const up = [
+    back[1] * right[2] - back[2] * right[1],
+    back[2] * right[0] - back[0] * right[2],
+    back[0] * right[1] - back[1] * right[0],
+  ];
+  return { back, right, up };
 }
 
 function abortError() {
