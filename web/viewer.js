@@ -102,8 +102,11 @@ const FILTER = {
   9987: "LINEAR_MIPMAP_LINEAR",
 };
 
+/** An error about the model itself; its message is meant for the user. */
+class ModelError extends Error {}
+
 function fail(message) {
-  throw new Error(message);
+  throw new ModelError(message);
 }
 
 function damaged(detail) {
@@ -983,12 +986,15 @@ export class Viewer {
       this.reset();
       if (!this._lost) this._upload();
     } catch (e) {
-      if (e.name !== "AbortError" && token === this._loadToken) {
+      if (e.name === "AbortError") throw e;
+      if (token === this._loadToken) {
         this._clearModel();
         this._drawNow();
         this._setState("error");
       }
-      throw e;
+      if (e instanceof ModelError) throw e;
+      if (e instanceof RangeError) throw new ModelError("This model is too large to preview in this browser.", { cause: e });
+      throw new ModelError(`This model could not be shown (${e.message}).`, { cause: e });
     }
     // The first frame: now, or when a lost context comes back.
     const drawn = new Promise((resolve) => this._waiters.push(resolve));
