@@ -9,14 +9,15 @@
 //   const viewer = new Viewer(canvas)
 //       Takes over `canvas` (WebGL2, preserveDrawingBuffer so tests can read
 //       pixels). Throws an Error if the browser has no WebGL2. The canvas
-//       gets tabindex=0 (if it has none) for the keyboard controls, and its
+//       gets tabindex=0, role=img and an aria-label if it has none, and its
 //       drawing-buffer size follows its CSS size × devicePixelRatio: size the
 //       canvas with CSS (e.g. `width: 100%` plus a height or aspect-ratio).
 //   await viewer.load(arrayBuffer)
 //       Shows the GLB in `arrayBuffer` (an ArrayBuffer or a typed array).
 //       The previous model is removed at once. Resolves once the first frame
 //       with the new model is drawn. Rejects with an Error whose message is
-//       a sentence for a person ("This file is not a GLB model.", "This
+//       a sentence for a person ("This file is not a GLB (binary glTF)
+//       model.", "This
 //       model needs Draco mesh compression (KHR_draco_mesh_compression),
 //       which the preview cannot decode.", ...) and leaves the canvas
 //       cleared. A load() overtaken by a newer one rejects with an Error
@@ -51,10 +52,14 @@
 // COLOR_0 (vec3/vec4, float or normalized), TEXCOORD_0/1 (texCoord), NORMAL
 // (smooth shading; flat shading from screen derivatives without it),
 // embedded PNG / JPEG / WebP (EXT_texture_webp) images with their sampler's
-// wrap and filter modes and mipmaps. Not drawn: normal maps, skins, morph
-// targets, animations, cameras, KHR_texture_transform and the other
+// wrap and filter modes and mipmaps (images larger than the GPU allows are
+// scaled down). A part without a material is drawn matte grey (not the
+// spec's white metal, which reads badly without an environment map). Not
+// drawn: normal maps, skins and morph targets (the mesh shows in its bind
+// pose), animations, cameras, KHR_texture_transform and the other
 // extensions; a model that *requires* one of those (or Draco / meshopt
-// compression, KTX2 textures) is refused with a message.
+// compression, KTX2 textures) is refused with a message, one that only
+// uses them is drawn without them and says so in `warnings`.
 
 const GLB_MAGIC = 0x46546c67; // "glTF"
 const CHUNK_JSON = 0x4e4f534a;
