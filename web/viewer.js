@@ -51,11 +51,12 @@
 // front), doubleSided, KHR_materials_unlit, KHR_materials_emissive_strength,
 // COLOR_0 (vec3/vec4, float or normalized), TEXCOORD_0/1 (texCoord), NORMAL
 // (smooth shading; flat shading from screen derivatives without it),
+// normal maps (tangent frame from derivatives; TANGENT is not read),
 // embedded PNG / JPEG / WebP (EXT_texture_webp) images with their sampler's
 // wrap and filter modes and mipmaps (images larger than the GPU allows are
 // scaled down). A part without a material is drawn matte grey (not the
 // spec's white metal, which reads badly without an environment map). Not
-// drawn: normal maps, skins and morph targets (the mesh shows in its bind
+// drawn: skins and morph targets (the mesh shows in its bind
 // pose), animations, cameras, KHR_texture_transform and the other
 // extensions; a model that *requires* one of those (or Draco / meshopt
 // compression, KTX2 textures) is refused with a message, one that only
@@ -134,7 +135,7 @@ const isIndex = (v) => Number.isInteger(v) && v >= 0;
  *                  min: [x,y,z], max: [x,y,z] (local bounds) }],
  *   materials: [{ baseColorFactor, baseColorTexture, metallicFactor, roughnessFactor,
  *                 metallicRoughnessTexture, emissiveFactor, emissiveTexture,
- *                 occlusionTexture, occlusionStrength, alphaMode ("OPAQUE"|"MASK"|"BLEND"),
+ *                 occlusionTexture, occlusionStrength, normalTexture, normalScale, alphaMode ("OPAQUE"|"MASK"|"BLEND"),
  *                 alphaCutoff, doubleSided, unlit }]   (textures: { texture, texCoord } or null),
  *   textures: [{ image, sampler: { wrapS, wrapT, magFilter, minFilter } }] (GL enum names),
  *   images: [{ bytes: Uint8Array, mimeType } | null],
@@ -576,6 +577,8 @@ function materialIndex(ctx, index, hasColors) {
       emissiveTexture: null,
       occlusionTexture: null,
       occlusionStrength: 1,
+      normalTexture: null,
+      normalScale: 1,
       alphaMode: "OPAQUE",
       alphaCutoff: 0.5,
       doubleSided: false,
@@ -601,6 +604,8 @@ function materialIndex(ctx, index, hasColors) {
       emissiveTexture: textureRef(ctx, m.emissiveTexture, what),
       occlusionTexture: textureRef(ctx, m.occlusionTexture, what),
       occlusionStrength: scalar(m.occlusionTexture && m.occlusionTexture.strength, 1, `the occlusion strength of ${what}`),
+      normalTexture: textureRef(ctx, m.normalTexture, what),
+      normalScale: scalar(m.normalTexture && m.normalTexture.scale, 1, `the normal scale of ${what}`, -1e6, 1e6),
       alphaMode,
       alphaCutoff: scalar(m.alphaCutoff, 0.5, `the alpha cutoff of ${what}`, 0, Infinity),
       doubleSided: m.doubleSided === true,
@@ -810,6 +815,9 @@ uniform sampler2D uBaseColorTex;
 uniform sampler2D uMetalRoughTex;
 uniform sampler2D uEmissiveTex;
 uniform sampler2D uOcclusionTex;
+uniform int uNormalUV;
+uniform sampler2D uNormalTex;
+uniform float uNormalScale;
 uniform vec3 uCamera;
 uniform vec3 uKeyDir;
 uniform vec3 uFillDir;
@@ -822,6 +830,30 @@ const vec3 KEY = vec3(1.00, 0.97, 0.92);
 const vec3 FILL = vec3(0.22, 0.25, 0.30);
 
 vec2 uvFor(int set) { return set == 1 ? vUV1 : vUV0; }
+
+// The normal map's tangent frame from screen derivatives of position and
+// UV (no TANGENT attribute needed); n is the unit surface normal.
+vec3 perturb(vec3 n) {
+  vec2 uv = uvFor(uNormalUV);
+  vec3 dpx = dFdx(vWorld);
+  vec3 dpy = dFdy(vWorld);
+  vec2 dux = dFdx(uv);
+  vec2 duy = dFdy(uv);
+  float det = dux.x * duy.y - duy.x * dux.y;
+  if (abs(det) < 1e-12) return n;
+  vec3 t = (duy.y * dpx - dux.y * dpy) / det;
+  t -= n * dot(n, t);
+  if (dot(t, t) < 1e-20) return n;
+  t = normalize(t);
+  // The map's +Y points towards decreasing v (glTF's UV origin is the
+  // image's top-left); flip b where the UVs are mirrored.
+  vec3 b = cross(n, t);
+  if (dot(b, (dux.x * dpy - duy.x * dpx) / det) > 0.0) b = -b;
+  vec3 m = texture(uNormalTex, uv).xyz * 2.0 - 1.0;
+  m.xy *= uNormalScale;
+  vec3 p = mat3(t, b, n) * m;
+  return dot(p, p) > 1e-12 ? normalize(p) : n;
+}
 
 vec3 hemisphere(vec3 dir) { return mix(GROUND, SKY, clamp(dir.y * 0.5 + 0.5, 0.0, 1.0)); }
 
@@ -862,6 +894,7 @@ void main() {
     } else {
       n = normalize(cross(dFdx(vWorld), dFdy(vWorld)));
     }
+    if (uNormalUV >= 0) n = perturb(n);
     vec3 v = normalize(uCamera - vWorld);
     float metallic = uMetallic;
     float roughness = uRoughness;
@@ -901,6 +934,7 @@ const UNIFORMS = [
   "uModel", "uViewProjection", "uNormalMatrix", "uHasNormals", "uBaseColor", "uMetallic", "uRoughness",
   "uEmissive", "uOcclusionStrength", "uAlphaMode", "uAlphaCutoff", "uUnlit", "uBaseColorUV", "uMetalRoughUV",
   "uEmissiveUV", "uOcclusionUV", "uBaseColorTex", "uMetalRoughTex", "uEmissiveTex", "uOcclusionTex",
+  "uNormalUV", "uNormalTex", "uNormalScale",
   "uCamera", "uKeyDir", "uFillDir",
 ];
 const TEXTURE_SLOTS = [
@@ -908,6 +942,7 @@ const TEXTURE_SLOTS = [
   ["metallicRoughnessTexture", "uMetalRoughTex", "uMetalRoughUV", false],
   ["emissiveTexture", "uEmissiveTex", "uEmissiveUV", true],
   ["occlusionTexture", "uOcclusionTex", "uOcclusionUV", false],
+  ["normalTexture", "uNormalTex", "uNormalUV", false],
 ];
 
 const BACKGROUND = [0.125, 0.145, 0.172];
@@ -1324,6 +1359,7 @@ export class Viewer {
     gl.uniform1f(u.uRoughness, m.roughnessFactor);
     gl.uniform3fv(u.uEmissive, m.emissiveFactor);
     gl.uniform1f(u.uOcclusionStrength, m.occlusionStrength);
+    gl.uniform1f(u.uNormalScale, m.normalScale);
     gl.uniform1i(u.uAlphaMode, { OPAQUE: 0, MASK: 1, BLEND: 2 }[m.alphaMode]);
     gl.uniform1f(u.uAlphaCutoff, m.alphaCutoff);
     gl.uniform1i(u.uUnlit, m.unlit ? 1 : 0);
