@@ -96,7 +96,7 @@ const EXTENSION_NAMES = {
 /** An accessor with no buffer view is all zeros; this caps its count. */
 const MAX_EMPTY_ACCESSOR = 1 << 22;
 const MAX_NODE_COUNT = 1 << 16;
-const MAX_HULL_POINTS = 8 * 4096;
+const MAX_HULL_POINTS = 1 << 16;
 
 const WRAP = { 33071: "CLAMP_TO_EDGE", 33648: "MIRRORED_REPEAT", 10497: "REPEAT" };
 const FILTER = {
@@ -140,7 +140,8 @@ const isIndex = (v) => Number.isInteger(v) && v >= 0;
  *   textures: [{ image, sampler: { wrapS, wrapT, magFilter, minFilter } }] (GL enum names),
  *   images: [{ bytes: Uint8Array, mimeType } | null],
  *   draws: [{ primitive, matrix: Float64Array(16) column-major world matrix }],
- *   bounds: { min, max } (world space), hull: [[x,y,z]] (world corners of each part's box),
+ *   bounds: { min, max } (world space), hull: [[x,y,z]] (world positions of up to
+ *   65536 vertices, evenly sampled, for framing),
  *   warnings: [string]
  * }
  * Throws an Error with a readable message when the model cannot be drawn.
@@ -168,7 +169,6 @@ export function parseGlb(input) {
   const draws = [];
   const min = [Infinity, Infinity, Infinity];
   const max = [-Infinity, -Infinity, -Infinity];
-  const hull = []; // corners of each part's box, for a tight camera fit
   let skippedModes = 0;
   for (const { node, matrix } of sceneNodes(json)) {
     if (node.mesh === undefined) continue;
@@ -184,7 +184,6 @@ export function parseGlb(input) {
       draws.push({ primitive: index, matrix });
       for (const corner of boxCorners(data.min, data.max)) {
         const w = transformPoint(matrix, corner);
-        if (hull.length < MAX_HULL_POINTS) hull.push(w);
         for (let c = 0; c < 3; c++) {
           min[c] = Math.min(min[c], w[c]);
           max[c] = Math.max(max[c], w[c]);
@@ -204,9 +203,22 @@ export function parseGlb(input) {
     images: ctx.images,
     draws,
     bounds: { min, max },
-    hull: hull.length < MAX_HULL_POINTS ? hull : boxCorners(min, max),
+    hull: sampleVertices(ctx.primitives, draws),
     warnings: ctx.warnings,
   };
+}
+
+/** World positions of an even sample of the drawn vertices (all of them for a small model). */
+function sampleVertices(primitives, draws) {
+  let total = 0;
+  for (const d of draws) total += primitives[d.primitive].vertexCount;
+  const step = Math.max(1, Math.ceil(total / MAX_HULL_POINTS));
+  const out = [];
+  for (const d of draws) {
+    const pos = primitives[d.primitive].positions;
+    for (let i = 0; i < pos.length; i += 3 * step) out.push(transformPoint(d.matrix, [pos[i], pos[i + 1], pos[i + 2]]));
+  }
+  return out;
 }
 
 function toArrayBuffer(input) {
@@ -1110,8 +1122,8 @@ export class Viewer {
   }
 
   /**
-   * The camera distance (at zoom 1) at which the boxes of the model's parts, seen
-   * from the default angle, fills the view with a small margin. It does not
+   * The camera distance (at zoom 1) at which the model's vertices, seen
+   * from the default angle, fill the view with a small margin. It does not
    * change while orbiting, so zoom stays put; the near and far planes use
    * the bounding sphere, so no angle clips the model.
    */
