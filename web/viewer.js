@@ -49,6 +49,7 @@
 // metallic/roughness factors and texture, emissive, occlusion, alpha modes
 // OPAQUE / MASK (alphaCutoff) / BLEND (drawn after the opaque parts, back to
 // front), doubleSided, KHR_materials_unlit, KHR_materials_emissive_strength,
+// KHR_materials_pbrSpecularGlossiness (approximated: diffuse as base colour),
 // COLOR_0 (vec3/vec4, float or normalized), TEXCOORD_0/1 (texCoord), NORMAL
 // (smooth shading; flat shading from screen derivatives without it),
 // normal maps (tangent frame from derivatives; TANGENT is not read),
@@ -83,6 +84,7 @@ const SUPPORTED_EXTENSIONS = new Set([
   "KHR_mesh_quantization",
   "KHR_materials_emissive_strength",
   "EXT_texture_webp",
+  "KHR_materials_pbrSpecularGlossiness", // approximated, see materialIndex()
 ]);
 const EXTENSION_NAMES = {
   KHR_draco_mesh_compression: "Draco mesh compression",
@@ -599,8 +601,15 @@ function materialIndex(ctx, index, hasColors) {
   } else {
     const m = ref(ctx.json, "materials", index, "material");
     const what = `material ${index}`;
-    const pbr = m.pbrMetallicRoughness && typeof m.pbrMetallicRoughness === "object" ? m.pbrMetallicRoughness : {};
     const ext = m.extensions && typeof m.extensions === "object" ? m.extensions : {};
+    let pbr = m.pbrMetallicRoughness && typeof m.pbrMetallicRoughness === "object" ? m.pbrMetallicRoughness : {};
+    const sg = ext.KHR_materials_pbrSpecularGlossiness;
+    if (sg && typeof sg === "object" && m.pbrMetallicRoughness === undefined) {
+      // Older exporters: diffuse colour as base colour, a dielectric whose
+      // roughness is 1 - glossiness (the specular colour is not drawn).
+      const gloss = scalar(sg.glossinessFactor, 1, `the glossiness of ${what}`);
+      pbr = { baseColorFactor: sg.diffuseFactor, baseColorTexture: sg.diffuseTexture, metallicFactor: 0, roughnessFactor: 1 - gloss };
+    }
     const strength = ext.KHR_materials_emissive_strength
       ? scalar(ext.KHR_materials_emissive_strength.emissiveStrength, 1, `the emissive strength of ${what}`, 0, 1e6)
       : 1;
