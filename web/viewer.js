@@ -23,7 +23,9 @@
 //       cleared. A load() overtaken by a newer one rejects with an Error
 //       whose name is "AbortError" (ignore those).
 //   viewer.reset()     frames the whole model again (same as the r key).
-//   viewer.dispose()   stops listening, frees GPU memory; the object is dead.
+//   viewer.dispose()   stops listening, frees GPU memory and clears the
+//                      canvas; the object is dead (a new Viewer may take
+//                      the same canvas).
 //   viewer.warnings    strings about parts of the last model not drawn
 //                      (e.g. an undecodable texture, points or lines).
 //   canvas.dataset.viewerState
@@ -1083,6 +1085,9 @@ export class Viewer {
     this._clearModel();
     const gl = this.gl;
     if (!this._lost) {
+      // Leave an empty canvas, not the last model.
+      gl.clearColor(BACKGROUND[0], BACKGROUND[1], BACKGROUND[2], 1);
+      gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
       gl.deleteProgram(this._program);
       gl.deleteTexture(this._white);
     }
