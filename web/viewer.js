@@ -101,6 +101,12 @@ const EXTENSION_NAMES = {
 const MAX_EMPTY_ACCESSOR = 1 << 22;
 const MAX_NODE_COUNT = 1 << 16;
 const MAX_HULL_POINTS = 1 << 16;
+/**
+ * Values (vertex components and indices) the parts may add up to. Parts
+ * that share accessors share their arrays, but each still costs work, so a
+ * small file cannot make thousands of parts out of one large accessor.
+ */
+const MAX_WORK = 1 << 28;
 
 const WRAP = { 33071: "CLAMP_TO_EDGE", 33648: "MIRRORED_REPEAT", 10497: "REPEAT" };
 const FILTER = {
@@ -158,6 +164,8 @@ export function parseGlb(input) {
     bin,
     buffers: new Map(),
     views: new Map(),
+    accessors: new Map(),
+    work: 0,
     warnings: [],
     primitives: [],
     primitiveKeys: new Map(),
@@ -411,6 +419,8 @@ function readAccessor(ctx, index, types, integers = false) {
   if (!types.includes(acc.type)) damaged(`accessor ${index} is a ${acc.type} where ${types.join(" or ")} is expected`);
   const count = acc.count;
   if (!Number.isInteger(count) || count < 1) damaged(`accessor ${index} has a bad count`);
+  const key = `${index}/${integers}`;
+  if (ctx.accessors.has(key)) return ctx.accessors.get(key);
   const [bytesPer, getter] = comp;
   const divisor = acc.normalized === true && !integers ? comp[2] : 0;
   const elementBytes = bytesPer * size;
@@ -433,6 +443,7 @@ function readAccessor(ctx, index, types, integers = false) {
   if (!integers) {
     for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i])) damaged(`accessor ${index} holds values that are not finite numbers`);
   }
+  ctx.accessors.set(key, out);
   return out;
 }
 
@@ -493,6 +504,12 @@ function primitive(ctx, m, p, prim) {
   const attrs = prim.attributes;
   const positions = readAccessor(ctx, attrs.POSITION, ["VEC3"]);
   const vertexCount = positions.length / 3;
+  // Every part costs work in proportion to its vertices and indices.
+  const spend = (n) => {
+    ctx.work += n;
+    if (ctx.work > MAX_WORK) fail("This model is too large to preview in this browser.");
+  };
+  spend(vertexCount * 16);
   const sameCount = (data, n, name) => {
     if (data && data.length !== vertexCount * n) damaged(`${where}: ${name} and POSITION have different counts`);
     return data;
@@ -522,6 +539,7 @@ function primitive(ctx, m, p, prim) {
     const acc = ref(ctx.json, "accessors", prim.indices, "accessor");
     if (![5121, 5123, 5125].includes(acc.componentType)) damaged(`${where} has indices that are not unsigned integers`);
     indices = readAccessor(ctx, prim.indices, ["SCALAR"], true);
+    spend(indices.length * 2);
     for (let i = 0; i < indices.length; i++) {
       if (indices[i] >= vertexCount) damaged(`${where} has an index past its ${vertexCount} vertices`);
     }
@@ -1181,11 +1199,18 @@ export class Viewer {
     const model = this._model;
     const gpu = { buffers: [], vaos: [], textures: new Map(), samplers: new Map(), primitives: [] };
     this._gpu = gpu;
+    const uploaded = new Map(); // parts sharing an accessor share its buffer
     const array = (data, location, size) => {
-      const buffer = gl.createBuffer();
-      gpu.buffers.push(buffer);
-      gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
-      gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+      let buffer = uploaded.get(data);
+      if (buffer) {
+        gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+      } else {
+        buffer = gl.createBuffer();
+        gpu.buffers.push(buffer);
+        uploaded.set(data, buffer);
+        gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+        gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+      }
       gl.enableVertexAttribArray(location);
       gl.vertexAttribPointer(location, size, gl.FLOAT, false, 0, 0);
     };
