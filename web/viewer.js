@@ -101,6 +101,8 @@ const EXTENSION_NAMES = {
 const MAX_EMPTY_ACCESSOR = 1 << 22;
 const MAX_NODE_COUNT = 1 << 16;
 const MAX_HULL_POINTS = 1 << 16;
+/** Images above this many pixels (8192²) are not decoded. */
+const MAX_IMAGE_PIXELS = 1 << 26;
 /**
  * Values (vertex components and indices) the parts may add up to. Parts
  * that share accessors share their arrays, but each still costs work, so a
@@ -713,17 +715,58 @@ function imageIndex(ctx, index) {
     bytes = decodeDataUri(image.uri);
   }
   const mimeType = bytes ? sniffImage(bytes) : null;
+  const size = mimeType ? imageSize(bytes, mimeType) : null;
   let out = -1;
   if (!bytes) {
     ctx.warnings.push(`Image ${index} is not embedded in the file; it is not drawn.`);
   } else if (!mimeType) {
     ctx.warnings.push(`Image ${index} is not a PNG, JPEG or WebP image; it is not drawn.`);
+  } else if (size && size[0] * size[1] > MAX_IMAGE_PIXELS) {
+    // Decoding it would take gigabytes before it could be scaled down.
+    ctx.warnings.push(`Image ${index} is ${size[0]}×${size[1]} pixels, too large to decode here; it is not drawn.`);
   } else {
     out = ctx.images.length;
     ctx.images.push({ bytes, mimeType });
   }
   ctx.imageKeys.set(index, out);
   return out;
+}
+
+/** [width, height] from a PNG, JPEG or WebP header, or null if it cannot be read. */
+function imageSize(b, mimeType) {
+  const u16be = (i) => (b[i] << 8) | b[i + 1];
+  const u32be = (i) => ((b[i] << 24) >>> 0) + ((b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]);
+  if (mimeType === "image/png") {
+    const ihdr = b.length >= 24 && String.fromCharCode(b[12], b[13], b[14], b[15]) === "IHDR";
+    return ihdr ? [u32be(16), u32be(20)] : null;
+  }
+  if (mimeType === "image/jpeg") {
+    // Walk the markers up to the start-of-frame segment.
+    let i = 2;
+    while (i + 9 < b.length) {
+      if (b[i] !== 0xff) return null;
+      const marker = b[i + 1];
+      if (marker === 0xff) {
+        i++;
+        continue;
+      }
+      if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd9)) {
+        i += 2;
+        continue;
+      }
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        return [u16be(i + 7), u16be(i + 5)];
+      }
+      i += 2 + u16be(i + 2);
+    }
+    return null;
+  }
+  if (b.length < 30) return null;
+  const chunk = String.fromCharCode(b[12], b[13], b[14], b[15]);
+  if (chunk === "VP8 ") return [(b[26] | (b[27] << 8)) & 0x3fff, (b[28] | (b[29] << 8)) & 0x3fff];
+  if (chunk === "VP8L") return [1 + (((b[22] & 0x3f) << 8) | b[21]), 1 + (((b[24] & 0x0f) << 10) | (b[23] << 2) | ((b[22] & 0xc0) >> 6))];
+  if (chunk === "VP8X") return [1 + (b[24] | (b[25] << 8) | (b[26] << 16)), 1 + (b[27] | (b[28] << 8) | (b[29] << 16))];
+  return null;
 }
 
 /** The image's real type from its first bytes (the declared mimeType may lie). */
