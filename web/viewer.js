@@ -1514,7 +1514,7 @@ export class Viewer {
     } catch {
       // The pointer may already be gone.
     }
-    if (document.activeElement !== this.canvas) this.canvas.focus({ preventScroll: true });
+    if (document.activeElement !== this.canvas) this.canvas.focus({ preventScroll: true, focusVisible: false });
     const pan = e.pointerType === "mouse" && (e.button === 1 || e.button === 2 || e.shiftKey || e.ctrlKey || e.metaKey);
     this._pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, pan });
     e.preventDefault();
