@@ -1233,6 +1233,7 @@ export class Viewer {
     this._white = gl.createTexture();
     gl.bindTexture(gl.TEXTURE_2D, this._white);
     gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA8, 1, 1, 0, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array([255, 255, 255, 255]));
+    gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.NEAREST); // complete without mipmaps
     this._anisotropy = gl.getExtension("EXT_texture_filter_anisotropic");
     this._maxViewport = gl.getParameter(gl.MAX_VIEWPORT_DIMS);
   }
