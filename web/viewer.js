@@ -9,20 +9,23 @@
 //   const viewer = new Viewer(canvas)
 //       Takes over `canvas` (WebGL2, preserveDrawingBuffer so tests can read
 //       pixels). Throws an Error if the browser has no WebGL2. The canvas
-//       gets tabindex=0 (if it has none) for the keyboard controls, and its
+//       gets tabindex=0, role=img and an aria-label if it has none, and its
 //       drawing-buffer size follows its CSS size × devicePixelRatio: size the
 //       canvas with CSS (e.g. `width: 100%` plus a height or aspect-ratio).
 //   await viewer.load(arrayBuffer)
 //       Shows the GLB in `arrayBuffer` (an ArrayBuffer or a typed array).
 //       The previous model is removed at once. Resolves once the first frame
 //       with the new model is drawn. Rejects with an Error whose message is
-//       a sentence for a person ("This file is not a GLB model.", "This
+//       a sentence for a person ("This file is not a GLB (binary glTF)
+//       model.", "This
 //       model needs Draco mesh compression (KHR_draco_mesh_compression),
 //       which the preview cannot decode.", ...) and leaves the canvas
 //       cleared. A load() overtaken by a newer one rejects with an Error
 //       whose name is "AbortError" (ignore those).
 //   viewer.reset()     frames the whole model again (same as the r key).
-//   viewer.dispose()   stops listening, frees GPU memory; the object is dead.
+//   viewer.dispose()   stops listening, frees GPU memory and clears the
+//                      canvas; the object is dead (a new Viewer may take
+//                      the same canvas).
 //   viewer.warnings    strings about parts of the last model not drawn
 //                      (e.g. an undecodable texture, points or lines).
 //   canvas.dataset.viewerState
@@ -48,13 +51,19 @@
 // metallic/roughness factors and texture, emissive, occlusion, alpha modes
 // OPAQUE / MASK (alphaCutoff) / BLEND (drawn after the opaque parts, back to
 // front), doubleSided, KHR_materials_unlit, KHR_materials_emissive_strength,
+// KHR_materials_pbrSpecularGlossiness (approximated: diffuse as base colour),
 // COLOR_0 (vec3/vec4, float or normalized), TEXCOORD_0/1 (texCoord), NORMAL
 // (smooth shading; flat shading from screen derivatives without it),
+// normal maps (tangent frame from derivatives; TANGENT is not read),
 // embedded PNG / JPEG / WebP (EXT_texture_webp) images with their sampler's
-// wrap and filter modes and mipmaps. Not drawn: normal maps, skins, morph
-// targets, animations, cameras, KHR_texture_transform and the other
+// wrap and filter modes and mipmaps (images larger than the GPU allows are
+// scaled down). A part without a material is drawn matte grey (not the
+// spec's white metal, which reads badly without an environment map). Not
+// drawn: skins and morph targets (the mesh shows in its bind
+// pose), animations, cameras, KHR_texture_transform and the other
 // extensions; a model that *requires* one of those (or Draco / meshopt
-// compression, KTX2 textures) is refused with a message.
+// compression, KTX2 textures) is refused with a message, one that only
+// uses them is drawn without them and says so in `warnings`.
 
 const GLB_MAGIC = 0x46546c67; // "glTF"
 const CHUNK_JSON = 0x4e4f534a;
@@ -77,6 +86,7 @@ const SUPPORTED_EXTENSIONS = new Set([
   "KHR_mesh_quantization",
   "KHR_materials_emissive_strength",
   "EXT_texture_webp",
+  "KHR_materials_pbrSpecularGlossiness", // approximated, see materialIndex()
 ]);
 const EXTENSION_NAMES = {
   KHR_draco_mesh_compression: "Draco mesh compression",
@@ -90,6 +100,15 @@ const EXTENSION_NAMES = {
 /** An accessor with no buffer view is all zeros; this caps its count. */
 const MAX_EMPTY_ACCESSOR = 1 << 22;
 const MAX_NODE_COUNT = 1 << 16;
+const MAX_HULL_POINTS = 1 << 16;
+/** Images above this many pixels (8192²) are not decoded. */
+const MAX_IMAGE_PIXELS = 1 << 26;
+/**
+ * Values (vertex components and indices) the parts may add up to. Parts
+ * that share accessors share their arrays, but each still costs work, so a
+ * small file cannot make thousands of parts out of one large accessor.
+ */
+const MAX_WORK = 1 << 28;
 
 const WRAP = { 33071: "CLAMP_TO_EDGE", 33648: "MIRRORED_REPEAT", 10497: "REPEAT" };
 const FILTER = {
@@ -101,8 +120,11 @@ const FILTER = {
   9987: "LINEAR_MIPMAP_LINEAR",
 };
 
+/** An error about the model itself; its message is meant for the user. */
+class ModelError extends Error {}
+
 function fail(message) {
-  throw new Error(message);
+  throw new ModelError(message);
 }
 
 function damaged(detail) {
@@ -125,12 +147,14 @@ const isIndex = (v) => Number.isInteger(v) && v >= 0;
  *                  min: [x,y,z], max: [x,y,z] (local bounds) }],
  *   materials: [{ baseColorFactor, baseColorTexture, metallicFactor, roughnessFactor,
  *                 metallicRoughnessTexture, emissiveFactor, emissiveTexture,
- *                 occlusionTexture, occlusionStrength, alphaMode ("OPAQUE"|"MASK"|"BLEND"),
+ *                 occlusionTexture, occlusionStrength, normalTexture, normalScale, alphaMode ("OPAQUE"|"MASK"|"BLEND"),
  *                 alphaCutoff, doubleSided, unlit }]   (textures: { texture, texCoord } or null),
  *   textures: [{ image, sampler: { wrapS, wrapT, magFilter, minFilter } }] (GL enum names),
  *   images: [{ bytes: Uint8Array, mimeType } | null],
  *   draws: [{ primitive, matrix: Float64Array(16) column-major world matrix }],
- *   bounds: { min, max } (world space), warnings: [string]
+ *   bounds: { min, max } (world space), hull: [[x,y,z]] (world positions of up to
+ *   65536 vertices, evenly sampled, for framing),
+ *   warnings: [string]
  * }
  * Throws an Error with a readable message when the model cannot be drawn.
  */
@@ -142,6 +166,8 @@ export function parseGlb(input) {
     bin,
     buffers: new Map(),
     views: new Map(),
+    accessors: new Map(),
+    work: 0,
     warnings: [],
     primitives: [],
     primitiveKeys: new Map(),
@@ -191,8 +217,22 @@ export function parseGlb(input) {
     images: ctx.images,
     draws,
     bounds: { min, max },
+    hull: sampleVertices(ctx.primitives, draws),
     warnings: ctx.warnings,
   };
+}
+
+/** World positions of an even sample of the drawn vertices (all of them for a small model). */
+function sampleVertices(primitives, draws) {
+  let total = 0;
+  for (const d of draws) total += primitives[d.primitive].vertexCount;
+  const step = Math.max(1, Math.ceil(total / MAX_HULL_POINTS));
+  const out = [];
+  for (const d of draws) {
+    const pos = primitives[d.primitive].positions;
+    for (let i = 0; i < pos.length; i += 3 * step) out.push(transformPoint(d.matrix, [pos[i], pos[i + 1], pos[i + 2]]));
+  }
+  return out;
 }
 
 function toArrayBuffer(input) {
@@ -381,6 +421,8 @@ function readAccessor(ctx, index, types, integers = false) {
   if (!types.includes(acc.type)) damaged(`accessor ${index} is a ${acc.type} where ${types.join(" or ")} is expected`);
   const count = acc.count;
   if (!Number.isInteger(count) || count < 1) damaged(`accessor ${index} has a bad count`);
+  const key = `${index}/${integers}`;
+  if (ctx.accessors.has(key)) return ctx.accessors.get(key);
   const [bytesPer, getter] = comp;
   const divisor = acc.normalized === true && !integers ? comp[2] : 0;
   const elementBytes = bytesPer * size;
@@ -403,6 +445,7 @@ function readAccessor(ctx, index, types, integers = false) {
   if (!integers) {
     for (let i = 0; i < out.length; i++) if (!Number.isFinite(out[i])) damaged(`accessor ${index} holds values that are not finite numbers`);
   }
+  ctx.accessors.set(key, out);
   return out;
 }
 
@@ -463,6 +506,12 @@ function primitive(ctx, m, p, prim) {
   const attrs = prim.attributes;
   const positions = readAccessor(ctx, attrs.POSITION, ["VEC3"]);
   const vertexCount = positions.length / 3;
+  // Every part costs work in proportion to its vertices and indices.
+  const spend = (n) => {
+    ctx.work += n;
+    if (ctx.work > MAX_WORK) fail("This model is too large to preview in this browser.");
+  };
+  spend(vertexCount * 16);
   const sameCount = (data, n, name) => {
     if (data && data.length !== vertexCount * n) damaged(`${where}: ${name} and POSITION have different counts`);
     return data;
@@ -492,6 +541,7 @@ function primitive(ctx, m, p, prim) {
     const acc = ref(ctx.json, "accessors", prim.indices, "accessor");
     if (![5121, 5123, 5125].includes(acc.componentType)) damaged(`${where} has indices that are not unsigned integers`);
     indices = readAccessor(ctx, prim.indices, ["SCALAR"], true);
+    spend(indices.length * 2);
     for (let i = 0; i < indices.length; i++) {
       if (indices[i] >= vertexCount) damaged(`${where} has an index past its ${vertexCount} vertices`);
     }
@@ -563,6 +613,8 @@ function materialIndex(ctx, index, hasColors) {
       emissiveTexture: null,
       occlusionTexture: null,
       occlusionStrength: 1,
+      normalTexture: null,
+      normalScale: 1,
       alphaMode: "OPAQUE",
       alphaCutoff: 0.5,
       doubleSided: false,
@@ -571,8 +623,15 @@ function materialIndex(ctx, index, hasColors) {
   } else {
     const m = ref(ctx.json, "materials", index, "material");
     const what = `material ${index}`;
-    const pbr = m.pbrMetallicRoughness && typeof m.pbrMetallicRoughness === "object" ? m.pbrMetallicRoughness : {};
     const ext = m.extensions && typeof m.extensions === "object" ? m.extensions : {};
+    let pbr = m.pbrMetallicRoughness && typeof m.pbrMetallicRoughness === "object" ? m.pbrMetallicRoughness : {};
+    const sg = ext.KHR_materials_pbrSpecularGlossiness;
+    if (sg && typeof sg === "object" && m.pbrMetallicRoughness === undefined) {
+      // Older exporters: diffuse colour as base colour, a dielectric whose
+      // roughness is 1 - glossiness (the specular colour is not drawn).
+      const gloss = scalar(sg.glossinessFactor, 1, `the glossiness of ${what}`);
+      pbr = { baseColorFactor: sg.diffuseFactor, baseColorTexture: sg.diffuseTexture, metallicFactor: 0, roughnessFactor: 1 - gloss };
+    }
     const strength = ext.KHR_materials_emissive_strength
       ? scalar(ext.KHR_materials_emissive_strength.emissiveStrength, 1, `the emissive strength of ${what}`, 0, 1e6)
       : 1;
@@ -588,6 +647,8 @@ function materialIndex(ctx, index, hasColors) {
       emissiveTexture: textureRef(ctx, m.emissiveTexture, what),
       occlusionTexture: textureRef(ctx, m.occlusionTexture, what),
       occlusionStrength: scalar(m.occlusionTexture && m.occlusionTexture.strength, 1, `the occlusion strength of ${what}`),
+      normalTexture: textureRef(ctx, m.normalTexture, what),
+      normalScale: scalar(m.normalTexture && m.normalTexture.scale, 1, `the normal scale of ${what}`, -1e6, 1e6),
       alphaMode,
       alphaCutoff: scalar(m.alphaCutoff, 0.5, `the alpha cutoff of ${what}`, 0, Infinity),
       doubleSided: m.doubleSided === true,
@@ -654,17 +715,58 @@ function imageIndex(ctx, index) {
     bytes = decodeDataUri(image.uri);
   }
   const mimeType = bytes ? sniffImage(bytes) : null;
+  const size = mimeType ? imageSize(bytes, mimeType) : null;
   let out = -1;
   if (!bytes) {
     ctx.warnings.push(`Image ${index} is not embedded in the file; it is not drawn.`);
   } else if (!mimeType) {
     ctx.warnings.push(`Image ${index} is not a PNG, JPEG or WebP image; it is not drawn.`);
+  } else if (size && size[0] * size[1] > MAX_IMAGE_PIXELS) {
+    // Decoding it would take gigabytes before it could be scaled down.
+    ctx.warnings.push(`Image ${index} is ${size[0]}×${size[1]} pixels, too large to decode here; it is not drawn.`);
   } else {
     out = ctx.images.length;
     ctx.images.push({ bytes, mimeType });
   }
   ctx.imageKeys.set(index, out);
   return out;
+}
+
+/** [width, height] from a PNG, JPEG or WebP header, or null if it cannot be read. */
+function imageSize(b, mimeType) {
+  const u16be = (i) => (b[i] << 8) | b[i + 1];
+  const u32be = (i) => ((b[i] << 24) >>> 0) + ((b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]);
+  if (mimeType === "image/png") {
+    const ihdr = b.length >= 24 && String.fromCharCode(b[12], b[13], b[14], b[15]) === "IHDR";
+    return ihdr ? [u32be(16), u32be(20)] : null;
+  }
+  if (mimeType === "image/jpeg") {
+    // Walk the markers up to the start-of-frame segment.
+    let i = 2;
+    while (i + 9 < b.length) {
+      if (b[i] !== 0xff) return null;
+      const marker = b[i + 1];
+      if (marker === 0xff) {
+        i++;
+        continue;
+      }
+      if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd9)) {
+        i += 2;
+        continue;
+      }
+      if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+        return [u16be(i + 7), u16be(i + 5)];
+      }
+      i += 2 + u16be(i + 2);
+    }
+    return null;
+  }
+  if (b.length < 30) return null;
+  const chunk = String.fromCharCode(b[12], b[13], b[14], b[15]);
+  if (chunk === "VP8 ") return [(b[26] | (b[27] << 8)) & 0x3fff, (b[28] | (b[29] << 8)) & 0x3fff];
+  if (chunk === "VP8L") return [1 + (((b[22] & 0x3f) << 8) | b[21]), 1 + (((b[24] & 0x0f) << 10) | (b[23] << 2) | ((b[22] & 0xc0) >> 6))];
+  if (chunk === "VP8X") return [1 + (b[24] | (b[25] << 8) | (b[26] << 16)), 1 + (b[27] | (b[28] << 8) | (b[29] << 16))];
+  return null;
 }
 
 /** The image's real type from its first bytes (the declared mimeType may lie). */
@@ -797,6 +899,9 @@ uniform sampler2D uBaseColorTex;
 uniform sampler2D uMetalRoughTex;
 uniform sampler2D uEmissiveTex;
 uniform sampler2D uOcclusionTex;
+uniform int uNormalUV;
+uniform sampler2D uNormalTex;
+uniform float uNormalScale;
 uniform vec3 uCamera;
 uniform vec3 uKeyDir;
 uniform vec3 uFillDir;
@@ -809,6 +914,30 @@ const vec3 KEY = vec3(1.00, 0.97, 0.92);
 const vec3 FILL = vec3(0.22, 0.25, 0.30);
 
 vec2 uvFor(int set) { return set == 1 ? vUV1 : vUV0; }
+
+// The normal map's tangent frame from screen derivatives of position and
+// UV (no TANGENT attribute needed); n is the unit surface normal.
+vec3 perturb(vec3 n) {
+  vec2 uv = uvFor(uNormalUV);
+  vec3 dpx = dFdx(vWorld);
+  vec3 dpy = dFdy(vWorld);
+  vec2 dux = dFdx(uv);
+  vec2 duy = dFdy(uv);
+  float det = dux.x * duy.y - duy.x * dux.y;
+  if (abs(det) < 1e-12) return n;
+  vec3 t = (duy.y * dpx - dux.y * dpy) / det;
+  t -= n * dot(n, t);
+  if (dot(t, t) < 1e-20) return n;
+  t = normalize(t);
+  // The map's +Y points towards decreasing v (glTF's UV origin is the
+  // image's top-left); flip b where the UVs are mirrored.
+  vec3 b = cross(n, t);
+  if (dot(b, (dux.x * dpy - duy.x * dpx) / det) > 0.0) b = -b;
+  vec3 m = texture(uNormalTex, uv).xyz * 2.0 - 1.0;
+  m.xy *= uNormalScale;
+  vec3 p = mat3(t, b, n) * m;
+  return dot(p, p) > 1e-12 ? normalize(p) : n;
+}
 
 vec3 hemisphere(vec3 dir) { return mix(GROUND, SKY, clamp(dir.y * 0.5 + 0.5, 0.0, 1.0)); }
 
@@ -849,6 +978,7 @@ void main() {
     } else {
       n = normalize(cross(dFdx(vWorld), dFdy(vWorld)));
     }
+    if (uNormalUV >= 0) n = perturb(n);
     vec3 v = normalize(uCamera - vWorld);
     float metallic = uMetallic;
     float roughness = uRoughness;
@@ -888,6 +1018,7 @@ const UNIFORMS = [
   "uModel", "uViewProjection", "uNormalMatrix", "uHasNormals", "uBaseColor", "uMetallic", "uRoughness",
   "uEmissive", "uOcclusionStrength", "uAlphaMode", "uAlphaCutoff", "uUnlit", "uBaseColorUV", "uMetalRoughUV",
   "uEmissiveUV", "uOcclusionUV", "uBaseColorTex", "uMetalRoughTex", "uEmissiveTex", "uOcclusionTex",
+  "uNormalUV", "uNormalTex", "uNormalScale",
   "uCamera", "uKeyDir", "uFillDir",
 ];
 const TEXTURE_SLOTS = [
@@ -895,6 +1026,7 @@ const TEXTURE_SLOTS = [
   ["metallicRoughnessTexture", "uMetalRoughTex", "uMetalRoughUV", false],
   ["emissiveTexture", "uEmissiveTex", "uEmissiveUV", true],
   ["occlusionTexture", "uOcclusionTex", "uOcclusionUV", false],
+  ["normalTexture", "uNormalTex", "uNormalUV", false],
 ];
 
 const BACKGROUND = [0.125, 0.145, 0.172];
@@ -974,16 +1106,19 @@ export class Viewer {
       this._model = model;
       this.warnings = model.warnings;
       for (const w of model.warnings) console.warn("viewer:", w);
-      this._fit(model.bounds);
+      this._fit(model.bounds, model.hull);
       this.reset();
       if (!this._lost) this._upload();
     } catch (e) {
-      if (e.name !== "AbortError" && token === this._loadToken) {
+      if (e.name === "AbortError") throw e;
+      if (token === this._loadToken) {
         this._clearModel();
         this._drawNow();
         this._setState("error");
       }
-      throw e;
+      if (e instanceof ModelError) throw e;
+      if (e instanceof RangeError) throw new ModelError("This model is too large to preview in this browser.", { cause: e });
+      throw new ModelError(`This model could not be shown (${e.message}).`, { cause: e });
     }
     // The first frame: now, or when a lost context comes back.
     const drawn = new Promise((resolve) => this._waiters.push(resolve));
@@ -1011,6 +1146,9 @@ export class Viewer {
     this._clearModel();
     const gl = this.gl;
     if (!this._lost) {
+      // Leave an empty canvas, not the last model.
+      gl.clearColor(BACKGROUND[0], BACKGROUND[1], BACKGROUND[2], 1);
+      gl.clear(gl.COLOR_BUFFER_BIT | gl.DEPTH_BUFFER_BIT);
       gl.deleteProgram(this._program);
       gl.deleteTexture(this._white);
     }
@@ -1050,10 +1188,32 @@ export class Viewer {
     );
   }
 
-  _fit(bounds) {
+  _fit(bounds, hull) {
     const { min, max } = bounds;
     this._center = [0, 1, 2].map((c) => (min[c] + max[c]) / 2);
     this._radius = Math.max(1e-9, Math.hypot(max[0] - min[0], max[1] - min[1], max[2] - min[2]) / 2);
+    this._corners = hull.map((p) => add(p, this._center, -1));
+    this._fitCache = null;
+  }
+
+  /**
+   * The camera distance (at zoom 1) at which the model's vertices, seen
+   * from the default angle, fill the view with a small margin. It does not
+   * change while orbiting, so zoom stays put; the near and far planes use
+   * the bounding sphere, so no angle clips the model.
+   */
+  _fitDistance(aspect) {
+    if (this._fitCache && this._fitCache[0] === aspect) return this._fitCache[1];
+    const { back, right, up } = basis(DEFAULT_YAW, DEFAULT_PITCH);
+    const tanV = Math.tan(FOV / 2) * 0.88;
+    const tanH = tanV * aspect;
+    let d = this._radius * 0.1;
+    for (const p of this._corners || []) {
+      const z = dot(p, back);
+      d = Math.max(d, z + Math.abs(dot(p, right)) / tanH, z + Math.abs(dot(p, up)) / tanV, z + this._radius * 0.1);
+    }
+    this._fitCache = [aspect, d];
+    return d;
   }
 
   // --- GPU resources -------------------------------------------------------
@@ -1073,6 +1233,7 @@ export class Viewer {
     this._white = gl.createTexture();
     gl.bindTexture(gl.TEXTURE_2D, this._white);
     gl.texImage2D(gl.TEXTURE_2D, 0, gl.RGBA8, 1, 1, 0, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array([255, 255, 255, 255]));
+    gl.texParameteri(gl.TEXTURE_2D, gl.TEXTURE_MIN_FILTER, gl.NEAREST); // complete without mipmaps
     this._anisotropy = gl.getExtension("EXT_texture_filter_anisotropic");
     this._maxViewport = gl.getParameter(gl.MAX_VIEWPORT_DIMS);
   }
@@ -1082,11 +1243,18 @@ export class Viewer {
     const model = this._model;
     const gpu = { buffers: [], vaos: [], textures: new Map(), samplers: new Map(), primitives: [] };
     this._gpu = gpu;
+    const uploaded = new Map(); // parts sharing an accessor share its buffer
     const array = (data, location, size) => {
-      const buffer = gl.createBuffer();
-      gpu.buffers.push(buffer);
-      gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
-      gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+      let buffer = uploaded.get(data);
+      if (buffer) {
+        gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+      } else {
+        buffer = gl.createBuffer();
+        gpu.buffers.push(buffer);
+        uploaded.set(data, buffer);
+        gl.bindBuffer(gl.ARRAY_BUFFER, buffer);
+        gl.bufferData(gl.ARRAY_BUFFER, data, gl.STATIC_DRAW);
+      }
       gl.enableVertexAttribArray(location);
       gl.vertexAttribPointer(location, size, gl.FLOAT, false, 0, 0);
     };
@@ -1219,18 +1387,9 @@ export class Viewer {
   /** Camera position and basis for the current orbit. */
   _view(aspect) {
     const { yaw, pitch, zoom, target } = this._camera;
-    // Distance at which the bounding sphere fits both the height and the width.
-    const half = Math.min(FOV / 2, Math.atan(Math.tan(FOV / 2) * aspect));
-    const distance = (this._radius / Math.sin(half)) * zoom;
-    const back = [Math.cos(pitch) * Math.sin(yaw), Math.sin(pitch), Math.cos(pitch) * Math.cos(yaw)];
-    const eye = add(target, back, distance);
-    const right = normalize([Math.cos(yaw), 0, -Math.sin(yaw)]);
-    const up = [
-      back[1] * right[2] - back[2] * right[1],
-      back[2] * right[0] - back[0] * right[2],
-      back[0] * right[1] - back[1] * right[0],
-    ];
-    return { eye, back, right, up, distance };
+    const distance = this._fitDistance(aspect) * zoom;
+    const { back, right, up } = basis(yaw, pitch);
+    return { eye: add(target, back, distance), back, right, up, distance };
   }
 
   _drawModel(aspect) {
@@ -1295,6 +1454,7 @@ export class Viewer {
     gl.uniform1f(u.uRoughness, m.roughnessFactor);
     gl.uniform3fv(u.uEmissive, m.emissiveFactor);
     gl.uniform1f(u.uOcclusionStrength, m.occlusionStrength);
+    gl.uniform1f(u.uNormalScale, m.normalScale);
     gl.uniform1i(u.uAlphaMode, { OPAQUE: 0, MASK: 1, BLEND: 2 }[m.alphaMode]);
     gl.uniform1f(u.uAlphaCutoff, m.alphaCutoff);
     gl.uniform1i(u.uUnlit, m.unlit ? 1 : 0);
@@ -1355,7 +1515,7 @@ export class Viewer {
     } catch {
       // The pointer may already be gone.
     }
-    if (document.activeElement !== this.canvas) this.canvas.focus({ preventScroll: true });
+    if (document.activeElement !== this.canvas) this.canvas.focus({ preventScroll: true, focusVisible: false });
     const pan = e.pointerType === "mouse" && (e.button === 1 || e.button === 2 || e.shiftKey || e.ctrlKey || e.metaKey);
     this._pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, pan });
     e.preventDefault();
@@ -1448,6 +1608,18 @@ export class Viewer {
     this._size = [w, h];
     this._requestDraw();
   }
+}
+
+/** The camera's unit vectors for an orbit angle: back (target to eye), right, up. */
+function basis(yaw, pitch) {
+  const back = [Math.cos(pitch) * Math.sin(yaw), Math.sin(pitch), Math.cos(pitch) * Math.cos(yaw)];
+  const right = [Math.cos(yaw), 0, -Math.sin(yaw)];
+  const up = [
+    back[1] * right[2] - back[2] * right[1],
+    back[2] * right[0] - back[0] * right[2],
+    back[0] * right[1] - back[1] * right[0],
+  ];
+  return { back, right, up };
 }
 
 function abortError() {
