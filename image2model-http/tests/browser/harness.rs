@@ -6,6 +6,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig};
@@ -51,7 +52,10 @@ pub fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
 pub struct Server {
     child: Child,
     pub base: String,
-    _data: tempfile::TempDir,
+    port: u16,
+    role: &'static str,
+    env: Vec<(String, String)>,
+    data: Arc<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -71,41 +75,78 @@ pub fn free_port() -> u16 {
 }
 
 impl Server {
-    /// `image2model serve` with SQLite and files in a temp dir, FAL pointed
-    /// at `fake`, and the default rate limits: nothing from the caller's
-    /// environment reaches it but `PATH`, and `env` on top.
+    /// `image2model serve` (API and worker in one process) with SQLite and
+    /// files in a temp dir, FAL pointed at `fake`, and the default rate
+    /// limits: nothing from the caller's environment reaches it but
+    /// `PATH`, and `env` on top.
     pub async fn start(fake: &FakeFal, env: &[(&str, &str)]) -> Server {
-        let data = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let data = Arc::new(tempfile::tempdir().unwrap());
+        Self::spawn("all", free_port(), data, Self::vars(fake, env)).await
+    }
+
+    /// The API and the worker as two processes on one job store, as a
+    /// deployment may run them: the API can restart while the worker goes
+    /// on. Returns `(api, worker)`.
+    pub async fn start_split(fake: &FakeFal, env: &[(&str, &str)]) -> (Server, Server) {
+        let data = Arc::new(tempfile::tempdir().unwrap());
+        let vars = Self::vars(fake, env);
+        let api = Self::spawn("api", free_port(), data.clone(), vars.clone()).await;
+        let worker = Self::spawn("worker", free_port(), data, vars).await;
+        (api, worker)
+    }
+
+    fn vars(fake: &FakeFal, env: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut vars: Vec<(String, String)> = [
+            ("API_KEY", KEY.to_owned()),
+            ("FAL_KEY", fake.key().to_owned()),
+            ("FAL_QUEUE_BASE_URL", fake.queue_base_url()),
+            ("FAL_STORAGE_BASE_URL", fake.storage_base_url()),
+            ("MAX_FILES", MAX_FILES.to_string()),
+            ("MAX_FILE_BYTES", MAX_FILE_BYTES.to_string()),
+            ("RUST_LOG", "warn".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        vars
+    }
+
+    async fn spawn(
+        role: &'static str,
+        port: u16,
+        data: Arc<tempfile::TempDir>,
+        env: Vec<(String, String)>,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_image2model"));
-        cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-            .current_dir(data.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("API_KEY", KEY)
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}", data.path().join("jobs.db").display()),
-            )
-            .env(
-                "STORAGE_URL",
-                format!("file://{}", data.path().join("blobs").display()),
-            )
-            .env("FAL_KEY", fake.key())
-            .env("FAL_QUEUE_BASE_URL", fake.queue_base_url())
-            .env("FAL_STORAGE_BASE_URL", fake.storage_base_url())
-            .env("MAX_FILES", MAX_FILES.to_string())
-            .env("MAX_FILE_BYTES", MAX_FILE_BYTES.to_string())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        cmd.args([
+            "serve",
+            "--role",
+            role,
+            "--bind",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .current_dir(data.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}", data.path().join("jobs.db").display()),
+        )
+        .env(
+            "STORAGE_URL",
+            format!("file://{}", data.path().join("blobs").display()),
+        )
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let server = Server {
             child: cmd.spawn().expect("the image2model binary starts"),
             base: format!("http://127.0.0.1:{port}"),
-            _data: data,
+            port,
+            role,
+            env,
+            data,
         };
         // /health is outside /api/v1: it costs nothing of the rate limits.
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -118,7 +159,28 @@ impl Server {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the server did not become healthy");
+        panic!("the server ({role}) did not become healthy");
+    }
+
+    /// Stops the process as a restart does (SIGTERM: it closes its event
+    /// streams and drains) and waits until it has exited.
+    pub async fn stop(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the server did not stop");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the process again, on the same port and store.
+    pub async fn start_again(&mut self) {
+        let again = Self::spawn(self.role, self.port, self.data.clone(), self.env.clone()).await;
+        *self = again;
     }
 }
 
@@ -126,7 +188,10 @@ impl Server {
 #[derive(Debug)]
 pub struct Stack {
     pub fake: FakeFal,
+    /// The server the page talks to (the API alone when split).
     pub server: Server,
+    /// The worker, when it runs as a process of its own (kept running).
+    _worker: Option<Server>,
     pub browser: Session,
     /// Test photos on disk (for the file picker).
     pub photos: tempfile::TempDir,
@@ -142,12 +207,29 @@ impl Stack {
         test: &str,
         fake: FakeFalConfig,
         env: &[(&str, &str)],
+        size: (u32, u32),
+    ) -> Option<Stack> {
+        Self::start_with(test, fake, env, size, false).await
+    }
+
+    /// As [`Stack::start`]; with `split`, the API and the worker run as
+    /// two processes ([`Server::start_split`]).
+    pub async fn start_with(
+        test: &str,
+        fake: FakeFalConfig,
+        env: &[(&str, &str)],
         (width, height): (u32, u32),
+        split: bool,
     ) -> Option<Stack> {
         let (chromium, chromedriver) = browser_or_skip(test)?;
         let turn = ONE_AT_A_TIME.lock().await;
         let fake = FakeFal::start(fake).await;
-        let server = Server::start(&fake, env).await;
+        let (server, worker) = if split {
+            let (api, worker) = Server::start_split(&fake, env).await;
+            (api, Some(worker))
+        } else {
+            (Server::start(&fake, env).await, None)
+        };
         let driver = Driver::start(&chromium, &chromedriver).await;
         let browser = driver.session(width, height).await;
         // Before the page's own scripts: record every CSP violation (the
@@ -167,6 +249,7 @@ impl Stack {
         Some(Stack {
             fake,
             server,
+            _worker: worker,
             browser,
             photos: tempfile::tempdir().unwrap(),
             _driver: driver,
@@ -430,12 +513,20 @@ impl Stack {
     /// page loaded or requested (while it did go, as a header, on the API
     /// requests).
     pub async fn assert_clean(&self, key: &str) {
+        self.assert_clean_but(key, &[]).await;
+    }
+
+    /// [`Stack::assert_clean`], but console errors containing one of
+    /// `expected` are allowed (a test that cuts the network expects some).
+    pub async fn assert_clean_but(&self, key: &str, expected: &[&str]) {
         let errors: Vec<(String, String)> = self
             .browser
             .console()
             .await
             .into_iter()
-            .filter(|(level, _)| level == "SEVERE")
+            .filter(|(level, message)| {
+                level == "SEVERE" && !expected.iter().any(|e| message.contains(e))
+            })
             .collect();
         assert!(errors.is_empty(), "console errors: {errors:?}");
 

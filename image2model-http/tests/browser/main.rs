@@ -628,3 +628,109 @@ async fn job_history_pages_back_and_the_page_fits_a_phone() {
     );
     stack.assert_clean(KEY).await;
 }
+
+/// The API restarts (SIGTERM, then a new process) while a job runs (its worker, a process of its own,
+/// goes on and ends the job meanwhile): the page's stream is cut, the page
+/// says it is reconnecting, reopens the stream with backoff once the API is
+/// back, and learns the job's end from one page of the job list, since the
+/// reopened stream no longer follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_its_stream_and_settles_jobs_that_ended_meanwhile() {
+    let Some(mut stack) = Stack::start_with(
+        "browser: the stream reconnects",
+        slow_fal(200, 3000),
+        &[],
+        (1280, 1000),
+        true,
+    )
+    .await
+    else {
+        return;
+    };
+    stack.enter_key(KEY).await;
+    let photos = stack.photos("cut", 1);
+    let job = stack.upload(&photos).await;
+    let card = format!("[data-job=\"{job}\"]");
+    stack
+        .browser
+        .wait_for(
+            "the job to run",
+            Duration::from_secs(20),
+            "const c = document.querySelector(arguments[0]); return c && c.dataset.status === 'running'",
+            json!([card]),
+        )
+        .await;
+
+    // The API goes down; the worker ends the job meanwhile (the fake FAL
+    // has served its result, and the worker then stores it).
+    stack.server.stop().await;
+    stack
+        .browser
+        .wait_for(
+            "the page to say it reconnects",
+            Duration::from_secs(10),
+            "return document.getElementById('live').textContent.startsWith('reconnecting')",
+            json!([]),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stack.fake.results() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not finish: {} submits, {} status streams, {} polls, {} results",
+            stack.fake.submits(),
+            stack.fake.status_streams(),
+            stack.fake.status_polls(),
+            stack.fake.results()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        stack
+            .browser
+            .exec(
+                "return document.querySelector(arguments[0]).dataset.status",
+                json!([card])
+            )
+            .await,
+        "running",
+        "the page heard of the end with the API down"
+    );
+
+    stack.server.start_again().await;
+    let end = stack.wait_job_end(&job, Duration::from_secs(60)).await;
+    assert_eq!(end, "succeeded", "{}", stack.browser.page_text().await);
+    stack
+        .browser
+        .wait_for(
+            "the stream to be back",
+            Duration::from_secs(10),
+            "return document.getElementById('live').textContent.includes('live')",
+            json!([]),
+        )
+        .await;
+
+    let reqs = stack.api_requests().await;
+    let streams: Vec<u16> = reqs
+        .iter()
+        .filter(|r| r.path() == "/api/v1/events")
+        .map(|r| r.status)
+        .collect();
+    assert!(
+        streams.len() >= 2 && streams.last() == Some(&200),
+        "the stream was not reopened: {streams:?}"
+    );
+    let settles = reqs
+        .iter()
+        .filter(|r| r.path() == "/api/v1/jobs?limit=100")
+        .count();
+    assert_eq!(settles, 1, "{}", describe(&reqs));
+    // Reopening while the API is down fails, and the browser says so.
+    stack
+        .assert_clean_but(
+            KEY,
+            &["/api/v1/events - Failed to load resource: net::ERR_"],
+        )
+        .await;
+}
