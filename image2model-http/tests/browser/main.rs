@@ -613,6 +613,11 @@ async fn job_history_pages_back_and_the_page_fits_a_phone() {
     newest_first.reverse();
     assert_eq!(order, newest_first, "every job, newest first");
 
+    // The preview works at this width too.
+    let first = stack.item_ids(&made[made.len() - 1]).await;
+    stack.view(&first[0]).await;
+    stack.assert_textured_preview().await;
+
     // Nothing wider than the phone's screen.
     let widths = b
         .exec(
