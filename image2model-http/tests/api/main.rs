@@ -25,6 +25,7 @@ mod limits;
 mod links;
 mod logs;
 mod metrics;
+mod obj_zip;
 mod openapi;
 mod ownership;
 mod pg_outage;
