@@ -15,12 +15,15 @@ use serde_json::json;
 
 use harness::{KEY, MAX_FILE_BYTES, MAX_FILES, Stack, describe};
 
-/// A fake FAL whose requests run for a while, reporting progress often.
+/// A fake FAL whose requests stay queued, then run, for these many
+/// milliseconds. It reports progress once a second: the server's progress
+/// creeps up with each report and the worker writes it at most every 2 s
+/// (and 10 points), so a run of 7 s or more shows several values.
 fn slow_fal(queue: u64, progress: u64) -> FakeFalConfig {
     FakeFalConfig {
         queue_time: Duration::from_millis(queue),
         progress_time: Duration::from_millis(progress),
-        stream_progress_interval: Duration::from_millis(150),
+        stream_progress_interval: Duration::from_secs(1),
         ..FakeFalConfig::default()
     }
 }
