@@ -577,14 +577,11 @@ impl Collector {
         }
 
         if self.with_uvs {
-            match primitive.get(&Semantic::TexCoords(0)) {
-                Some(acc) => {
-                    let values = read_floats(&acc, buffers, &[2], Some(count), "TEXCOORD_0")?;
-                    self.uvs
-                        .extend(values.chunks_exact(2).map(|uv| [uv[0], uv[1]]));
-                    self.any_uvs = true;
-                }
-                None => {}
+            if let Some(acc) = primitive.get(&Semantic::TexCoords(0)) {
+                let values = read_floats(&acc, buffers, &[2], Some(count), "TEXCOORD_0")?;
+                self.uvs
+                    .extend(values.chunks_exact(2).map(|uv| [uv[0], uv[1]]));
+                self.any_uvs = true;
             }
             self.uvs.resize(self.positions.len(), [0.0, 0.0]);
         }
