@@ -388,20 +388,52 @@ impl Stack {
         id
     }
 
-    /// Waits until job `id`'s card says it has ended and returns its status.
+    /// Waits until job `id`'s card says it has ended and returns its status;
+    /// on a timeout, says what the server has for the job too.
     pub async fn wait_job_end(&self, id: &str, timeout: Duration) -> String {
-        let v = self
-            .browser
-            .wait_for(
-                &format!("job {id} to end"),
-                timeout,
-                "const c = document.querySelector('[data-job=\"' + arguments[0] + '\"]'); \
-                 const s = c && c.dataset.status; \
-                 return s && s !== 'queued' && s !== 'running' ? s : null",
-                json!([id]),
-            )
-            .await;
-        v.as_str().unwrap_or_default().to_owned()
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self
+                .browser
+                .exec(
+                    "const c = document.querySelector('[data-job=\"' + arguments[0] + '\"]'); \
+                     const s = c && c.dataset.status; \
+                     return s && s !== 'queued' && s !== 'running' ? s : null",
+                    json!([id]),
+                )
+                .await;
+            if let Some(status) = v.as_str() {
+                return status.to_owned();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "job {id} did not end on the page within {timeout:?}; the page says: {}; \
+                     the server has: {}",
+                    self.browser.page_text().await,
+                    self.server_job(id).await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The job as the server has it, asked from another loopback address
+    /// (its own rate-limit buckets), for failure messages.
+    pub async fn server_job(&self, id: &str) -> Value {
+        let client = reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 99]))
+            .no_proxy()
+            .build()
+            .unwrap();
+        match client
+            .get(format!("{}/api/v1/jobs/{id}", self.server.base))
+            .bearer_auth(KEY)
+            .send()
+            .await
+        {
+            Ok(resp) => resp.json().await.unwrap_or(Value::Null),
+            Err(e) => json!(e.to_string()),
+        }
     }
 
     /// The item ids of job `id`'s card, in order.

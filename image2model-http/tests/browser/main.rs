@@ -616,8 +616,10 @@ async fn job_history_pages_back_and_the_page_fits_a_phone() {
     newest_first.reverse();
     assert_eq!(order, newest_first, "every job, newest first");
 
-    // The preview works at this width too.
-    let first = stack.item_ids(&made[made.len() - 1]).await;
+    // The preview works at this width too (once the newest job has ended).
+    let newest = &made[made.len() - 1];
+    stack.wait_job_end(newest, Duration::from_secs(30)).await;
+    let first = stack.item_ids(newest).await;
     stack.view(&first[0]).await;
     stack.assert_textured_preview().await;
 
