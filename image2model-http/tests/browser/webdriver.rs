@@ -128,7 +128,10 @@ impl Driver {
                 "args": args,
             },
             "goog:loggingPrefs": {"browser": "ALL", "performance": "ALL"},
-            "timeouts": {"script": 30_000, "pageLoad": 30_000},
+            // Generous: reading the canvas waits for SwiftShader, which a
+            // loaded machine can starve for many seconds; the tests' own
+            // deadlines bound each step.
+            "timeouts": {"script": 120_000, "pageLoad": 60_000},
         }}});
         let resp: Value = self
             .http
