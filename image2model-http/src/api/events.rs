@@ -24,13 +24,13 @@ use image2model_core::ErrorCode;
 use image2model_core::domain::ApiKeyId;
 use image2model_core::pipeline::OwnerEvent;
 use poem::http::header;
-use poem_openapi::payload::EventStream;
+use poem_openapi::payload::{EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::{ApiResponse, Object, OpenApi, Union, param::Query};
 
 use super::dto::JobDto;
 use super::tags::ApiTags;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::UserKey;
 use crate::state::AppState;
 
@@ -167,6 +167,10 @@ pub enum OwnerEventsResponse {
     /// (`{"job_id"}`). Keep-alive comments every 15 s.
     #[oai(status = 200)]
     Ok(EventStream<BoxStream<'static, OwnerEventDto>>),
+    /// `invalid_request`: `timeout_seconds` is not a whole number in
+    /// 1..=86400.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
 }
 
 impl std::fmt::Debug for OwnerEventsResponse {
