@@ -1,8 +1,9 @@
 """Schemathesis hooks for `.ci/schemathesis` (loaded through SCHEMATHESIS_HOOKS).
 
 The first three supply data the document describes but a generator cannot
-invent; the fourth drops one narrowly defined kind of failure that the
-contract makes impossible to avoid; the fifth works around a CPython bug.
+invent; the fourth bounds the one response that never ends by itself; the
+fifth drops one narrowly defined kind of failure that the
+contract makes impossible to avoid; the sixth works around a CPython bug.
 Every check stays on (docs/API-NOTES.md, "Fuzzing the document").
 
 1. Image files. The upload's `files` parts are `image/png, image/jpeg,
@@ -24,15 +25,21 @@ Every check stays on (docs/API-NOTES.md, "Fuzzing the document").
    different bodies is retrying neither. Each valid key is made unique to
    its case; an invalid one (a negative case's violation) is kept.
 
+4. The caller's event stream. `GET /events` stays open until the client
+   leaves; `timeout_seconds` (1 to 86400) closes it sooner. A case without
+   it, or with a valid value, is given `timeout_seconds=1`, so that the
+   stream ends and its answer can be judged (as a client behind a proxy
+   that cuts long requests would ask); an invalid value is kept (400).
+
 And two things that are not about data:
 
-4. Cancelling is not deleting. `DELETE /jobs/{job_id}` on a job that has
+5. Cancelling is not deleting. `DELETE /jobs/{job_id}` on a job that has
    not ended cancels it: 200 with the job, which stays readable until a
    second DELETE removes it (204). That is the contract (API.md: "cancel a
    running job ... or delete a finished one"); the `use_after_free` check
    counts every 2xx DELETE as a removal. Exactly those failures, where the
    DELETE answered 200, are dropped; after a 204 the check stands.
-5. A CPython 3.11 bug: `ast.parse` in two threads at once can fail with
+6. A CPython 3.11 bug: `ast.parse` in two threads at once can fail with
    "AST constructor recursion depth mismatch". Hypothesis parses
    lambdas to describe strategies, and schemathesis runs two workers; the
    parses are serialised here.
@@ -168,9 +175,27 @@ def _files_as_parts(case):
     return True
 
 
+def _bounded_stream(case):
+    """`GET /events` with `timeout_seconds=1` unless the case's value is
+    invalid; whether the edit was made."""
+    if case.operation.label != "GET /events":
+        return False
+    query = dict(case.query or {})
+    value = query.get("timeout_seconds")
+    valid = value is None or (
+        isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 86400
+    ) or (isinstance(value, str) and value.isdigit() and 1 <= int(value) <= 86400)
+    if not valid:
+        return False
+    query["timeout_seconds"] = 1
+    case.query = query
+    return True
+
+
 @schemathesis.hook
 def map_case(context, case):
     edited = _files_as_parts(case)
+    edited = _bounded_stream(case) or edited
     edited = _callback_url(case) or edited
     edited = _idempotency_key(case) or edited
     if edited:

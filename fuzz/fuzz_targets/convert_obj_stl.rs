@@ -36,6 +36,8 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(stl.len(), 84 + 50 * faces, "one STL record per OBJ face");
         assert!(faces <= max_triangles);
     }
+    // The OBJ with its material reads images too: it must not panic either.
+    let _ = convert(&glb, ModelFormat::ObjZip);
     if let Ok(same) = convert(&glb, ModelFormat::Glb) {
         assert_eq!(same, glb);
     }

@@ -89,6 +89,7 @@ error_codes! {
     Unauthorized = "unauthorized", Some(401), "Missing, malformed or unknown API key.";
     Forbidden = "forbidden", Some(403), "This key may not call this endpoint.";
     RateLimited = "rate_limited", Some(429), "The client's request budget is spent for now.";
+    TooManyStreams = "too_many_streams", Some(429), "The key already has `MAX_EVENT_STREAMS_PER_KEY` event streams open (`GET /api/v1/events`): close one and retry after `Retry-After` seconds.";
     QuotaExceeded = "quota_exceeded", Some(429), "The upload would pass one of its key's limits (items a day, estimated spend a day or a month).";
     Overloaded = "overloaded", Some(503), "The server is busy (its queue or its uploads in progress are at their cap): retry after `Retry-After` seconds.";
     InvalidRequest = "invalid_request", Some(400), "A query or path parameter, or an option field, could not be parsed.";

@@ -181,6 +181,7 @@ impl JobStore for MemoryJobStore {
             .rev()
             .filter(|j| query.owner.as_ref().is_none_or(|o| &j.owner == o))
             .filter(|j| query.cursor.is_none_or(|c| j.job_id < c))
+            .filter(|j| !query.active_only || !j.status.is_terminal())
             .take(limit + 1)
             .cloned()
             .collect();

@@ -13,7 +13,7 @@ use image2model_core::domain::{ImageKind, Texture};
 use image2model_core::generators::fal::{FalGenerator, MODELS};
 use image2model_core::ports::{GeneratorHealth, ModelGenerator};
 use image2model_core::testing::fake_fal::{
-    ENDPOINTS, FakeEventKind, FakeFal, FakeFalConfig, ImageSource, Scenario, cube_glb,
+    ENDPOINTS, FakeEventKind, FakeFal, FakeFalConfig, ImageSource, Scenario, textured_glb,
 };
 use image2model_core::testing::images;
 use tokio_util::sync::CancellationToken;
@@ -31,8 +31,8 @@ async fn tripo_returns_the_fakes_glb_and_png_preview() {
         .await
         .unwrap();
 
-    assert_eq!(glb, cube_glb());
-    assert_eq!(model.size_hint, Some(cube_glb().len() as u64));
+    assert_eq!(glb, textured_glb());
+    assert_eq!(model.size_hint, Some(textured_glb().len() as u64));
     let preview = model.preview.expect("tripo returns a rendered image");
     assert_eq!(preview.kind, ImageKind::Png);
     let png = collect(preview.body).await.unwrap();
@@ -260,7 +260,7 @@ async fn hunyuan3d_v3_sends_input_image_url_and_face_count_and_reads_model_glb()
     );
     assert!(submit.body.get("image_url").is_none());
     assert_eq!(submit.body["face_count"], 40_000);
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(model.preview.expect("the thumbnail").kind, ImageKind::Png);
     assert!(
         t.fake
@@ -298,7 +298,7 @@ async fn every_model_in_the_table_round_trips_through_the_fake() {
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", model.name));
 
-        assert_eq!(glb, cube_glb(), "{}", model.name);
+        assert_eq!(glb, textured_glb(), "{}", model.name);
         assert_eq!(t.fake.submits_to(model.endpoint_id), 1, "{}", model.name);
         let body = t.fake.last_submit().unwrap().body;
         assert!(
@@ -424,7 +424,7 @@ async fn transient_503s_on_status_are_retried_and_submitted_exactly_once() {
         .await
         .unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(t.fake.submits(), 1);
     // Three failed looks (streams fall back to polls), then one that works.
     assert!(t.fake.status_polls() + t.fake.status_streams() >= 4);
@@ -866,7 +866,7 @@ async fn a_resumed_request_is_followed_not_resubmitted() {
 
     let (glb, _) = generate_glb(&t, req, &Recorder::default()).await.unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(t.fake.submits(), 0);
     assert!(
         t.fake
@@ -937,7 +937,7 @@ async fn a_client_restart_resumes_the_same_request_and_pays_once() {
     .await
     .unwrap();
 
-    assert_eq!(collect(model.glb).await.unwrap(), cube_glb());
+    assert_eq!(collect(model.glb).await.unwrap(), textured_glb());
     assert_eq!(t.fake.submits(), 1);
     assert_eq!(t.fake.cancels(), 0);
 }

@@ -16,7 +16,7 @@ use axum::routing::post;
 use fal_helpers::*;
 use image2model_core::generators::fal::{FalConfig, FalGenerator};
 use image2model_core::testing::fake_fal::{
-    FakeFal, FakeFalConfig, Scenario, WebhookDelivery, cube_glb,
+    FakeFal, FakeFalConfig, Scenario, WebhookDelivery, textured_glb,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ async fn completion_is_seen_on_the_status_stream_without_polling() {
         .await
         .unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(
         t.fake.status_streams(),
         1,
@@ -58,7 +58,7 @@ async fn a_broken_stream_falls_back_to_a_poll_then_streams_again() {
         .await
         .unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(t.fake.streams_broken(), 1);
     assert!(t.fake.status_polls() >= 1, "a poll followed the break");
     assert!(t.fake.status_streams() >= 2, "the stream was opened again");
@@ -76,7 +76,7 @@ async fn streams_that_keep_failing_leave_the_request_to_polling() {
         .await
         .unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(
         t.fake.status_streams(),
         3,
@@ -93,7 +93,7 @@ async fn with_the_stream_switched_off_the_status_is_polled() {
         .await
         .unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(t.fake.status_streams(), 0);
     assert!(t.fake.status_polls() >= 1);
 }
@@ -186,7 +186,7 @@ async fn a_request_finishes_by_webhook_without_following_its_status() {
 
     let glb = run(&h, request("tripo3d-v2.5")).await.unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     let submit = h.fake.last_submit().unwrap();
     assert!(submit.webhook.is_some(), "the submit named the webhook");
     assert_eq!(h.fake.webhooks_sent(), 1);
@@ -204,7 +204,7 @@ async fn a_lost_webhook_is_covered_by_the_status_stream() {
 
     let glb = run(&h, request("tripo3d-v2.5")).await.unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(h.fake.webhooks_dropped(), 1);
     assert!(h.answers.lock().unwrap().is_empty(), "no webhook arrived");
     assert_eq!(
@@ -222,7 +222,7 @@ async fn a_webhook_with_a_bad_signature_is_refused_and_the_stream_finishes() {
 
     let glb = run(&h, request("tripo3d-v2.5")).await.unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     let answers = h.answers.lock().unwrap().clone();
     assert!(
         !answers.is_empty() && answers.iter().all(|&a| a == 401),
@@ -257,7 +257,7 @@ async fn a_resumed_request_is_followed_at_once_not_left_to_its_webhook() {
 
     let glb = run(&h, req).await.unwrap();
 
-    assert_eq!(glb, cube_glb());
+    assert_eq!(glb, textured_glb());
     assert_eq!(h.fake.submits(), 0);
     assert_eq!(h.fake.status_streams(), 1);
 }

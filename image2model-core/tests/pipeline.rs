@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use image2model_core::domain::{ApiKeyId, BlobPrefix, ItemStatus, JobStatus, ModelName};
 use image2model_core::memory::{MemoryBlobStore, MemoryJobStore};
-use image2model_core::pipeline::Removal;
+use image2model_core::pipeline::{OwnerEvent, Removal};
 use image2model_core::ports::{BlobStore, ClaimOptions, GenerateError, JobStore};
 use image2model_core::testing::generators::{Script, ScriptedGenerator, minimal_glb};
 use image2model_core::testing::images;
@@ -617,4 +617,54 @@ async fn jobs_are_listed_newest_first_with_a_cursor() {
         .unwrap();
     assert_eq!(page3.jobs.len(), 1);
     assert!(page3.next_cursor.is_none());
+}
+
+#[tokio::test]
+async fn a_slow_owner_stream_reader_gets_each_jobs_latest_state_not_a_backlog() {
+    let h = harness(Script::Succeed(minimal_glb()));
+    let stranger = ApiKeyId::parse("stranger").unwrap();
+    let mut events = Box::pin(h.pipeline.subscribe_owner(h.owner.clone()));
+    let first = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, OwnerEvent::Synced { active: 0 });
+
+    // Changes while the reader reads nothing: three jobs made and cancelled,
+    // and another owner's job.
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let job = h
+            .pipeline
+            .submit(&h.owner, vec![png(8, 8)], SubmitOptions::default())
+            .await
+            .unwrap();
+        h.pipeline
+            .cancel(job.job_id, &Scope::Owner(h.owner.clone()))
+            .await
+            .unwrap();
+        ids.push(job.job_id);
+    }
+    h.pipeline
+        .submit(&stranger, vec![png(8, 8)], SubmitOptions::default())
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(700), events.next()).await
+    {
+        seen.push(event);
+    }
+
+    // One event per job: its last state, the queued ones coalesced away.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    for event in &seen {
+        let OwnerEvent::Job(job) = event else {
+            panic!("a job event: {event:?}");
+        };
+        assert!(ids.contains(&job.job_id));
+        assert_eq!(job.status, JobStatus::Cancelled);
+        assert_eq!(job.owner, h.owner);
+    }
 }

@@ -77,6 +77,9 @@ pub struct Config {
     pub rate_limit_upload_per_minute: u32,
     /// `RATE_LIMIT_PER_HOUR`.
     pub rate_limit_per_hour: u32,
+    /// `RATE_LIMIT_DOWNLOADS_PER_HOUR`: the downloads bucket (an item's
+    /// model or preview, with a key), per client IP (default 1000).
+    pub rate_limit_downloads_per_hour: u32,
     /// `MAX_FILES`.
     pub max_files: usize,
     /// `MAX_FILE_BYTES`.
@@ -127,6 +130,10 @@ pub struct Config {
     /// `MAX_CONCURRENT_UPLOADS`: uploads one instance streams at once;
     /// beyond, 503 `overloaded` (default 256).
     pub max_concurrent_uploads: usize,
+    /// `MAX_EVENT_STREAMS_PER_KEY`: `GET /api/v1/events` streams one key
+    /// may have open at once on one instance; beyond, 429
+    /// `too_many_streams` (default 4).
+    pub max_event_streams_per_key: usize,
 }
 
 /// How jobs' ends are posted to integrators' callback URLs
@@ -193,6 +200,7 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "TRUSTED_PROXIES",
     "RATE_LIMIT_UPLOAD_PER_MINUTE",
     "RATE_LIMIT_PER_HOUR",
+    "RATE_LIMIT_DOWNLOADS_PER_HOUR",
     "MAX_FILES",
     "MAX_FILE_BYTES",
     "MAX_IMAGE_PIXELS",
@@ -219,6 +227,7 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "WEBHOOK_POLL_MS",
     "MAX_QUEUED_ITEMS",
     "MAX_CONCURRENT_UPLOADS",
+    "MAX_EVENT_STREAMS_PER_KEY",
 ];
 
 /// Every variable [`Config::from_lookup`] reads: the server's, then
@@ -498,6 +507,10 @@ impl Config {
             trusted_proxies,
             rate_limit_upload_per_minute: r.positive("RATE_LIMIT_UPLOAD_PER_MINUTE", 10),
             rate_limit_per_hour: r.positive("RATE_LIMIT_PER_HOUR", 100),
+            rate_limit_downloads_per_hour: r.positive(
+                "RATE_LIMIT_DOWNLOADS_PER_HOUR",
+                crate::security::rate_limit::DEFAULT_DOWNLOADS_PER_HOUR,
+            ),
             max_files: r.positive("MAX_FILES", 25),
             max_file_bytes: r.positive("MAX_FILE_BYTES", 10 * 1024 * 1024),
             max_image_pixels: r.positive("MAX_IMAGE_PIXELS", 8192 * 8192),
@@ -517,6 +530,7 @@ impl Config {
             webhooks,
             max_queued_items: r.parsed("MAX_QUEUED_ITEMS", 10_000),
             max_concurrent_uploads: r.positive("MAX_CONCURRENT_UPLOADS", 256),
+            max_event_streams_per_key: r.positive("MAX_EVENT_STREAMS_PER_KEY", 4),
         };
         if r.errors.is_empty() {
             Ok(config)
@@ -654,6 +668,7 @@ impl Config {
             "TRUSTED_PROXIES": self.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "RATE_LIMIT_UPLOAD_PER_MINUTE": self.rate_limit_upload_per_minute,
             "RATE_LIMIT_PER_HOUR": self.rate_limit_per_hour,
+            "RATE_LIMIT_DOWNLOADS_PER_HOUR": self.rate_limit_downloads_per_hour,
             "MAX_FILES": self.max_files,
             "MAX_FILE_BYTES": self.max_file_bytes,
             "MAX_IMAGE_PIXELS": self.max_image_pixels,
@@ -680,6 +695,7 @@ impl Config {
             "WEBHOOK_POLL_MS": self.webhooks.poll.as_millis(),
             "MAX_QUEUED_ITEMS": self.max_queued_items,
             "MAX_CONCURRENT_UPLOADS": self.max_concurrent_uploads,
+            "MAX_EVENT_STREAMS_PER_KEY": self.max_event_streams_per_key,
         });
         if let Some(map) = shown.as_object_mut() {
             for (name, value) in self.generators.shown() {

@@ -236,7 +236,7 @@ fn unauthorized_meta() -> MetaResponse {
 fn rate_limited_meta() -> MetaResponse {
     let mut meta = error_meta(
         429,
-        "`rate_limited`; on an upload also `quota_exceeded` (a key's limit, `Retry-After` until it resets).",
+        "`rate_limited`; on an upload also `quota_exceeded` (a key's limit, `Retry-After` until it resets); on `GET /events` also `too_many_streams`.",
     );
     meta.headers = vec![header_meta("Retry-After", u64::schema_ref())];
     meta

@@ -73,7 +73,7 @@ impl Link {
             "i2m-link-v1\n{}\n{}\n{}\n{}\n{}",
             self.job_id,
             self.item_id,
-            self.format.extension(),
+            self.format.name(),
             self.expires,
             self.owner
         )
@@ -92,7 +92,7 @@ impl Link {
             "{API_PREFIX}{LINKS_PATH}/{}/{}/{}?owner={}&expires={}&sig={sig}",
             self.job_id,
             self.item_id,
-            self.format.extension(),
+            self.format.name(),
             self.owner,
             self.expires
         )

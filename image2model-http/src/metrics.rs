@@ -103,6 +103,7 @@ pub fn serve(
 const API_ROUTES: &[&str] = &[
     "/api/v1/upload",
     "/api/v1/usage",
+    "/api/v1/events",
     "/api/v1/jobs",
     "/api/v1/jobs/{job_id}",
     "/api/v1/jobs/{job_id}/events",

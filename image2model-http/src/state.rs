@@ -82,4 +82,7 @@ pub struct SharedState {
     pub webhook_addresses: Arc<AddressPolicy>,
     /// One permit per upload in progress (`MAX_CONCURRENT_UPLOADS`).
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Open `GET /api/v1/events` streams per key
+    /// (`MAX_EVENT_STREAMS_PER_KEY`).
+    pub event_streams: Arc<crate::api::events::StreamSlots>,
 }

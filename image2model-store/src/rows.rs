@@ -781,6 +781,10 @@ where
     if let Some(cursor) = query.cursor {
         q.push(" AND job_id < ").push_bind(cursor.to_string());
     }
+    if query.active_only {
+        // The statuses a job has before it ends (JobStatus::is_terminal).
+        q.push(" AND status IN ('queued', 'running')");
+    }
     q.push(" ORDER BY job_id DESC LIMIT ")
         .push_bind(i64::from(limit) + 1);
     q

@@ -41,7 +41,7 @@ use image2model_benches::scenarios::{e2e, fal_bound as fb, ingest, memory, relie
 use image2model_benches::server::{self, Generator, Role, ServerSetup, USER_KEY};
 use image2model_benches::stats::ms;
 use image2model_benches::{Result, api, client, images, reference};
-use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig};
+use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, FakeModel};
 
 /// Measures the image2model server against references from the same run.
 #[derive(Debug, Parser)]
@@ -444,6 +444,8 @@ async fn run(cli: &Cli) -> Result<()> {
             FakeFal::start(FakeFalConfig {
                 queue_time: Duration::ZERO,
                 progress_time: Duration::ZERO,
+                // The bare cube, as when the figures in BENCHMARKS.md were taken.
+                model: FakeModel::Cube,
                 ..FakeFalConfig::default()
             })
             .await,

@@ -28,13 +28,22 @@ pub enum ModelFormat {
     Obj,
     /// Binary STL.
     Stl,
+    /// A zip of `model.obj` (with `mtllib`, `usemtl`, `vt`, `vn`),
+    /// `model.mtl` and the base-colour textures
+    /// ([`obj_package`](super::obj_package)).
+    ObjZip,
 }
 
 impl ModelFormat {
     /// Every format.
-    pub const ALL: [ModelFormat; 3] = [ModelFormat::Glb, ModelFormat::Obj, ModelFormat::Stl];
+    pub const ALL: [ModelFormat; 4] = [
+        ModelFormat::Glb,
+        ModelFormat::Obj,
+        ModelFormat::Stl,
+        ModelFormat::ObjZip,
+    ];
 
-    /// Parses `glb`, `obj` or `stl` (case-insensitive).
+    /// Parses `glb`, `obj`, `stl` or `obj.zip` (case-insensitive).
     ///
     /// ```
     /// use image2model_core::gltf::ModelFormat;
@@ -49,30 +58,44 @@ impl ModelFormat {
         let text = text.trim();
         Self::ALL
             .into_iter()
-            .find(|f| f.extension().eq_ignore_ascii_case(text))
+            .find(|f| f.name().eq_ignore_ascii_case(text))
             .ok_or_else(|| OptionError {
                 code: "invalid_format",
-                message: "format must be one of glb, obj, stl".to_owned(),
+                message: "format must be one of glb, obj, stl, obj.zip".to_owned(),
             })
     }
 
-    /// The media type: `model/gltf-binary`, `model/obj` or `model/stl`.
+    /// The format's name, as `?format=` and links spell it: `glb`, `obj`,
+    /// `stl`, `obj.zip`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFormat::ObjZip => "obj.zip",
+            other => other.extension(),
+        }
+    }
+
+    /// The media type: `model/gltf-binary`, `model/obj`, `model/stl` or
+    /// `application/zip`.
     #[must_use]
     pub fn mime(self) -> &'static str {
         match self {
             ModelFormat::Glb => "model/gltf-binary",
             ModelFormat::Obj => "model/obj",
             ModelFormat::Stl => "model/stl",
+            ModelFormat::ObjZip => "application/zip",
         }
     }
 
-    /// The file extension, without a dot.
+    /// The file extension, without a dot (`zip` for `obj.zip`: a download
+    /// of `chair.png` is `chair.zip`).
     #[must_use]
     pub fn extension(self) -> &'static str {
         match self {
             ModelFormat::Glb => "glb",
             ModelFormat::Obj => "obj",
             ModelFormat::Stl => "stl",
+            ModelFormat::ObjZip => "zip",
         }
     }
 }
@@ -84,11 +107,14 @@ impl ModelFormat {
 /// Whatever [`read_glb`] reports; [`GltfError::TooLarge`] for an STL with
 /// more than `u32::MAX` triangles.
 pub fn convert(glb: &[u8], to: ModelFormat) -> Result<Vec<u8>, GltfError> {
-    let mesh = read_glb(glb)?;
     match to {
-        ModelFormat::Glb => Ok(glb.to_vec()),
-        ModelFormat::Obj => Ok(mesh_to_obj(&mesh).into_bytes()),
-        ModelFormat::Stl => mesh_to_stl(&mesh),
+        ModelFormat::Glb => {
+            read_glb(glb)?;
+            Ok(glb.to_vec())
+        }
+        ModelFormat::Obj => Ok(mesh_to_obj(&read_glb(glb)?).into_bytes()),
+        ModelFormat::Stl => mesh_to_stl(&read_glb(glb)?),
+        ModelFormat::ObjZip => super::glb_to_obj_package(glb)?.to_zip(),
     }
 }
 

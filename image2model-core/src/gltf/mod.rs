@@ -6,7 +6,9 @@
 //! - [`reader`]: parses any GLB into a flat triangle [`Mesh`]: every triangle
 //!   primitive of every node of the default scene, with node transforms applied.
 //!   Every malformed input is an error ([`GltfError`]), never a panic.
-//! - [`convert`](mod@convert): GLB → OBJ text and GLB → binary STL ([`ModelFormat`]).
+//! - [`convert`](mod@convert): GLB → OBJ text, GLB → binary STL and GLB →
+//!   OBJ with its material and textures, zipped ([`ModelFormat`],
+//!   [`obj_package`]).
 //! - `inspect`: a streaming GLB header validator ([`inspect_glb_stream`]).
 //!
 //! ```
@@ -27,6 +29,7 @@ pub mod convert;
 mod error;
 mod inspect;
 mod mesh;
+pub mod obj_package;
 pub mod reader;
 pub mod writer;
 
@@ -34,5 +37,6 @@ pub use convert::{ModelFormat, convert, mesh_to_obj, mesh_to_stl};
 pub use error::GltfError;
 pub use inspect::{GlbInspector, GlbVerdict, inspect_glb_stream};
 pub use mesh::Mesh;
+pub use obj_package::{ObjPackage, glb_to_obj_package};
 pub use reader::read_glb;
 pub use writer::write_glb;

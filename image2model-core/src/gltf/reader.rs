@@ -81,6 +81,64 @@ const IDENTITY: Mat4 = [
 /// [`GltfError::TooLarge`] beyond [`element_limits`] (so never beyond
 /// [`MAX_VERTICES`] / [`MAX_TRIANGLES`]).
 pub fn read_glb(bytes: &[u8]) -> Result<Mesh, GltfError> {
+    Ok(read(bytes, false)?.mesh)
+}
+
+/// One run of triangles drawn with one material.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Group {
+    /// The first triangle's index in the mesh.
+    pub first_triangle: usize,
+    /// How many triangles.
+    pub triangles: usize,
+    /// The glTF material, `None` for the default material.
+    pub material: Option<usize>,
+}
+
+/// A material's base colour, as glTF's metallic-roughness model gives it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct BaseColor {
+    /// The material's name, if it has one.
+    pub name: Option<String>,
+    /// `baseColorFactor` (linear RGBA).
+    pub factor: [f32; 4],
+    /// The image of `baseColorTexture`, when it has one.
+    pub image: Option<usize>,
+}
+
+/// An image the GLB embeds (buffer view or `data:` URI) in a format an
+/// OBJ reader takes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct EmbeddedImage {
+    /// `png` or `jpg`.
+    pub extension: &'static str,
+    /// The file's bytes, as stored.
+    pub bytes: Vec<u8>,
+}
+
+/// A GLB read with what an OBJ with its material needs.
+#[derive(Debug, Clone)]
+pub(crate) struct GlbParts {
+    /// The flat mesh, as [`read_glb`] returns it.
+    pub mesh: Mesh,
+    /// `TEXCOORD_0` per vertex (glTF's origin: the image's top-left), when
+    /// any primitive has it (zeros for those that do not).
+    pub uvs: Option<Vec<[f32; 2]>>,
+    /// The triangles of each primitive, in order, with their material.
+    pub groups: Vec<Group>,
+    /// Every material of the document, by index.
+    pub materials: Vec<BaseColor>,
+    /// Every image of the document, by index: `None` for one that is not
+    /// embedded or is neither PNG nor JPEG.
+    pub images: Vec<Option<EmbeddedImage>>,
+}
+
+/// [`read_glb`] with texture coordinates, materials and embedded images.
+pub(crate) fn read_glb_parts(bytes: &[u8]) -> Result<GlbParts, GltfError> {
+    read(bytes, true)
+}
+
+fn read(bytes: &[u8], with_materials: bool) -> Result<GlbParts, GltfError> {
     let (json, bin) = split_glb(bytes)?;
     let root = ::gltf::json::Root::from_slice(json)
         .map_err(|e| GltfError::Malformed(format!("the JSON chunk is not glTF: {e}")))?;
@@ -98,6 +156,7 @@ pub fn read_glb(bytes: &[u8]) -> Result<Mesh, GltfError> {
     let mut out = Collector {
         max_vertices,
         max_triangles,
+        with_uvs: with_materials,
         ..Collector::default()
     };
     for (node, matrix) in scene_nodes(&document)? {
@@ -107,7 +166,83 @@ pub fn read_glb(bytes: &[u8]) -> Result<Mesh, GltfError> {
             }
         }
     }
-    out.finish()
+    let (materials, images) = if with_materials {
+        (
+            base_colors(&document),
+            embedded_images(&document, &buffers)?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let uvs = out.any_uvs.then(|| std::mem::take(&mut out.uvs));
+    let groups = std::mem::take(&mut out.groups);
+    Ok(GlbParts {
+        mesh: out.finish()?,
+        uvs,
+        groups,
+        materials,
+        images,
+    })
+}
+
+fn base_colors(document: &Document) -> Vec<BaseColor> {
+    document
+        .materials()
+        .map(|m| {
+            let pbr = m.pbr_metallic_roughness();
+            BaseColor {
+                name: m.name().map(str::to_owned),
+                factor: pbr.base_color_factor(),
+                image: pbr
+                    .base_color_texture()
+                    .filter(|t| t.tex_coord() == 0)
+                    .map(|t| t.texture().source().index()),
+            }
+        })
+        .collect()
+}
+
+/// The bytes of each image stored in the file, bounds-checked.
+fn embedded_images(
+    document: &Document,
+    buffers: &[Cow<'_, [u8]>],
+) -> Result<Vec<Option<EmbeddedImage>>, GltfError> {
+    let extension = |mime: &str| match mime {
+        "image/png" => Some("png"),
+        "image/jpeg" => Some("jpg"),
+        _ => None,
+    };
+    document
+        .images()
+        .map(|image| match image.source() {
+            ::gltf::image::Source::View { view, mime_type } => {
+                let Some(extension) = extension(mime_type) else {
+                    return Ok(None);
+                };
+                let bad =
+                    || GltfError::Malformed(format!("image {}: out of bounds", image.index()));
+                let buffer = buffers.get(view.buffer().index()).ok_or_else(bad)?;
+                let end = view.offset().checked_add(view.length()).ok_or_else(bad)?;
+                let bytes = buffer.get(view.offset()..end).ok_or_else(bad)?.to_vec();
+                Ok(Some(EmbeddedImage { extension, bytes }))
+            }
+            ::gltf::image::Source::Uri { uri, mime_type } => {
+                let Some(rest) = uri.strip_prefix("data:") else {
+                    return Ok(None);
+                };
+                let Some((mime, payload)) = rest.split_once(";base64,") else {
+                    return Ok(None);
+                };
+                let Some(extension) = extension(mime_type.unwrap_or(mime)) else {
+                    return Ok(None);
+                };
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(payload)
+                    .map_err(|e| GltfError::Malformed(format!("bad base64 image: {e}")))?;
+                Ok(Some(EmbeddedImage { extension, bytes }))
+            }
+        })
+        .collect()
 }
 
 /// `gltf-json` 1.4's validation indexes the accessor list with each
@@ -333,6 +468,11 @@ struct Collector {
     any_colors: bool,
     all_normals: bool,
     primitives: usize,
+    /// Whether to read `TEXCOORD_0` and record groups.
+    with_uvs: bool,
+    uvs: Vec<[f32; 2]>,
+    any_uvs: bool,
+    groups: Vec<Group>,
     /// From [`element_limits`].
     max_vertices: usize,
     max_triangles: usize,
@@ -436,6 +576,16 @@ impl Collector {
             }
         }
 
+        if self.with_uvs {
+            if let Some(acc) = primitive.get(&Semantic::TexCoords(0)) {
+                let values = read_floats(&acc, buffers, &[2], Some(count), "TEXCOORD_0")?;
+                self.uvs
+                    .extend(values.chunks_exact(2).map(|uv| [uv[0], uv[1]]));
+                self.any_uvs = true;
+            }
+            self.uvs.resize(self.positions.len(), [0.0, 0.0]);
+        }
+
         match primitive.indices() {
             Some(acc) => {
                 let indices = read_indices(&acc, buffers)?;
@@ -461,6 +611,13 @@ impl Collector {
             for t in self.indices[first_index..].chunks_exact_mut(3) {
                 t.swap(1, 2);
             }
+        }
+        if self.with_uvs {
+            self.groups.push(Group {
+                first_triangle: first_index / 3,
+                triangles: (self.indices.len() - first_index) / 3,
+                material: primitive.material().index(),
+            });
         }
         self.primitives += 1;
         Ok(())

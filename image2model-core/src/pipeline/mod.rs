@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{BodyLimitError, ErrorKind, PipelineError};
+pub use events::{MAX_FOLLOWED, OwnerEvent};
 pub use generators::Generators;
 pub use retention::{RetentionReport, StorageUsage};
 pub use upload::{SubmitOptions, Upload, UploadStart};
@@ -404,6 +405,7 @@ impl Pipeline {
             owner: scope.owner(),
             limit: limit.clamp(1, 100),
             cursor,
+            active_only: false,
         };
         Ok(self.inner.jobs.list_jobs(&query).await?)
     }
@@ -424,6 +426,20 @@ impl Pipeline {
             job,
             self.inner.config.event_poll_interval,
         ))
+    }
+
+    /// A stream of all of `owner`'s jobs (see [`OwnerEvent`]): the current
+    /// state of each job that has not ended, [`OwnerEvent::Synced`], then
+    /// every change of those jobs and of jobs created later, each job's
+    /// last event being its terminal state (or [`OwnerEvent::Deleted`]).
+    /// It never ends by itself; drop it to stop. Changes made in this
+    /// process are seen at once, other processes' within
+    /// [`PipelineConfig::event_poll_interval`].
+    pub fn subscribe_owner(
+        &self,
+        owner: ApiKeyId,
+    ) -> impl Stream<Item = OwnerEvent> + Send + 'static {
+        events::owner_events(self.clone(), owner, self.inner.config.event_poll_interval)
     }
 
     /// Cancels a job that has not ended (its running remote requests are

@@ -122,6 +122,9 @@ pub struct ListQuery {
     pub limit: u32,
     /// Only jobs older than this one (the previous page's `next_cursor`).
     pub cursor: Option<JobId>,
+    /// Only jobs that have not ended (`queued` or `running`): what an
+    /// owner's event stream follows.
+    pub active_only: bool,
 }
 
 /// One page of [`JobStore::list_jobs`].

@@ -1,4 +1,4 @@
-//! `?format=obj|stl`: converts a stored GLB on the fly.
+//! `?format=obj|stl|obj.zip`: converts a stored GLB on the fly.
 //!
 //! The GLB is read whole (it was bounded by the pipeline's model size cap when
 //! it was stored, and is checked against it again here) and converted on a

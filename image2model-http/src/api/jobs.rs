@@ -132,6 +132,10 @@ pub enum FormatParam {
     Obj,
     /// Binary STL (`model/stl`).
     Stl,
+    /// A zip (`application/zip`) of `model.obj`, `model.mtl` and the
+    /// textures, so that a textured model stays textured.
+    #[oai(rename = "obj.zip")]
+    ObjZip,
 }
 
 impl From<FormatParam> for ModelFormat {
@@ -140,6 +144,7 @@ impl From<FormatParam> for ModelFormat {
             FormatParam::Glb => ModelFormat::Glb,
             FormatParam::Obj => ModelFormat::Obj,
             FormatParam::Stl => ModelFormat::Stl,
+            FormatParam::ObjZip => ModelFormat::ObjZip,
         }
     }
 }
@@ -249,7 +254,8 @@ impl JobsApi {
     /// Download a model
     ///
     /// The item's 3D model, streamed, as an attachment: binary glTF by
-    /// default, or converted with `?format=obj|stl`.
+    /// default, or converted with `?format=obj|stl`, or `?format=obj.zip`
+    /// for the OBJ with its material and textures (a zip).
     #[oai(
         path = "/jobs/:job_id/items/:item_id/model",
         method = "get",
@@ -260,7 +266,7 @@ impl JobsApi {
         auth: UserKey,
         job_id: Path<String>,
         item_id: Path<String>,
-        /// `glb` (default), `obj` or `stl`.
+        /// `glb` (default), `obj`, `stl` or `obj.zip`.
         format: Query<Option<FormatParam>>,
     ) -> Result<ModelResponse, ApiError> {
         let (item, object) = self

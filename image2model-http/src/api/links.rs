@@ -162,7 +162,7 @@ impl LinksApi {
             item_id: ItemId::parse(&item_id.0).map_err(|_| invalid())?,
             format: ModelFormat::ALL
                 .into_iter()
-                .find(|f| f.extension() == format.0)
+                .find(|f| f.name() == format.0)
                 .ok_or_else(invalid)?,
             expires: expires.parse().map_err(|_| invalid())?,
             owner: ApiKeyId::parse(&owner).map_err(|_| invalid())?,

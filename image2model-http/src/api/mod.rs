@@ -13,6 +13,7 @@ pub mod admin;
 pub mod convert;
 pub mod document;
 pub mod dto;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod links;
@@ -32,6 +33,7 @@ use crate::state::AppState;
 pub type Apis = (
     upload::UploadApi,
     jobs::JobsApi,
+    events::EventsApi,
     links::LinksApi,
     usage::UsageApi,
     webhooks::WebhooksApi,
@@ -48,6 +50,9 @@ pub fn service(state: &AppState) -> OpenApiService<Apis, ()> {
                 state: state.clone(),
             },
             jobs::JobsApi {
+                state: state.clone(),
+            },
+            events::EventsApi {
                 state: state.clone(),
             },
             links::LinksApi {

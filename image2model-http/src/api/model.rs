@@ -52,7 +52,7 @@ impl ModelFile {
                 size: Some(object.size),
                 body: Body::from_bytes_stream(object.stream),
             }),
-            ModelFormat::Obj | ModelFormat::Stl => {
+            ModelFormat::Obj | ModelFormat::Stl | ModelFormat::ObjZip => {
                 let bytes = super::convert::convert(object, format, max_model_bytes).await?;
                 Ok(Self {
                     format,
@@ -130,7 +130,7 @@ fn model_ok_meta() -> MetaResponse {
         description: "The model, streamed as an attachment.",
         status: Some(200),
         status_range: None,
-        content: [ModelFormat::Glb, ModelFormat::Obj, ModelFormat::Stl]
+        content: ModelFormat::ALL
             .into_iter()
             .map(|f| MetaMediaType {
                 content_type: f.mime(),

@@ -282,6 +282,10 @@ impl AppBuilder {
             self.config.rate_limit_upload_per_minute,
             self.config.rate_limit_per_hour,
         );
+        settings.downloads = Rule::new(
+            self.config.rate_limit_downloads_per_hour,
+            settings.downloads.window,
+        );
         if let Some((upload, general)) = self.rate_limit_windows {
             settings.upload = Rule::new(settings.upload.limit, upload);
             settings.general = Rule::new(settings.general.limit, general);
@@ -307,6 +311,8 @@ impl AppBuilder {
         let upload_slots = Arc::new(tokio::sync::Semaphore::new(
             self.config.max_concurrent_uploads,
         ));
+        let event_streams =
+            crate::api::events::StreamSlots::new(self.config.max_event_streams_per_key);
         let webhook_addresses = Arc::new(AddressPolicy::new(
             self.config.webhooks.allowed_nets.clone(),
         ));
@@ -324,6 +330,7 @@ impl AppBuilder {
             webhook_secrets,
             webhook_addresses,
             upload_slots,
+            event_streams,
         });
         Ok(Assembled {
             state,

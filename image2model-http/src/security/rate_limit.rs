@@ -1,9 +1,11 @@
 //! Rate limits per client IP: GCRA buckets, in this process (`governor`) or
 //! shared by every instance through Redis (`REDIS_URL`).
 //!
-//! Two buckets: the upload bucket (`GET|POST /api/v1/upload`, default 10 per
-//! minute) and the general bucket (every other `/api/v1` route, default 100
-//! per hour). A bucket of `limit` requests per `window` lets exactly `limit`
+//! Three buckets: the upload bucket (`GET|POST /api/v1/upload`, default 10
+//! per minute), the downloads bucket (`GET` of an item's `model` or
+//! `preview` with a key, default 1000 per hour; see [`BucketKind::Downloads`]
+//! for why) and the general bucket (every other `/api/v1` route, default
+//! 100 per hour). A bucket of `limit` requests per `window` lets exactly `limit`
 //! requests through at once and then one more every `window / limit` (the
 //! generic cell rate algorithm: no burst at a window edge, unlike fixed
 //! windows). Every response of a limited route carries `RateLimit-Limit`,
@@ -81,6 +83,8 @@ pub struct RateLimitSettings {
     pub upload: Rule,
     /// The general bucket (every other `/api/v1` route).
     pub general: Rule,
+    /// The downloads bucket (`GET …/items/{item_id}/model|preview`).
+    pub downloads: Rule,
     /// `REDIS_URL`: share buckets through this Redis.
     pub redis_url: Option<SecretString>,
     /// Prefix of the Redis keys (instances sharing budgets use the same one).
@@ -89,17 +93,25 @@ pub struct RateLimitSettings {
 
 impl RateLimitSettings {
     /// The contract's buckets: `upload_per_minute` per minute and
-    /// `general_per_hour` per hour, without Redis.
+    /// `general_per_hour` per hour, and downloads at
+    /// [`DEFAULT_DOWNLOADS_PER_HOUR`] per hour, without Redis.
     #[must_use]
     pub fn new(upload_per_minute: u32, general_per_hour: u32) -> Self {
         Self {
             upload: Rule::new(upload_per_minute, Duration::from_secs(60)),
             general: Rule::new(general_per_hour, Duration::from_secs(3600)),
+            downloads: Rule::new(DEFAULT_DOWNLOADS_PER_HOUR, Duration::from_secs(3600)),
             redis_url: None,
             redis_prefix: DEFAULT_REDIS_PREFIX.to_owned(),
         }
     }
 }
+
+/// `RATE_LIMIT_DOWNLOADS_PER_HOUR`'s default: ten times the general
+/// bucket's, so that a person's session (a preview and a download of each
+/// of dozens of models) never meets it, while a client looping on
+/// downloads still does.
+pub const DEFAULT_DOWNLOADS_PER_HOUR: u32 = 1000;
 
 /// The default prefix of Redis keys.
 pub const DEFAULT_REDIS_PREFIX: &str = "image2model:ratelimit";
@@ -111,6 +123,16 @@ pub enum BucketKind {
     Upload,
     /// Every other `/api/v1` route.
     General,
+    /// `GET /api/v1/jobs/{job_id}/items/{item_id}/model` and `…/preview`:
+    /// fetching results already made. A person's page fetches one model
+    /// (and maybe one preview) per image, so a day's use is hundreds of
+    /// these: in the general bucket they would spend the budget that guards
+    /// the rest of the API. They cost no generation and stream from the
+    /// blob store; they still take a key (a guess is 401, and guesses here
+    /// are bounded by this bucket, against keys too long to guess) and are
+    /// still limited per IP. Signed links (`/links/…`) take no key and stay
+    /// in the general bucket.
+    Downloads,
 }
 
 impl BucketKind {
@@ -118,6 +140,7 @@ impl BucketKind {
         match self {
             BucketKind::Upload => "upload",
             BucketKind::General => "general",
+            BucketKind::Downloads => "downloads",
         }
     }
 
@@ -128,9 +151,36 @@ impl BucketKind {
             UPLOAD_PATH if method == Method::GET || method == Method::POST => {
                 Some(BucketKind::Upload)
             }
+            path if method == Method::GET && is_result_download(path) => {
+                Some(BucketKind::Downloads)
+            }
             _ => Some(BucketKind::General),
         }
     }
+}
+
+/// `/jobs/{job_id}/items/{item_id}/model` or `…/preview` (any id text: a
+/// malformed id is the handler's 404, counted here all the same).
+fn is_result_download(path: &str) -> bool {
+    let mut parts = path.strip_prefix('/').unwrap_or(path).split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some("jobs"),
+            Some(job),
+            Some("items"),
+            Some(item),
+            Some("model" | "preview"),
+            None
+        ) if !job.is_empty() && !item.is_empty()
+    )
 }
 
 /// One bucket family kept in this process.
@@ -294,6 +344,7 @@ impl KindStr for redis::RedisError {
 pub struct RateLimits {
     upload: Arc<LocalBucket>,
     general: Arc<LocalBucket>,
+    downloads: Arc<LocalBucket>,
     shared: Option<Arc<Shared>>,
     clients: ClientIpResolver,
 }
@@ -349,6 +400,7 @@ impl RateLimits {
         Ok(Self {
             upload: Arc::new(LocalBucket::new(settings.upload)),
             general: Arc::new(LocalBucket::new(settings.general)),
+            downloads: Arc::new(LocalBucket::new(settings.downloads)),
             shared,
             clients,
         })
@@ -370,6 +422,7 @@ impl RateLimits {
         match kind {
             BucketKind::Upload => &self.upload,
             BucketKind::General => &self.general,
+            BucketKind::Downloads => &self.downloads,
         }
     }
 
@@ -418,6 +471,7 @@ impl RateLimits {
     pub fn retain_recent(&self) {
         self.upload.limiter.retain_recent();
         self.general.limiter.retain_recent();
+        self.downloads.limiter.retain_recent();
     }
 }
 
@@ -574,6 +628,29 @@ mod tests {
         assert_eq!(
             BucketKind::of(&Method::GET, "/api/v1/jobs"),
             Some(BucketKind::General)
+        );
+        let model = "/api/v1/jobs/01ARZ3NDEKTSV4RRFFQ69G5FAV/items/01ARZ3NDEKTSV4RRFFQ69G5FAW";
+        assert_eq!(
+            BucketKind::of(&Method::GET, &format!("{model}/model")),
+            Some(BucketKind::Downloads)
+        );
+        assert_eq!(
+            BucketKind::of(&Method::GET, &format!("{model}/preview")),
+            Some(BucketKind::Downloads)
+        );
+        assert_eq!(
+            BucketKind::of(&Method::POST, &format!("{model}/link")),
+            Some(BucketKind::General),
+            "making a link is not a download"
+        );
+        assert_eq!(
+            BucketKind::of(&Method::GET, &format!("{model}/model/x")),
+            Some(BucketKind::General)
+        );
+        assert_eq!(
+            BucketKind::of(&Method::GET, "/api/v1/links/a/b/glb"),
+            Some(BucketKind::General),
+            "links take no key: the general bucket guards them"
         );
         assert_eq!(BucketKind::of(&Method::GET, "/health"), None);
         assert_eq!(BucketKind::of(&Method::GET, "/"), None);

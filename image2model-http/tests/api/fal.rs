@@ -1,6 +1,8 @@
 //! The FAL generator wired from configuration, against the fake FAL server.
 
-use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, WebhookDelivery};
+use image2model_core::testing::fake_fal::{
+    FakeFal, FakeFalConfig, WebhookDelivery, texture_png, textured_glb,
+};
 use serde_json::Value;
 
 use crate::helpers::{USER_KEY, png, spawn_app_configured};
@@ -49,6 +51,56 @@ async fn a_fal_key_makes_fal_the_default_and_its_model_is_downloadable() {
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap();
     assert!(gltf::Gltf::from_slice(&bytes).is_ok(), "a valid GLB");
+}
+
+#[tokio::test]
+async fn the_fake_fals_textured_model_is_kept_whole_and_converts_to_obj_and_stl() {
+    let fake = FakeFal::start(FakeFalConfig::default()).await;
+    let (key, queue, storage) = (
+        fake.key().to_owned(),
+        fake.queue_base_url(),
+        fake.storage_base_url(),
+    );
+    let app = spawn_app_configured(move |vars| {
+        vars.insert("FAL_API_KEY".into(), key);
+        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
+        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
+    })
+    .await;
+    let job = app.upload_ok(vec![("cube.png", png(16, 16))]).await;
+    let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
+    let url = done["items"][0]["model_url"].as_str().unwrap().to_owned();
+
+    let glb = app
+        .download(&url, None, USER_KEY)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let obj = app.download(&url, Some("obj"), USER_KEY).await;
+    let stl = app.download(&url, Some("stl"), USER_KEY).await;
+
+    assert_eq!(done["status"], "succeeded", "{done}");
+    // Stored and served byte for byte, texture and all.
+    assert_eq!(glb.as_ref(), textured_glb().as_slice());
+    let document = gltf::Gltf::from_slice(&glb).unwrap();
+    let texture = document
+        .materials()
+        .next()
+        .unwrap()
+        .pbr_metallic_roughness();
+    assert!(texture.base_color_texture().is_some(), "textured");
+    assert!(
+        glb.windows(texture_png().len()).any(|w| w == texture_png()),
+        "the PNG is embedded"
+    );
+    assert_eq!(obj.status(), 200);
+    let obj = obj.text().await.unwrap();
+    assert_eq!(obj.lines().filter(|l| l.starts_with("v ")).count(), 24);
+    assert_eq!(obj.lines().filter(|l| l.starts_with("f ")).count(), 12);
+    assert_eq!(stl.status(), 200);
+    // Binary STL: 80-byte header, triangle count, 50 bytes per triangle.
+    assert_eq!(stl.bytes().await.unwrap().len(), 84 + 12 * 50);
 }
 
 #[tokio::test]

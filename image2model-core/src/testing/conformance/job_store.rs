@@ -32,6 +32,7 @@ macro_rules! __job_store_checks {
             list_is_newest_first_and_filters_by_owner,
             list_pages_with_limit_and_cursor,
             list_caps_the_limit_at_100,
+            list_active_only_leaves_out_ended_jobs,
             claim_on_an_empty_store_is_none,
             claim_takes_the_oldest_job_first_and_items_in_upload_order,
             claim_sets_running_lease_and_attempts,
@@ -396,6 +397,7 @@ pub async fn list_is_newest_first_and_filters_by_owner(store: Arc<dyn JobStore>)
             owner: None,
             limit: 10,
             cursor: None,
+            active_only: false,
         })
         .await
         .expect("list_jobs");
@@ -404,6 +406,7 @@ pub async fn list_is_newest_first_and_filters_by_owner(store: Arc<dyn JobStore>)
             owner: Some(alice.clone()),
             limit: 10,
             cursor: None,
+            active_only: false,
         })
         .await
         .expect("list_jobs");
@@ -412,6 +415,7 @@ pub async fn list_is_newest_first_and_filters_by_owner(store: Arc<dyn JobStore>)
             owner: Some(owner("carol")),
             limit: 10,
             cursor: None,
+            active_only: false,
         })
         .await
         .expect("list_jobs");
@@ -442,6 +446,7 @@ pub async fn list_pages_with_limit_and_cursor(store: Arc<dyn JobStore>) {
         owner: Some(alice.clone()),
         limit: 2,
         cursor,
+        active_only: false,
     };
 
     let p1 = store.list_jobs(&page(None)).await.expect("list_jobs");
@@ -470,6 +475,7 @@ pub async fn list_pages_with_limit_and_cursor(store: Arc<dyn JobStore>) {
             owner: Some(alice.clone()),
             limit: 5,
             cursor: None,
+            active_only: false,
         })
         .await
         .expect("list_jobs");
@@ -498,6 +504,7 @@ pub async fn list_caps_the_limit_at_100(store: Arc<dyn JobStore>) {
             owner: None,
             limit: 1000,
             cursor: None,
+            active_only: false,
         })
         .await
         .expect("list_jobs");
@@ -507,6 +514,57 @@ pub async fn list_caps_the_limit_at_100(store: Arc<dyn JobStore>) {
         page.next_cursor.is_some(),
         "one job is left for a next page"
     );
+}
+
+/// `active_only` lists the jobs that have not ended (queued or running),
+/// newest first, and pages like any listing.
+pub async fn list_active_only_leaves_out_ended_jobs(store: Arc<dyn JobStore>) {
+    let (alice, bob) = (owner("alice"), owner("bob"));
+    let jobs = job_ids_of(&create_jobs(&store, &alice, 4, 1).await);
+    create_jobs(&store, &bob, 1, 1).await;
+    // jobs[0] ends (cancelled), jobs[1] runs, jobs[2] and jobs[3] wait.
+    store
+        .cancel_job(jobs[0])
+        .await
+        .expect("cancel_job")
+        .expect("the job exists");
+    let claim = store
+        .claim_next(LONG)
+        .await
+        .expect("claim_next")
+        .expect("something to claim");
+    assert_eq!(
+        claim.job.job_id, jobs[1],
+        "the oldest queued job is claimed"
+    );
+    let query = |cursor| ListQuery {
+        owner: Some(alice.clone()),
+        limit: 2,
+        cursor,
+        active_only: true,
+    };
+
+    let p1 = store.list_jobs(&query(None)).await.expect("list_jobs");
+    let p2 = store
+        .list_jobs(&query(p1.next_cursor))
+        .await
+        .expect("list_jobs");
+
+    assert_eq!(job_ids_of(&p1.jobs), vec![jobs[3], jobs[2]]);
+    assert_eq!(
+        job_ids_of(&p2.jobs),
+        vec![jobs[1]],
+        "the cancelled job is left out"
+    );
+    assert_eq!(p2.next_cursor, None);
+    assert!(
+        p1.jobs
+            .iter()
+            .chain(&p2.jobs)
+            .all(|j| !j.status.is_terminal()),
+        "only jobs that have not ended"
+    );
+    assert_eq!(p2.jobs[0].status, JobStatus::Running);
 }
 
 // ---------------------------------------------------------------- claim
@@ -1575,6 +1633,7 @@ pub async fn delete_returns_the_job_and_removes_it(store: Arc<dyn JobStore>) {
             owner: None,
             limit: 10,
             cursor: None,
+            active_only: false,
         })
         .await
         .expect("list_jobs");

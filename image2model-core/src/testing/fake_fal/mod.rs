@@ -42,8 +42,10 @@
 //!   `{storage}/.well-known/jwks.json` ([`FakeFalProbe::jwks_url`]). A failed
 //!   delivery (connection error or non-2xx) is tried [`WEBHOOK_ATTEMPTS`]
 //!   times in all, with a short doubling backoff, from a task of its own;
-//! - storage upload (initiate + `PUT`), and the files themselves: a real GLB
-//!   cube and a PNG preview;
+//! - storage upload (initiate + `PUT`), and the files themselves: a real
+//!   textured GLB (a cube with normals, UVs and an embedded PNG base-colour
+//!   texture, [`textured_glb`]; or the bare [`cube_glb`], see [`FakeModel`])
+//!   and a PNG preview;
 //! - keeps each request's state keyed by its id, so a client that "restarts"
 //!   can resume polling it.
 //!
@@ -72,7 +74,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use glb::{GLB_MAGIC, cube_glb, cube_glb_padded};
+pub use glb::{
+    BASE_COLOR_FACTOR, GLB_MAGIC, TEXTURE_QUADRANTS, TEXTURE_SIDE, cube_glb, cube_glb_padded,
+    texture_png, textured_glb,
+};
 pub use server::{ENDPOINTS, FakeEndpoint};
 
 use crate::generators::fal::webhook::WebhookStatus;
@@ -221,6 +226,30 @@ impl std::str::FromStr for Scenario {
     }
 }
 
+/// The model file a successful request returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FakeModel {
+    /// [`textured_glb`]: what FAL's models return (normals, UVs, a PBR
+    /// material with an embedded PNG base-colour texture), about 1.6 KB.
+    #[default]
+    Textured,
+    /// [`cube_glb`]: positions and indices only, under 300 bytes. The
+    /// benches use it, so that their figures stay comparable with those
+    /// measured before the fake served textures.
+    Cube,
+}
+
+impl FakeModel {
+    /// The GLB's bytes.
+    #[must_use]
+    pub fn glb(self) -> Vec<u8> {
+        match self {
+            FakeModel::Textured => textured_glb(),
+            FakeModel::Cube => cube_glb(),
+        }
+    }
+}
+
 /// How the fake starts.
 #[derive(Debug, Clone)]
 pub struct FakeFalConfig {
@@ -235,6 +264,9 @@ pub struct FakeFalConfig {
     /// How often a status stream sends an `IN_PROGRESS` event while the
     /// request runs (default 1 s).
     pub stream_progress_interval: Duration,
+    /// The model file results point at (default [`FakeModel::Textured`];
+    /// the oversized scenario always pads the bare cube).
+    pub model: FakeModel,
 }
 
 impl Default for FakeFalConfig {
@@ -245,6 +277,7 @@ impl Default for FakeFalConfig {
             progress_time: Duration::from_millis(60),
             scenario: Scenario::Success,
             stream_progress_interval: Duration::from_secs(1),
+            model: FakeModel::default(),
         }
     }
 }
@@ -460,6 +493,8 @@ fn random_signing_key() -> SigningKey {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub key: String,
+    /// What successful requests return.
+    pub model: FakeModel,
     pub queue_base: String,
     pub storage_base: String,
     pub counters: Counters,
@@ -526,6 +561,7 @@ impl FakeFal {
             .map_err(io::Error::other)?;
         let shared = Arc::new(Shared {
             key: config.key,
+            model: config.model,
             queue_base: format!("http://{queue_addr}"),
             storage_base: format!("http://{storage_addr}"),
             counters: Counters::default(),
