@@ -75,6 +75,7 @@ pub mod routes;
 pub mod security;
 pub mod server;
 pub mod state;
+pub mod streams;
 pub mod web;
 pub mod webhooks;
 pub mod wiring;

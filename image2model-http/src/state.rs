@@ -84,5 +84,5 @@ pub struct SharedState {
     pub upload_slots: Arc<tokio::sync::Semaphore>,
     /// Open `GET /api/v1/events` streams per key
     /// (`MAX_EVENT_STREAMS_PER_KEY`).
-    pub event_streams: Arc<crate::api::events::StreamSlots>,
+    pub event_streams: Arc<crate::streams::StreamSlots>,
 }

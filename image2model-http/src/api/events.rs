@@ -14,14 +14,11 @@
 //! given back when the response body is dropped (the client went away, the
 //! stream timed out, or the server is shutting down).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use image2model_core::ErrorCode;
-use image2model_core::domain::ApiKeyId;
 use image2model_core::pipeline::OwnerEvent;
 use poem::http::header;
 use poem_openapi::payload::{EventStream, Json};
@@ -33,6 +30,7 @@ use super::tags::ApiTags;
 use crate::error::{ApiError, ErrorBody};
 use crate::security::auth::UserKey;
 use crate::state::AppState;
+pub use crate::streams::{StreamSlot, StreamSlots};
 
 /// How often an idle stream sends a keep-alive comment (as the per-job
 /// stream does).
@@ -42,72 +40,6 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// comes back as soon as the server notices the client went away (at the
 /// latest at the next keep-alive).
 pub const STREAMS_RETRY_AFTER_SECS: u64 = 15;
-
-/// Open event streams per key, in this process, bounded.
-#[derive(Debug)]
-pub struct StreamSlots {
-    max: usize,
-    open: Mutex<HashMap<ApiKeyId, usize>>,
-}
-
-/// One open stream's slot: given back when dropped.
-#[derive(Debug)]
-pub struct StreamSlot {
-    slots: Arc<StreamSlots>,
-    key: ApiKeyId,
-}
-
-impl StreamSlots {
-    /// At most `max` streams per key (at least 1).
-    #[must_use]
-    pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max: max.max(1),
-            open: Mutex::new(HashMap::new()),
-        })
-    }
-
-    /// A slot for `key`, or `None` when it has `max` streams open.
-    #[must_use]
-    pub fn take(self: &Arc<Self>, key: &ApiKeyId) -> Option<StreamSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(key.clone()).or_insert(0);
-        if *count >= self.max {
-            return None;
-        }
-        *count += 1;
-        Some(StreamSlot {
-            slots: self.clone(),
-            key: key.clone(),
-        })
-    }
-
-    /// Streams open for `key`.
-    #[must_use]
-    pub fn open(&self, key: &ApiKeyId) -> usize {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.get(key).copied().unwrap_or(0)
-    }
-
-    /// Streams open for every key.
-    #[must_use]
-    pub fn total(&self) -> usize {
-        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.values().sum()
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
-    }
-}
 
 /// `event: deleted`: a followed job was deleted; its last event.
 #[derive(Debug, Clone, Object)]

@@ -311,8 +311,7 @@ impl AppBuilder {
         let upload_slots = Arc::new(tokio::sync::Semaphore::new(
             self.config.max_concurrent_uploads,
         ));
-        let event_streams =
-            crate::api::events::StreamSlots::new(self.config.max_event_streams_per_key);
+        let event_streams = crate::streams::StreamSlots::new(self.config.max_event_streams_per_key);
         let webhook_addresses = Arc::new(AddressPolicy::new(
             self.config.webhooks.allowed_nets.clone(),
         ));

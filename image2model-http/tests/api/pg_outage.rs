@@ -199,6 +199,21 @@ async fn the_job_store_stops_and_comes_back_and_the_server_recovers_by_itself() 
         (fake.submits() == 1).then_some(())
     })
     .await;
+    // The outage this test is about comes once the request id is saved: a
+    // store that stops between FAL's answer and that write loses the id,
+    // and the item is submitted again after its lease (docs/RELIABILITY.md).
+    // Waiting for the submit alone raced that write on a loaded machine.
+    let db = sqlx::PgPool::connect(&pg.url()).await.unwrap();
+    wait_for(20, "the first job's FAL request id is saved", || async {
+        let saved: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM items WHERE remote_request_id IS NOT NULL")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        (saved == 1).then_some(())
+    })
+    .await;
+    db.close().await;
 
     pg.pg_ctl_stop();
     wait_for(30, "/ready says 503 while the store is down", || async {
