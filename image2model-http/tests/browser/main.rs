@@ -10,7 +10,9 @@ mod webdriver;
 
 use std::time::{Duration, Instant};
 
-use image2model_core::testing::fake_fal::{FakeFalConfig, Scenario, texture_png, textured_glb};
+use image2model_core::testing::fake_fal::{
+    FakeFalConfig, FakeModel, Scenario, texture_png, textured_glb,
+};
 use serde_json::json;
 
 use harness::{KEY, MAX_FILE_BYTES, MAX_FILES, Stack, describe};
@@ -375,6 +377,83 @@ async fn a_person_converts_photos_previews_the_textured_model_and_downloads_it()
         "the failure is not told in words: {why:?}"
     );
 
+    stack.assert_clean(KEY).await;
+}
+
+/// A model the preview cannot draw (one that needs Draco mesh compression,
+/// as some FAL models' files do) gets a clear message in words, and the
+/// canvas does not go on showing the model viewed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_the_preview_cannot_draw_gets_a_message_not_a_stale_canvas() {
+    let Some(stack) = Stack::start(
+        "browser: a model the preview cannot draw",
+        slow_fal(20, 50),
+        &[],
+        (1280, 1000),
+    )
+    .await
+    else {
+        return;
+    };
+    stack.enter_key(KEY).await;
+    // First a model it draws, textured.
+    let good = stack.upload(&stack.photos("good", 1)).await;
+    assert_eq!(
+        stack.wait_job_end(&good, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    let good_item = stack.item_ids(&good).await.remove(0);
+    stack.view(&good_item).await;
+    stack.assert_textured_preview().await;
+
+    // Then one it cannot: the server keeps it (a valid GLB container), the
+    // viewer refuses it.
+    stack.fake.set_model(FakeModel::DracoRequired);
+    let bad = stack.upload(&stack.photos("bad", 1)).await;
+    assert_eq!(
+        stack.wait_job_end(&bad, Duration::from_secs(30)).await,
+        "succeeded"
+    );
+    let bad_item = stack.item_ids(&bad).await.remove(0);
+    stack.click_item(&bad_item, "button.view").await;
+    let state = stack
+        .browser
+        .wait_for(
+            "the viewer to give up on the model",
+            Duration::from_secs(20),
+            "const c = document.getElementById('viewer'); \
+             const row = document.querySelector('.item.viewing'); \
+             if (!row || row.dataset.item !== arguments[0]) return null; \
+             const s = c.dataset.viewerState; \
+             const m = document.getElementById('viewer-message'); \
+             const loading = !m.hidden && m.textContent.startsWith('Loading'); \
+             return !loading && (s === 'ready' || s === 'error') ? s : null",
+            json!([bad_item]),
+        )
+        .await;
+    let message = stack.text("#viewer-message").await;
+    assert_eq!(
+        state, "error",
+        "the viewer drew a Draco-only model: {message}"
+    );
+    assert!(
+        message.contains("Draco") && message.split_whitespace().count() >= 5,
+        "the message does not say why in words: {message:?}"
+    );
+    let [red, green, blue, yellow, all] = stack.texture_pixels().await;
+    assert_eq!(
+        red + green + blue + yellow,
+        0,
+        "the canvas still shows the previous model: of {all} pixels, {red} red, \
+         {green} green, {blue} blue, {yellow} yellow"
+    );
+    // Its files still download: only the preview is refused.
+    stack.click_item(&bad_item, "[data-format=glb]").await;
+    let glb = stack
+        .browser
+        .downloaded("bad-0.glb", Duration::from_secs(10))
+        .await;
+    assert_eq!(glb, FakeModel::DracoRequired.glb());
     stack.assert_clean(KEY).await;
 }
 

@@ -1,6 +1,7 @@
 //! Real, small binary glTFs built by hand: a textured cube (what the fake
 //! serves by default, shaped like Tripo3D's, Trellis's and Hunyuan3D's
-//! results) and a bare unit cube (positions and indices only).
+//! results), a bare unit cube (positions and indices only), and the
+//! textured cube marked as needing Draco (which a viewer must refuse).
 
 use std::io::Cursor;
 use std::sync::OnceLock;
@@ -224,6 +225,23 @@ fn build_textured_glb() -> Vec<u8> {
     .into_bytes();
     pad(&mut text, b' ');
     container(&text, &bin)
+}
+
+/// The textured cube, declaring that it needs Draco mesh compression
+/// (`extensionsRequired: ["KHR_draco_mesh_compression"]`), as some FAL
+/// models' files do: a valid GLB container whose meshes a viewer without a
+/// Draco decoder must refuse to draw.
+#[must_use]
+pub fn draco_required_glb() -> Vec<u8> {
+    let glb = textured_glb();
+    let json_len = u32::from_le_bytes(glb[12..16].try_into().expect("4 bytes")) as usize;
+    let mut doc: Value = serde_json::from_slice(&glb[20..20 + json_len]).expect("the cube's JSON");
+    doc["extensionsUsed"] = json!(["KHR_draco_mesh_compression"]);
+    doc["extensionsRequired"] = json!(["KHR_draco_mesh_compression"]);
+    let mut text = doc.to_string().into_bytes();
+    pad(&mut text, b' ');
+    // The BIN chunk's bytes as they were (after its 8-byte header).
+    container(&text, &glb[20 + json_len + 8..])
 }
 
 /// The GLB container around a (padded) JSON chunk and BIN chunk.

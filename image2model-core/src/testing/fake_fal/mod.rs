@@ -76,7 +76,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use glb::{
     BASE_COLOR_FACTOR, GLB_MAGIC, TEXTURE_QUADRANTS, TEXTURE_SIDE, cube_glb, cube_glb_padded,
-    texture_png, textured_glb,
+    draco_required_glb, texture_png, textured_glb,
 };
 pub use server::{ENDPOINTS, FakeEndpoint};
 
@@ -237,6 +237,9 @@ pub enum FakeModel {
     /// benches use it, so that their figures stay comparable with those
     /// measured before the fake served textures.
     Cube,
+    /// [`draco_required_glb`]: the textured cube declaring that it needs
+    /// Draco mesh compression, which the page's viewer cannot decode.
+    DracoRequired,
 }
 
 impl FakeModel {
@@ -246,6 +249,7 @@ impl FakeModel {
         match self {
             FakeModel::Textured => textured_glb(),
             FakeModel::Cube => cube_glb(),
+            FakeModel::DracoRequired => draco_required_glb(),
         }
     }
 }
@@ -493,8 +497,8 @@ fn random_signing_key() -> SigningKey {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub key: String,
-    /// What successful requests return.
-    pub model: FakeModel,
+    /// What successful requests return ([`FakeFal::set_model`] changes it).
+    pub model: Mutex<FakeModel>,
     pub queue_base: String,
     pub storage_base: String,
     pub counters: Counters,
@@ -509,6 +513,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The model file results point at now.
+    pub(crate) fn model(&self) -> FakeModel {
+        *self.model.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn webhook_keys(&self) -> std::sync::MutexGuard<'_, WebhookKeys> {
@@ -561,7 +570,7 @@ impl FakeFal {
             .map_err(io::Error::other)?;
         let shared = Arc::new(Shared {
             key: config.key,
-            model: config.model,
+            model: Mutex::new(config.model),
             queue_base: format!("http://{queue_addr}"),
             storage_base: format!("http://{storage_addr}"),
             counters: Counters::default(),
@@ -656,6 +665,11 @@ impl FakeFal {
     #[must_use]
     pub fn probe(&self) -> FakeFalProbe {
         self.probe.clone()
+    }
+
+    /// Changes the model file that results point at from now on.
+    pub fn set_model(&self, model: FakeModel) {
+        *self.shared.model.lock().unwrap_or_else(|p| p.into_inner()) = model;
     }
 
     /// Changes the scenario for the calls and submits that follow (requests

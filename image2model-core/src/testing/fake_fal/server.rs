@@ -786,7 +786,7 @@ fn output(s: &Shared, id: &str, request: &FakeRequest, scenario: &Scenario) -> V
                 content_length: true,
             } => Some(cube_glb_padded(*bytes).len()),
             Scenario::OversizedModel { .. } | Scenario::TruncatedModel => None,
-            _ => Some(s.model.glb().len()),
+            _ => Some(s.model().glb().len()),
         };
         ("model.glb", "model/gltf-binary", size)
     };
@@ -959,7 +959,7 @@ async fn file(
                 "model.fbx" => bytes_response("application/octet-stream", FBX.to_vec(), true),
                 "model.glb" => match request.scenario {
                     Scenario::TruncatedModel => {
-                        let mut glb = s.model.glb();
+                        let mut glb = s.model().glb();
                         glb.truncate(glb.len() / 2);
                         bytes_response("model/gltf-binary", glb, false)
                     }
@@ -969,7 +969,7 @@ async fn file(
                     } => {
                         bytes_response("model/gltf-binary", cube_glb_padded(bytes), content_length)
                     }
-                    _ => bytes_response("model/gltf-binary", s.model.glb(), true),
+                    _ => bytes_response("model/gltf-binary", s.model().glb(), true),
                 },
                 _ => not_found(&s, target, "Not Found"),
             }
