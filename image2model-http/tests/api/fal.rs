@@ -5,22 +5,12 @@ use image2model_core::testing::fake_fal::{
 };
 use serde_json::Value;
 
-use crate::helpers::{USER_KEY, png, spawn_app_configured};
+use crate::helpers::{USER_KEY, fake_fal_vars, png, spawn_app_configured, spawn_app_with_fal};
 
 #[tokio::test]
 async fn a_fal_key_makes_fal_the_default_and_its_model_is_downloadable() {
     let fake = FakeFal::start(FakeFalConfig::default()).await;
-    let (key, queue, storage) = (
-        fake.key().to_owned(),
-        fake.queue_base_url(),
-        fake.storage_base_url(),
-    );
-    let app = spawn_app_configured(move |vars| {
-        vars.insert("FAL_API_KEY".into(), key);
-        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
-        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
-    })
-    .await;
+    let app = spawn_app_with_fal(&fake).await;
 
     let policy: Value = app
         .upload_policy(Some(USER_KEY))
@@ -56,17 +46,7 @@ async fn a_fal_key_makes_fal_the_default_and_its_model_is_downloadable() {
 #[tokio::test]
 async fn the_fake_fals_textured_model_is_kept_whole_and_converts_to_obj_and_stl() {
     let fake = FakeFal::start(FakeFalConfig::default()).await;
-    let (key, queue, storage) = (
-        fake.key().to_owned(),
-        fake.queue_base_url(),
-        fake.storage_base_url(),
-    );
-    let app = spawn_app_configured(move |vars| {
-        vars.insert("FAL_API_KEY".into(), key);
-        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
-        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
-    })
-    .await;
+    let app = spawn_app_with_fal(&fake).await;
     let job = app.upload_ok(vec![("cube.png", png(16, 16))]).await;
     let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
     let url = done["items"][0]["model_url"].as_str().unwrap().to_owned();
@@ -126,18 +106,11 @@ async fn webhook_app(fake: &FakeFal, safety_secs: u32) -> crate::helpers::TestAp
         .local_addr()
         .unwrap()
         .port();
-    let (key, queue, storage, jwks) = (
-        fake.key().to_owned(),
-        fake.queue_base_url(),
-        fake.storage_base_url(),
-        fake.jwks_url(),
-    );
+    let (fal, jwks) = (fake_fal_vars(fake), fake.jwks_url());
     spawn_app_configured(move |vars| {
         vars.insert("BIND_ADDR".into(), format!("127.0.0.1:{port}"));
         vars.insert("PUBLIC_BASE_URL".into(), format!("http://127.0.0.1:{port}"));
-        vars.insert("FAL_API_KEY".into(), key);
-        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
-        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
+        vars.extend(fal);
         vars.insert("FAL_JWKS_URL".into(), jwks);
         vars.insert("FAL_WEBHOOK_SAFETY_SECS".into(), safety_secs.to_string());
     })

@@ -112,6 +112,21 @@ pub async fn spawn_app_configured(tweak: impl FnOnce(&mut HashMap<String, String
     spawn(tweak, false, |b| b).await
 }
 
+/// The variables that point a server at `fake` (its key and base URLs).
+pub fn fake_fal_vars(fake: &image2model_core::testing::fake_fal::FakeFal) -> [(String, String); 3] {
+    [
+        ("FAL_API_KEY".into(), fake.key().to_owned()),
+        ("FAL_QUEUE_BASE_URL".into(), fake.queue_base_url()),
+        ("FAL_STORAGE_BASE_URL".into(), fake.storage_base_url()),
+    ]
+}
+
+/// A server whose FAL is `fake` (so FAL is its default generator).
+pub async fn spawn_app_with_fal(fake: &image2model_core::testing::fake_fal::FakeFal) -> TestApp {
+    let fal = fake_fal_vars(fake);
+    spawn_app_configured(move |vars| vars.extend(fal)).await
+}
+
 /// A server whose variables `tweak` may change and whose builder `build`
 /// may change (limits, rate-limit windows, the cleanup schedule, …).
 pub async fn spawn_app_built(

@@ -7,7 +7,7 @@ use std::io::{Cursor, Read};
 use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig, texture_png, textured_glb};
 use serde_json::Value;
 
-use crate::helpers::{TestApp, USER_KEY, png, spawn_app, spawn_app_configured};
+use crate::helpers::{USER_KEY, png, spawn_app, spawn_app_with_fal};
 
 /// Every file of a zip, by name.
 fn unzip(bytes: &[u8]) -> BTreeMap<String, Vec<u8>> {
@@ -30,24 +30,10 @@ fn values<'a>(text: &'a str, keyword: &str) -> Vec<&'a str> {
         .collect()
 }
 
-async fn fal_app(fake: &FakeFal) -> TestApp {
-    let (key, queue, storage) = (
-        fake.key().to_owned(),
-        fake.queue_base_url(),
-        fake.storage_base_url(),
-    );
-    spawn_app_configured(move |vars| {
-        vars.insert("FAL_API_KEY".into(), key);
-        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
-        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_obj_zip_holds_the_obj_its_mtl_and_the_glbs_texture_referring_to_each_other() {
     let fake = FakeFal::start(FakeFalConfig::default()).await;
-    let app = fal_app(&fake).await;
+    let app = spawn_app_with_fal(&fake).await;
     let job = app.upload_ok(vec![("chäir.png", png(16, 16))]).await;
     let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
     let url = done["items"][0]["model_url"].as_str().unwrap().to_owned();

@@ -4,23 +4,13 @@
 use image2model_core::testing::fake_fal::{FakeFal, FakeFalConfig};
 use serde_json::Value;
 
-use crate::helpers::{OTHER_KEY, TestApp, USER_KEY, error_code, png, spawn_app_configured};
+use crate::helpers::{OTHER_KEY, TestApp, USER_KEY, error_code, png, spawn_app_with_fal};
 
 /// A server on the fake FAL (whose models make previews) and one finished
 /// job of the user's: (app, job id, model URL, preview URL).
 async fn finished_job() -> (TestApp, FakeFal, String, String, String) {
     let fake = FakeFal::start(FakeFalConfig::default()).await;
-    let (key, queue, storage) = (
-        fake.key().to_owned(),
-        fake.queue_base_url(),
-        fake.storage_base_url(),
-    );
-    let app = spawn_app_configured(move |vars| {
-        vars.insert("FAL_API_KEY".into(), key);
-        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
-        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
-    })
-    .await;
+    let app = spawn_app_with_fal(&fake).await;
     let job = app.upload_ok(vec![("mine.png", png(16, 16))]).await;
     let job_id = job["job_id"].as_str().unwrap().to_owned();
     let done = app.wait_for_end(&job_id).await;

@@ -11,7 +11,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use crate::events::Events;
-use crate::helpers::{TestApp, USER_KEY, error_code, png, spawn_app_configured};
+use crate::helpers::{TestApp, USER_KEY, error_code, fake_fal_vars, png, spawn_app_configured};
 
 /// The server of the guide: default rate limits (10 uploads a minute, 100
 /// requests an hour, per IP), five files per upload, the fake FAL.
@@ -19,18 +19,12 @@ async fn default_limits_app(
     fake: &FakeFal,
     tweak: impl FnOnce(&mut std::collections::HashMap<String, String>),
 ) -> TestApp {
-    let (key, queue, storage) = (
-        fake.key().to_owned(),
-        fake.queue_base_url(),
-        fake.storage_base_url(),
-    );
+    let fal = fake_fal_vars(fake);
     spawn_app_configured(move |vars| {
         vars.remove("RATE_LIMIT_UPLOAD_PER_MINUTE");
         vars.remove("RATE_LIMIT_PER_HOUR");
         vars.insert("MAX_FILES".into(), "5".into());
-        vars.insert("FAL_API_KEY".into(), key);
-        vars.insert("FAL_QUEUE_BASE_URL".into(), queue);
-        vars.insert("FAL_STORAGE_BASE_URL".into(), storage);
+        vars.extend(fal);
         tweak(vars);
     })
     .await
