@@ -575,9 +575,9 @@ fn candidate_index(loaded: &LoadedJob, item_id: &str) -> Result<usize, StoreErro
 
 /// Whether the candidate is a crashed worker's item claimed too often: it is
 /// failed as `worker_lost` instead of claimed.
-fn worker_lost(loaded: &LoadedJob, idx: usize, options: &ClaimOptions) -> bool {
+fn worker_lost(loaded: &LoadedJob, idx: usize, max_attempts: u32) -> bool {
     let item = &loaded.job.items[idx];
-    item.status == ItemStatus::Running && item.attempts >= options.max_attempts
+    item.status == ItemStatus::Running && item.attempts >= max_attempts
 }
 
 /// Ends a [`WholeWrite`]'s transaction without change and keeps the
@@ -864,7 +864,7 @@ impl JobStore for SqliteDatabase {
                 .await?
                 .ok_or_else(|| StoreError::Corrupt("an item without its job".into()))?;
             let idx = candidate_index(&loaded, &item_id)?;
-            if worker_lost(&loaded, idx, &options) {
+            if worker_lost(&loaded, idx, options.max_attempts) {
                 loaded.fail_worker_lost(idx, now)?;
                 save(&mut tx, &loaded).await?;
                 continue;

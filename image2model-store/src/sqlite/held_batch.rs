@@ -484,7 +484,7 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
                 if !taken.insert((j, idx)) {
                     continue;
                 }
-                if worker_lost(&jobs[j], idx, &claim_options(group.max_attempts)) {
+                if worker_lost(&jobs[j], idx, group.max_attempts) {
                     let before = jobs[j].clone();
                     match jobs[j].fail_worker_lost(idx, now) {
                         Ok(()) => changed[j] = true,
@@ -610,15 +610,6 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
         let _ = done.send(write_result.as_ref().map_err(copy).map(|()| None));
     }
     again
-}
-
-/// The options [`worker_lost`] reads.
-fn claim_options(max_attempts: u32) -> ClaimOptions {
-    ClaimOptions {
-        lease: std::time::Duration::ZERO,
-        max_attempts,
-        models: None,
-    }
 }
 
 /// The rows of the batch read: one loaded job per run of rows with the same
