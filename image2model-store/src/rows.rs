@@ -57,8 +57,9 @@ pub(crate) struct JobRow {
     pub updated_at_ms: i64,
 }
 
-/// A row of `items`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// A row of `items` (also read from a JSON array of its columns, in this
+/// order, by SQLite's packed job reads).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub(crate) struct ItemRow {
     pub item_id: String,
     pub job_id: String,

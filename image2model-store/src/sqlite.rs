@@ -31,7 +31,7 @@
 //! database, the job goes in through an ordinary transaction.
 //!
 //! The other writes follow the same rule (one job's changes): a claim is
-//! two commands, `BEGIN IMMEDIATE` with the read of the job (one joined
+//! two commands, `BEGIN IMMEDIATE` with the read of the job (one packed
 //! statement), then every `UPDATE` with the `COMMIT`; changes under a lease
 //! are the same two commands for all of them that wait for the writer's
 //! turn (group commit, module `held_batch`). A job is read whole by one
@@ -347,15 +347,15 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
-/// A job with its items, for a change: one statement (the joined read), as
+/// A job with its items, for a change: one statement (the packed read), as
 /// every statement is a hand-off to and from the connection's thread.
 async fn load(conn: &mut SqliteConnection, job_id: &str) -> Result<Option<LoadedJob>, StoreError> {
-    let rows: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(JOINED_SQL))
+    let row: Option<PackedRow> = sqlx::query_as(AssertSqlSafe(JOINED_SQL))
         .bind(job_id)
-        .fetch_all(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error("reading a job"))?;
-    joined(rows)
+    unpacked(row)
 }
 
 /// The job of `item` when `token` holds it (running), loaded whole by one
@@ -365,73 +365,73 @@ async fn load_held(
     item: ItemId,
     token: &LeaseToken,
 ) -> Result<Option<LoadedJob>, StoreError> {
-    let rows: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(HELD_SQL))
+    let row: Option<PackedRow> = sqlx::query_as(AssertSqlSafe(HELD_SQL))
         .bind(item.to_string())
         .bind(token.as_str())
-        .fetch_all(&mut *conn)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(db_error("checking a lease"))?;
-    joined(rows)
+    unpacked(row)
 }
 
-/// Assembles the rows of a joined read into the job.
-fn joined(rows: Vec<JoinedRow>) -> Result<Option<LoadedJob>, StoreError> {
-    let mut rows = rows.into_iter();
-    let Some(first) = rows.next() else {
-        return Ok(None);
-    };
-    let items: Vec<ItemRow> = first
-        .item
-        .into_iter()
-        .chain(rows.filter_map(|r| r.item))
-        .collect();
-    rows::load_job(first.job, items).map(Some)
+/// Assembles the row of a packed read into the job.
+fn unpacked(row: Option<PackedRow>) -> Result<Option<LoadedJob>, StoreError> {
+    row.map(|row| rows::load_job(row.job, row.items))
+        .transpose()
 }
 
-/// The job and item columns of a joined read, job first, in [`JobRow`] then
-/// [`ItemRow`] order, for the job named by the `WHERE` that follows.
-macro_rules! joined_columns {
+/// The columns of a packed read: the job's, in [`JobRow`] order, then its
+/// items as one JSON array of arrays in [`ItemRow`] order (by position), for
+/// the jobs named by the `WHERE` that follows, which must end in
+/// `GROUP BY j.job_id`.
+///
+/// One row per job rather than one per item: sqlx hands every row from the
+/// connection's thread to the task that reads it, and every text value is
+/// copied there and freed on the other side; a 25-item job was 25 hand-offs
+/// and about 350 copies (docs/BENCHMARKS.md, "Session 15").
+macro_rules! packed_columns {
     () => {
         "j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
          j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, j.updated_at_ms, \
-         i.item_id, i.job_id, i.position, i.filename, i.content_type, i.size_bytes, i.width, \
-         i.height, i.upload_key, i.status, i.progress, i.error_code, i.error_message, i.model_key, \
-         i.preview_key, i.remote_request_id, i.attempts, i.lease_token, i.lease_expires_at_ms, \
-         i.updated_at_ms"
+         json_group_array(json_array(i.item_id, i.job_id, i.position, i.filename, \
+         i.content_type, i.size_bytes, i.width, i.height, i.upload_key, i.status, i.progress, \
+         i.error_code, i.error_message, i.model_key, i.preview_key, i.remote_request_id, \
+         i.attempts, i.lease_token, i.lease_expires_at_ms, i.updated_at_ms) ORDER BY i.position) \
+         FILTER (WHERE i.item_id IS NOT NULL)"
     };
 }
-macro_rules! joined_select {
+macro_rules! packed_select {
     () => {
         concat!(
             "SELECT ",
-            joined_columns!(),
+            packed_columns!(),
             " FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id "
         )
     };
 }
 
 /// One job and its items ([`read_job`], [`load`]).
-const JOINED_SQL: &str = concat!(joined_select!(), "WHERE j.job_id = ? ORDER BY i.position");
+const JOINED_SQL: &str = concat!(packed_select!(), "WHERE j.job_id = ? GROUP BY j.job_id");
 
 /// The job of an item its token holds ([`load_held`]).
 const HELD_SQL: &str = concat!(
-    joined_select!(),
+    packed_select!(),
     "WHERE j.job_id = (SELECT job_id FROM items WHERE item_id = ? AND status = 'running' \
-     AND lease_token = ?) ORDER BY i.position"
+     AND lease_token = ?) GROUP BY j.job_id"
 );
 
 // After the SQL macros, which it uses.
 mod held_batch;
 use held_batch::HeldBatcher;
 
-/// A row of [`JOINED_SQL`]: the job, and one of its items (none for a job
-/// without items, which the row parser then reports).
-struct JoinedRow {
+/// A row of a packed read ([`packed_columns!`]): the job and its items (none
+/// for a job without items, which [`rows::load_job`] then reports).
+struct PackedRow {
     job: JobRow,
-    item: Option<ItemRow>,
+    items: Vec<ItemRow>,
 }
 
-impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for JoinedRow {
+impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for PackedRow {
     fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> sqlx::Result<Self> {
         use sqlx::Row;
         let job = JobRow {
@@ -447,32 +447,12 @@ impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for JoinedRow {
             created_at_ms: row.try_get(9)?,
             updated_at_ms: row.try_get(10)?,
         };
-        let item = match row.try_get::<Option<String>, _>(11)? {
-            None => None,
-            Some(item_id) => Some(ItemRow {
-                item_id,
-                job_id: row.try_get(12)?,
-                position: row.try_get(13)?,
-                filename: row.try_get(14)?,
-                content_type: row.try_get(15)?,
-                size_bytes: row.try_get(16)?,
-                width: row.try_get(17)?,
-                height: row.try_get(18)?,
-                upload_key: row.try_get(19)?,
-                status: row.try_get(20)?,
-                progress: row.try_get(21)?,
-                error_code: row.try_get(22)?,
-                error_message: row.try_get(23)?,
-                model_key: row.try_get(24)?,
-                preview_key: row.try_get(25)?,
-                remote_request_id: row.try_get(26)?,
-                attempts: row.try_get(27)?,
-                lease_token: row.try_get(28)?,
-                lease_expires_at_ms: row.try_get(29)?,
-                updated_at_ms: row.try_get(30)?,
-            }),
-        };
-        Ok(Self { job, item })
+        let packed: &str = row.try_get(11)?;
+        let items = serde_json::from_str(packed).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "11".into(),
+            source: Box::new(e),
+        })?;
+        Ok(Self { job, items })
     }
 }
 
@@ -484,12 +464,12 @@ impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for JoinedRow {
 /// (docs/BENCHMARKS.md). One statement is one, and needs no transaction: a
 /// single statement reads one snapshot.
 async fn read_job(pool: &SqlitePool, job_id: &str) -> Result<Option<Job>, StoreError> {
-    let rows: Vec<JoinedRow> = sqlx::query_as(AssertSqlSafe(JOINED_SQL))
+    let row: Option<PackedRow> = sqlx::query_as(AssertSqlSafe(JOINED_SQL))
         .bind(job_id)
-        .fetch_all(pool)
+        .fetch_optional(pool)
         .await
         .map_err(db_error("reading a job"))?;
-    joined(rows).map(|l| l.map(|l| l.job))
+    unpacked(row).map(|l| l.map(|l| l.job))
 }
 
 /// Loads the jobs of these rows with their items.

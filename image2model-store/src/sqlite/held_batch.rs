@@ -9,7 +9,7 @@
 //! "FAL-bound throughput"). Here a change waits in a queue; one task at a
 //! time (the flusher) takes the writer's turn, then makes every change
 //! queued by then (up to [`MAX_BATCH`]) in one transaction: one command
-//! that begins and reads their jobs (one joined statement), one that writes
+//! that begins and reads their jobs (one statement, a row per job), one that writes
 //! every changed job and commits. Changes that arrive while a batch runs
 //! form the next one.
 //!
@@ -52,8 +52,8 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::oneshot;
 
 use super::{
-    JoinedRow, SqliteDatabase, WholeWrite, bind_insert, bind_save, claim_sql_at, insert_binds,
-    joined, push_insert_sql, rollback, save_sql, worker_lost,
+    PackedRow, SqliteDatabase, WholeWrite, bind_insert, bind_save, claim_sql_at, insert_binds,
+    push_insert_sql, rollback, save_sql, worker_lost,
 };
 use crate::rows::{self, LoadedJob, db_error, to_ms};
 
@@ -224,12 +224,15 @@ fn claim_groups(claims: Vec<ClaimRequest>) -> Vec<ClaimGroup> {
 }
 
 /// The batch's read, beginning its transaction: every job holding one of
-/// `held` items, and every job holding a claim candidate of one of
-/// `groups`, each with all its items, ordered by job and position. The last
-/// column names the groups (`"0"`, `"0,2"`…) an item is a candidate of, or
-/// is `NULL`. Parameters: `?1` the time (when there are groups), then each
-/// group's models in order, then the held items.
-fn batch_read_sql(held: usize, groups: &[ClaimGroup]) -> String {
+/// the held items (their ids as one JSON array, so that a batch of changes
+/// alone always has the same text and stays prepared in the connection's
+/// cache), and every job holding a claim candidate of one of `groups`, each
+/// packed with all its items ([`packed_columns!`]), ordered by job. The last
+/// column is a JSON array, by position, naming the groups (`"0"`, `"0,2"`…)
+/// each item is a candidate of, or `NULL`; it is `NULL` as a whole without
+/// groups. Parameters: `?1` the time (when there are groups), then each
+/// group's models in order, then the held items' JSON array.
+fn batch_read_sql(held: bool, groups: &[ClaimGroup]) -> String {
     let mut sql = String::from("BEGIN IMMEDIATE; ");
     // `?1` is the time only when there are claims.
     let mut next = if groups.is_empty() { 1 } else { 2 };
@@ -253,25 +256,23 @@ fn batch_read_sql(held: usize, groups: &[ClaimGroup]) -> String {
         sql.push_str(") ");
         sources.push("SELECT job_id FROM c".to_string());
     }
-    sql.push_str(joined_select!());
-    if held > 0 {
-        let params: Vec<String> = (next..next + held).map(|n| format!("?{n}")).collect();
+    sql.push_str("SELECT ");
+    sql.push_str(packed_columns!());
+    sql.push_str(if groups.is_empty() {
+        ", NULL"
+    } else {
+        ", json_group_array((SELECT group_concat(g) FROM c WHERE c.item_id = i.item_id) \
+         ORDER BY i.position) FILTER (WHERE i.item_id IS NOT NULL)"
+    });
+    sql.push_str(" FROM jobs j LEFT JOIN items i ON i.job_id = j.job_id ");
+    if held {
         sources.push(format!(
-            "SELECT job_id FROM items WHERE item_id IN ({})",
-            params.join(", ")
+            "SELECT job_id FROM items WHERE item_id IN (SELECT value FROM json_each(?{next}))"
         ));
     }
-    // `joined_select!` ends in the join; the candidate column goes in
-    // before its `FROM`.
-    let marker = if groups.is_empty() {
-        ", NULL FROM "
-    } else {
-        ", (SELECT group_concat(g) FROM c WHERE c.item_id = i.item_id) FROM "
-    };
-    sql = sql.replacen(" FROM jobs j ", &format!("{marker}jobs j "), 1);
     sql.push_str("WHERE j.job_id IN (");
     sql.push_str(&sources.join(" UNION "));
-    sql.push_str(") ORDER BY j.job_id, i.position");
+    sql.push_str(") GROUP BY j.job_id ORDER BY j.job_id");
     sql
 }
 
@@ -421,11 +422,12 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
     let began = !held.is_empty() || !groups.is_empty();
     if began {
         let now = rows::now();
-        let sql = batch_read_sql(held.len(), &groups);
-        // Only the few common small shapes are worth a place in the
-        // connection's statement cache (see `CACHED`).
-        let cached = held.len() + groups.iter().map(|g| g.requests.len()).sum::<usize>();
-        let mut read = sqlx::query(AssertSqlSafe(sql)).persistent(cached <= CACHED);
+        let sql = batch_read_sql(!held.is_empty(), &groups);
+        // Only the few common small shapes of claims are worth a place in
+        // the connection's statement cache (see `CACHED`); the held items
+        // do not change the text.
+        let claims = groups.iter().map(|g| g.requests.len()).sum::<usize>();
+        let mut read = sqlx::query(AssertSqlSafe(sql)).persistent(claims <= CACHED);
         if !groups.is_empty() {
             read = read.bind(to_ms(now));
         }
@@ -434,8 +436,9 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
                 read = read.bind(model.as_str());
             }
         }
-        for h in &held {
-            read = read.bind(h.item.to_string());
+        if !held.is_empty() {
+            let ids: Vec<String> = held.iter().map(|h| h.item.to_string()).collect();
+            read = read.bind(serde_json::to_string(&ids).expect("strings serialize"));
         }
         let read = match read.fetch_all(&mut *write.conn).await {
             Ok(rows) => group(rows),
@@ -612,34 +615,41 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
     again
 }
 
-/// The rows of the batch read: one loaded job per run of rows with the same
-/// job id (the read orders them by job), and the claim candidates in claim
-/// order, each as (job, item index) with the groups it is a candidate of.
+/// The rows of the batch read: one loaded job per row (ordered by job id),
+/// and the claim candidates in claim order, each as (job, item index) with
+/// the groups it is a candidate of.
 fn group(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<(Vec<LoadedJob>, Candidates), StoreError> {
     use sqlx::{FromRow, Row};
-    let mut jobs = Vec::new();
+    let mut jobs = Vec::with_capacity(rows.len());
     let mut candidates = Vec::new();
-    let mut run: Vec<JoinedRow> = Vec::new();
     for row in &rows {
-        let marker: Option<String> = row
-            .try_get(31)
+        let markers: Option<&str> = row
+            .try_get(12)
             .map_err(db_error("reading claim candidates"))?;
-        let row = JoinedRow::from_row(row).map_err(db_error("reading a job"))?;
-        if run.first().is_some_and(|r| r.job.job_id != row.job.job_id) {
-            jobs.extend(joined(std::mem::take(&mut run))?);
-        }
-        if let Some(marker) = marker.filter(|_| row.item.is_some()) {
+        let markers: Vec<Option<String>> = match markers {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| StoreError::Corrupt(format!("bad claim candidates: {e}")))?,
+        };
+        let row = PackedRow::from_row(row).map_err(db_error("reading a job"))?;
+        let job = rows::load_job(row.job, row.items)?;
+        for (idx, marker) in markers.into_iter().enumerate() {
+            let Some(marker) = marker else { continue };
+            if idx >= job.job.items.len() {
+                return Err(StoreError::Corrupt(
+                    "a claim candidate not in its job".into(),
+                ));
+            }
             let groups = marker
                 .split(',')
                 .map(str::parse)
                 .collect::<Result<Vec<usize>, _>>()
                 .map_err(|_| StoreError::Corrupt(format!("a bad candidate mark {marker}")))?;
-            // The job's items are its rows, in order (see `joined`).
-            candidates.push(((jobs.len(), run.len()), groups));
+            // The job's items are in position order (see `load_job`).
+            candidates.push(((jobs.len(), idx), groups));
         }
-        run.push(row);
+        jobs.push(job);
     }
-    jobs.extend(joined(run)?);
     Ok((jobs, candidates))
 }
 
