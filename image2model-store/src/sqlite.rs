@@ -391,13 +391,65 @@ fn unpacked(row: Option<PackedRow>) -> Result<Option<LoadedJob>, StoreError> {
 /// and about 350 copies (docs/BENCHMARKS.md, "Session 15").
 macro_rules! packed_columns {
     () => {
-        "j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
-         j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, j.updated_at_ms, \
-         json_group_array(json_array(i.item_id, i.job_id, i.position, i.filename, \
-         i.content_type, i.size_bytes, i.width, i.height, i.upload_key, i.status, i.progress, \
-         i.error_code, i.error_message, i.model_key, i.preview_key, i.remote_request_id, \
-         i.attempts, i.lease_token, i.lease_expires_at_ms, i.updated_at_ms) ORDER BY i.position) \
-         FILTER (WHERE i.item_id IS NOT NULL)"
+        concat!(
+            "j.job_id, j.owner, j.status, j.progress, j.model, j.face_limit, \
+             j.texture, j.idempotency_key, j.cancel_requested, j.created_at_ms, \
+             j.updated_at_ms, ",
+            packed_items!("i."),
+            " FILTER (WHERE i.item_id IS NOT NULL)"
+        )
+    };
+}
+/// The items of a job as one JSON array of arrays in [`ItemRow`] order, by
+/// position (an aggregate; `$p` is the items table's prefix).
+macro_rules! packed_items {
+    ($p:literal) => {
+        concat!(
+            "json_group_array(json_array(",
+            $p,
+            "item_id, ",
+            $p,
+            "job_id, ",
+            $p,
+            "position, ",
+            $p,
+            "filename, ",
+            $p,
+            "content_type, ",
+            $p,
+            "size_bytes, ",
+            $p,
+            "width, ",
+            $p,
+            "height, ",
+            $p,
+            "upload_key, ",
+            $p,
+            "status, ",
+            $p,
+            "progress, ",
+            $p,
+            "error_code, ",
+            $p,
+            "error_message, ",
+            $p,
+            "model_key, ",
+            $p,
+            "preview_key, ",
+            $p,
+            "remote_request_id, ",
+            $p,
+            "attempts, ",
+            $p,
+            "lease_token, ",
+            $p,
+            "lease_expires_at_ms, ",
+            $p,
+            "updated_at_ms",
+            ") ORDER BY ",
+            $p,
+            "position)"
+        )
     };
 }
 macro_rules! packed_select {
@@ -480,19 +532,29 @@ async fn with_items(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut q = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {ITEM_COLUMNS} FROM items WHERE job_id IN ("
+    // One row per job, its items packed as in `packed_columns!` (a row is a
+    // hand-off from the connection's thread).
+    let mut q = QueryBuilder::<Sqlite>::new(concat!(
+        "SELECT ",
+        packed_items!(""),
+        " FROM items WHERE job_id IN ("
     ));
     let mut ids = q.separated(", ");
     for j in &jobs {
         ids.push_bind(j.job_id.clone());
     }
-    q.push(") ORDER BY job_id, position");
-    let items: Vec<ItemRow> = q
+    q.push(") GROUP BY job_id");
+    let packed: Vec<(String,)> = q
         .build_query_as()
         .fetch_all(&mut *conn)
         .await
         .map_err(db_error("reading items"))?;
+    let mut items: Vec<ItemRow> = Vec::new();
+    for (json,) in packed {
+        let job_items: Vec<ItemRow> = serde_json::from_str(&json)
+            .map_err(|e| StoreError::Corrupt(format!("packed items: {e}")))?;
+        items.extend(job_items);
+    }
     rows::load_jobs(jobs, items)
 }
 
@@ -992,5 +1054,25 @@ impl JobStore for SqliteDatabase {
 
     fn callbacks(&self) -> Option<Arc<dyn image2model_core::ports::CallbackStore>> {
         Some(Arc::new(self.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The packed reads decode each item's array into [`ItemRow`] by
+    /// position: their columns must be `ITEM_COLUMNS`, in its order.
+    #[test]
+    fn packed_items_are_the_item_columns_in_order() {
+        let packed = packed_items!("");
+        let inner = packed
+            .strip_prefix("json_group_array(json_array(")
+            .and_then(|s| s.strip_suffix(") ORDER BY position)"))
+            .expect("the packed aggregate's shape");
+        let words =
+            |s: &str| -> Vec<String> { s.split(',').map(|c| c.trim().to_owned()).collect() };
+        assert_eq!(words(inner), words(ITEM_COLUMNS));
+        assert!(packed_columns!().contains(&packed_items!("i.").to_string()));
     }
 }
