@@ -1,6 +1,7 @@
 //! The worker's limits through the public API: local slots for CPU-bound
 //! generators, a separate in-flight limit for remote ones, claims only for
-//! generators with room, and one lease renewal call per interval.
+//! generators with room, one lease renewal call per interval, and progress
+//! writes within their budget with many items running.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -356,4 +357,63 @@ async fn progress_is_written_only_when_it_rose_by_the_step() {
         "10 and 90 were within 50 points of the last write; 50 was written"
     );
     stop.cancel();
+}
+
+/// Runs `jobs` jobs of 25 remote items whose progress creeps one point
+/// every 5 ms for 40 points, under a progress budget; returns the progress
+/// writes and how long the run took.
+async fn creeping_run(budget: u32, jobs: usize) -> (u64, Duration) {
+    let h = harness(
+        Script::Delay(Duration::from_millis(10)),
+        Script::Creep {
+            every: Duration::from_millis(5),
+            steps: 40,
+        },
+        1024,
+    );
+    let begin = std::time::Instant::now();
+    let stop = start(
+        &h,
+        WorkerConfig {
+            progress_writes_per_sec: budget,
+            ..worker(1)
+        },
+    );
+    let mut submitted = Vec::new();
+    for _ in 0..jobs {
+        submitted.push(submit(&h, REMOTE, 25).await);
+    }
+    for job in &submitted {
+        wait_status(&h, job, JobStatus::Succeeded).await;
+    }
+    let took = begin.elapsed();
+    stop.cancel();
+    (h.jobs.progress_writes.load(Ordering::SeqCst), took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_items_running_keep_to_the_progress_write_budget() {
+    // 100 items at once, each reporting 40 rises: with no budget (and no
+    // interval or step) every rise is written.
+    let (unbudgeted, _) = creeping_run(0, 4).await;
+    assert_eq!(
+        unbudgeted,
+        100 * 40,
+        "every rise is written without a budget"
+    );
+
+    // With a budget of 200 writes a second, 100 running items space their
+    // writes by half a second: at most the budget over the run, plus one
+    // write per item for the edge of its first interval.
+    let budget = 200;
+    let (budgeted, took) = creeping_run(budget, 4).await;
+    let allowed = (f64::from(budget) * took.as_secs_f64()).ceil() as u64 + 100;
+    assert!(
+        budgeted <= allowed,
+        "{budgeted} progress writes in {took:?} with a budget of {budget}/s (at most {allowed})"
+    );
+    assert!(
+        budgeted * 4 < unbudgeted,
+        "the budget cut the writes: {budgeted} against {unbudgeted}"
+    );
 }

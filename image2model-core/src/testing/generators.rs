@@ -53,6 +53,15 @@ pub enum Script {
     /// Sleeps this long, then succeeds with [`minimal_glb`] (unless cancelled
     /// or past the deadline first).
     Delay(Duration),
+    /// Reports progress 1, 2, … up to `steps`, one every `every`, then
+    /// succeeds with [`minimal_glb`] (unless cancelled first): a remote
+    /// request whose status stream creeps.
+    Creep {
+        /// Between two reports.
+        every: Duration,
+        /// Reports, at most 89.
+        steps: u8,
+    },
     /// Panics.
     Panic,
 }
@@ -204,6 +213,22 @@ impl ModelGenerator for ScriptedGenerator {
                         return Err(past_deadline());
                     }
                     () = tokio::time::sleep(d) => {}
+                }
+                let glb = minimal_glb();
+                Ok(GeneratedModel {
+                    size_hint: Some(glb.len() as u64),
+                    glb: bytes_stream(glb),
+                    preview: None,
+                })
+            }
+            Script::Creep { every, steps } => {
+                for p in 1..=steps.min(89) {
+                    tokio::select! {
+                        biased;
+                        () = ctx.cancel.cancelled() => return Err(GenerateError::Cancelled),
+                        () = tokio::time::sleep(every) => {}
+                    }
+                    ctx.observer.progress(Progress::clamped(i64::from(p))).await;
                 }
                 let glb = minimal_glb();
                 Ok(GeneratedModel {
