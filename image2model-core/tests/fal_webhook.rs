@@ -601,8 +601,12 @@ async fn a_cancel_wakes_an_open_stream_at_once() {
         }
     };
 
+    // The next progress tick would come about 900 ms after the cancel: half
+    // of that tells "woken by the cancel" from "woken by the tick" on a
+    // loaded machine too (100 ms was missed by 11 ms while CI shared the
+    // machine with benchmarks).
     assert!(
-        at.duration_since(cancelled) < Duration::from_millis(100),
+        at.duration_since(cancelled) < Duration::from_millis(450),
         "woken after {:?}",
         at.duration_since(cancelled)
     );
