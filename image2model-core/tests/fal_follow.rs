@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn completion_is_seen_on_the_status_stream_without_polling() {
-    let t = spawn(Scenario::Success).await;
+    // Every stream on the stream pump, as with hundreds open.
+    let t = spawn_with(Scenario::Success, |c| c.stream_pump_from = 0).await;
     t.fake
         .set_latency(Duration::from_millis(50), Duration::from_millis(150));
     let observer = Recorder::default();
@@ -39,6 +40,33 @@ async fn completion_is_seen_on_the_status_stream_without_polling() {
         1,
         "one stream followed it to the end"
     );
+    assert_eq!(t.fake.status_polls(), 0, "nothing was polled");
+    let progress = observer.progress();
+    assert!(
+        progress.iter().any(|&p| (20..90).contains(&p)),
+        "the stream's events carried progress: {progress:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_the_stream_pump_each_stream_is_read_on_its_items_task() {
+    // `FAL_STREAM_TICK_MS=0`: the switch that turns the pump off (it would
+    // take every stream here).
+    let t = spawn_with(Scenario::Success, |c| {
+        c.stream_tick = Duration::ZERO;
+        c.stream_pump_from = 0;
+    })
+    .await;
+    t.fake
+        .set_latency(Duration::from_millis(50), Duration::from_millis(150));
+    let observer = Recorder::default();
+
+    let (glb, _) = generate_glb(&t, request("tripo3d-v2.5"), &observer)
+        .await
+        .unwrap();
+
+    assert_eq!(glb, textured_glb());
+    assert_eq!(t.fake.status_streams(), 1);
     assert_eq!(t.fake.status_polls(), 0, "nothing was polled");
     let progress = observer.progress();
     assert!(

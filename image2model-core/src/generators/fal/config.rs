@@ -17,6 +17,15 @@ pub const DEFAULT_STORAGE_BASE_URL: &str = "https://rest.fal.ai";
 /// Requests in flight per worker process unless `FAL_MAX_IN_FLIGHT` says
 /// otherwise.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+/// How often the stream pump reads the status streams unless
+/// `FAL_STREAM_TICK_MS` says otherwise.
+pub const DEFAULT_STREAM_TICK_MS: u64 = 20;
+/// Streams open from which new ones go to the stream pump: the default
+/// `FAL_MAX_IN_FLIGHT` keeps every stream off it; it serves processes that
+/// keep more requests in flight.
+pub const DEFAULT_STREAM_PUMP_FROM: usize = DEFAULT_MAX_IN_FLIGHT;
+/// The longest tick `FAL_STREAM_TICK_MS` takes.
+pub const MAX_STREAM_TICK_MS: u64 = 100;
 
 /// Everything the FAL generator needs. Build it with [`FalConfig::new`] or
 /// [`FalConfig::from_lookup`], then adjust the public fields.
@@ -64,6 +73,15 @@ pub struct FalConfig {
     /// [`FalConfig::poll`]. Either way polling takes over when a stream
     /// breaks.
     pub status_stream: bool,
+    /// How often the stream pump reads the status streams
+    /// (`FAL_STREAM_TICK_MS`, default 20 ms, at most 100): every event
+    /// waiting then is read in one go, for speed with thousands of streams
+    /// open (module `pump`); zero reads each stream on its item's task.
+    pub stream_tick: Duration,
+    /// Streams open in the process from which a new one is read by the
+    /// stream pump (default [`DEFAULT_STREAM_PUMP_FROM`]): below it, a
+    /// stream's few events a second cost less than a tick's delay.
+    pub stream_pump_from: usize,
     /// Where fal should call back when a request ends (the server's public
     /// URL of its FAL webhook route); `None` sends no webhook.
     pub webhook_url: Option<Url>,
@@ -93,6 +111,8 @@ impl fmt::Debug for FalConfig {
             .field("cancel_timeout", &self.cancel_timeout)
             .field("max_in_flight", &self.max_in_flight)
             .field("status_stream", &self.status_stream)
+            .field("stream_tick", &self.stream_tick)
+            .field("stream_pump_from", &self.stream_pump_from)
             .field("webhook_url", &self.webhook_url.as_ref().map(Url::as_str))
             .field("webhook_safety", &self.webhook_safety)
             .field("jwks_url", &self.jwks_url.as_str())
@@ -137,6 +157,8 @@ impl FalConfig {
             cancel_timeout: Duration::from_secs(2),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             status_stream: true,
+            stream_tick: Duration::from_millis(DEFAULT_STREAM_TICK_MS),
+            stream_pump_from: DEFAULT_STREAM_PUMP_FROM,
             webhook_url: None,
             webhook_safety: Duration::from_secs(60),
             jwks_url: Url::parse(super::webhook::DEFAULT_JWKS_URL).expect("a valid default URL"),
@@ -222,6 +244,18 @@ impl FalConfig {
             config.status_stream = crate::settings::parse_bool(&v).ok_or_else(|| {
                 config_err("FAL_STATUS_STREAM", format!("{v:?} is not true or false"))
             })?;
+        }
+        if let Some(v) = get("FAL_STREAM_TICK_MS") {
+            let ms: u64 = parse_number("FAL_STREAM_TICK_MS", &v)?;
+            if ms > MAX_STREAM_TICK_MS {
+                return Err(config_err(
+                    "FAL_STREAM_TICK_MS",
+                    format!(
+                        "{ms} is more than {MAX_STREAM_TICK_MS} (a completion must be seen within 100 ms)"
+                    ),
+                ));
+            }
+            config.stream_tick = Duration::from_millis(ms);
         }
         if let Some(v) = get("FAL_JWKS_URL") {
             let url = Url::parse(v.trim())
@@ -395,6 +429,8 @@ mod tests {
             ("FAL_STATUS_STREAM", "maybe"),
             ("FAL_WEBHOOK_SAFETY_SECS", "-1"),
             ("FAL_JWKS_URL", "ftp://keys"),
+            ("FAL_STREAM_TICK_MS", "101"),
+            ("FAL_STREAM_TICK_MS", "soon"),
         ] {
             let err =
                 FalConfig::from_lookup(lookup(&[("FAL_KEY", "k"), (name, value)])).unwrap_err();
@@ -409,16 +445,19 @@ mod tests {
             .unwrap();
         assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert!(c.status_stream);
+        assert_eq!(c.stream_tick, Duration::from_millis(DEFAULT_STREAM_TICK_MS));
         let c = FalConfig::from_lookup(lookup(&[
             ("FAL_KEY", "k"),
             ("FAL_MAX_IN_FLIGHT", "2048"),
             ("FAL_STATUS_STREAM", "false"),
             ("FAL_WEBHOOK_SAFETY_SECS", "5"),
+            ("FAL_STREAM_TICK_MS", "0"),
         ]))
         .unwrap()
         .unwrap();
         assert_eq!(c.max_in_flight, 2048);
         assert!(!c.status_stream);
+        assert_eq!(c.stream_tick, Duration::ZERO);
         assert_eq!(c.webhook_safety, Duration::from_secs(5));
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
-use super::client::{StatusAnswer, describe};
+use super::client::{FalClient, StatusAnswer, describe};
 use super::models::{EndpointId, FalModel};
 use super::protocol::{QueueStatus, StatusResponse, parse_status};
 use super::sse::SseReader;
@@ -243,7 +243,11 @@ impl FalGenerator {
         }
     }
 
-    /// Reads one status stream until `COMPLETED`, reporting progress.
+    /// Reads one status stream until `COMPLETED`, reporting progress: on the
+    /// stream pump when there is one and many streams are open (module
+    /// `pump`, `FalConfig::stream_pump_from`), else on this task.
+    /// The reader hands over only the latest percentage (a `watch`: no
+    /// queue per stream), and gives the tracker back at the end.
     async fn follow_stream(
         &self,
         endpoint: &EndpointId,
@@ -251,46 +255,137 @@ impl FalGenerator {
         tracker: &mut ProgressTracker,
         observer: &dyn GenerationObserver,
     ) -> Result<StreamEnd, GenerateError> {
-        let response = match self.client.status_stream(endpoint, request_id).await {
-            Ok(Some(response)) => response,
-            Ok(None) => return Ok(StreamEnd::Unknown),
-            Err(GenerateError::Unavailable(reason)) => {
-                return Ok(StreamEnd::Broken { reason, events: 0 });
+        let mut reported = tracker.percent();
+        let (progress, mut seen) = tokio::sync::watch::channel(reported);
+        let read = read_stream(
+            self.client.clone(),
+            endpoint.clone(),
+            request_id.to_owned(),
+            *tracker,
+            progress,
+        );
+        // The pump pays for itself only with many streams open: below
+        // `FalConfig::stream_pump_from` a stream is read here, without the
+        // tick's delay.
+        let open = OpenStream::count(&self.open_streams);
+        let from = self.client.config().stream_pump_from;
+        let pump = self.pump.as_ref().filter(|_| open.others >= from);
+        let (end, after) = match pump {
+            Some(pump) => {
+                let mut reading = pump.spawn(read);
+                loop {
+                    tokio::select! {
+                        biased;
+                        Ok(()) = seen.changed() => {
+                            reported = *seen.borrow_and_update();
+                            report(observer, reported).await;
+                        }
+                        done = &mut reading => break done.unwrap_or_else(|e| {
+                            let e = GenerateError::Internal(format!(
+                                "the status stream's task failed: {e}"
+                            ));
+                            (Err(e), *tracker)
+                        }),
+                    }
+                }
             }
-            Err(e) => return Err(e),
-        };
-        let mut reader = SseReader::default();
-        let mut body = response.bytes_stream();
-        let mut events = 0u32;
-        while let Some(chunk) = body.next().await {
-            let broken = |reason: String, events: u32| Ok(StreamEnd::Broken { reason, events });
-            let chunk = match chunk {
-                Ok(chunk) => chunk,
-                Err(e) => return broken(describe(&e), events),
-            };
-            let datas = match reader.push(&chunk) {
-                Ok(datas) => datas,
-                Err(e) => return broken(e.to_string(), events),
-            };
-            for data in datas {
-                let status = match parse_status(&data) {
-                    Ok(status) => status,
-                    Err(e) => {
-                        return broken(format!("an event is not a status: {e}"), events);
+            None => {
+                let consume = async {
+                    while seen.changed().await.is_ok() {
+                        reported = *seen.borrow_and_update();
+                        report(observer, reported).await;
                     }
                 };
-                events += 1;
-                if status.status == QueueStatus::Completed {
-                    return Ok(StreamEnd::Completed(status));
-                }
-                report(observer, tracker.update(&status)).await;
+                tokio::join!(read, consume).0
             }
+        };
+        // A last percentage read before the end and not reported yet.
+        let last = *seen.borrow();
+        if last != reported {
+            report(observer, last).await;
         }
-        Ok(StreamEnd::Broken {
-            reason: "the stream ended before COMPLETED".into(),
-            events,
-        })
+        *tracker = after;
+        end
     }
+}
+
+/// Counts a status stream as open while it lives.
+struct OpenStream<'a> {
+    open: &'a std::sync::atomic::AtomicUsize,
+    /// Streams open when this one opened.
+    others: usize,
+}
+
+impl<'a> OpenStream<'a> {
+    fn count(open: &'a std::sync::atomic::AtomicUsize) -> Self {
+        let others = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self { open, others }
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Reads one status stream until `COMPLETED`, turning every other status
+/// into a percentage with `tracker` and publishing it to `progress`; returns
+/// how the stream ended and the tracker.
+async fn read_stream(
+    client: FalClient,
+    endpoint: EndpointId,
+    request_id: String,
+    mut tracker: ProgressTracker,
+    progress: tokio::sync::watch::Sender<i64>,
+) -> (Result<StreamEnd, GenerateError>, ProgressTracker) {
+    let response = match client.status_stream(&endpoint, &request_id).await {
+        Ok(Some(response)) => response,
+        Ok(None) => return (Ok(StreamEnd::Unknown), tracker),
+        Err(GenerateError::Unavailable(reason)) => {
+            return (Ok(StreamEnd::Broken { reason, events: 0 }), tracker);
+        }
+        Err(e) => return (Err(e), tracker),
+    };
+    let mut reader = SseReader::default();
+    let mut body = response.bytes_stream();
+    let mut events = 0u32;
+    let end = 'read: loop {
+        let Some(chunk) = body.next().await else {
+            break StreamEnd::Broken {
+                reason: "the stream ended before COMPLETED".into(),
+                events,
+            };
+        };
+        let broken = |reason: String, events: u32| StreamEnd::Broken { reason, events };
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(e) => break broken(describe(&e), events),
+        };
+        let datas = match reader.push(&chunk) {
+            Ok(datas) => datas,
+            Err(e) => break broken(e.to_string(), events),
+        };
+        for data in datas {
+            let status = match parse_status(&data) {
+                Ok(status) => status,
+                Err(e) => {
+                    break 'read broken(format!("an event is not a status: {e}"), events);
+                }
+            };
+            events += 1;
+            if status.status == QueueStatus::Completed {
+                break 'read StreamEnd::Completed(status);
+            }
+            let percent = tracker.update(&status);
+            progress.send_if_modified(|p| {
+                let changed = *p != percent;
+                *p = percent;
+                changed
+            });
+        }
+    };
+    (Ok(end), tracker)
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ mod kind;
 mod models;
 mod output;
 pub mod protocol;
+mod pump;
 mod retry;
 pub mod sse;
 pub mod webhook;
@@ -58,8 +59,8 @@ use base64::Engine;
 use tracing::Instrument;
 
 pub use config::{
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL, FalConfig,
-    FalConfigError, parse_base_url,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL,
+    DEFAULT_STREAM_TICK_MS, FalConfig, FalConfigError, MAX_STREAM_TICK_MS, parse_base_url,
 };
 pub use kind::FalKind;
 pub use models::{
@@ -95,6 +96,11 @@ pub struct FalGenerator {
     waiters: Waiters,
     /// Checks webhooks' signatures against fal's published keys.
     verifier: webhook::WebhookVerifier,
+    /// Reads the status streams in ticks (`FalConfig::stream_tick`); `None`
+    /// reads each on its item's task.
+    pump: Option<pump::Pump>,
+    /// Status streams open now (see `FalConfig::stream_pump_from`).
+    open_streams: std::sync::atomic::AtomicUsize,
 }
 
 /// What the generator knows of the remote request, shared with the code that
@@ -130,6 +136,10 @@ impl FalGenerator {
     /// # Errors
     /// `Internal` when the HTTP client cannot be built (e.g. no TLS roots).
     pub fn new(config: FalConfig) -> Result<Self, GenerateError> {
+        let pump = (config.status_stream && !config.stream_tick.is_zero())
+            .then(|| pump::Pump::start(config.stream_tick))
+            .transpose()
+            .map_err(|e| GenerateError::Internal(format!("starting the fal stream thread: {e}")))?;
         let client = FalClient::new(Arc::new(config))?;
         let verifier =
             webhook::WebhookVerifier::new(client.config().jwks_url.clone(), client.http().clone());
@@ -138,6 +148,8 @@ impl FalGenerator {
             health: Mutex::new(GeneratorHealth::Healthy),
             waiters: Waiters::default(),
             verifier,
+            pump,
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -372,13 +384,18 @@ async fn report(observer: &dyn GenerationObserver, percent: i64) {
 /// Turns status polls into rising percentages: 5–15 % while queued (higher as
 /// the queue position falls), 20–89 % while running (a percentage found in the
 /// logs, else creeping up with each poll and log line).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct ProgressTracker {
     steps: u32,
     percent: i64,
 }
 
 impl ProgressTracker {
+    /// The percentage reached so far.
+    fn percent(&self) -> i64 {
+        self.percent
+    }
+
     fn update(&mut self, status: &StatusResponse) -> i64 {
         let next = match status.status {
             QueueStatus::InQueue => {
