@@ -60,7 +60,8 @@ use tracing::Instrument;
 
 pub use config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_QUEUE_BASE_URL, DEFAULT_STORAGE_BASE_URL,
-    DEFAULT_STREAM_TICK_MS, FalConfig, FalConfigError, MAX_STREAM_TICK_MS, parse_base_url,
+    DEFAULT_STREAM_PUMP_FROM, DEFAULT_STREAM_TICK_MS, FalConfig, FalConfigError,
+    MAX_STREAM_TICK_MS, parse_base_url,
 };
 pub use kind::FalKind;
 pub use models::{
