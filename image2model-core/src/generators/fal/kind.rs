@@ -45,6 +45,7 @@ impl GeneratorKind for FalKind {
             "FAL_MAX_MODEL_BYTES",
             "FAL_MAX_IN_FLIGHT",
             "FAL_STATUS_STREAM",
+            "FAL_STREAM_TICK_MS",
             "FAL_WEBHOOK_SAFETY_SECS",
             "FAL_JWKS_URL",
         ]
@@ -105,6 +106,12 @@ impl GeneratorSection for FalConfig {
             ("FAL_MAX_MODEL_BYTES", self.max_model_bytes.into()),
             ("FAL_MAX_IN_FLIGHT", self.max_in_flight.into()),
             ("FAL_STATUS_STREAM", self.status_stream.into()),
+            (
+                "FAL_STREAM_TICK_MS",
+                u64::try_from(self.stream_tick.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .into(),
+            ),
             (
                 "FAL_WEBHOOK_SAFETY_SECS",
                 self.webhook_safety.as_secs().into(),
