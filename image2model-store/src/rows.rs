@@ -463,13 +463,18 @@ pub(crate) fn load_job(row: JobRow, items: Vec<ItemRow>) -> Result<LoadedJob, St
 /// A new job as reading it back after its insert would give it: through the
 /// same rows and the same checks, without the round trips of reading.
 pub(crate) fn as_stored(job: &Job) -> Result<Job, StoreError> {
+    as_loaded(job).map(|loaded| loaded.job)
+}
+
+/// [`as_stored`] with its (no) leases, ready to change.
+fn as_loaded(job: &Job) -> Result<LoadedJob, StoreError> {
     let items = job
         .items
         .iter()
         .enumerate()
         .map(|(position, item)| ItemRow::from_item(job.job_id, position, item, None))
         .collect();
-    load_job(JobRow::from_job(job), items).map(|loaded| loaded.job)
+    load_job(JobRow::from_job(job), items)
 }
 
 pub(crate) fn load_jobs(rows: Vec<JobRow>, items: Vec<ItemRow>) -> Result<Vec<Job>, StoreError> {
@@ -527,6 +532,11 @@ impl LoadedJob {
     }
 
     /// Moves item `idx` to `to`, checking the state machine.
+    ///
+    /// Every fallible change (`claim`, `fail_worker_lost`, `finish`,
+    /// `cancel`'s first item) calls this before it writes anything, so a
+    /// change that fails leaves the job as it was: the group commit relies
+    /// on that instead of copying each job before changing it.
     fn set_status(&mut self, idx: usize, to: ItemStatus) -> Result<(), StoreError> {
         let item = &mut self.job.items[idx];
         if !item.status.can_become(to) {
@@ -942,4 +952,51 @@ impl DeliveryRow {
 /// The delivery a new job is created with, if it named a callback.
 pub(crate) fn new_delivery(callback: Option<NewCallback>, job: &Job) -> Option<Delivery> {
     callback.map(|c| c.into_delivery(job.job_id, job.owner.clone(), job.created_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use image2model_core::domain::{ApiKeyId, BlobKey, ItemError, JobId};
+    use image2model_core::ports::ItemOutcome;
+    use image2model_core::testing::conformance::job_store::new_job as new_test_job;
+
+    use super::*;
+
+    #[test]
+    fn a_change_the_state_machine_refuses_leaves_the_job_as_it_was() {
+        let now = now();
+        let job = new_job(
+            new_test_job(JobId::new(), &ApiKeyId::bootstrap_user(), 3),
+            now,
+        )
+        .unwrap();
+        let mut loaded = as_loaded(&job).unwrap();
+        let later = now + chrono::Duration::seconds(5);
+        // Item 0 runs and succeeds; item 1 stays queued.
+        loaded.claim(0, Duration::from_secs(60), now).unwrap();
+        let model_key = BlobKey::model(job.job_id, job.items[0].item_id);
+        let succeeded = || ItemOutcome::Succeeded {
+            model_key: model_key.clone(),
+            preview_key: None,
+        };
+        loaded.finish(0, succeeded(), now).unwrap();
+        let before = format!("{loaded:?}");
+
+        let failed = ItemOutcome::Failed(ItemError {
+            code: ErrorCode::WorkerLost.into(),
+            message: "gone".into(),
+        });
+        assert!(loaded.claim(0, Duration::from_secs(60), later).is_err());
+        assert!(loaded.fail_worker_lost(0, later).is_err());
+        assert!(loaded.finish(0, failed, later).is_err());
+        assert!(loaded.finish(1, succeeded(), later).is_err());
+        assert!(loaded.finish(1, ItemOutcome::Release, later).is_err());
+        assert_eq!(
+            format!("{loaded:?}"),
+            before,
+            "a refused change wrote something"
+        );
+    }
 }

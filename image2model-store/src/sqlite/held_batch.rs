@@ -488,17 +488,15 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
                     continue;
                 }
                 if worker_lost(&jobs[j], idx, group.max_attempts) {
-                    let before = jobs[j].clone();
-                    match jobs[j].fail_worker_lost(idx, now) {
-                        Ok(()) => changed[j] = true,
-                        Err(_) => jobs[j] = before,
+                    // A change that fails has changed nothing (`rows`).
+                    if jobs[j].fail_worker_lost(idx, now).is_ok() {
+                        changed[j] = true;
                     }
                     continue;
                 }
                 let Some(request) = requests.next() else {
                     break;
                 };
-                let before = jobs[j].clone();
                 match jobs[j].claim(idx, request.options.lease, now) {
                     Ok(lease) => {
                         changed[j] = true;
@@ -510,7 +508,6 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
                         });
                     }
                     Err(e) => {
-                        jobs[j] = before;
                         let _ = request.done.send(Err(e));
                     }
                 }
@@ -529,17 +526,9 @@ async fn run(write: &mut WholeWrite, batch: Vec<Pending>) -> Vec<ClaimRequest> {
             let result = match where_is.get(&h.item) {
                 None => Ok(false),
                 Some(&j) => {
-                    let before = jobs[j].clone();
-                    match jobs[j].apply_held(h.item, &h.token, h.change) {
-                        Ok(applied) => {
-                            changed[j] |= applied;
-                            Ok(applied)
-                        }
-                        Err(e) => {
-                            jobs[j] = before;
-                            Err(e)
-                        }
-                    }
+                    let applied = jobs[j].apply_held(h.item, &h.token, h.change);
+                    changed[j] |= matches!(applied, Ok(true));
+                    applied
                 }
             };
             outcomes.push((h.done, result));
