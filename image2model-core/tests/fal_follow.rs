@@ -22,10 +22,12 @@ use tokio_util::sync::CancellationToken;
 
 // ------------------------------------------------------------------ stream
 
-#[tokio::test]
-async fn completion_is_seen_on_the_status_stream_without_polling() {
-    // Every stream on the stream pump, as with hundreds open.
-    let t = spawn_with(Scenario::Success, |c| c.stream_pump_from = 0).await;
+/// Runs one request to completion with `tweak` applied to the generator's
+/// configuration and checks that one status stream followed it, with
+/// progress and without a poll; returns the generator's count of streams
+/// read on the stream pump.
+async fn one_streamed_request(tweak: impl FnOnce(&mut FalConfig)) -> u64 {
+    let t = spawn_with(Scenario::Success, tweak).await;
     t.fake
         .set_latency(Duration::from_millis(50), Duration::from_millis(150));
     let observer = Recorder::default();
@@ -46,33 +48,64 @@ async fn completion_is_seen_on_the_status_stream_without_polling() {
         progress.iter().any(|&p| (20..90).contains(&p)),
         "the stream's events carried progress: {progress:?}"
     );
+    t.generator.pumped_streams()
+}
+
+#[tokio::test]
+async fn completion_is_seen_on_the_status_stream_without_polling() {
+    // Every stream on the stream pump, as with hundreds open.
+    let pumped = one_streamed_request(|c| c.stream_pump_from = 0).await;
+    assert_eq!(pumped, 1, "the stream was read on the pump");
 }
 
 #[tokio::test]
 async fn without_the_stream_pump_each_stream_is_read_on_its_items_task() {
     // `FAL_STREAM_TICK_MS=0`: the switch that turns the pump off (it would
     // take every stream here).
-    let t = spawn_with(Scenario::Success, |c| {
+    let pumped = one_streamed_request(|c| {
         c.stream_tick = Duration::ZERO;
         c.stream_pump_from = 0;
     })
     .await;
-    t.fake
-        .set_latency(Duration::from_millis(50), Duration::from_millis(150));
-    let observer = Recorder::default();
+    assert_eq!(pumped, 0, "no pump, no stream on it");
+}
 
-    let (glb, _) = generate_glb(&t, request("tripo3d-v2.5"), &observer)
-        .await
-        .unwrap();
-
-    assert_eq!(glb, textured_glb());
-    assert_eq!(t.fake.status_streams(), 1);
-    assert_eq!(t.fake.status_polls(), 0, "nothing was polled");
-    let progress = observer.progress();
+#[tokio::test]
+async fn the_stream_pump_starts_only_where_enough_streams_can_be_open() {
+    let pumped = |tweak: fn(&mut FalConfig)| {
+        let mut config = FalConfig::new("key".to_owned().into());
+        tweak(&mut config);
+        FalGenerator::new(config).unwrap().has_stream_pump()
+    };
     assert!(
-        progress.iter().any(|&p| (20..90).contains(&p)),
-        "the stream's events carried progress: {progress:?}"
+        !pumped(|_| {}),
+        "the default in-flight limit never reaches the default threshold"
     );
+    assert!(!pumped(|c| {
+        c.max_in_flight = 300;
+        c.stream_pump_from = 300;
+    }));
+    assert!(pumped(|c| {
+        c.max_in_flight = 301;
+        c.stream_pump_from = 300;
+    }));
+    assert!(
+        !pumped(|c| {
+            c.max_in_flight = 2048;
+            c.stream_tick = Duration::ZERO;
+        }),
+        "FAL_STREAM_TICK_MS=0 turns it off"
+    );
+    assert!(
+        !pumped(|c| {
+            c.max_in_flight = 2048;
+            c.status_stream = false;
+        }),
+        "no streams, no pump"
+    );
+    // Below the threshold a stream is read on its task, pump or not.
+    let pumped = one_streamed_request(|c| c.max_in_flight = 2048).await;
+    assert_eq!(pumped, 0, "one stream open is below the threshold");
 }
 
 #[tokio::test]

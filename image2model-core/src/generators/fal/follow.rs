@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::Notify;
 
 use super::client::{FalClient, StatusAnswer, describe};
@@ -270,33 +270,31 @@ impl FalGenerator {
         let open = OpenStream::count(&self.open_streams);
         let from = self.client.config().stream_pump_from;
         let pump = self.pump.as_ref().filter(|_| open.others >= from);
-        let (end, after) = match pump {
+        let reading: futures::future::BoxFuture<'static, _> = match pump {
             Some(pump) => {
-                let mut reading = pump.spawn(read);
-                loop {
-                    tokio::select! {
-                        biased;
-                        Ok(()) = seen.changed() => {
-                            reported = *seen.borrow_and_update();
-                            report(observer, reported).await;
-                        }
-                        done = &mut reading => break done.unwrap_or_else(|e| {
-                            let e = GenerateError::Internal(format!(
-                                "the status stream's task failed: {e}"
-                            ));
-                            (Err(e), *tracker)
-                        }),
-                    }
-                }
+                self.pumped_streams
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let fallback = *tracker;
+                Box::pin(pump.spawn(read).map(move |done| {
+                    done.unwrap_or_else(|e| {
+                        let e = GenerateError::Internal(format!(
+                            "the status stream's task failed: {e}"
+                        ));
+                        (Err(e), fallback)
+                    })
+                }))
             }
-            None => {
-                let consume = async {
-                    while seen.changed().await.is_ok() {
-                        reported = *seen.borrow_and_update();
-                        report(observer, reported).await;
-                    }
-                };
-                tokio::join!(read, consume).0
+            None => Box::pin(read),
+        };
+        let mut reading = std::pin::pin!(reading);
+        let (end, after) = loop {
+            tokio::select! {
+                biased;
+                done = &mut reading => break done,
+                Ok(()) = seen.changed() => {
+                    reported = *seen.borrow_and_update();
+                    report(observer, reported).await;
+                }
             }
         };
         // A last percentage read before the end and not reported yet.

@@ -102,6 +102,8 @@ pub struct FalGenerator {
     pump: Option<pump::Pump>,
     /// Status streams open now (see `FalConfig::stream_pump_from`).
     open_streams: std::sync::atomic::AtomicUsize,
+    /// Status streams read on the pump so far.
+    pumped_streams: std::sync::atomic::AtomicU64,
 }
 
 /// What the generator knows of the remote request, shared with the code that
@@ -137,7 +139,14 @@ impl FalGenerator {
     /// # Errors
     /// `Internal` when the HTTP client cannot be built (e.g. no TLS roots).
     pub fn new(config: FalConfig) -> Result<Self, GenerateError> {
-        let pump = (config.status_stream && !config.stream_tick.is_zero())
+        // A stream goes to the pump only while `stream_pump_from` others are
+        // open, and a worker keeps at most `max_in_flight` open: below that
+        // the thread would never be used (the default configuration). Were
+        // several workers to share this generator, streams past the limit
+        // would only be read on their items' tasks, as without a pump.
+        let pump = (config.status_stream
+            && !config.stream_tick.is_zero()
+            && config.max_in_flight > config.stream_pump_from)
             .then(|| pump::Pump::start(config.stream_tick))
             .transpose()
             .map_err(|e| GenerateError::Internal(format!("starting the fal stream thread: {e}")))?;
@@ -151,6 +160,7 @@ impl FalGenerator {
             verifier,
             pump,
             open_streams: std::sync::atomic::AtomicUsize::new(0),
+            pumped_streams: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -199,6 +209,21 @@ impl FalGenerator {
     #[must_use]
     pub fn awaiting_webhooks(&self) -> usize {
         self.waiters.len()
+    }
+
+    /// Whether this generator has a stream pump: status streams on,
+    /// `FalConfig::stream_tick` not zero, and more requests allowed in
+    /// flight than `FalConfig::stream_pump_from`, so that it can be used.
+    #[must_use]
+    pub fn has_stream_pump(&self) -> bool {
+        self.pump.is_some()
+    }
+
+    /// Status streams read on the stream pump so far (each opening counts).
+    #[must_use]
+    pub fn pumped_streams(&self) -> u64 {
+        self.pumped_streams
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The model clients get when they name none.

@@ -17,8 +17,9 @@
 //! woken about once a tick for all streams. The cost: an event is seen up
 //! to one tick late (a completion is still noticed well within 100 ms), so
 //! only streams opened while many others are open come here
-//! (`FalConfig::stream_pump_from`, by default the default in-flight limit),
-//! and with nothing to read the thread sleeps until a stream comes.
+//! (`FalConfig::stream_pump_from`, by default the default in-flight limit;
+//! the thread is started only when the in-flight limit is above it), and
+//! with nothing to read the thread sleeps until a stream comes.
 //!
 //! Switch: `FAL_STREAM_TICK_MS=0` reads each stream on its item's own task,
 //! as before the pump.
