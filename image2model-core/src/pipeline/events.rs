@@ -2,58 +2,142 @@
 //! subscribers see changes made by workers in other processes too. Two
 //! streams: one job's ([`job_events`]) and all of one owner's jobs'
 //! ([`owner_events`], [`OwnerEvent`]).
+//!
+//! A change wakes only the streams that can use it: each followed job has
+//! a `watch` of its own, shared by its streams and dropped with the last of
+//! them, and owner streams share one broadcast of every changed job's id
+//! (each keeps its owner's). With a broadcast for all, every job stream
+//! woke for every change of every job, only to find it was another's: with
+//! C clients each following its own job, C wake-ups per change where one
+//! is needed.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use futures::stream;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use crate::domain::{ApiKeyId, Job, JobId};
 use crate::ports::ListQuery;
 
+/// The followed jobs, each with its change signal (whose receivers are its
+/// followers).
+type Followed = Arc<Mutex<HashMap<JobId, watch::Sender<()>>>>;
+
+fn lock(followed: &Followed) -> MutexGuard<'_, HashMap<JobId, watch::Sender<()>>> {
+    followed.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Tells subscribers in this process that a job changed.
 #[derive(Debug, Clone)]
 pub(crate) struct EventHub {
-    tx: broadcast::Sender<JobId>,
+    /// Every changed job's id, for owner streams.
+    owners: broadcast::Sender<JobId>,
+    /// The jobs some job stream follows.
+    jobs: Followed,
 }
 
 impl EventHub {
     pub(crate) fn new() -> Self {
-        let (tx, _) = broadcast::channel(1024);
-        Self { tx }
+        let (owners, _) = broadcast::channel(1024);
+        Self {
+            owners,
+            jobs: Arc::default(),
+        }
     }
 
     pub(crate) fn notify(&self, job: JobId) {
+        if let Some(changed) = lock(&self.jobs).get(&job) {
+            changed.send_replace(());
+        }
         // No receiver is fine: nobody is watching.
-        let _ = self.tx.send(job);
+        let _ = self.owners.send(job);
     }
 
-    pub(crate) fn receiver(&self) -> broadcast::Receiver<JobId> {
-        self.tx.subscribe()
+    /// A signal of `job`'s changes from now on.
+    pub(crate) fn follow(&self, job: JobId) -> JobFollow {
+        let changed = lock(&self.jobs)
+            .entry(job)
+            .or_insert_with(|| watch::Sender::new(()))
+            .subscribe();
+        JobFollow {
+            changed: Some(changed),
+            jobs: self.jobs.clone(),
+            job,
+        }
+    }
+
+    /// Every changed job's id from now on.
+    pub(crate) fn owner_receiver(&self) -> broadcast::Receiver<JobId> {
+        self.owners.subscribe()
+    }
+
+    /// Jobs followed now.
+    #[cfg(test)]
+    fn followed(&self) -> usize {
+        lock(&self.jobs).len()
+    }
+}
+
+/// One follower of a job's changes ([`EventHub::follow`]); the job is
+/// forgotten when its last follower is dropped.
+#[derive(Debug)]
+pub(crate) struct JobFollow {
+    /// `None` only while dropping: the receiver leaves under the hub's lock,
+    /// so that its sender's receiver count is the job's followers.
+    changed: Option<watch::Receiver<()>>,
+    jobs: Followed,
+    job: JobId,
+}
+
+impl JobFollow {
+    /// Waits for a change since the last one seen (or since following).
+    async fn changed(&mut self) {
+        let changed = self.changed.as_mut().expect("taken only when dropped");
+        if changed.changed().await.is_err() {
+            // The hub keeps the sender while this follower lives.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for JobFollow {
+    fn drop(&mut self) {
+        let mut jobs = lock(&self.jobs);
+        drop(self.changed.take());
+        if let Entry::Occupied(changed) = jobs.entry(self.job)
+            && changed.get().receiver_count() == 0
+        {
+            changed.remove();
+        }
     }
 }
 
 struct State {
     pipeline: super::Pipeline,
     job_id: JobId,
-    rx: broadcast::Receiver<JobId>,
+    follow: JobFollow,
     last: Option<Job>,
     poll: Duration,
     done: bool,
 }
 
 /// A stream of job snapshots: the current state first, then each change, ending
-/// after the first terminal state (or when the job is deleted).
+/// after the first terminal state (or when the job is deleted). `follow`
+/// was taken before `first` was read, so no change after the read is
+/// missed.
 pub(crate) fn job_events(
     pipeline: super::Pipeline,
+    follow: JobFollow,
     first: Job,
     poll: Duration,
 ) -> impl Stream<Item = Job> + Send {
     let state = State {
-        rx: pipeline.inner.events.receiver(),
+        follow,
         job_id: first.job_id,
         pipeline,
         last: None,
@@ -71,19 +155,7 @@ pub(crate) fn job_events(
         }
         loop {
             // Wait for a change in this process, or poll for other processes.
-            let _ = tokio::time::timeout(st.poll, async {
-                loop {
-                    match st.rx.recv().await {
-                        Ok(id) if id == st.job_id => return,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await
-                        }
-                    }
-                }
-            })
-            .await;
+            let _ = tokio::time::timeout(st.poll, st.follow.changed()).await;
             let job = match st.pipeline.inner.jobs.get_job(st.job_id).await {
                 Ok(Some(job)) => job,
                 Ok(None) => return None,
@@ -174,7 +246,7 @@ pub(crate) fn owner_events(
     poll: Duration,
 ) -> impl Stream<Item = OwnerEvent> + Send {
     let state = OwnerState {
-        rx: pipeline.inner.events.receiver(),
+        rx: pipeline.inner.events.owner_receiver(),
         rx_closed: false,
         pipeline,
         owner,
@@ -392,5 +464,63 @@ impl OwnerState {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_wakes_the_followers_of_that_job_only() {
+        let hub = EventHub::new();
+        let (a, b) = (JobId::new(), JobId::new());
+        let mut first = hub.follow(a);
+        let mut second = hub.follow(a);
+        let mut other = hub.follow(b);
+        let mut owners = hub.owner_receiver();
+
+        hub.notify(a);
+        let woke = |f: &mut JobFollow| futures::FutureExt::now_or_never(f.changed()).is_some();
+        assert!(woke(&mut first), "a follower of the changed job wakes");
+        assert!(woke(&mut second), "every follower of it does");
+        assert!(!woke(&mut other), "another job's follower does not");
+        assert!(!woke(&mut first), "a change is seen once");
+        assert_eq!(
+            owners.try_recv().ok(),
+            Some(a),
+            "owner streams hear of every job"
+        );
+
+        // Changes coalesce: two before a look are one wake-up.
+        hub.notify(b);
+        hub.notify(b);
+        assert!(woke(&mut other));
+        assert!(!woke(&mut other));
+    }
+
+    #[tokio::test]
+    async fn a_job_is_forgotten_when_its_last_follower_leaves() {
+        let hub = EventHub::new();
+        let (a, b) = (JobId::new(), JobId::new());
+        let first = hub.follow(a);
+        let second = hub.follow(a);
+        hub.notify(b);
+        assert_eq!(
+            hub.followed(),
+            1,
+            "a change of an unfollowed job adds nothing"
+        );
+        drop(first);
+        assert_eq!(hub.followed(), 1, "still followed by one");
+        drop(second);
+        assert_eq!(hub.followed(), 0);
+
+        // Following it again starts afresh: an earlier change is not seen.
+        hub.notify(a);
+        let mut again = hub.follow(a);
+        assert!(futures::FutureExt::now_or_never(again.changed()).is_none());
+        hub.notify(a);
+        assert!(futures::FutureExt::now_or_never(again.changed()).is_some());
     }
 }

@@ -420,9 +420,12 @@ impl Pipeline {
         id: JobId,
         scope: &Scope,
     ) -> Result<impl Stream<Item = Job> + Send + 'static, PipelineError> {
+        // Followed before the read, so that a change right after it is seen.
+        let follow = self.inner.events.follow(id);
         let job = self.job(id, scope).await?;
         Ok(events::job_events(
             self.clone(),
+            follow,
             job,
             self.inner.config.event_poll_interval,
         ))
