@@ -56,6 +56,41 @@ pub fn own_threads_cpu(name: &str) -> Duration {
         .sum()
 }
 
+/// Steps of the [`yardstick`]'s workload.
+pub const YARDSTICK_STEPS: u64 = 50_000_000;
+
+/// How fast this machine runs one thread of plain integer work now: the
+/// shortest wall time over five runs of [`YARDSTICK_STEPS`] dependent
+/// multiply-adds (release build: 312–322 ms on session 16's machine while
+/// it was otherwise idle, about 600 ms with both cores busy; 55 ms on
+/// session 17's), so it means something only when nothing else runs.
+///
+/// It tells whether the machine was slow or busy during a run, not how
+/// much CPU the server will take: the server's CPU goes mostly to system
+/// calls and thread wake-ups, whose cost in a virtual machine moves apart
+/// from a core's integer speed (session 17's machine ran this 5.7 times
+/// faster than session 16's and the server's CPU per item only 2 times;
+/// docs/BENCHMARKS.md, "Session 16" and "Session 17"). Compare sessions by
+/// the server's CPU beside the harness's, with this as a sanity check.
+#[must_use]
+pub fn yardstick() -> Duration {
+    (0..5)
+        .map(|_| workload_time(YARDSTICK_STEPS))
+        .min()
+        .unwrap_or_default()
+}
+
+/// The wall time of `steps` dependent multiply-adds on this thread.
+fn workload_time(steps: u64) -> Duration {
+    let started = std::time::Instant::now();
+    let mut x = 1u64;
+    for i in 0..steps {
+        x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(i));
+    }
+    std::hint::black_box(x);
+    started.elapsed()
+}
+
 /// The CPU time every core of the machine has spent busy so far (the first
 /// line of `/proc/stat`: user, nice, system, irq, softirq and steal; guest
 /// time is within user): with the readings above, what other processes
@@ -90,6 +125,24 @@ mod tests {
             "4242 (tokio (x) 1) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 8 0 1234 0 0";
         assert_eq!(stat_cpu(line), Some(ticks(300)));
         assert_eq!(stat_cpu("garbage"), None);
+    }
+
+    #[test]
+    fn the_yardstick_grows_with_its_workload() {
+        let best = |steps| {
+            (0..5)
+                .map(|_| workload_time(steps))
+                .min()
+                .unwrap_or_default()
+        };
+        // A hundredth of the yardstick's work: quick in a debug build.
+        let one = best(YARDSTICK_STEPS / 100);
+        let eight = best(YARDSTICK_STEPS / 100 * 8);
+        assert!(one > Duration::ZERO);
+        assert!(
+            eight > one * 2,
+            "eight times the work took {eight:?}, once took {one:?}"
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! - [`scenarios`]: the measurements, each bounded in count and time.
 //! - [`rss`]: resident memory of a process, sampled and peak.
 //! - [`cpu`]: CPU time of a process or of some of its threads.
+//! - [`fs`]: the file system a run's data directory is on.
 //! - [`stats`]: latency percentiles.
 //! - [`report`]: figures, ratios, targets; the table and its JSON.
 //! - [`images`]: upload bodies of exact sizes that validate as images.
@@ -29,6 +30,7 @@
 pub mod api;
 pub mod client;
 pub mod cpu;
+pub mod fs;
 pub mod images;
 pub mod process;
 pub mod reference;

@@ -825,11 +825,12 @@ async fn run(cli: &Cli) -> Result<()> {
         serial.failures,
         loaded.failures
     );
-    println!("{}", machine(&bin));
+    let machine = machine(&bin, &dir);
+    println!("{machine}");
     if let Some(path) = &cli.json {
         let json = serde_json::json!({
             "mode": if quick { "quick" } else { "full" },
-            "machine": machine(&bin),
+            "machine": machine,
             "figures": figures,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)?;
@@ -979,7 +980,8 @@ async fn soak_run(cli: &Cli, args: &SoakArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("{}", machine(&bin));
+    let machine = machine(&bin, &dir);
+    println!("{machine}");
     if let Some(path) = &cli.json {
         let json = serde_json::json!({
             "scenario": "soak",
@@ -987,7 +989,7 @@ async fn soak_run(cli: &Cli, args: &SoakArgs) -> Result<()> {
             "clients": plan.clients,
             "pause_ms": args.pause_ms,
             "sample_every_s": sample_every.as_secs_f64(),
-            "machine": machine(&bin),
+            "machine": machine,
             "tolerance": plan.tolerance,
             "report": report,
         });
@@ -1270,12 +1272,13 @@ async fn fal_bound(cli: &Cli, args: &FalBoundArgs) -> Result<()> {
             env.join(" ")
         }
     );
-    println!("{}", machine(&bin));
+    let machine = machine(&bin, &dir);
+    println!("{machine}");
     if let Some(path) = &cli.json {
         let json = serde_json::json!({
             "scenario": "fal-bound",
             "mode": if quick { "quick" } else { "full" },
-            "machine": machine(&bin),
+            "machine": machine,
             "queue_ms": queue.as_secs_f64() * 1000.0,
             "run_ms": running.as_secs_f64() * 1000.0,
             "server_env": env,
@@ -1598,8 +1601,9 @@ fn server_binary(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
-/// The machine and build, for the record.
-fn machine(bin: &Path) -> String {
+/// The machine and build, and the file system of the data directory
+/// `data`, for the record.
+fn machine(bin: &Path, data: &Path) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -1632,9 +1636,12 @@ fn machine(bin: &Path) -> String {
     } else {
         "release"
     };
+    let yardstick = image2model_benches::cpu::yardstick();
     format!(
-        "Machine: {cpu}, {cores} cores, {mem} memory, Linux {}; commit {commit}; harness {profile}; server {}; load generator in the same machine (loopback).",
+        "Machine: {cpu}, {cores} cores, {mem} memory, Linux {}; CPU yardstick {:.1} ms (`cpu::yardstick`, {profile}); commit {commit}; harness {profile}; server {}; data on {}; load generator in the same machine (loopback).",
         kernel.trim(),
-        bin.display()
+        yardstick.as_secs_f64() * 1e3,
+        bin.display(),
+        image2model_benches::fs::describe(data)
     )
 }
