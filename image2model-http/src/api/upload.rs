@@ -62,7 +62,9 @@ pub struct UploadForm {
     /// At most this many faces (500 to 1000000), for models that honour it.
     #[oai(validator(minimum(value = "500"), maximum(value = "1000000")))]
     pub face_limit: Option<u32>,
-    /// Texture quality: `no`, `standard` (default) or `hd`.
+    /// Texture quality: `no`, `standard` (default) or `hd`; `none`/`false`
+    /// and `yes`/`true` are accepted as the original's spellings of `no` and
+    /// `standard`.
     pub texture: Option<TextureParam>,
     /// Where to post the job's end, signed (see `docs/WEBHOOKS.md`): an
     /// `https` URL of a public host, at most 2048 bytes. The key's default
@@ -82,6 +84,14 @@ pub enum TextureParam {
     Standard,
     /// A high-definition texture, where the model offers one.
     Hd,
+    /// The same as `no`, as the Python original's clients send it.
+    None,
+    /// The same as `no` (the original's boolean form).
+    False,
+    /// The same as `standard`, as the original's clients send it.
+    Yes,
+    /// The same as `standard` (the original's boolean form).
+    True,
 }
 
 /// The streamed multipart body of an upload.

@@ -5,7 +5,9 @@ use image2model_core::testing::fake_fal::{
 };
 use serde_json::Value;
 
-use crate::helpers::{USER_KEY, fake_fal_vars, png, spawn_app_configured, spawn_app_with_fal};
+use crate::helpers::{
+    USER_KEY, fake_fal_vars, file_part, png, spawn_app_configured, spawn_app_with_fal,
+};
 
 #[tokio::test]
 async fn a_fal_key_makes_fal_the_default_and_its_model_is_downloadable() {
@@ -41,6 +43,34 @@ async fn a_fal_key_makes_fal_the_default_and_its_model_is_downloadable() {
     assert_eq!(resp.status(), 200);
     let bytes = resp.bytes().await.unwrap();
     assert!(gltf::Gltf::from_slice(&bytes).is_ok(), "a valid GLB");
+}
+
+/// The Python original's clients send `texture` as `false`/`none` and
+/// `true`/`yes` (Python's `str(True)` is `True`); the document lists them
+/// and the server maps them to `no` and `standard` before FAL sees them.
+#[tokio::test]
+async fn the_originals_texture_spellings_reach_fal_as_no_and_standard() {
+    let fake = FakeFal::start(FakeFalConfig::default()).await;
+    let app = spawn_app_with_fal(&fake).await;
+
+    for (sent, expected) in [
+        ("false", "no"),
+        ("none", "no"),
+        ("True", "standard"),
+        ("yes", "standard"),
+        ("hd", "HD"),
+    ] {
+        let form = reqwest::multipart::Form::new()
+            .part("files", file_part("cube.png", png(16, 16)))
+            .text("texture", sent);
+        let resp = app.upload_form(form, Some(USER_KEY), None).await;
+        assert_eq!(resp.status(), 202, "texture {sent:?}");
+        let job: Value = resp.json().await.unwrap();
+        let done = app.wait_for_end(job["job_id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let submit = fake.last_submit().expect("submitted");
+        assert_eq!(submit.body["texture"], expected, "texture {sent:?}");
+    }
 }
 
 #[tokio::test]
