@@ -108,6 +108,74 @@ async fn the_stream_pump_starts_only_where_enough_streams_can_be_open() {
     assert_eq!(pumped, 0, "one stream open is below the threshold");
 }
 
+/// Runs one request whose status stream sends an event every 10 ms for
+/// about 600 ms, reported to an observer that asks for nothing during the
+/// first 300 ms; returns the percentages reported, those reported within
+/// that time, and the streams read on the pump.
+async fn quiet_observer_run(tweak: impl FnOnce(&mut FalConfig)) -> (Vec<u8>, Vec<u8>, u64) {
+    let t = spawn_with(Scenario::Success, tweak).await;
+    t.fake
+        .set_latency(Duration::from_millis(20), Duration::from_millis(600));
+    t.fake
+        .set_stream_progress_interval(Duration::from_millis(10));
+    let quiet_until = std::time::Instant::now() + Duration::from_millis(300);
+    let observer = Recorder {
+        quiet_until: Some(quiet_until),
+        ..Recorder::default()
+    };
+
+    generate_glb(&t, request("tripo3d-v2.5"), &observer)
+        .await
+        .unwrap();
+
+    let progress = observer.progress();
+    let at = observer.progress_at.lock().unwrap().clone();
+    let early = progress
+        .iter()
+        .zip(&at)
+        .filter(|&(_, &at)| at < quiet_until)
+        .map(|(&p, _)| p)
+        .collect();
+    (progress, early, t.generator.pumped_streams())
+}
+
+#[tokio::test]
+async fn a_pumped_stream_waits_out_its_observers_quiet_time_and_reports_the_latest() {
+    let (progress, early, pumped) = quiet_observer_run(|c| c.stream_pump_from = 0).await;
+
+    assert_eq!(pumped, 1);
+    // The submission's report (queued, 5 %) comes before the stream opens;
+    // none of the running percentages (20 % and up) comes in the quiet time.
+    assert!(
+        early.iter().all(|&p| p < 20),
+        "the stream's percentages came in the quiet time: {progress:?}"
+    );
+    // The first one after it is the percentage reached by then (the stream
+    // crept past 30 % within its first events), not the first one read.
+    let first = progress
+        .iter()
+        .find(|&&p| p >= 20)
+        .expect("progress after the quiet time");
+    assert!(*first > 30, "the first report was stale: {progress:?}");
+}
+
+#[tokio::test]
+async fn a_stream_read_on_its_items_task_reports_every_change() {
+    // Without the pump (`FAL_STREAM_TICK_MS=0`, the switch) the events wake
+    // the item's task anyway, so nothing is held back.
+    let (progress, early, pumped) = quiet_observer_run(|c| {
+        c.stream_tick = Duration::ZERO;
+        c.stream_pump_from = 0;
+    })
+    .await;
+
+    assert_eq!(pumped, 0);
+    assert!(
+        early.iter().any(|&p| p >= 20),
+        "reports came as the events did: {progress:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_broken_stream_falls_back_to_a_poll_then_streams_again() {
     let t = spawn(Scenario::Success).await;

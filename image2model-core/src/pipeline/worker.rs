@@ -367,29 +367,38 @@ struct LeaseObserver {
     last: Mutex<(Progress, Instant)>,
 }
 
+impl LeaseObserver {
+    /// The least time between two progress writes of this item now: the
+    /// interval, or more with the write budget shared by many running items.
+    fn spacing(&self) -> Duration {
+        if self.budget == 0 {
+            return self.interval;
+        }
+        let running = self
+            .pipeline
+            .inner
+            .running
+            .lock()
+            .expect("running lock")
+            .len();
+        self.interval.max(progress_spacing(running, self.budget))
+    }
+}
+
 #[async_trait]
 impl GenerationObserver for LeaseObserver {
     async fn progress(&self, progress: Progress) {
         {
             let mut last = self.last.lock().expect("progress lock");
             let now = Instant::now();
+            let since = now.duration_since(last.1);
+            // The cheap checks first: most reports stop here.
             if progress <= last.0
                 || progress.get() < last.0.get().saturating_add(self.step)
-                || now.duration_since(last.1) < self.interval
+                || since < self.interval
+                || since < self.spacing()
             {
                 return;
-            }
-            if self.budget > 0 {
-                let running = self
-                    .pipeline
-                    .inner
-                    .running
-                    .lock()
-                    .expect("running lock")
-                    .len();
-                if now.duration_since(last.1) < progress_spacing(running, self.budget) {
-                    return;
-                }
             }
             *last = (progress, now);
         }
@@ -402,6 +411,11 @@ impl GenerationObserver for LeaseObserver {
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "could not record progress"),
         }
+    }
+
+    fn quiet_until(&self) -> Option<Instant> {
+        let since = self.last.lock().expect("progress lock").1;
+        Some(since + self.spacing()).filter(|&until| until > Instant::now())
     }
 
     async fn remote_request(&self, request_id: &str) -> Result<(), GenerateError> {
@@ -658,6 +672,74 @@ async fn store_model(pipeline: &Pipeline, claim: &Claim, generated: GeneratedMod
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::{MemoryBlobStore, MemoryJobStore};
+    use crate::ports::LeaseToken;
+    use crate::testing::generators::{Script, ScriptedGenerator, minimal_glb};
+    use crate::{Generators, PipelineConfig};
+
+    /// An observer whose item last wrote `ago` before now, with `running`
+    /// items in the pipeline.
+    fn observer(ago: Duration, running: usize, budget: u32) -> LeaseObserver {
+        let generator = Arc::new(ScriptedGenerator::new(
+            "scripted",
+            Script::Succeed(minimal_glb()),
+        ));
+        let pipeline = Pipeline::new(
+            Arc::new(MemoryJobStore::default()),
+            Arc::new(MemoryBlobStore::default()),
+            Generators::new(vec![generator]).unwrap(),
+            PipelineConfig::default(),
+        );
+        {
+            let mut running_now = pipeline.inner.running.lock().unwrap();
+            for _ in 0..running {
+                running_now.insert(ItemId::new(), CancellationToken::new());
+            }
+        }
+        LeaseObserver {
+            pipeline,
+            job_id: JobId::new(),
+            item_id: ItemId::new(),
+            token: LeaseToken::generate(),
+            interval: Duration::from_secs(2),
+            step: 10,
+            budget,
+            last: Mutex::new((Progress::clamped(20), Instant::now() - ago)),
+        }
+    }
+
+    #[test]
+    fn the_observer_is_quiet_until_a_progress_write_would_count() {
+        let near = |until: Option<Instant>, expected: Duration| {
+            let left = until
+                .expect("quiet")
+                .saturating_duration_since(Instant::now());
+            assert!(
+                left <= expected && left + Duration::from_millis(500) > expected,
+                "quiet for {left:?}, expected about {expected:?}"
+            );
+        };
+        // Few items: the 2 s interval.
+        near(
+            observer(Duration::ZERO, 10, 100).quiet_until(),
+            Duration::from_secs(2),
+        );
+        // 2,000 running within 100 writes a second: 20 s between writes.
+        near(
+            observer(Duration::from_secs(5), 2_000, 100).quiet_until(),
+            Duration::from_secs(15),
+        );
+        // The budget off: the interval alone.
+        near(
+            observer(Duration::from_millis(500), 2_000, 0).quiet_until(),
+            Duration::from_millis(1500),
+        );
+        // Past the time: a report may count at once.
+        assert_eq!(
+            observer(Duration::from_secs(3), 10, 100).quiet_until(),
+            None
+        );
+    }
 
     #[test]
     fn progress_writes_spread_out_as_more_items_run() {

@@ -61,6 +61,17 @@ pub trait GenerationObserver: Send + Sync {
     /// Progress so far (lower values than before are ignored).
     async fn progress(&self, progress: Progress);
 
+    /// Until when a progress report would be ignored whatever its value,
+    /// when that is later than now; `None` when one may count at once.
+    ///
+    /// A hint: a generator that learns progress often (a stream of events
+    /// read elsewhere) may wait until then and report only the latest value,
+    /// instead of waking for each. Reports made earlier are still allowed.
+    /// The default says reports always count.
+    fn quiet_until(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// A remote request was started; the pipeline persists its id before this
     /// returns. A generator must call this before it waits on the request, and
     /// must give up (without polling) when it fails.

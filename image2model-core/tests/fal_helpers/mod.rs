@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -102,12 +102,15 @@ pub fn face_limit(n: u32) -> Option<FaceLimit> {
     Some(FaceLimit::new(n).unwrap())
 }
 
-/// Records progress and request ids; optionally fails to persist the id, and
-/// notes how many status looks (polls and streams) the fake had seen when the
-/// id arrived.
+/// Records progress (and when each came) and request ids; optionally fails
+/// to persist the id, notes how many status looks (polls and streams) the
+/// fake had seen when the id arrived, and asks for no progress until a
+/// given time.
 #[derive(Default)]
 pub struct Recorder {
     pub progress: Mutex<Vec<u8>>,
+    pub progress_at: Mutex<Vec<Instant>>,
+    pub quiet_until: Option<Instant>,
     pub request_ids: Mutex<Vec<String>>,
     pub polls_when_persisted: Mutex<Vec<u64>>,
     pub probe: Option<FakeFalProbe>,
@@ -135,6 +138,11 @@ impl Recorder {
 impl GenerationObserver for Recorder {
     async fn progress(&self, progress: Progress) {
         self.progress.lock().unwrap().push(progress.get());
+        self.progress_at.lock().unwrap().push(Instant::now());
+    }
+
+    fn quiet_until(&self) -> Option<Instant> {
+        self.quiet_until.filter(|&t| t > Instant::now())
     }
 
     async fn remote_request(&self, request_id: &str) -> Result<(), GenerateError> {

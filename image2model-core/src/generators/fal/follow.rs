@@ -270,6 +270,7 @@ impl FalGenerator {
         let open = OpenStream::count(&self.open_streams);
         let from = self.client.config().stream_pump_from;
         let pump = self.pump.as_ref().filter(|_| open.others >= from);
+        let pumped = pump.is_some();
         let reading: futures::future::BoxFuture<'static, _> = match pump {
             Some(pump) => {
                 self.pumped_streams
@@ -288,6 +289,20 @@ impl FalGenerator {
         };
         let mut reading = std::pin::pin!(reading);
         let (end, after) = loop {
+            // A pumped stream is read on the pump's thread: while the
+            // observer would ignore a report, this task does not listen, so
+            // the pump's percentages wait in the watch instead of waking it
+            // for each event, and the latest is taken when one counts. The
+            // wake is put on a whole `QUIET_GRID` step of one clock for
+            // the process, so that items wake and write together: the
+            // store commits writes that arrive together as one.
+            if let Some(until) = observer.quiet_until().filter(|_| pumped) {
+                tokio::select! {
+                    biased;
+                    done = &mut reading => break done,
+                    () = tokio::time::sleep_until(on_grid(until).into()) => {}
+                }
+            }
             tokio::select! {
                 biased;
                 done = &mut reading => break done,
@@ -305,6 +320,21 @@ impl FalGenerator {
         *tracker = after;
         end
     }
+}
+
+/// The steps a pumped stream's task wakes on after a quiet time.
+const QUIET_GRID: Duration = Duration::from_secs(1);
+
+/// `at`, or the first `QUIET_GRID` step after it (steps counted from the
+/// first call in this process).
+fn on_grid(at: Instant) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let grid = QUIET_GRID.as_nanos();
+    let steps = since.div_ceil(grid);
+    let nanos = u64::try_from(steps * grid).unwrap_or(u64::MAX);
+    origin + Duration::from_nanos(nanos)
 }
 
 /// Counts a status stream as open while it lives.
@@ -389,6 +419,24 @@ async fn read_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quiet_times_end_on_shared_steps() {
+        let now = Instant::now();
+        let a = on_grid(now + Duration::from_millis(10));
+        let b = on_grid(now + Duration::from_millis(10) + QUIET_GRID / 3);
+        let c = on_grid(now + Duration::from_millis(10) + QUIET_GRID * 2);
+        for (at, step) in [
+            (now + Duration::from_millis(10), a),
+            (now + Duration::from_millis(10) + QUIET_GRID * 2, c),
+        ] {
+            assert!(step >= at, "a step before the time asked");
+            assert!(step - at <= QUIET_GRID, "more than a step later");
+        }
+        // Within one step: the same instant, so such items wake together.
+        assert!(b == a || b - a == QUIET_GRID, "{:?}", b - a);
+        assert_eq!((c - a).as_nanos() % QUIET_GRID.as_nanos(), 0);
+    }
 
     #[tokio::test]
     async fn a_webhook_wakes_its_waiter_even_when_it_came_first() {
