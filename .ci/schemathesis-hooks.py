@@ -44,8 +44,10 @@ And two things that are not about data:
    "AST constructor recursion depth mismatch". Hypothesis parses
    lambdas to describe strategies, and schemathesis runs two workers; the
    parses are serialised here.
-7. Empty lists. An upload option drawn as `[]` goes out as no part at
-   all, the valid request without it; such a case is not sent.
+7. Empty lists and booleans. An upload option drawn as `[]` goes out as
+   no part at all, the valid request without it, and `texture` drawn as a
+   boolean goes out as `true`/`false`, two of its values; such cases are
+   not sent.
 """
 
 import ast
@@ -211,13 +213,20 @@ def map_case(context, case):
     return case
 
 
+# Upload options whose values include the texts multipart makes of a
+# boolean: `texture` lists `true` and `false` (the original's spellings).
+_TAKES_BOOLEAN_TEXT = {"texture"}
+
+
 @schemathesis.hook("filter_body")
 def _not_an_empty_list_of_parts(context, body):
     """A multipart body sends an option given as an empty list as no part
     at all: the same request as the option left out, which is valid. Such a
     case cannot be told apart from its valid twin on the wire, so it is not
     sent. (A list of two or more becomes repeated parts, which the server
-    refuses with 400.)
+    refuses with 400.) Likewise a boolean goes out as the text `true` or
+    `false`, which for `texture` is a valid value: the negative case "a
+    boolean, not a string" is the valid request on the wire.
 
     A body whose parts have media types of their own (the images) reaches
     this hook wrapped, as its fields (`.body`) beside the media types it
@@ -226,7 +235,12 @@ def _not_an_empty_list_of_parts(context, body):
     fields = getattr(body, "body", body)
     if getattr(operation, "label", None) != "POST /upload" or not isinstance(fields, dict):
         return True
-    return not any(v == [] for k, v in fields.items() if k != "files")
+    return not any(
+        (isinstance(v, list) and v == [])
+        or (isinstance(v, bool) and k in _TAKES_BOOLEAN_TEXT)
+        for k, v in fields.items()
+        if k != "files"
+    )
 
 
 # The answers of job DELETEs, by case id.
