@@ -296,7 +296,7 @@ impl FalGenerator {
             // wake is put on a whole `QUIET_GRID` step of one clock for
             // the process, so that items wake and write together: the
             // store commits writes that arrive together as one.
-            if let Some(until) = observer.quiet_until().filter(|_| pumped) {
+            if pumped && let Some(until) = observer.quiet_until() {
                 tokio::select! {
                     biased;
                     done = &mut reading => break done,
