@@ -187,6 +187,162 @@ async fn a_file_link_out_of_the_root_is_refused() {
     );
 }
 
+/// A directory swapped for a link to the outside while puts are under way
+/// (the race a check by path, then a use by path, leaves open): every put
+/// either lands in a real directory below the root or is refused, and not
+/// one byte is written outside.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_swapped_for_a_link_mid_put_writes_nothing_outside_and_leaves_no_staged_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let store = store_in(dir.path()).await;
+    store
+        .put_bytes(&key("uploads/j1/first.png"), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let job_dir = store.root().join("uploads/j1");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let swapper = {
+        let (job_dir, outside, stop, swaps) = (
+            job_dir.clone(),
+            outside.clone(),
+            stop.clone(),
+            swaps.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                // The real directory moves aside and a link takes its name
+                // for a moment; the next put makes a fresh directory.
+                let aside = job_dir.with_file_name(format!("aside{n}"));
+                if std::fs::rename(&job_dir, &aside).is_ok()
+                    && std::os::unix::fs::symlink(&outside, &job_dir).is_ok()
+                {
+                    swaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    std::thread::yield_now();
+                    let _ = std::fs::remove_file(&job_dir);
+                }
+                std::thread::yield_now();
+            }
+        })
+    };
+    let (mut stored, mut refused) = (0, 0);
+    for i in 0..400 {
+        let body = Bytes::from(vec![b'p'; 100 + i]);
+        match store
+            .put_bytes(&key(&format!("uploads/j1/p{i}.png")), body)
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(BlobError::Backend(_)) => refused += 1,
+            Err(e) => panic!("put {i}: {e:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    swapper.join().unwrap();
+
+    assert!(
+        files_under(&outside).is_empty(),
+        "written through the link: {:?}",
+        files_under(&outside)
+    );
+    assert!(
+        swaps.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the link was planted"
+    );
+    assert!(
+        stored > 0,
+        "puts between the swaps landed ({refused} refused)"
+    );
+    // Each stored object is whole, in one of the real directories.
+    let inside = files_under(&store.root().join("uploads"));
+    assert_eq!(
+        inside
+            .iter()
+            .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .count(),
+        stored + 1,
+        "every stored put is a file below the root"
+    );
+    assert!(
+        inside
+            .iter()
+            .all(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')),
+        "no staged file left: {inside:?}"
+    );
+}
+
+/// A FIFO planted where an object should be is not an object: a get or a
+/// head answers not found at once (it never waits for a writer).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fifo_at_a_key_is_not_found_and_never_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    std::fs::create_dir_all(store.root().join("models/j1")).unwrap();
+    let fifo = store.root().join("models/j1/i1.glb");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+
+    let get = tokio::time::timeout(Duration::from_secs(10), store.get(&key("models/j1/i1.glb")))
+        .await
+        .expect("a get of a FIFO returns");
+    let head = store.head(&key("models/j1/i1.glb")).await;
+
+    assert_not_found(get);
+    assert_not_found(head);
+    let listed = store
+        .list(&BlobPrefix::parse("models").unwrap())
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "a FIFO is not listed: {listed:?}");
+}
+
+/// The store keeps the root directory it opened: when that directory is
+/// moved and another made at its path, `ping` says so (the server's
+/// readiness fails) and writes still go to the directory opened, never to
+/// a half-seen mix of the two.
+#[tokio::test]
+async fn a_replaced_root_is_reported_by_ping() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store.ping().await.expect("the root it opened answers");
+    let moved = dir.path().join("moved");
+    std::fs::rename(store.root(), &moved).unwrap();
+    std::fs::create_dir(store.root()).unwrap();
+
+    let ping = store.ping().await;
+    store
+        .put_bytes(&key("uploads/j1/a.png"), Bytes::from_static(b"a"))
+        .await
+        .unwrap();
+
+    match ping {
+        Err(BlobError::Unavailable(m)) => assert!(m.contains("replaced or moved"), "{m}"),
+        other => panic!("ping after the root was replaced: {other:?}"),
+    }
+    assert!(
+        moved.join("uploads/j1/a.png").is_file(),
+        "written to the root opened"
+    );
+    assert!(
+        !store.root().join("uploads").exists(),
+        "nothing in the new directory"
+    );
+    std::fs::remove_dir(store.root()).unwrap();
+    assert!(
+        matches!(store.ping().await, Err(BlobError::Unavailable(_))),
+        "a root that is gone is unavailable"
+    );
+}
+
 /// The store writes in 512 KiB batches, with direct I/O in 4 KiB blocks
 /// where the file system allows and the tail through the page cache: bodies
 /// on and around each of those sizes, in chunks that straddle them, come

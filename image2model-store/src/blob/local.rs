@@ -4,11 +4,16 @@
 //! - **Path traversal.** A path is only ever built from the segments of a
 //!   [`BlobKey`], re-parsed here before use (defence in depth: a key that
 //!   somehow broke its invariants is refused, never joined).
-//! - **Escape through a symbolic link.** The root is canonicalised at open;
-//!   below it every directory and file is checked with `symlink_metadata`
-//!   (which does not follow links) and any symbolic link is refused, for
-//!   reads, writes, and lists alike. Directories are created one level at a
-//!   time, so a planted link is never followed to create anything outside.
+//! - **Escape through a symbolic link.** The root is canonicalised and
+//!   opened at open, and the store keeps that handle: below it every
+//!   directory is opened from its parent's handle one name at a time with
+//!   `O_NOFOLLOW`, and every file created, opened, renamed or removed
+//!   relative to its directory's handle (module `beneath`). Any symbolic
+//!   link on the way is refused, for reads, writes, deletes and lists
+//!   alike; one swapped in while a put or a get is under way is refused
+//!   the same, since nothing is looked up by path after it was checked.
+//!   Directories are created one level at a time, so a planted link is
+//!   never followed to create anything outside.
 //! - **Torn or partial objects.** A body is written to a staged file in the
 //!   target directory (named `.{name}.{random}.tmp`: keys never start with a
 //!   `.`, so it cannot collide with one), flushed with `fsync`, then renamed
@@ -29,14 +34,15 @@
 //! the staged file is written with direct I/O, around the page cache
 //! (module `staged`).
 //!
-//! What it cannot stop: someone with write access to the root swapping a
-//! directory for a link between the check and the use.
+//! The store follows the root directory it opened: one renamed or
+//! replaced under a running server is not picked up (`ping` then reports
+//! the blob store unavailable until a restart).
 
 use std::fs;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -47,8 +53,16 @@ use image2model_core::ports::{BlobError, BlobMeta, BlobObject, BlobStore, ByteSt
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinHandle;
 
+mod beneath;
 mod staged;
+use beneath::{Entry, Meta};
+use rustix::fs::FileType;
 use staged::{Batch, StagedFile};
+
+/// How deep `list` and `sweep_abandoned` go below the root: past any key
+/// (a [`BlobKey`] has at most 8 segments), so a directory deeper than that
+/// holds no object and is not walked.
+const MAX_DEPTH: usize = 16;
 
 /// How many bytes a read of a stored file yields at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -56,8 +70,11 @@ const READ_CHUNK: usize = 64 * 1024;
 /// A [`BlobStore`] of files under a root directory.
 #[derive(Debug, Clone)]
 pub struct LocalBlobStore {
-    /// Canonical (absolute, link-free) root; every path starts here.
+    /// Canonical (absolute, link-free) root, as opened.
     root: PathBuf,
+    /// The root directory, held open: every directory and file below it is
+    /// reached from this handle (module `beneath`).
+    root_dir: Arc<OwnedFd>,
     /// Staged files may be written with direct I/O ([`LocalOptions`]).
     direct_io: bool,
 }
@@ -119,30 +136,72 @@ fn prefix_segments(prefix: &BlobPrefix) -> Result<Vec<String>, BlobError> {
 struct Staging {
     /// The key's directories below the root, checked once.
     dirs: Vec<String>,
-    /// The staged file: a fresh hidden name in the key's directory.
-    path: PathBuf,
+    /// The staged file's name: a fresh hidden name in the key's directory.
+    name: String,
+    /// Whether the put was abandoned, and the directory the staged file was
+    /// made in, once it was: one lock, so that the put's future and a
+    /// blocking step never both miss the file (see [`Staging::adopt`]).
+    state: Mutex<StagingState>,
+}
+
+#[derive(Debug, Default)]
+struct StagingState {
     /// Set when the put's future ended without publishing (an error, or the
     /// future was dropped). A blocking step still running then removes the
     /// file it made instead of leaving or publishing it.
-    abandoned: AtomicBool,
+    abandoned: bool,
+    /// The key's directory, once the staged file exists in it.
+    dir: Option<Arc<OwnedFd>>,
 }
 
 impl Staging {
-    /// After a step touched the file: when the put was abandoned meanwhile,
-    /// removes the file and fails the step.
+    fn state(&self) -> std::sync::MutexGuard<'_, StagingState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records the directory of the staged file just made; when the put was
+    /// abandoned meanwhile, removes the file and fails the step instead.
     ///
-    /// The guard sets `abandoned` and then removes the path; a step makes or
-    /// writes the file and then reads `abandoned`. Either the step sees the
-    /// flag, or the guard's removal comes after the file exists: no order
-    /// leaves a staged file behind.
-    fn check(&self) -> Result<(), BlobError> {
-        if self.abandoned.load(AtomicOrdering::SeqCst) {
-            let _ = fs::remove_file(&self.path);
-            return Err(BlobError::Backend("the put was abandoned".into()));
+    /// Under the lock, either the guard already marked the put abandoned
+    /// (and this removes the file) or the guard will find the directory
+    /// here (and remove it then): no order leaves a staged file behind.
+    fn adopt(&self, dir: Arc<OwnedFd>) -> Result<(), BlobError> {
+        let mut state = self.state();
+        if state.abandoned {
+            let _ = beneath::remove_file(dir.as_fd(), &self.name);
+            return Err(abandoned());
         }
+        state.dir = Some(dir);
         Ok(())
     }
+
+    /// Renames the staged file over `target` unless the put was abandoned
+    /// (then removes it), under the lock, so that a put dropped at any
+    /// moment either published its whole object or left nothing.
+    fn publish(&self, dir: &OwnedFd, target: &str, key: &BlobKey) -> Result<(), BlobError> {
+        let state = self.state();
+        if state.abandoned {
+            let _ = beneath::remove_file(dir.as_fd(), &self.name);
+            return Err(abandoned());
+        }
+        // rename() replaces the target atomically and never follows a link
+        // at the target: a planted link would be replaced, not written through.
+        match beneath::rename(dir.as_fd(), &self.name, target) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(EISDIR) => Err(BlobError::Backend(format!(
+                "a directory is in the way of {key}"
+            ))),
+            Err(e) => Err(backend("publishing a blob", e)),
+        }
+    }
 }
+
+fn abandoned() -> BlobError {
+    BlobError::Backend("the put was abandoned".into())
+}
+
+/// `EISDIR`: what renaming a file over a directory fails with.
+const EISDIR: i32 = rustix::io::Errno::ISDIR.raw_os_error();
 
 /// Held by the put's future: removes the staged file unless it was published.
 struct StagedGuard {
@@ -153,13 +212,15 @@ struct StagedGuard {
 impl Drop for StagedGuard {
     fn drop(&mut self) {
         if !self.published {
-            self.staging.abandoned.store(true, AtomicOrdering::SeqCst);
+            let mut state = self.staging.state();
+            state.abandoned = true;
             // Best effort: a failed or abandoned write must leave nothing.
-            let _ = fs::remove_file(&self.staging.path);
+            if let Some(dir) = state.dir.take() {
+                let _ = beneath::remove_file(dir.as_fd(), &self.staging.name);
+            }
         }
     }
 }
-
 /// Whether a file name is one [`staged_name`] makes.
 fn is_staged_name(name: &str) -> bool {
     let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {
@@ -202,14 +263,15 @@ impl LocalBlobStore {
             let root = fs::canonicalize(&root).map_err(|e| {
                 BlobError::Unavailable(format!("resolving the blob root {}: {e}", root.display()))
             })?;
-            if !fs::metadata(&root).map(|m| m.is_dir()).unwrap_or(false) {
-                return Err(BlobError::Unavailable(format!(
-                    "the blob root {} is not a directory",
+            let root_dir = beneath::open_root(&root).map_err(|e| {
+                BlobError::Unavailable(format!(
+                    "opening the blob root {} (it must be a directory): {e}",
                     root.display()
-                )));
-            }
+                ))
+            })?;
             Ok(Self {
                 root,
+                root_dir: Arc::new(root_dir),
                 direct_io: options.direct_io,
             })
         })
@@ -230,72 +292,117 @@ impl LocalBlobStore {
         &self.root
     }
 
-    /// Walks `dirs` down from the root without following links. With
-    /// `create`, missing directories are made one at a time; without, a
-    /// missing (or non-directory) step gives `None`. Blocking.
-    fn walk(&self, dirs: &[String], create: bool, key: &str) -> Result<Option<PathBuf>, BlobError> {
-        let mut current = self.root.clone();
+    /// The root directory's handle, which every walk starts from.
+    fn root_dir(&self) -> BorrowedFd<'_> {
+        self.root_dir.as_fd()
+    }
+
+    /// Opens `dirs` down from the root, one name at a time, never through a
+    /// link: the handle of each directory on the way, the key's directory
+    /// last. With `create`, missing directories are made one at a time;
+    /// without, a missing (or non-directory) step gives `None`. Blocking.
+    fn walk(
+        &self,
+        dirs: &[String],
+        create: bool,
+        key: &str,
+    ) -> Result<Option<Vec<OwnedFd>>, BlobError> {
+        let mut chain: Vec<OwnedFd> = Vec::with_capacity(dirs.len());
         for segment in dirs {
-            let next = current.join(segment);
+            let parent = chain.last().map_or(self.root_dir(), AsFd::as_fd);
             let mut created = false;
-            loop {
-                match fs::symlink_metadata(&next) {
-                    Ok(m) if m.file_type().is_symlink() => return Err(symlink_refused(key)),
-                    Ok(m) if m.is_dir() => break,
-                    Ok(_) if create => {
+            let next = loop {
+                match beneath::open_dir(parent, segment)
+                    .map_err(|e| backend("opening a blob directory", e))?
+                {
+                    Entry::Dir(fd) => break fd,
+                    Entry::Link => return Err(symlink_refused(key)),
+                    Entry::Other if create => {
                         return Err(BlobError::Backend(format!("a blob is in the way of {key}")));
                     }
-                    Ok(_) => return Ok(None),
-                    Err(e) if e.kind() == io::ErrorKind::NotFound && create && !created => {
-                        match fs::create_dir(&next) {
-                            Ok(()) => {}
-                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                            Err(e) => return Err(backend("creating a blob directory", e)),
-                        }
-                        // Check again what is there now (ours, or a racer's).
+                    Entry::Missing if create && !created => {
+                        beneath::make_dir(parent, segment)
+                            .map_err(|e| backend("creating a blob directory", e))?;
+                        // Open what is there now (ours, or a racer's).
                         created = true;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(backend("inspecting a blob directory", e)),
+                    // Pruned again at once by a concurrent delete, or in the way.
+                    Entry::Missing if create => {
+                        return Err(BlobError::Backend("blob directory vanished".into()));
+                    }
+                    Entry::Missing | Entry::Other => return Ok(None),
                 }
-            }
-            current = next;
+            };
+            chain.push(next);
         }
-        Ok(Some(current))
+        Ok(Some(chain))
     }
 
-    /// The path of an existing object, refusing links; `NotFound` otherwise.
-    /// Blocking.
-    fn existing(&self, key: &BlobKey) -> Result<(PathBuf, fs::Metadata), BlobError> {
-        let segs = segments(key)?;
-        let (name, dirs) = segs.split_last().expect("a key has at least one segment");
-        let Some(dir) = self.walk(dirs, false, key.as_str())? else {
+    /// The handle of the key's directory at the end of `chain` (the root's,
+    /// duplicated, for a key directly under it).
+    fn last_dir(&self, mut chain: Vec<OwnedFd>) -> Result<OwnedFd, BlobError> {
+        match chain.pop() {
+            Some(fd) => Ok(fd),
+            None => {
+                beneath::duplicate(self.root_dir()).map_err(|e| backend("opening the blob root", e))
+            }
+        }
+    }
+
+    /// The key's directory and the name of its object. Blocking.
+    fn parent_of(&self, key: &BlobKey) -> Result<Option<(OwnedFd, String)>, BlobError> {
+        let mut segs = segments(key)?;
+        let name = segs.pop().expect("a key has at least one segment");
+        let Some(chain) = self.walk(&segs, false, key.as_str())? else {
+            return Ok(None);
+        };
+        Ok(Some((self.last_dir(chain)?, name)))
+    }
+
+    /// An existing object opened for reading, refusing links; `NotFound`
+    /// otherwise. Blocking.
+    fn open_existing(&self, key: &BlobKey) -> Result<(fs::File, Meta), BlobError> {
+        let Some((dir, name)) = self.parent_of(key)? else {
             return Err(BlobError::NotFound(key.clone()));
         };
-        let path = dir.join(name);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => Err(symlink_refused(key.as_str())),
-            Ok(m) if m.is_file() => Ok((path, m)),
-            Ok(_) => Err(BlobError::NotFound(key.clone())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound(key.clone())),
-            Err(e) => Err(backend("inspecting a blob", e)),
+        match beneath::open_file(dir.as_fd(), &name).map_err(|e| backend("opening a blob", e))? {
+            beneath::Opened::File(file, meta) => Ok((file, meta)),
+            beneath::Opened::Link => Err(symlink_refused(key.as_str())),
+            beneath::Opened::Missing => Err(BlobError::NotFound(key.clone())),
         }
     }
 
-    /// Makes the key's directories and creates the staged file. Retries when a concurrent delete pruned a
-    /// directory between the two steps. Blocking.
-    fn create_staged(&self, key: &BlobKey, staging: &Staging) -> Result<fs::File, BlobError> {
+    /// An existing object's size and time, refusing links; `NotFound`
+    /// otherwise. Blocking.
+    fn meta_of(&self, key: &BlobKey) -> Result<Meta, BlobError> {
+        let Some((dir, name)) = self.parent_of(key)? else {
+            return Err(BlobError::NotFound(key.clone()));
+        };
+        match beneath::stat_at(dir.as_fd(), &name).map_err(|e| backend("inspecting a blob", e))? {
+            Some((FileType::Symlink, _)) => Err(symlink_refused(key.as_str())),
+            Some((FileType::RegularFile, meta)) => Ok(meta),
+            _ => Err(BlobError::NotFound(key.clone())),
+        }
+    }
+
+    /// Makes the key's directories and creates the staged file in the last
+    /// of them. Retries when a concurrent delete pruned a directory between
+    /// the two steps. Blocking.
+    fn create_staged(
+        &self,
+        key: &BlobKey,
+        staging: &Staging,
+    ) -> Result<(Arc<OwnedFd>, fs::File), BlobError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.walk(&staging.dirs, true, key.as_str())?
+            let chain = self
+                .walk(&staging.dirs, true, key.as_str())?
                 .ok_or_else(|| BlobError::Backend("blob directory vanished".into()))?;
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&staging.path)
-            {
-                Ok(file) => return Ok(file),
+            let dir = self.last_dir(chain)?;
+            match beneath::create_new(dir.as_fd(), &staging.name) {
+                Ok(file) => return Ok((Arc::new(dir), file)),
+                // The directory was removed since it was opened.
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < 3 => {}
                 Err(e) => return Err(backend("creating a staged blob file", e)),
             }
@@ -316,8 +423,8 @@ impl LocalBlobStore {
         let mut file = match file {
             Some(file) => file,
             None => {
-                let file = self.create_staged(key, staging)?;
-                staging.check()?;
+                let (dir, file) = self.create_staged(key, staging)?;
+                staging.adopt(dir)?;
                 StagedFile::new(file, &batch, finish, self.direct_io)
             }
         };
@@ -330,52 +437,30 @@ impl LocalBlobStore {
         Ok((None, batch))
     }
 
-    /// Syncs the staged file and renames it over the key's path. Blocking.
+    /// Syncs the staged file and renames it over the key's name. Blocking.
     fn publish(key: &BlobKey, staging: &Staging, file: fs::File) -> Result<(), BlobError> {
         file.sync_all().map_err(|e| backend("syncing a blob", e))?;
         drop(file);
-        let dir = staging
-            .path
-            .parent()
-            .expect("a staged file is in the key's directory");
+        let dir = staging.state().dir.clone().ok_or_else(abandoned)?;
         let name = key
             .segments()
             .last()
             .expect("a key has at least one segment");
-        let target = dir.join(name);
-        if let Ok(m) = fs::symlink_metadata(&target)
-            && m.is_dir()
-        {
-            return Err(BlobError::Backend(format!(
-                "a directory is in the way of {key}"
-            )));
-        }
-        // An abandoned put publishes nothing.
-        staging.check()?;
-        // rename() replaces the target atomically and never follows a link
-        // at the target: a planted link would be replaced, not written through.
-        fs::rename(&staging.path, &target).map_err(|e| backend("publishing a blob", e))?;
+        staging.publish(&dir, name, key)?;
         // Make the rename itself durable; failure here loses nothing visible.
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
+        let _ = beneath::sync(dir.as_fd());
         Ok(())
     }
 
     /// The staging of a put of `key`: its directories (the key re-checked
-    /// once) and a fresh hidden name in the last of them.
-    fn staging(&self, key: &BlobKey) -> Result<Staging, BlobError> {
+    /// once) and a fresh hidden name for the file in the last of them.
+    fn staging(key: &BlobKey) -> Result<Staging, BlobError> {
         let mut dirs = segments(key)?;
         let name = dirs.pop().expect("a key has at least one segment");
-        let mut path = self.root.clone();
-        for dir in &dirs {
-            path.push(dir);
-        }
-        path.push(staged_name(&name));
         Ok(Staging {
             dirs,
-            path,
-            abandoned: AtomicBool::new(false),
+            name: staged_name(&name),
+            state: Mutex::new(StagingState::default()),
         })
     }
 
@@ -383,31 +468,22 @@ impl LocalBlobStore {
     fn remove(&self, key: &BlobKey) -> Result<(), BlobError> {
         let segs = segments(key)?;
         let (name, dirs) = segs.split_last().expect("a key has at least one segment");
-        let Some(dir) = self.walk(dirs, false, key.as_str())? else {
+        let Some(mut chain) = self.walk(dirs, false, key.as_str())? else {
             return Ok(());
         };
-        let path = dir.join(name);
-        match fs::symlink_metadata(&path) {
-            // Removing a link removes the link itself, never its target.
-            Ok(m) if m.is_file() || m.file_type().is_symlink() => match fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(backend("deleting a blob", e)),
-            },
-            Ok(_) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(backend("inspecting a blob", e)),
+        // Removing a link removes the link itself, never its target; a
+        // directory by that name is not an object and stays.
+        let dir = chain.last().map_or(self.root_dir(), AsFd::as_fd);
+        if !beneath::remove_file(dir, name).map_err(|e| backend("deleting a blob", e))? {
+            return Ok(());
         }
-        // Prune directories left empty (remove_dir fails on non-empty ones),
-        // so that deleted jobs leave no folders behind.
-        let mut current = dir;
-        while current != self.root && current.starts_with(&self.root) {
-            if fs::remove_dir(&current).is_err() {
+        // Prune directories left empty (only an empty one can be removed),
+        // so that deleted jobs leave no folders behind; the root stays.
+        for segment in dirs.iter().rev() {
+            chain.pop();
+            let parent = chain.last().map_or(self.root_dir(), AsFd::as_fd);
+            if !beneath::remove_empty_dir(parent, segment) {
                 break;
-            }
-            match current.parent() {
-                Some(parent) => current = parent.to_path_buf(),
-                None => break,
             }
         }
         Ok(())
@@ -417,54 +493,67 @@ impl LocalBlobStore {
     fn objects(&self, prefix: &BlobPrefix) -> Result<Vec<BlobMeta>, BlobError> {
         let segs = prefix_segments(prefix)?;
         let label = prefix.as_str().unwrap_or("");
-        let Some(start) = self.walk(&segs, false, label)? else {
+        let Some(chain) = self.walk(&segs, false, label)? else {
             return Ok(Vec::new());
         };
+        let start = self.last_dir(chain)?;
         let mut found = Vec::new();
-        let mut pending = vec![(start, prefix.as_str().map(str::to_owned))];
-        while let Some((dir, key_prefix)) = pending.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                // Pruned by a concurrent delete.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(backend("listing blobs", e)),
+        Self::list_dir(&start, prefix.as_str(), 0, &mut found)?;
+        found.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(found)
+    }
+
+    /// The objects in `dir` (whose keys start with `key_prefix`) and below
+    /// it, depth first: only the directories on the way down are open at
+    /// once. Blocking.
+    fn list_dir(
+        dir: &OwnedFd,
+        key_prefix: Option<&str>,
+        depth: usize,
+        found: &mut Vec<BlobMeta>,
+    ) -> Result<(), BlobError> {
+        let listed = match beneath::entries(dir.as_fd()) {
+            Ok(listed) => listed,
+            // Pruned by a concurrent delete.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(backend("listing blobs", e)),
+        };
+        for (name, kind) in listed {
+            // Staged files and anything else hidden is not an object.
+            if name.starts_with('.') {
+                continue;
+            }
+            let key_text = match key_prefix {
+                Some(p) => format!("{p}/{name}"),
+                None => name.clone(),
             };
-            for entry in entries {
-                let entry = entry.map_err(|e| backend("listing blobs", e))?;
-                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                    continue;
-                };
-                // Staged files and anything else hidden is not an object.
-                if name.starts_with('.') {
-                    continue;
+            // Links are skipped, never followed.
+            match kind {
+                FileType::Directory if depth < MAX_DEPTH => {
+                    // Pruned by a concurrent delete, or swapped: skipped.
+                    if let Ok(Entry::Dir(sub)) = beneath::open_dir(dir.as_fd(), &name) {
+                        Self::list_dir(&sub, Some(&key_text), depth + 1, found)?;
+                    }
                 }
-                let key_text = match &key_prefix {
-                    Some(p) => format!("{p}/{name}"),
-                    None => name,
-                };
-                // `file_type` does not follow links: links are skipped.
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                if kind.is_dir() {
-                    pending.push((entry.path(), Some(key_text)));
-                } else if kind.is_file() {
+                FileType::RegularFile => {
                     let Ok(key) = BlobKey::parse(&key_text) else {
                         continue;
                     };
-                    let Ok(meta) = entry.metadata() else {
+                    let Ok(Some((FileType::RegularFile, meta))) =
+                        beneath::stat_at(dir.as_fd(), &name)
+                    else {
                         continue;
                     };
                     found.push(BlobMeta {
                         key,
-                        size: meta.len(),
-                        last_modified: modified(&meta),
+                        size: meta.size,
+                        last_modified: meta.modified,
                     });
                 }
+                _ => {}
             }
         }
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(found)
+        Ok(())
     }
 
     /// Removes (or with `dry_run` only counts) the staged files last
@@ -473,58 +562,64 @@ impl LocalBlobStore {
     /// pruned; links are never followed. Blocking.
     fn sweep_staged(&self, before: DateTime<Utc>, dry_run: bool) -> Result<Usage, BlobError> {
         let mut swept = Usage::default();
-        let mut emptied = Vec::new();
-        let mut pending = vec![self.root.clone()];
-        while let Some(dir) = pending.pop() {
-            let entries = match fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(backend("listing blobs", e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|e| backend("listing blobs", e))?;
-                let Ok(kind) = entry.file_type() else {
-                    continue;
-                };
-                if kind.is_dir() {
-                    pending.push(entry.path());
-                    continue;
-                }
-                let staged = entry.file_name().to_str().is_some_and(is_staged_name);
-                if !kind.is_file() || !staged {
-                    continue;
-                }
-                let Ok(meta) = entry.metadata() else {
-                    continue;
-                };
-                if modified(&meta) >= before {
-                    continue;
-                }
-                if !dry_run {
-                    match fs::remove_file(entry.path()) {
-                        Ok(()) => emptied.push(dir.clone()),
-                        // Published or removed by its own put meanwhile.
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(backend("removing a staged blob file", e)),
-                    }
-                }
-                swept.objects += 1;
-                swept.bytes += meta.len();
-            }
-        }
-        for dir in emptied {
-            let mut current = dir;
-            while current != self.root && current.starts_with(&self.root) {
-                if fs::remove_dir(&current).is_err() {
-                    break;
-                }
-                match current.parent() {
-                    Some(parent) => current = parent.to_path_buf(),
-                    None => break,
-                }
-            }
-        }
+        let root =
+            beneath::duplicate(self.root_dir()).map_err(|e| backend("opening the blob root", e))?;
+        Self::sweep_dir(&root, 0, before, dry_run, &mut swept)?;
         Ok(swept)
+    }
+
+    /// [`LocalBlobStore::sweep_staged`] in `dir` and below it: whether a
+    /// staged file was removed there (so that `dir` may now be empty).
+    fn sweep_dir(
+        dir: &OwnedFd,
+        depth: usize,
+        before: DateTime<Utc>,
+        dry_run: bool,
+        swept: &mut Usage,
+    ) -> Result<bool, BlobError> {
+        let mut removed = false;
+        let listed = match beneath::entries(dir.as_fd()) {
+            Ok(listed) => listed,
+            // Pruned by a concurrent delete.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(backend("listing blobs", e)),
+        };
+        for (name, kind) in listed {
+            if kind == FileType::Directory && depth < MAX_DEPTH {
+                let Ok(Entry::Dir(sub)) = beneath::open_dir(dir.as_fd(), &name) else {
+                    continue;
+                };
+                if Self::sweep_dir(&sub, depth + 1, before, dry_run, swept)? {
+                    drop(sub);
+                    // Fails (and stays) unless it is empty now.
+                    beneath::remove_empty_dir(dir.as_fd(), &name);
+                    removed = true;
+                }
+                continue;
+            }
+            if kind != FileType::RegularFile || !is_staged_name(&name) {
+                continue;
+            }
+            let Ok(Some((FileType::RegularFile, meta))) = beneath::stat_at(dir.as_fd(), &name)
+            else {
+                continue;
+            };
+            if meta.modified >= before {
+                continue;
+            }
+            if !dry_run {
+                // `false`: published or removed by its own put meanwhile.
+                if !beneath::remove_file(dir.as_fd(), &name)
+                    .map_err(|e| backend("removing a staged blob file", e))?
+                {
+                    continue;
+                }
+                removed = true;
+            }
+            swept.objects += 1;
+            swept.bytes += meta.size;
+        }
+        Ok(removed)
     }
 
     /// Runs `f` with a clone of this store on the blocking pool.
@@ -563,19 +658,13 @@ enum Opened {
 /// step publishes it) and the batch it wrote, emptied for reuse.
 type PutStep = Result<(Option<StagedFile>, Batch), BlobError>;
 
-fn modified(meta: &fs::Metadata) -> DateTime<Utc> {
-    meta.modified()
-        .map(DateTime::<Utc>::from)
-        .unwrap_or_else(|_| Utc::now())
-}
-
 #[async_trait]
 impl BlobStore for LocalBlobStore {
     async fn put(&self, key: &BlobKey, mut body: ByteStream) -> Result<u64, BlobError> {
         // The guard removes the staged file on every early return, and at
         // once if this future is dropped mid-body (a step still running then
         // removes what it made, see `Staging::check`).
-        let staging = Arc::new(self.staging(key)?);
+        let staging = Arc::new(Self::staging(key)?);
         let mut guard = StagedGuard {
             staging: staging.clone(),
             published: false,
@@ -608,19 +697,9 @@ impl BlobStore for LocalBlobStore {
         let (opened, size) = {
             let key = key.clone();
             self.run(move |store| {
-                let (path, _) = store.existing(&key)?;
-                let mut file = match fs::File::open(&path) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return Err(BlobError::NotFound(key.clone()));
-                    }
-                    Err(e) => return Err(backend("opening a blob", e)),
-                };
-                // The size of the file we opened, not of whatever the path names now.
-                let size = file
-                    .metadata()
-                    .map_err(|e| backend("inspecting a blob", e))?
-                    .len();
+                // The size of the file opened, from its own handle.
+                let (mut file, meta) = store.open_existing(&key)?;
+                let size = meta.size;
                 // A small blob (an upload, a preview) is read in this same
                 // step: streaming it would cost two more hand-offs to the
                 // blocking pool (its bytes, then the end of the file).
@@ -658,11 +737,11 @@ impl BlobStore for LocalBlobStore {
     async fn head(&self, key: &BlobKey) -> Result<BlobMeta, BlobError> {
         let key = key.clone();
         self.run(move |store| {
-            let (_, meta) = store.existing(&key)?;
+            let meta = store.meta_of(&key)?;
             Ok(BlobMeta {
                 key,
-                size: meta.len(),
-                last_modified: modified(&meta),
+                size: meta.size,
+                last_modified: meta.modified,
             })
         })
         .await
@@ -688,14 +767,20 @@ impl BlobStore for LocalBlobStore {
     }
 
     async fn ping(&self) -> Result<(), BlobError> {
-        self.run(|store| match fs::symlink_metadata(&store.root) {
-            Ok(m) if m.is_dir() => Ok(()),
-            Ok(_) => Err(BlobError::Unavailable(
-                "the blob root is not a directory".into(),
-            )),
-            Err(e) => Err(BlobError::Unavailable(format!(
-                "the blob root is not reachable: {e}"
-            ))),
+        self.run(|store| {
+            match beneath::same_dir(store.root_dir(), &store.root) {
+                Ok(true) => Ok(()),
+                // Writes would go to the directory opened at start, which
+                // is no longer the configured one.
+                Ok(false) => Err(BlobError::Unavailable(format!(
+                    "the blob root {} was replaced or moved since the store opened it: restart \
+                     the server to use the new one",
+                    store.root.display()
+                ))),
+                Err(e) => Err(BlobError::Unavailable(format!(
+                    "the blob root is not reachable: {e}"
+                ))),
+            }
         })
         .await
     }
