@@ -44,10 +44,12 @@ And two things that are not about data:
    "AST constructor recursion depth mismatch". Hypothesis parses
    lambdas to describe strategies, and schemathesis runs two workers; the
    parses are serialised here.
-7. Empty lists and booleans. An upload option drawn as `[]` goes out as
-   no part at all, the valid request without it, and `texture` drawn as a
-   boolean goes out as `true`/`false`, two of its values; such cases are
-   not sent.
+7. Short lists and booleans. An upload option drawn as `[]` goes out as
+   no part at all, the valid request without it; one drawn as `[x]` goes
+   out as the single part `x`, the request with `x` itself (valid when `x`
+   is, as for `face_limit: [785]`); and `texture` drawn as a boolean goes
+   out as `true`/`false`, two of its values. Such cases are not sent: each
+   is its twin on the wire, which is generated on its own.
 """
 
 import ast
@@ -221,12 +223,16 @@ _TAKES_BOOLEAN_TEXT = {"texture"}
 @schemathesis.hook("filter_body")
 def _not_an_empty_list_of_parts(context, body):
     """A multipart body sends an option given as an empty list as no part
-    at all: the same request as the option left out, which is valid. Such a
-    case cannot be told apart from its valid twin on the wire, so it is not
-    sent. (A list of two or more becomes repeated parts, which the server
-    refuses with 400.) Likewise a boolean goes out as the text `true` or
-    `false`, which for `texture` is a valid value: the negative case "a
-    boolean, not a string" is the valid request on the wire.
+    at all: the same request as the option left out, which is valid; and
+    one given as a one-element list as that element's single part: the
+    same request as the element given alone (every option but `files` is
+    a single value, so a list is always the negative case, yet `[785]` is
+    `face_limit=785` on the wire). Such a case cannot be told apart from its
+    twin on the wire, so it is not sent. (A list of two or more becomes
+    repeated parts, which the server refuses with 400.) Likewise a boolean
+    goes out as the text `true` or `false`, which for `texture` is a valid
+    value: the negative case "a boolean, not a string" is the valid
+    request on the wire.
 
     A body whose parts have media types of their own (the images) reaches
     this hook wrapped, as its fields (`.body`) beside the media types it
@@ -236,7 +242,7 @@ def _not_an_empty_list_of_parts(context, body):
     if getattr(operation, "label", None) != "POST /upload" or not isinstance(fields, dict):
         return True
     return not any(
-        (isinstance(v, list) and v == [])
+        (isinstance(v, list) and len(v) <= 1)
         or (isinstance(v, bool) and k in _TAKES_BOOLEAN_TEXT)
         for k, v in fields.items()
         if k != "files"
