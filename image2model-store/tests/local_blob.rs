@@ -609,6 +609,36 @@ async fn a_key_whose_folder_is_a_file_is_refused_without_damage() {
     assert_not_found(store.get(&key("models/j1/i1.glb")).await);
 }
 
+/// A put of a key whose name is a directory (it holds other objects) is
+/// refused, and the objects below it and the directory stay as they were.
+#[tokio::test]
+async fn a_key_that_is_a_folder_is_refused_without_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_in(dir.path()).await;
+    store
+        .put_bytes(&key("models/j1/i1.glb"), Bytes::from_static(b"model"))
+        .await
+        .unwrap();
+
+    let got = store
+        .put_bytes(&key("models/j1"), Bytes::from_static(b"x"))
+        .await;
+
+    match got {
+        Err(BlobError::Backend(m)) => assert!(m.contains("a directory is in the way"), "{m}"),
+        other => panic!("a put over a folder: {other:?}"),
+    }
+    assert_eq!(
+        store.get_bytes(&key("models/j1/i1.glb")).await.unwrap(),
+        Bytes::from_static(b"model")
+    );
+    assert_eq!(
+        files_under(store.root()),
+        vec![store.root().join("models/j1/i1.glb")],
+        "no staged file left"
+    );
+}
+
 fn assert_not_found<T>(got: Result<T, BlobError>) {
     assert!(matches!(got, Err(BlobError::NotFound(_))));
 }

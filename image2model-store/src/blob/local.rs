@@ -167,11 +167,18 @@ impl Staging {
     /// here (and remove it then): no order leaves a staged file behind.
     fn adopt(&self, dir: Arc<OwnedFd>) -> Result<(), BlobError> {
         let mut state = self.state();
+        self.refuse_if_abandoned(&state, &dir)?;
+        state.dir = Some(dir);
+        Ok(())
+    }
+
+    /// With the lock held: when the put was abandoned, removes the staged
+    /// file from `dir` and fails the step.
+    fn refuse_if_abandoned(&self, state: &StagingState, dir: &OwnedFd) -> Result<(), BlobError> {
         if state.abandoned {
             let _ = beneath::remove_file(dir.as_fd(), &self.name);
             return Err(abandoned());
         }
-        state.dir = Some(dir);
         Ok(())
     }
 
@@ -180,10 +187,7 @@ impl Staging {
     /// moment either published its whole object or left nothing.
     fn publish(&self, dir: &OwnedFd, target: &str, key: &BlobKey) -> Result<(), BlobError> {
         let state = self.state();
-        if state.abandoned {
-            let _ = beneath::remove_file(dir.as_fd(), &self.name);
-            return Err(abandoned());
-        }
+        self.refuse_if_abandoned(&state, dir)?;
         // rename() replaces the target atomically and never follows a link
         // at the target: a planted link would be replaced, not written through.
         match beneath::rename(dir.as_fd(), &self.name, target) {
@@ -221,6 +225,7 @@ impl Drop for StagedGuard {
         }
     }
 }
+
 /// Whether a file name is one [`staged_name`] makes.
 fn is_staged_name(name: &str) -> bool {
     let Some(inner) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) else {

@@ -180,8 +180,9 @@ pub(super) fn sync(dir: impl AsFd) -> io::Result<()> {
     Ok(rustix::fs::fsync(dir)?)
 }
 
-/// One entry of a directory: its name (when it is UTF-8) and kind, the kind
-/// looked up when the file system's listing does not give it.
+/// The entries of a directory (but `.` and `..`): each one's name, when it
+/// is UTF-8, and kind, looked up when the file system's listing does not
+/// give it.
 pub(super) fn entries(dir: BorrowedFd<'_>) -> io::Result<Vec<(String, FileType)>> {
     let mut out = Vec::new();
     for entry in rustix::fs::Dir::read_from(dir)? {
