@@ -108,6 +108,73 @@ async fn the_stream_pump_starts_only_where_enough_streams_can_be_open() {
     assert_eq!(pumped, 0, "one stream open is below the threshold");
 }
 
+/// Four requests whose streams open one after another with the pump taking
+/// streams from two open: A alone, B beside A, then C and D together (which
+/// make four). Returns each one's reported percentages, the streams read on
+/// the pump, and the streams the fake saw opened.
+async fn a_crowd_after_two(tweak: impl FnOnce(&mut FalConfig)) -> (Vec<Vec<u8>>, u64, u64) {
+    let t = spawn_with(Scenario::Success, |c| {
+        c.max_in_flight = 16;
+        c.stream_pump_from = 2;
+        tweak(c);
+    })
+    .await;
+    t.fake
+        .set_latency(Duration::from_millis(20), Duration::from_millis(1500));
+    t.fake
+        .set_stream_progress_interval(Duration::from_millis(50));
+    let observers: [Recorder; 4] = Default::default();
+    let one = |after: u64, observer: &'static Recorder| {
+        let t = &t;
+        async move {
+            while t.fake.status_streams() < after {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let (glb, _) = generate_glb(t, request("tripo3d-v2.5"), observer)
+                .await
+                .unwrap();
+            assert_eq!(glb, textured_glb());
+        }
+    };
+    let observers: &'static [Recorder; 4] = Box::leak(Box::new(observers));
+    tokio::join!(
+        one(0, &observers[0]),
+        one(1, &observers[1]),
+        one(2, &observers[2]),
+        one(2, &observers[3]),
+    );
+    assert_eq!(t.fake.status_polls(), 0, "nothing was polled");
+    (
+        observers.iter().map(Recorder::progress).collect(),
+        t.generator.pumped_streams(),
+        t.fake.status_streams(),
+    )
+}
+
+#[tokio::test]
+async fn streams_opened_before_a_crowd_move_to_the_pump_at_their_next_event() {
+    let (progress, pumped, streams) = a_crowd_after_two(|_| {}).await;
+    // C and D open with two others: on the pump. A and B opened below the
+    // threshold; once four are open, each is dropped at its next event and
+    // reopened there.
+    assert_eq!(streams, 6, "A and B were each reopened once");
+    assert_eq!(pumped, 4, "C, D, and A and B reopened");
+    for (name, p) in ["A", "B", "C", "D"].iter().zip(&progress) {
+        assert!(
+            p.iter().any(|&p| (20..90).contains(&p)),
+            "{name} reported progress: {p:?}"
+        );
+        assert!(
+            p.windows(2).all(|w| w[0] <= w[1]),
+            "{name}'s progress never went back across the move: {p:?}"
+        );
+    }
+
+    // Without the pump (`FAL_STREAM_TICK_MS=0`) nothing moves.
+    let (_, pumped, streams) = a_crowd_after_two(|c| c.stream_tick = Duration::ZERO).await;
+    assert_eq!((pumped, streams), (0, 4));
+}
+
 /// Runs one request whose status stream sends an event every 10 ms for
 /// about 600 ms, reported to an observer that asks for nothing during the
 /// first 300 ms; returns the percentages reported, those reported within

@@ -79,8 +79,10 @@ pub struct FalConfig {
     /// open (module `pump`); zero reads each stream on its item's task.
     pub stream_tick: Duration,
     /// Streams open in the process from which a new one is read by the
-    /// stream pump (default [`DEFAULT_STREAM_PUMP_FROM`]): below it, a
-    /// stream's few events a second cost less than a tick's delay.
+    /// stream pump (`FAL_STREAM_PUMP_FROM`, default
+    /// [`DEFAULT_STREAM_PUMP_FROM`]): below it, a stream's few events a
+    /// second cost less than a tick's delay. A stream opened below it moves
+    /// to the pump at its next event once this many others are open.
     pub stream_pump_from: usize,
     /// Where fal should call back when a request ends (the server's public
     /// URL of its FAL webhook route); `None` sends no webhook.
@@ -257,6 +259,9 @@ impl FalConfig {
             }
             config.stream_tick = Duration::from_millis(ms);
         }
+        if let Some(v) = get("FAL_STREAM_PUMP_FROM") {
+            config.stream_pump_from = parse_number("FAL_STREAM_PUMP_FROM", &v)?;
+        }
         if let Some(v) = get("FAL_JWKS_URL") {
             let url = Url::parse(v.trim())
                 .map_err(|e| config_err("FAL_JWKS_URL", format!("{v:?} is not a URL: {e}")))?;
@@ -431,6 +436,7 @@ mod tests {
             ("FAL_JWKS_URL", "ftp://keys"),
             ("FAL_STREAM_TICK_MS", "101"),
             ("FAL_STREAM_TICK_MS", "soon"),
+            ("FAL_STREAM_PUMP_FROM", "-5"),
         ] {
             let err =
                 FalConfig::from_lookup(lookup(&[("FAL_KEY", "k"), (name, value)])).unwrap_err();
@@ -446,15 +452,18 @@ mod tests {
         assert_eq!(c.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
         assert!(c.status_stream);
         assert_eq!(c.stream_tick, Duration::from_millis(DEFAULT_STREAM_TICK_MS));
+        assert_eq!(c.stream_pump_from, DEFAULT_STREAM_PUMP_FROM);
         let c = FalConfig::from_lookup(lookup(&[
             ("FAL_KEY", "k"),
             ("FAL_MAX_IN_FLIGHT", "2048"),
             ("FAL_STATUS_STREAM", "false"),
             ("FAL_WEBHOOK_SAFETY_SECS", "5"),
             ("FAL_STREAM_TICK_MS", "0"),
+            ("FAL_STREAM_PUMP_FROM", "64"),
         ]))
         .unwrap()
         .unwrap();
+        assert_eq!(c.stream_pump_from, 64);
         assert_eq!(c.max_in_flight, 2048);
         assert!(!c.status_stream);
         assert_eq!(c.stream_tick, Duration::ZERO);

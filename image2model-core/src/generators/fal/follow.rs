@@ -51,6 +51,9 @@ enum StreamEnd {
         reason: String,
         events: u32,
     },
+    /// Read on the item's task while many other streams came to be open:
+    /// dropped after an event, to be reopened on the stream pump.
+    Moved,
 }
 
 /// The requests waiting for their webhook, by request id.
@@ -214,6 +217,12 @@ impl FalGenerator {
                     .await?
                 {
                     StreamEnd::Completed(status) => return Ok(Some(status)),
+                    StreamEnd::Moved => {
+                        // It had an event: fal knows the request.
+                        first = false;
+                        stream_failures = 0;
+                        continue;
+                    }
                     StreamEnd::Unknown if first => return Ok(None),
                     StreamEnd::Unknown => return Err(no_longer_known(request_id)),
                     StreamEnd::Broken { reason, events } => {
@@ -246,8 +255,14 @@ impl FalGenerator {
     /// Reads one status stream until `COMPLETED`, reporting progress: on the
     /// stream pump when there is one and many streams are open (module
     /// `pump`, `FalConfig::stream_pump_from`), else on this task.
-    /// The reader hands over only the latest percentage (a `watch`: no
-    /// queue per stream), and gives the tracker back at the end.
+    /// The reader hands over only its latest tracker (a `watch`: no queue
+    /// per stream), waking this task when the percentage changes.
+    ///
+    /// A stream read here while the others open reach the threshold (a big
+    /// batch arriving after a few items) ends with [`StreamEnd::Moved`] at
+    /// its next event, and the caller reopens it, on the pump: otherwise the
+    /// streams opened first would each wake the runtime once per event for
+    /// their whole run.
     async fn follow_stream(
         &self,
         endpoint: &EndpointId,
@@ -256,7 +271,7 @@ impl FalGenerator {
         observer: &dyn GenerationObserver,
     ) -> Result<StreamEnd, GenerateError> {
         let mut reported = tracker.percent();
-        let (progress, mut seen) = tokio::sync::watch::channel(reported);
+        let (progress, mut seen) = tokio::sync::watch::channel(*tracker);
         let read = read_stream(
             self.client.clone(),
             endpoint.clone(),
@@ -271,6 +286,7 @@ impl FalGenerator {
         let from = self.client.config().stream_pump_from;
         let pump = self.pump.as_ref().filter(|_| open.others >= from);
         let pumped = pump.is_some();
+        let movable = !pumped && self.pump.is_some();
         let reading: futures::future::BoxFuture<'static, _> = match pump {
             Some(pump) => {
                 self.pumped_streams
@@ -307,13 +323,17 @@ impl FalGenerator {
                 biased;
                 done = &mut reading => break done,
                 Ok(()) = seen.changed() => {
-                    reported = *seen.borrow_and_update();
+                    reported = seen.borrow_and_update().percent();
                     report(observer, reported).await;
+                    if movable && open.now() > from {
+                        *tracker = *seen.borrow();
+                        return Ok(StreamEnd::Moved);
+                    }
                 }
             }
         };
         // A last percentage read before the end and not reported yet.
-        let last = *seen.borrow();
+        let last = seen.borrow().percent();
         if last != reported {
             report(observer, last).await;
         }
@@ -349,6 +369,11 @@ impl<'a> OpenStream<'a> {
         let others = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self { open, others }
     }
+
+    /// Streams open now, this one included.
+    fn now(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Drop for OpenStream<'_> {
@@ -365,7 +390,7 @@ async fn read_stream(
     endpoint: EndpointId,
     request_id: String,
     mut tracker: ProgressTracker,
-    progress: tokio::sync::watch::Sender<i64>,
+    progress: tokio::sync::watch::Sender<ProgressTracker>,
 ) -> (Result<StreamEnd, GenerateError>, ProgressTracker) {
     let response = match client.status_stream(&endpoint, &request_id).await {
         Ok(Some(response)) => response,
@@ -406,9 +431,11 @@ async fn read_stream(
                 break 'read StreamEnd::Completed(status);
             }
             let percent = tracker.update(&status);
+            // Always kept (the step count too); a wake only when the
+            // percentage moved.
             progress.send_if_modified(|p| {
-                let changed = *p != percent;
-                *p = percent;
+                let changed = p.percent() != percent;
+                *p = tracker;
                 changed
             });
         }

@@ -46,6 +46,7 @@ impl GeneratorKind for FalKind {
             "FAL_MAX_IN_FLIGHT",
             "FAL_STATUS_STREAM",
             "FAL_STREAM_TICK_MS",
+            "FAL_STREAM_PUMP_FROM",
             "FAL_WEBHOOK_SAFETY_SECS",
             "FAL_JWKS_URL",
         ]
@@ -112,6 +113,7 @@ impl GeneratorSection for FalConfig {
                     .unwrap_or(u64::MAX)
                     .into(),
             ),
+            ("FAL_STREAM_PUMP_FROM", self.stream_pump_from.into()),
             (
                 "FAL_WEBHOOK_SAFETY_SECS",
                 self.webhook_safety.as_secs().into(),
