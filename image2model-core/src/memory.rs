@@ -41,6 +41,8 @@ struct JobsState {
     deliveries: BTreeMap<JobId, (Delivery, Option<i64>)>,
     /// Webhook settings by owner.
     webhooks: BTreeMap<ApiKeyId, WebhookSettings>,
+    /// Items claims failed as `worker_lost`.
+    worker_lost: u64,
 }
 
 /// A [`JobStore`] kept in memory, lost when dropped. Clones share one store.
@@ -194,6 +196,10 @@ impl JobStore for MemoryJobStore {
         Ok(JobPage { jobs, next_cursor })
     }
 
+    fn worker_lost_count(&self) -> Option<u64> {
+        Some(self.state.lock().expect("memory store lock").worker_lost)
+    }
+
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
         let mut guard = self.state.lock().expect("memory store lock");
         let st = &mut *guard;
@@ -224,6 +230,7 @@ impl JobStore for MemoryJobStore {
                 }
                 if expired {
                     if item.attempts >= options.max_attempts {
+                        st.worker_lost += 1;
                         let id = item.item_id;
                         let it = &mut job.items[idx];
                         it.status = ItemStatus::Failed;

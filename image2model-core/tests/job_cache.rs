@@ -61,6 +61,10 @@ struct Probe {
     gate: std::sync::Mutex<Option<Arc<Notify>>>,
     /// Told when a read has its snapshot and waits at the gate.
     holding: Notify,
+    /// When set, each claim waits here after the backend committed it.
+    claim_gate: std::sync::Mutex<Option<Arc<Notify>>>,
+    /// Told when a claim has committed and waits at the claim gate.
+    claim_holding: Notify,
 }
 
 impl Probe {
@@ -107,8 +111,17 @@ impl JobStore for Probe {
     async fn list_jobs(&self, query: &ListQuery) -> Result<JobPage, StoreError> {
         self.inner.list_jobs(query).await
     }
+    fn worker_lost_count(&self) -> Option<u64> {
+        self.inner.worker_lost_count()
+    }
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
-        self.inner.claim_next(options).await
+        let claim = self.inner.claim_next(options).await;
+        let gate = self.claim_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            self.claim_holding.notify_one();
+            gate.notified().await;
+        }
+        claim
     }
     async fn change_held(
         &self,
@@ -185,11 +198,99 @@ async fn repeated_reads_are_answered_from_memory() {
     let job = create(&cache, 2).await;
 
     let first = get(&cache, job.job_id).await;
+    assert_eq!(first, job, "the created job, as created");
     for _ in 0..50 {
         assert_eq!(get(&cache, job.job_id).await, first);
     }
-    assert_eq!(probe.reads(), 1, "one backend read for 51 reads");
+    assert_eq!(probe.reads(), 0, "the create left its job in the cache");
     assert_eq!(cache.len(), 1);
+
+    // Forgotten (as by a change): one backend read, then memory again.
+    cache.cancel_job(job.job_id).await.unwrap().unwrap();
+    let cancelled = get(&cache, job.job_id).await;
+    for _ in 0..50 {
+        assert_eq!(get(&cache, job.job_id).await, cancelled);
+    }
+    assert_eq!(probe.reads(), 1, "one backend read for 51 reads");
+}
+
+#[tokio::test]
+async fn a_claimed_job_is_cached_as_the_claim_committed_it() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let job = create(&cache, 2).await;
+
+    let claim = cache.claim_next(CLAIM).await.unwrap().unwrap();
+    let cached = get(&cache, job.job_id).await;
+    assert_eq!(probe.reads(), 0, "the claim left its job in the cache");
+    assert_eq!(cached, claim.job);
+    assert_eq!(cached.status, JobStatus::Running);
+    assert_eq!(
+        Some(cached),
+        probe.inner.get_job(job.job_id).await.unwrap(),
+        "the snapshot is what the backend holds"
+    );
+}
+
+#[tokio::test]
+async fn a_claim_that_fails_another_jobs_item_as_worker_lost_forgets_that_job() {
+    let probe = Arc::new(Probe::default());
+    let cache = CachedJobStore::new(probe.clone(), config(HOUR));
+    let short = ClaimOptions {
+        lease: Duration::from_millis(1),
+        max_attempts: 1,
+        models: None,
+    };
+    let lost = create(&cache, 1).await;
+    cache.claim_next(short.clone()).await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        get(&cache, lost.job_id).await.status,
+        JobStatus::Running,
+        "cached as its claim left it"
+    );
+
+    // Its lease has run out: the next claim fails it on the way to a new
+    // job's item.
+    let next = create(&cache, 1).await;
+    let claim = cache.claim_next(short).await.unwrap().unwrap();
+    assert_eq!(claim.job.job_id, next.job_id);
+    assert_eq!(probe.worker_lost_count(), Some(1));
+    assert_eq!(
+        get(&cache, lost.job_id).await.items[0].status,
+        image2model_core::domain::ItemStatus::Failed,
+        "the failed job was forgotten, not answered from memory"
+    );
+}
+
+#[tokio::test]
+async fn a_claims_snapshot_is_not_kept_when_its_job_changed_meanwhile() {
+    let probe = Arc::new(Probe::default());
+    let cache = Arc::new(CachedJobStore::new(probe.clone(), config(HOUR)));
+    let job = create(cache.as_ref(), 2).await;
+
+    // The claim commits (its job running, not cancelled) and is held before
+    // it returns.
+    let gate = Arc::new(Notify::new());
+    *probe.claim_gate.lock().unwrap() = Some(gate.clone());
+    let holding = probe.claim_holding.notified();
+    let claimer = {
+        let cache = cache.clone();
+        tokio::spawn(async move { cache.claim_next(CLAIM).await.unwrap().unwrap() })
+    };
+    holding.await;
+    *probe.claim_gate.lock().unwrap() = None;
+
+    // Meanwhile the job is cancelled through the cache.
+    cache.cancel_job(job.job_id).await.unwrap().unwrap();
+    gate.notify_one();
+    let claim = claimer.await.unwrap();
+    assert!(!claim.job.cancel_requested, "the claim saw the old state");
+
+    assert!(
+        get(cache.as_ref(), job.job_id).await.cancel_requested,
+        "the claim's stale snapshot must not have been cached"
+    );
 }
 
 #[tokio::test]
@@ -262,8 +363,9 @@ async fn every_change_through_the_cache_is_seen_by_the_next_read() {
 
     cache.delete_job(job.job_id).await.unwrap().unwrap();
     assert!(cache.get_job(job.job_id).await.unwrap().is_none());
-    // Each of the seven reads after a change went to the backend.
-    assert_eq!(probe.reads(), 7);
+    // The reads after the create and the claim were answered with their
+    // snapshots; each of the five after another change went to the backend.
+    assert_eq!(probe.reads(), 5);
 }
 
 #[tokio::test(start_paused = true)]
@@ -294,7 +396,8 @@ async fn changes_made_elsewhere_are_seen_after_the_time_to_live() {
 async fn a_read_that_races_a_change_does_not_cache_its_stale_snapshot() {
     let probe = Arc::new(Probe::default());
     let cache = Arc::new(CachedJobStore::new(probe.clone(), config(HOUR)));
-    let job = create(cache.as_ref(), 1).await;
+    // Created behind the cache, so that the read goes to the backend.
+    let job = create(probe.as_ref(), 1).await;
 
     // A read takes its snapshot (queued) and is held before returning it.
     let gate = Arc::new(Notify::new());

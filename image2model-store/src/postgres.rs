@@ -353,6 +353,10 @@ impl JobStore for PostgresDatabase {
         Ok(rows::page(jobs, more))
     }
 
+    fn worker_lost_count(&self) -> Option<u64> {
+        Some(rows::worker_lost_count())
+    }
+
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
         let models: Option<Vec<String>> = options
             .models

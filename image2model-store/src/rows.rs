@@ -106,6 +106,16 @@ fn from_ms(ms: i64, what: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| corrupt(what, "time out of range"))
 }
 
+/// Items failed as `worker_lost` by claims in this process, counted before
+/// each failure is written (a failure that is then not committed counts
+/// too): what the SQL stores answer to `JobStore::worker_lost_count`.
+static WORKER_LOST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`WORKER_LOST`].
+pub(crate) fn worker_lost_count() -> u64 {
+    WORKER_LOST.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Now, at the precision the stores keep (milliseconds), so that what a call
 /// returns equals what a later read returns.
 pub(crate) fn now() -> DateTime<Utc> {
@@ -575,12 +585,14 @@ impl LoadedJob {
         Ok(granted)
     }
 
-    /// Fails item `idx`, whose worker lost its lease too often.
+    /// Fails item `idx`, whose worker lost its lease too often; counted
+    /// first (see [`worker_lost_count`]).
     pub(crate) fn fail_worker_lost(
         &mut self,
         idx: usize,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        WORKER_LOST.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.set_status(idx, ItemStatus::Failed)?;
         let item = &mut self.job.items[idx];
         item.error = Some(ItemError {

@@ -875,6 +875,10 @@ impl JobStore for SqliteDatabase {
         Ok(rows::page(jobs, more))
     }
 
+    fn worker_lost_count(&self) -> Option<u64> {
+        Some(rows::worker_lost_count())
+    }
+
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError> {
         if options.models.as_deref().is_some_and(<[_]>::is_empty) {
             // No model is claimable: nothing to look at, nothing to fail.

@@ -323,6 +323,15 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Claims the oldest claimable item.
     async fn claim_next(&self, options: ClaimOptions) -> Result<Option<Claim>, StoreError>;
 
+    /// How many items claims have failed as `worker_lost` in this process
+    /// so far (counted before each failure is written, and by every store of
+    /// the kind alike); `None`, the default, when the store does not count.
+    /// [`CachedJobStore`](crate::job_cache::CachedJobStore) reads it around
+    /// a claim: when it did not move, the claim changed its own job only.
+    fn worker_lost_count(&self) -> Option<u64> {
+        None
+    }
+
     /// Changes an item its token holds, as [`HeldChange`] says, in one
     /// write; `Ok(false)` (and nothing changed) when the token no longer
     /// holds it. The one write a store implements for the four below.

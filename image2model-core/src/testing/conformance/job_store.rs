@@ -774,6 +774,7 @@ pub async fn lease_expired_max_attempts_times_fails_the_item_with_worker_lost(
     assert_eq!(second.item.attempts, 2);
     tokio::time::sleep(PAST_SHORT_LEASE).await;
 
+    let counted = store.worker_lost_count();
     let third = claim(
         &store,
         ClaimOptions {
@@ -783,6 +784,17 @@ pub async fn lease_expired_max_attempts_times_fails_the_item_with_worker_lost(
         },
     )
     .await;
+    if let Some(before) = counted {
+        // Other stores of the kind in this process may count too: at least
+        // this one failure.
+        let after = store
+            .worker_lost_count()
+            .expect("a store that counts keeps counting");
+        assert!(
+            after > before,
+            "a claim that failed an item as worker_lost moved the count ({before} → {after})"
+        );
+    }
 
     assert_eq!(
         third.item.item_id, job.items[1].item_id,
