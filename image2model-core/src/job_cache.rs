@@ -354,9 +354,11 @@ impl JobStore for CachedJobStore {
         let read_at = Instant::now();
         let result = self.inner.claim_next(options).await;
         let alone = lost.is_some() && self.inner.worker_lost_count() == lost;
+        if let Ok(Some(claim)) = &result {
+            self.remember_claim(claim);
+        }
         match &result {
             Ok(Some(claim)) if alone => {
-                self.remember_claim(claim);
                 let id = claim.job.job_id;
                 let before = self.stripe(id).fetch_add(1, Ordering::SeqCst);
                 self.cache.remove(&id);
@@ -370,12 +372,7 @@ impl JobStore for CachedJobStore {
             }
             // Nothing claimed and nothing failed: nothing changed.
             Ok(None) if alone => {}
-            _ => {
-                if let Ok(Some(claim)) = &result {
-                    self.remember_claim(claim);
-                }
-                self.changed_all();
-            }
+            _ => self.changed_all(),
         }
         result
     }

@@ -256,7 +256,7 @@ impl FalGenerator {
     /// stream pump when there is one and many streams are open (module
     /// `pump`, `FalConfig::stream_pump_from`), else on this task.
     /// The reader hands over only its latest tracker (a `watch`: no queue
-    /// per stream), waking this task when the percentage changes.
+    /// per stream), waking this task when it moves.
     ///
     /// A stream read here while the others open reach the threshold (a big
     /// batch arriving after a few items) ends with [`StreamEnd::Moved`] at
@@ -323,8 +323,11 @@ impl FalGenerator {
                 biased;
                 done = &mut reading => break done,
                 Ok(()) = seen.changed() => {
-                    reported = seen.borrow_and_update().percent();
-                    report(observer, reported).await;
+                    let percent = seen.borrow_and_update().percent();
+                    if percent != reported {
+                        reported = percent;
+                        report(observer, reported).await;
+                    }
                     if movable && open.now() > from {
                         *tracker = *seen.borrow();
                         return Ok(StreamEnd::Moved);
@@ -430,11 +433,12 @@ async fn read_stream(
             if status.status == QueueStatus::Completed {
                 break 'read StreamEnd::Completed(status);
             }
-            let percent = tracker.update(&status);
-            // Always kept (the step count too); a wake only when the
-            // percentage moved.
+            tracker.update(&status);
+            // A wake whenever the tracker moved (its step count too, so an
+            // unpumped stream can be moved even once its percentage stops
+            // rising); the reader reports only new percentages.
             progress.send_if_modified(|p| {
-                let changed = p.percent() != percent;
+                let changed = *p != tracker;
                 *p = tracker;
                 changed
             });

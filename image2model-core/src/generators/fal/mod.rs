@@ -410,7 +410,7 @@ async fn report(observer: &dyn GenerationObserver, percent: i64) {
 /// Turns status polls into rising percentages: 5–15 % while queued (higher as
 /// the queue position falls), 20–89 % while running (a percentage found in the
 /// logs, else creeping up with each poll and log line).
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct ProgressTracker {
     steps: u32,
     percent: i64,
